@@ -1,0 +1,249 @@
+//! HostActor: owns one Docker host (its [`ContainerRuntime`]), its circuit breaker and its load.
+//! Started by the RootActor, one per configured host, and restarted by it when it fails.
+//!
+//! In: `Run` and `Attach` (from a JobActor), `Remove`, `Load`, `Status`.
+//! Out: progress of each run to its JobActor (`ImageReady`, `Started`, `Exited`, `Failed`).
+//!
+//! Container operations can take minutes, so each run is a spawned task that posts its progress
+//! back as messages; the actor's own handlers never wait on Docker.
+
+use crate::job::JobMessage;
+use crate::placement::{CircuitBreaker, CircuitState, HostLoad};
+use crate::ports::{ContainerRuntime, ContainerSpec, RuntimeError};
+use fastlane_proto::farm::DockerEndpoint;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Messages of the HostActor.
+pub enum HostMessage {
+    /// Pull (if needed), create, start and wait for a container, then collect its output.
+    Run {
+        spec: ContainerSpec,
+        wait_limit: Duration,
+        job: ActorRef<JobMessage>,
+    },
+    /// Wait for an already started container (after a restart of the node), then collect it.
+    Attach {
+        container_id: String,
+        wait_limit: Duration,
+        job: ActorRef<JobMessage>,
+    },
+    /// Remove a container whose result has been stored.
+    Remove { container_id: String },
+    /// A spawned run ended; `fault` is set when it ended on a host fault.
+    RunEnded { key: String, fault: Option<String> },
+    /// A cheap operation succeeded or failed on the host.
+    Observed { fault: Option<String> },
+    Load(RpcReplyPort<HostLoad>),
+    Status(RpcReplyPort<HostStatus>),
+}
+
+/// The host as `/status/` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostStatus {
+    pub endpoint: DockerEndpoint,
+    pub available: bool,
+    pub circuit: CircuitState,
+    pub running: usize,
+    pub error: Option<String>,
+}
+
+pub struct HostActor;
+
+pub struct HostArgs {
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub breaker_max_fails: u32,
+    pub breaker_reset_timeout: Duration,
+}
+
+pub struct HostState {
+    runtime: Arc<dyn ContainerRuntime>,
+    breaker: CircuitBreaker,
+    /// Keys (container names or ids) of the runs in progress.
+    running: HashSet<String>,
+    last_error: Option<String>,
+}
+
+impl Actor for HostActor {
+    type Msg = HostMessage;
+    type State = HostState;
+    type Arguments = HostArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<HostMessage>,
+        args: HostArgs,
+    ) -> Result<HostState, ActorProcessingErr> {
+        Ok(HostState {
+            runtime: args.runtime,
+            breaker: CircuitBreaker::new(args.breaker_max_fails, args.breaker_reset_timeout),
+            running: HashSet::new(),
+            last_error: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<HostMessage>,
+        message: HostMessage,
+        state: &mut HostState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            HostMessage::Run {
+                spec,
+                wait_limit,
+                job,
+            } => state.run(myself, spec, wait_limit, job),
+            HostMessage::Attach {
+                container_id,
+                wait_limit,
+                job,
+            } => state.attach(myself, container_id, wait_limit, job),
+            HostMessage::Remove { container_id } => state.remove(myself, container_id),
+            HostMessage::RunEnded { key, fault } => {
+                state.running.remove(&key);
+                state.observe(fault);
+            }
+            HostMessage::Observed { fault } => state.observe(fault),
+            HostMessage::Load(reply) => {
+                let _ = reply.send(state.load());
+            }
+            HostMessage::Status(reply) => {
+                let _ = reply.send(state.status());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl HostState {
+    fn load(&self) -> HostLoad {
+        HostLoad {
+            available: self.breaker.allows(Instant::now()),
+            running: self.running.len(),
+        }
+    }
+
+    fn status(&self) -> HostStatus {
+        let circuit = self.breaker.state(Instant::now());
+        HostStatus {
+            endpoint: self.runtime.endpoint().clone(),
+            available: circuit != CircuitState::Open,
+            circuit,
+            running: self.running.len(),
+            error: if circuit == CircuitState::Closed {
+                None
+            } else {
+                self.last_error.clone()
+            },
+        }
+    }
+
+    fn observe(&mut self, fault: Option<String>) {
+        match fault {
+            None => self.breaker.record_success(),
+            Some(error) => {
+                tracing::warn!(host = %self.runtime.endpoint(), %error, "docker host fault");
+                self.breaker.record_fault(Instant::now());
+                self.last_error = Some(error);
+            }
+        }
+    }
+
+    fn run(
+        &mut self,
+        myself: ActorRef<HostMessage>,
+        spec: ContainerSpec,
+        wait_limit: Duration,
+        job: ActorRef<JobMessage>,
+    ) {
+        let key = spec.name.clone();
+        self.running.insert(key.clone());
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move {
+            let result = run_container(runtime.as_ref(), &spec, wait_limit, &job).await;
+            report(&myself, &job, key, result);
+        });
+    }
+
+    fn attach(
+        &mut self,
+        myself: ActorRef<HostMessage>,
+        container_id: String,
+        wait_limit: Duration,
+        job: ActorRef<JobMessage>,
+    ) {
+        self.running.insert(container_id.clone());
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move {
+            let result = finish_container(runtime.as_ref(), &container_id, wait_limit, &job).await;
+            report(&myself, &job, container_id, result);
+        });
+    }
+
+    fn remove(&self, myself: ActorRef<HostMessage>, container_id: String) {
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move {
+            let result = runtime.remove(&container_id).await;
+            if let Err(error) = &result {
+                tracing::warn!(container_id, %error, "could not remove container");
+            }
+            let fault = result.err().filter(RuntimeError::is_host_fault);
+            let _ = myself.cast(HostMessage::Observed {
+                fault: fault.map(|error| error.to_string()),
+            });
+        });
+    }
+}
+
+fn report(
+    host: &ActorRef<HostMessage>,
+    job: &ActorRef<JobMessage>,
+    key: String,
+    result: Result<(), RuntimeError>,
+) {
+    let fault = match &result {
+        Err(error) if error.is_host_fault() => Some(error.to_string()),
+        _ => None,
+    };
+    if let Err(error) = result {
+        let _ = job.cast(JobMessage::Failed(error));
+    }
+    let _ = host.cast(HostMessage::RunEnded { key, fault });
+}
+
+async fn run_container(
+    runtime: &dyn ContainerRuntime,
+    spec: &ContainerSpec,
+    wait_limit: Duration,
+    job: &ActorRef<JobMessage>,
+) -> Result<(), RuntimeError> {
+    let warnings = runtime.prepare_image(&spec.image).await?;
+    let _ = job.cast(JobMessage::ImageReady { warnings });
+    let started = runtime.start(spec).await?;
+    let container_id = started.container_id.clone();
+    let _ = job.cast(JobMessage::Started(started));
+    finish_container(runtime, &container_id, wait_limit, job).await
+}
+
+async fn finish_container(
+    runtime: &dyn ContainerRuntime,
+    container_id: &str,
+    wait_limit: Duration,
+    job: &ActorRef<JobMessage>,
+) -> Result<(), RuntimeError> {
+    match tokio::time::timeout(wait_limit, runtime.wait(container_id)).await {
+        Ok(waited) => waited?,
+        Err(_) => {
+            return Err(RuntimeError::Rejected(format!(
+                "container did not exit within {} seconds",
+                wait_limit.as_secs()
+            )))
+        }
+    }
+    let exit = runtime.collect(container_id).await?;
+    let _ = job.cast(JobMessage::Exited(exit));
+    Ok(())
+}

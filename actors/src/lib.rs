@@ -1,0 +1,47 @@
+//! The actors of fastlane-node and the ports they need.
+//!
+//! ```text
+//! RootActor (supervisor; restarts Api, Poller and Host actors with capped back-off)
+//! ├── ApiActor        answers the gateway's calls; commands and queries
+//! ├── PollerActor     leases due queue messages while there is capacity
+//! ├── HostActor × N   one per Docker host: health, load, container operations
+//! └── JobActor × M    one per execution being run, from lease to acknowledgement
+//! ```
+//!
+//! Invariant: actors reach the outside world only through [`ports`]; this crate imports no
+//! database, HTTP or Docker crate.
+
+pub mod api;
+pub mod host;
+pub mod job;
+pub mod placement;
+pub mod poller;
+pub mod ports;
+pub mod root;
+
+use fastlane_proto::farm::Farm;
+use fastlane_proto::redact::Redactor;
+use std::sync::Arc;
+
+/// What every actor may need: the ports and the settings. Cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn ports::Store>,
+    pub queue: Arc<dyn ports::Queue>,
+    pub settings: Arc<Settings>,
+}
+
+/// The settings the actors use (the node's configuration, narrowed).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// This node's consumer name in the queue.
+    pub node_id: String,
+    pub farms: Vec<Farm>,
+    pub hard_timeout_seconds: u64,
+    pub redactor: Redactor,
+    /// How many executions this node runs at once (its share of the farms' `maxRunning`).
+    pub max_in_flight: usize,
+}
+
+/// Timeout of an actor call made by the gateway or between actors, in milliseconds.
+pub const CALL_TIMEOUT_MS: u64 = 10_000;

@@ -1,0 +1,229 @@
+//! The ports: everything the actors need from the outside world, as traits. Adapters in the
+//! node crate implement them (embedded SQLite, Docker via bollard; Redis and MongoDB later).
+//! Nothing in this crate imports a database, HTTP or Docker crate.
+
+use async_trait::async_trait;
+use fastlane_proto::farm::DockerEndpoint;
+use fastlane_proto::image::ImageRef;
+use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A page request: 1-based page number and page size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub number: u64,
+    pub per_page: u64,
+}
+
+impl Page {
+    pub fn offset(self) -> u64 {
+        (self.number.saturating_sub(1)).saturating_mul(self.per_page)
+    }
+}
+
+/// One page of results and the total number of matches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
+/// A store failure. Stores retry nothing themselves; callers decide.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or refused the operation for a transient reason.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A record violates an invariant (duplicate id, corrupt data).
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+/// Tasks, jobs and executions. Implementations must be safe to share between tasks.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates the task when absent (bumping its `last_modified_at` otherwise), then inserts the
+    /// job and, when given, its first execution: all or nothing.
+    async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError>;
+    /// Removes a job and its executions (used to undo a create whose enqueue failed).
+    async fn delete_job(&self, job_id: Uuid) -> Result<(), StoreError>;
+    /// Tasks in insertion order.
+    async fn list_tasks(&self, page: Page) -> Result<Paged<TaskSummary>, StoreError>;
+    /// Tasks whose id contains any of `words` as a whole word (ids split at non-alphanumerics),
+    /// case-insensitively, in insertion order.
+    async fn search_tasks(&self, words: &[String], page: Page) -> Result<Paged<TaskSummary>, StoreError>;
+    async fn get_task(&self, task_id: &str) -> Result<Option<Task>, StoreError>;
+    /// The task's jobs, most recently modified first.
+    async fn list_jobs(&self, task_id: &str) -> Result<Vec<Job>, StoreError>;
+    async fn get_job(&self, task_id: &str, job_id: Uuid) -> Result<Option<Job>, StoreError>;
+    async fn count_executions(&self, job_id: Uuid) -> Result<u64, StoreError>;
+    /// The job's newest `limit` executions, newest first, with their output.
+    async fn list_executions(&self, job_id: Uuid, limit: u64) -> Result<Vec<Execution>, StoreError>;
+    /// One execution with its output.
+    async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError>;
+    /// Writes the execution record; its output too when `log` or `error` is set.
+    async fn update_execution(&self, execution: &Execution) -> Result<(), StoreError>;
+    /// Executions in any of `statuses` (for reconciliation at start).
+    async fn executions_in(&self, statuses: &[ExecutionStatus]) -> Result<Vec<Execution>, StoreError>;
+    /// Counts for `/status/`.
+    async fn counts(&self) -> Result<StoreCounts, StoreError>;
+    /// A cheap round trip, for `/healthcheck`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Record counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub tasks: u64,
+    pub jobs: u64,
+}
+
+/// A unit of work in the queue: run one execution. Its id is the execution id, which makes
+/// pushing idempotent (reconciliation may push again what is already queued).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub id: String,
+    pub task_id: String,
+    pub job_id: Uuid,
+    pub execution_id: Uuid,
+}
+
+impl QueueMessage {
+    pub fn run(execution: &Execution) -> QueueMessage {
+        QueueMessage {
+            id: execution.execution_id.to_string(),
+            task_id: execution.task_id.clone(),
+            job_id: execution.job_id,
+            execution_id: execution.execution_id,
+        }
+    }
+}
+
+/// A leased message and how many times it has been delivered (1 on the first lease).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub message: QueueMessage,
+    pub deliveries: u32,
+}
+
+/// Queue sizes for `/status/`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Due and not leased.
+    pub ready: u64,
+    /// Due in the future.
+    pub delayed: u64,
+    /// Leased by a consumer.
+    pub leased: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    #[error("queue error: {0}")]
+    Internal(String),
+}
+
+/// A reliable FIFO queue with leases: a leased message is invisible to other consumers until it
+/// is acknowledged (gone), released (visible again after a delay) or its lease expires.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Adds a message due at `due`; a message with the same id already present is left as is.
+    async fn push(&self, message: &QueueMessage, due: Timestamp) -> Result<(), QueueError>;
+    /// Leases up to `max` due messages, oldest first, for `lease_for`.
+    async fn lease(&self, consumer: &str, max: usize, lease_for: Duration) -> Result<Vec<Delivery>, QueueError>;
+    /// Extends the leases `consumer` holds on `ids`.
+    async fn renew(&self, consumer: &str, ids: &[String], lease_for: Duration) -> Result<(), QueueError>;
+    /// Removes a message for good.
+    async fn ack(&self, id: &str) -> Result<(), QueueError>;
+    /// Makes a leased message visible again after `delay`.
+    async fn release(&self, id: &str, delay: Duration) -> Result<(), QueueError>;
+    /// Releases every lease `consumer` holds (a restarting node taking back its own work).
+    async fn release_all(&self, consumer: &str) -> Result<u64, QueueError>;
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+    async fn ping(&self) -> Result<(), QueueError>;
+}
+
+/// What to run in a container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerSpec {
+    /// `fastlane-job-{execution_id}`.
+    pub name: String,
+    pub image: ImageRef,
+    pub argv: Vec<String>,
+    /// `KEY=VALUE` entries.
+    pub env: Vec<String>,
+    /// `host:ip` entries.
+    pub extra_hosts: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A container that has been created (and, unless `start_error` says otherwise, started).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartedContainer {
+    pub container_id: String,
+    /// Why Docker refused to start it (e.g. the command does not exist); it will be collected
+    /// as an exited container with that message.
+    pub start_error: Option<String>,
+}
+
+/// An exited container's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerExit {
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Docker's `State.Error`, when set.
+    pub state_error: Option<String>,
+}
+
+/// A container runtime failure, split by whose fault it is: only host faults count against a
+/// host's health and are retried elsewhere; the others are the job's own failure.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The host did not answer, answered 5xx, or timed out.
+    #[error("Connection to host {endpoint} failed with error: {message}")]
+    HostFault { endpoint: String, message: String },
+    /// The image could not be found or pulled and is not present on the host.
+    #[error("{0}")]
+    Image(String),
+    /// Docker refused the container (bad configuration, name conflict, …).
+    #[error("{0}")]
+    Rejected(String),
+    /// The container does not exist (any more).
+    #[error("container {0} not found")]
+    NotFound(String),
+}
+
+impl RuntimeError {
+    pub fn is_host_fault(&self) -> bool {
+        matches!(self, RuntimeError::HostFault { .. })
+    }
+}
+
+/// One Docker host. Every call has its own timeout inside the adapter.
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync + 'static {
+    fn endpoint(&self) -> &DockerEndpoint;
+    async fn ping(&self) -> Result<(), RuntimeError>;
+    /// Makes the image available: pulls when absent or `latest`. When a pull fails but the
+    /// image is present, returns the pull error as a warning instead of failing.
+    async fn prepare_image(&self, image: &ImageRef) -> Result<Vec<String>, RuntimeError>;
+    /// Creates and starts the container. If a container with that name exists already (a run
+    /// interrupted by a crash), returns it instead of creating another.
+    async fn start(&self, spec: &ContainerSpec) -> Result<StartedContainer, RuntimeError>;
+    /// Waits for the container to exit (Docker's wait API; no polling).
+    async fn wait(&self, container_id: &str) -> Result<(), RuntimeError>;
+    /// Reads the exited container's exit code and whole stdout and stderr.
+    async fn collect(&self, container_id: &str) -> Result<ContainerExit, RuntimeError>;
+    /// Removes the container (forcibly).
+    async fn remove(&self, container_id: &str) -> Result<(), RuntimeError>;
+    /// Ids of the running containers whose names start with `fastlane-job-`.
+    async fn running_jobs(&self) -> Result<Vec<String>, RuntimeError>;
+}
+
+/// How long a queue lease lasts before another consumer may take the message.
+pub const LEASE_DURATION: Duration = Duration::from_secs(60);

@@ -1,0 +1,315 @@
+//! RootActor: the supervisor of the node. Started by `run` in the node crate.
+//!
+//! ```text
+//! RootActor
+//! ├── ApiActor        restarted with capped back-off if it fails
+//! ├── PollerActor     restarted with capped back-off, keeping the in-flight set
+//! ├── HostActor × N   restarted with capped back-off (one per host)
+//! └── JobActor × M    never restarted: a failed one releases its message for a later delivery
+//! ```
+//!
+//! In: `SpawnJob` (from the poller), `Respawn` (its own timers), `HostStatuses`.
+//! Before anything runs it reconciles the queue with the store: this node's stale leases are
+//! released and every unfinished execution is pushed again (pushes are idempotent).
+//!
+//! ractor's default supervision stops the parent when any child exits; this actor handles every
+//! child kind explicitly instead, so a JobActor finishing normally is just bookkeeping.
+
+use crate::api::{ApiActor, ApiArgs, API_NAME};
+use crate::host::{HostActor, HostArgs, HostMessage, HostStatus};
+use crate::job::{JobActor, JobArgs};
+use crate::poller::{PollerActor, PollerArgs, PollerMessage, POLLER_NAME};
+use crate::ports::{ContainerRuntime, Delivery, QueueMessage};
+use crate::Services;
+use fastlane_proto::backoff::capped_exponential;
+use fastlane_proto::farm::DockerEndpoint;
+use fastlane_proto::{ExecutionStatus, Timestamp};
+use ractor::{call_t, Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The long-lived children the root restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ChildKind {
+    Api,
+    Poller,
+    Host(usize),
+}
+
+pub enum RootMessage {
+    /// Run a leased message in a new JobActor.
+    SpawnJob(Delivery),
+    /// Start a long-lived child again (after a failure), `attempt` counting from 1.
+    Respawn { child: ChildKind, attempt: u32 },
+    HostStatuses(RpcReplyPort<Vec<HostStatus>>),
+}
+
+pub struct RootActor;
+
+pub struct RootArgs {
+    pub services: Services,
+    pub runtimes: Vec<Arc<dyn ContainerRuntime>>,
+    pub breaker_max_fails: u32,
+    pub breaker_reset_timeout: Duration,
+}
+
+pub struct RootState {
+    services: Services,
+    runtimes: Vec<Arc<dyn ContainerRuntime>>,
+    breaker_max_fails: u32,
+    breaker_reset_timeout: Duration,
+    hosts: Vec<Option<ActorRef<HostMessage>>>,
+    poller: Option<ActorRef<PollerMessage>>,
+    /// Long-lived children by actor id.
+    children: HashMap<ActorId, ChildKind>,
+    /// Restart attempts per child since it last ran for a while.
+    attempts: HashMap<ChildKind, u32>,
+    /// Running JobActors and the message each one owns.
+    jobs: HashMap<ActorId, String>,
+    stopping: bool,
+}
+
+const RESTART_MIN_MS: u64 = 100;
+const RESTART_MAX_MS: u64 = 30_000;
+/// Delay before a message whose JobActor crashed is delivered again.
+const CRASHED_JOB_RETRY: Duration = Duration::from_secs(2);
+
+impl Actor for RootActor {
+    type Msg = RootMessage;
+    type State = RootState;
+    type Arguments = RootArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RootMessage>,
+        args: RootArgs,
+    ) -> Result<RootState, ActorProcessingErr> {
+        reconcile(&args.services).await?;
+        Ok(RootState {
+            hosts: vec![None; args.runtimes.len()],
+            services: args.services,
+            runtimes: args.runtimes,
+            breaker_max_fails: args.breaker_max_fails,
+            breaker_reset_timeout: args.breaker_reset_timeout,
+            poller: None,
+            children: HashMap::new(),
+            attempts: HashMap::new(),
+            jobs: HashMap::new(),
+            stopping: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<RootMessage>,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
+        for index in 0..state.runtimes.len() {
+            state.spawn_child(&myself, ChildKind::Host(index)).await?;
+        }
+        state.spawn_child(&myself, ChildKind::Api).await?;
+        state.spawn_child(&myself, ChildKind::Poller).await?;
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<RootMessage>,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.stopping = true;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RootMessage>,
+        message: RootMessage,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RootMessage::SpawnJob(delivery) => state.spawn_job(&myself, delivery).await,
+            RootMessage::Respawn { child, attempt } => {
+                state.attempts.insert(child.clone(), attempt);
+                if let Err(error) = state.spawn_child(&myself, child.clone()).await {
+                    tracing::error!(?child, %error, "restart failed");
+                    state.schedule_respawn(&myself, child);
+                }
+            }
+            RootMessage::HostStatuses(reply) => state.host_statuses(reply),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<RootMessage>,
+        event: SupervisionEvent,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => state.child_ended(&myself, &cell, None),
+            SupervisionEvent::ActorFailed(cell, error) => {
+                state.child_ended(&myself, &cell, Some(error.to_string()))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl RootState {
+    async fn spawn_child(
+        &mut self,
+        myself: &ActorRef<RootMessage>,
+        child: ChildKind,
+    ) -> Result<(), ActorProcessingErr> {
+        let supervisor = myself.get_cell();
+        let cell: ActorCell = match &child {
+            ChildKind::Host(index) => {
+                let args = HostArgs {
+                    runtime: self.runtimes[*index].clone(),
+                    breaker_max_fails: self.breaker_max_fails,
+                    breaker_reset_timeout: self.breaker_reset_timeout,
+                };
+                let (actor, _) = Actor::spawn_linked(None, HostActor, args, supervisor).await?;
+                self.hosts[*index] = Some(actor.clone());
+                actor.get_cell()
+            }
+            ChildKind::Api => {
+                let args = ApiArgs {
+                    services: self.services.clone(),
+                    root: myself.clone(),
+                };
+                let (actor, _) =
+                    Actor::spawn_linked(Some(API_NAME.to_string()), ApiActor, args, supervisor).await?;
+                actor.get_cell()
+            }
+            ChildKind::Poller => {
+                let args = PollerArgs {
+                    services: self.services.clone(),
+                    root: myself.clone(),
+                    in_flight: self.jobs.values().cloned().collect::<HashSet<_>>(),
+                };
+                let (actor, _) =
+                    Actor::spawn_linked(Some(POLLER_NAME.to_string()), PollerActor, args, supervisor)
+                        .await?;
+                self.poller = Some(actor.clone());
+                actor.get_cell()
+            }
+        };
+        self.children.insert(cell.get_id(), child);
+        Ok(())
+    }
+
+    fn schedule_respawn(&mut self, myself: &ActorRef<RootMessage>, child: ChildKind) {
+        let attempt = self.attempts.get(&child).copied().unwrap_or(0) + 1;
+        let delay = capped_exponential(RESTART_MIN_MS, 2.0, attempt - 1, RESTART_MAX_MS);
+        tracing::warn!(?child, attempt, delay_ms = delay.as_millis() as u64, "restarting actor");
+        myself.send_after(delay, move || RootMessage::Respawn { child, attempt });
+    }
+
+    async fn spawn_job(&mut self, myself: &ActorRef<RootMessage>, delivery: Delivery) {
+        let message_id = delivery.message.id.clone();
+        let hosts: Vec<(DockerEndpoint, ActorRef<HostMessage>)> = self
+            .runtimes
+            .iter()
+            .zip(&self.hosts)
+            .filter_map(|(runtime, actor)| Some((runtime.endpoint().clone(), actor.clone()?)))
+            .collect();
+        let args = JobArgs {
+            services: self.services.clone(),
+            delivery,
+            hosts,
+        };
+        match Actor::spawn_linked(None, JobActor, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                self.jobs.insert(actor.get_id(), message_id);
+            }
+            Err(error) => {
+                tracing::error!(%message_id, %error, "could not start job actor");
+                self.job_gone(message_id, true);
+            }
+        }
+    }
+
+    fn child_ended(&mut self, myself: &ActorRef<RootMessage>, cell: &ActorCell, error: Option<String>) {
+        let id = cell.get_id();
+        if let Some(message_id) = self.jobs.remove(&id) {
+            if let Some(error) = &error {
+                tracing::error!(%message_id, %error, "job actor failed");
+            }
+            self.job_gone(message_id, error.is_some());
+            return;
+        }
+        let Some(child) = self.children.remove(&id) else {
+            return;
+        };
+        if self.stopping {
+            return;
+        }
+        tracing::error!(?child, error = error.as_deref().unwrap_or("stopped"), "actor ended");
+        if child == ChildKind::Poller {
+            self.poller = None;
+        }
+        self.schedule_respawn(myself, child);
+    }
+
+    /// Bookkeeping when a JobActor is gone; a crashed one's message is given back to the queue.
+    fn job_gone(&mut self, message_id: String, crashed: bool) {
+        if crashed {
+            let queue = self.services.queue.clone();
+            let id = message_id.clone();
+            tokio::spawn(async move {
+                if let Err(error) = queue.release(&id, CRASHED_JOB_RETRY).await {
+                    tracing::warn!(message_id = %id, %error, "could not release message");
+                }
+            });
+        }
+        if let Some(poller) = &self.poller {
+            let _ = poller.cast(PollerMessage::Finished { message_id });
+        }
+    }
+
+    fn host_statuses(&self, reply: RpcReplyPort<Vec<HostStatus>>) {
+        let hosts: Vec<ActorRef<HostMessage>> = self.hosts.iter().flatten().cloned().collect();
+        tokio::spawn(async move {
+            let mut statuses = Vec::with_capacity(hosts.len());
+            for host in hosts {
+                if let Ok(status) = call_t!(host, HostMessage::Status, 2_000) {
+                    statuses.push(status);
+                }
+            }
+            let _ = reply.send(statuses);
+        });
+    }
+}
+
+/// Brings the queue in line with the store before anything runs: this node's leases from a
+/// previous life are released, and every execution that has not finished is pushed again (a
+/// no-op when its message is still there). This is what makes a crash between writing an
+/// execution and queueing it harmless.
+async fn reconcile(services: &Services) -> Result<(), ActorProcessingErr> {
+    let released = services
+        .queue
+        .release_all(&services.settings.node_id)
+        .await?;
+    let unfinished = services
+        .store
+        .executions_in(&[
+            ExecutionStatus::Enqueued,
+            ExecutionStatus::Pulling,
+            ExecutionStatus::Running,
+        ])
+        .await?;
+    let now = Timestamp::now();
+    for execution in &unfinished {
+        services
+            .queue
+            .push(&QueueMessage::run(execution), now)
+            .await?;
+    }
+    tracing::info!(released, unfinished = unfinished.len(), "reconciled queue with store");
+    Ok(())
+}

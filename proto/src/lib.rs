@@ -1,0 +1,22 @@
+//! Pure data of fastlane-node: ids, tasks, jobs and executions, statuses and their transitions,
+//! request payload parsing and validation, redaction, image references and farms.
+//!
+//! Invariant: this crate does no I/O and knows no async runtime, HTTP, database or Docker crate.
+//! Everything here is plain values and plain functions, tested with plain unit tests.
+
+pub mod backoff;
+pub mod command;
+pub mod error;
+pub mod farm;
+pub mod image;
+pub mod model;
+pub mod payload;
+pub mod redact;
+pub mod search;
+pub mod status;
+pub mod timestamp;
+
+pub use error::ErrorKind;
+pub use model::{Execution, ExecutionMetadata, Job, JobMetadata, Task, TaskSummary};
+pub use status::ExecutionStatus;
+pub use timestamp::Timestamp;

@@ -1,0 +1,343 @@
+//! The Docker adapter: one [`ContainerRuntime`] per Docker host, over bollard.
+//!
+//! Errors are split by whose fault they are. The host is at fault when it cannot be reached,
+//! times out, or answers 5xx to a container operation; a missing image, a failed pull from a
+//! registry, a bad command or a name conflict is the job's own failure and never counts against
+//! the host (the original counted everything, its bug 30).
+
+use async_trait::async_trait;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StartContainerOptions, WaitContainerOptions,
+};
+use bollard::{Docker, API_DEFAULT_VERSION};
+use fastlane_actors::ports::{
+    ContainerExit, ContainerRuntime, ContainerSpec, RuntimeError, StartedContainer,
+};
+use fastlane_proto::farm::DockerEndpoint;
+use fastlane_proto::image::ImageRef;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+/// One Docker host.
+pub struct DockerRuntime {
+    endpoint: DockerEndpoint,
+    docker: Docker,
+    call_timeout: Duration,
+}
+
+/// Pulls may take much longer than other calls.
+const PULL_TIMEOUT_FACTOR: u32 = 20;
+
+impl DockerRuntime {
+    /// A client for `endpoint`. `wait_limit` bounds the longest call (waiting for a container).
+    pub fn connect(
+        endpoint: &DockerEndpoint,
+        call_timeout: Duration,
+        wait_limit: Duration,
+    ) -> anyhow::Result<DockerRuntime> {
+        let docker = match endpoint {
+            DockerEndpoint::Tcp { host, port } => {
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                Docker::connect_with_http(
+                    &format!("tcp://{host}:{port}"),
+                    wait_limit.as_secs(),
+                    API_DEFAULT_VERSION,
+                )?
+            }
+            DockerEndpoint::Local => Docker::connect_with_defaults()?.with_timeout(wait_limit),
+        };
+        Ok(DockerRuntime {
+            endpoint: endpoint.clone(),
+            docker,
+            call_timeout,
+        })
+    }
+
+    fn host_fault(&self, message: impl std::fmt::Display) -> RuntimeError {
+        RuntimeError::HostFault {
+            endpoint: self.endpoint.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Classifies a Docker error of a container operation.
+    fn classify(&self, error: DockerError) -> RuntimeError {
+        match error {
+            DockerError::DockerResponseServerError {
+                status_code,
+                message,
+            } => match status_code {
+                404 => RuntimeError::NotFound(message),
+                500.. => self.host_fault(format!("Docker responded with status code {status_code}: {message}")),
+                _ => RuntimeError::Rejected(message),
+            },
+            DockerError::DockerContainerWaitError { error, .. } => RuntimeError::Rejected(error),
+            other => self.host_fault(other),
+        }
+    }
+
+    /// Runs a Docker call with a timeout; a timeout is the host's fault.
+    async fn bounded<T>(
+        &self,
+        limit: Duration,
+        call: impl Future<Output = Result<T, DockerError>>,
+    ) -> Result<T, RuntimeError> {
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result.map_err(|error| self.classify(error)),
+            Err(_) => Err(self.host_fault(format!(
+                "no answer within {} seconds",
+                limit.as_secs()
+            ))),
+        }
+    }
+
+    async fn image_present(&self, image: &ImageRef) -> Result<bool, RuntimeError> {
+        match self
+            .bounded(self.call_timeout, self.docker.inspect_image(&image.full()))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(RuntimeError::NotFound(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Pulls `image`. A daemon that answers but cannot pull (registry unreachable, unknown
+    /// image) is not the host's fault: that is an `Image` error.
+    async fn pull(&self, image: &ImageRef) -> Result<(), RuntimeError> {
+        let options = CreateImageOptions {
+            from_image: Some(match &image.digest {
+                Some(digest) => format!("{}@{digest}", image.repository),
+                None => image.repository.clone(),
+            }),
+            tag: image.digest.is_none().then(|| image.tag.clone()),
+            ..Default::default()
+        };
+        let pull = async {
+            let mut progress = self.docker.create_image(Some(options), None, None);
+            while let Some(item) = progress.next().await {
+                let info = item?;
+                if let Some(detail) = info.error_detail {
+                    return Err(DockerError::DockerStreamError {
+                        error: detail.message.unwrap_or_else(|| "pull failed".into()),
+                    });
+                }
+            }
+            Ok(())
+        };
+        let failed = |reason: String| {
+            RuntimeError::Image(format!("Failed to pull image {}: {reason}", image.full()))
+        };
+        let limit = self.call_timeout * PULL_TIMEOUT_FACTOR;
+        match tokio::time::timeout(limit, pull).await {
+            Ok(Ok(())) => Ok(()),
+            // The daemon answered: the registry or the reference is the problem.
+            Ok(Err(
+                error @ (DockerError::DockerResponseServerError { .. }
+                | DockerError::DockerStreamError { .. }),
+            )) => Err(failed(error.to_string())),
+            Ok(Err(error)) => Err(self.host_fault(error)),
+            Err(_) => Err(failed(format!("no result within {} seconds", limit.as_secs()))),
+        }
+    }
+
+    async fn start_by_id(&self, container_id: &str) -> Result<StartedContainer, RuntimeError> {
+        let started = self
+            .bounded(
+                self.call_timeout,
+                self.docker
+                    .start_container(container_id, None::<StartContainerOptions>),
+            )
+            .await;
+        let start_error = match started {
+            Ok(()) => None,
+            Err(RuntimeError::Rejected(message)) => Some(message),
+            // Docker answers 500 when the command cannot be executed; the container exists and
+            // carries the error in its state, so it is collected as an exited container.
+            Err(RuntimeError::HostFault { message, .. }) if message.contains("OCI runtime") => {
+                Some(message)
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(StartedContainer {
+            container_id: container_id.to_string(),
+            start_error,
+        })
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
+    fn endpoint(&self) -> &DockerEndpoint {
+        &self.endpoint
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.bounded(self.call_timeout, self.docker.ping())
+            .await
+            .map(|_| ())
+    }
+
+    async fn prepare_image(&self, image: &ImageRef) -> Result<Vec<String>, RuntimeError> {
+        if !image.always_pull() && self.image_present(image).await? {
+            return Ok(Vec::new());
+        }
+        match self.pull(image).await {
+            Ok(()) => Ok(Vec::new()),
+            Err(RuntimeError::Image(message)) if self.image_present(image).await? => Ok(vec![
+                format!("{message}; ran the image present on the host instead."),
+            ]),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn start(&self, spec: &ContainerSpec) -> Result<StartedContainer, RuntimeError> {
+        let body = ContainerCreateBody {
+            image: Some(spec.image.full()),
+            cmd: (!spec.argv.is_empty()).then(|| spec.argv.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone().into_iter().collect::<HashMap<_, _>>()),
+            host_config: Some(HostConfig {
+                extra_hosts: Some(spec.extra_hosts.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .bounded(
+                self.call_timeout,
+                self.docker.create_container(Some(options), body),
+            )
+            .await;
+        match created {
+            Ok(created) => self.start_by_id(&created.id).await,
+            Err(RuntimeError::Rejected(message)) if message.contains("already in use") => {
+                // A run interrupted by a crash created it: take it over.
+                let existing = self
+                    .bounded(
+                        self.call_timeout,
+                        self.docker.inspect_container(&spec.name, None),
+                    )
+                    .await?;
+                let container_id = existing.id.unwrap_or_else(|| spec.name.clone());
+                let never_started = existing
+                    .state
+                    .as_ref()
+                    .is_some_and(|state| {
+                        state.status == Some(ContainerStateStatusEnum::CREATED)
+                            && state.error.as_deref().unwrap_or("").is_empty()
+                    });
+                if never_started {
+                    self.start_by_id(&container_id).await
+                } else {
+                    Ok(StartedContainer {
+                        container_id,
+                        start_error: None,
+                    })
+                }
+            }
+            Err(RuntimeError::NotFound(message)) => Err(RuntimeError::Image(message)),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn wait(&self, container_id: &str) -> Result<(), RuntimeError> {
+        let options = WaitContainerOptions {
+            condition: "not-running".to_string(),
+        };
+        let mut stream = self.docker.wait_container(container_id, Some(options));
+        match stream.next().await {
+            None | Some(Ok(_)) => Ok(()),
+            // bollard reports a non-zero exit code as an error: it is a normal exit here.
+            Some(Err(DockerError::DockerContainerWaitError { .. })) => Ok(()),
+            Some(Err(error)) => Err(self.classify(error)),
+        }
+    }
+
+    async fn collect(&self, container_id: &str) -> Result<ContainerExit, RuntimeError> {
+        let inspected = self
+            .bounded(
+                self.call_timeout,
+                self.docker.inspect_container(container_id, None),
+            )
+            .await?;
+        let state = inspected.state.unwrap_or_default();
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let read_logs = async {
+            let mut stdout = Vec::new();
+            let mut stderr = Vec::new();
+            let mut logs = self.docker.logs(container_id, Some(options));
+            while let Some(chunk) = logs.next().await {
+                match chunk? {
+                    bollard::container::LogOutput::StdErr { message } => {
+                        stderr.extend_from_slice(&message)
+                    }
+                    bollard::container::LogOutput::StdOut { message }
+                    | bollard::container::LogOutput::Console { message } => {
+                        stdout.extend_from_slice(&message)
+                    }
+                    bollard::container::LogOutput::StdIn { .. } => {}
+                }
+            }
+            Ok((stdout, stderr))
+        };
+        let (stdout, stderr) = self.bounded(self.call_timeout * 4, read_logs).await?;
+        Ok(ContainerExit {
+            exit_code: state.exit_code.unwrap_or(-1),
+            stdout,
+            stderr,
+            state_error: state.error.filter(|error| !error.is_empty()),
+        })
+    }
+
+    async fn remove(&self, container_id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self
+            .bounded(
+                self.call_timeout,
+                self.docker.remove_container(container_id, Some(options)),
+            )
+            .await
+        {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn running_jobs(&self) -> Result<Vec<String>, RuntimeError> {
+        let options = ListContainersOptions {
+            filters: Some(HashMap::from([(
+                "name".to_string(),
+                vec!["fastlane-job-".to_string()],
+            )])),
+            ..Default::default()
+        };
+        let containers = self
+            .bounded(self.call_timeout, self.docker.list_containers(Some(options)))
+            .await?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|container| container.id)
+            .collect())
+    }
+}

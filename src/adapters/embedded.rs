@@ -1,0 +1,601 @@
+//! The embedded store and queue: one SQLite database (WAL mode) under `DATA_DIR`, needing no
+//! other service and surviving restarts.
+//!
+//! Why SQLite (rusqlite, bundled): it is the most proven embedded database there is, it gives
+//! transactions across the store and the queue tables, secondary indexes for paging and word
+//! search, and `UPDATE … RETURNING` for atomic leases, all in one file. Calls run on the
+//! blocking pool, one connection behind a mutex: SQLite serializes writers anyway.
+
+use async_trait::async_trait;
+use fastlane_actors::ports::{
+    Delivery, Page, Paged, Queue, QueueError, QueueMessage, QueueStats, Store, StoreCounts,
+    StoreError,
+};
+use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    last_modified_at INTEGER NOT NULL,
+    jobs_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS task_words (
+    word TEXT NOT NULL,
+    task_seq INTEGER NOT NULL,
+    PRIMARY KEY (word, task_seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    last_modified_at INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_task ON jobs (task_id, last_modified_at);
+CREATE TABLE IF NOT EXISTS executions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    execution_id TEXT NOT NULL UNIQUE,
+    job_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_id, seq);
+CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status);
+CREATE TABLE IF NOT EXISTS outputs (
+    execution_id TEXT PRIMARY KEY,
+    log BLOB,
+    error BLOB
+);
+CREATE TABLE IF NOT EXISTS queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    due_at INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_until INTEGER,
+    deliveries INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS queue_by_due ON queue (due_at, seq);
+";
+
+/// The embedded database; implements both [`Store`] and [`Queue`].
+#[derive(Clone)]
+pub struct Embedded {
+    connection: Arc<Mutex<Connection>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DbError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+impl From<DbError> for StoreError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(code, _))
+                if matches!(
+                    code.code,
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::SystemIoFailure
+                ) =>
+            {
+                StoreError::Unavailable(error.to_string())
+            }
+            other => StoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<DbError> for QueueError {
+    fn from(error: DbError) -> Self {
+        match StoreError::from(error) {
+            StoreError::Unavailable(message) => QueueError::Unavailable(message),
+            StoreError::Internal(message) => QueueError::Internal(message),
+        }
+    }
+}
+
+impl Embedded {
+    /// Opens (creating if needed) the database in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<Embedded> {
+        std::fs::create_dir_all(dir)?;
+        let connection = Connection::open(dir.join("fastlane.sqlite3"))?;
+        connection.busy_timeout(Duration::from_secs(5))?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(Embedded {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Runs `work` with the connection on the blocking pool.
+    async fn with<T, F>(&self, work: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&mut connection)
+        })
+        .await
+        .map_err(|error| DbError::Corrupt(format!("database task failed: {error}")))?
+    }
+}
+
+fn read_execution(connection: &Connection, record: &str) -> Result<Execution, DbError> {
+    let mut execution: Execution = serde_json::from_str(record)?;
+    let output = connection
+        .query_row(
+            "SELECT log, error FROM outputs WHERE execution_id = ?1",
+            params![execution.execution_id.to_string()],
+            |row| Ok((row.get::<_, Option<Vec<u8>>>(0)?, row.get::<_, Option<Vec<u8>>>(1)?)),
+        )
+        .optional()?;
+    if let Some((log, error)) = output {
+        execution.log = log;
+        execution.error = error;
+    }
+    Ok(execution)
+}
+
+fn task_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskSummary> {
+    Ok(TaskSummary {
+        task: Task {
+            task_id: row.get(0)?,
+            created_at: Timestamp(row.get(1)?),
+            last_modified_at: Timestamp(row.get(2)?),
+        },
+        jobs_count: row.get::<_, i64>(3)? as u64,
+    })
+}
+
+fn insert_execution(transaction: &Connection, execution: &Execution) -> Result<(), DbError> {
+    transaction.execute(
+        "INSERT INTO executions (execution_id, job_id, status, record) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            execution.execution_id.to_string(),
+            execution.job_id.to_string(),
+            execution.status.as_str(),
+            serde_json::to_string(execution)?
+        ],
+    )?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for Embedded {
+    async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError> {
+        let job = job.clone();
+        let execution = execution.cloned();
+        self.with(move |connection| {
+            let transaction = connection.transaction()?;
+            let now = job.created_at.0;
+            let inserted = transaction.execute(
+                "INSERT INTO tasks (task_id, created_at, last_modified_at, jobs_count)
+                 VALUES (?1, ?2, ?2, 1)
+                 ON CONFLICT (task_id) DO UPDATE
+                 SET last_modified_at = excluded.last_modified_at, jobs_count = jobs_count + 1",
+                params![job.task_id, now],
+            )?;
+            debug_assert_eq!(inserted, 1);
+            let task_seq: i64 = transaction.query_row(
+                "SELECT seq FROM tasks WHERE task_id = ?1",
+                params![job.task_id],
+                |row| row.get(0),
+            )?;
+            for word in fastlane_proto::search::words(&job.task_id) {
+                transaction.execute(
+                    "INSERT OR IGNORE INTO task_words (word, task_seq) VALUES (?1, ?2)",
+                    params![word, task_seq],
+                )?;
+            }
+            transaction.execute(
+                "INSERT INTO jobs (job_id, task_id, last_modified_at, record) VALUES (?1, ?2, ?3, ?4)",
+                params![job.job_id.to_string(), job.task_id, job.last_modified_at.0, serde_json::to_string(&job)?],
+            )?;
+            if let Some(execution) = &execution {
+                insert_execution(&transaction, execution)?;
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn delete_job(&self, job_id: Uuid) -> Result<(), StoreError> {
+        self.with(move |connection| {
+            let transaction = connection.transaction()?;
+            let job_id = job_id.to_string();
+            let task_id: Option<String> = transaction
+                .query_row("SELECT task_id FROM jobs WHERE job_id = ?1", params![job_id], |row| row.get(0))
+                .optional()?;
+            let Some(task_id) = task_id else {
+                return Ok(());
+            };
+            transaction.execute(
+                "DELETE FROM outputs WHERE execution_id IN (SELECT execution_id FROM executions WHERE job_id = ?1)",
+                params![job_id],
+            )?;
+            transaction.execute("DELETE FROM executions WHERE job_id = ?1", params![job_id])?;
+            transaction.execute("DELETE FROM jobs WHERE job_id = ?1", params![job_id])?;
+            transaction.execute(
+                "UPDATE tasks SET jobs_count = jobs_count - 1 WHERE task_id = ?1",
+                params![task_id],
+            )?;
+            // A task is only ever created with a job: without jobs it goes too.
+            transaction.execute(
+                "DELETE FROM task_words WHERE task_seq IN (SELECT seq FROM tasks WHERE task_id = ?1 AND jobs_count <= 0)",
+                params![task_id],
+            )?;
+            transaction.execute("DELETE FROM tasks WHERE task_id = ?1 AND jobs_count <= 0", params![task_id])?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn list_tasks(&self, page: Page) -> Result<Paged<TaskSummary>, StoreError> {
+        self.with(move |connection| {
+            let total: i64 = connection.query_row("SELECT COUNT(*) FROM tasks", [], |row| row.get(0))?;
+            let mut statement = connection.prepare_cached(
+                "SELECT task_id, created_at, last_modified_at, jobs_count FROM tasks
+                 ORDER BY seq LIMIT ?1 OFFSET ?2",
+            )?;
+            let items = statement
+                .query_map(params![page.per_page as i64, page.offset() as i64], task_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Paged { items, total: total as u64 })
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn search_tasks(&self, words: &[String], page: Page) -> Result<Paged<TaskSummary>, StoreError> {
+        let words = serde_json::to_string(words).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.with(move |connection| {
+            let matching = "SELECT DISTINCT task_seq FROM task_words WHERE word IN (SELECT value FROM json_each(?1))";
+            let total: i64 = connection.query_row(
+                &format!("SELECT COUNT(*) FROM ({matching})"),
+                params![words],
+                |row| row.get(0),
+            )?;
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT task_id, created_at, last_modified_at, jobs_count FROM tasks
+                 WHERE seq IN ({matching}) ORDER BY seq LIMIT ?2 OFFSET ?3"
+            ))?;
+            let items = statement
+                .query_map(params![words, page.per_page as i64, page.offset() as i64], task_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Paged { items, total: total as u64 })
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn get_task(&self, task_id: &str) -> Result<Option<Task>, StoreError> {
+        let task_id = task_id.to_string();
+        self.with(move |connection| {
+            Ok(connection
+                .query_row(
+                    "SELECT task_id, created_at, last_modified_at, jobs_count FROM tasks WHERE task_id = ?1",
+                    params![task_id],
+                    task_from_row,
+                )
+                .optional()?
+                .map(|summary| summary.task))
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn list_jobs(&self, task_id: &str) -> Result<Vec<Job>, StoreError> {
+        let task_id = task_id.to_string();
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT record FROM jobs WHERE task_id = ?1 ORDER BY last_modified_at DESC",
+            )?;
+            let records = statement
+                .query_map(params![task_id], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            records
+                .iter()
+                .map(|record| serde_json::from_str(record).map_err(DbError::from))
+                .collect()
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn get_job(&self, task_id: &str, job_id: Uuid) -> Result<Option<Job>, StoreError> {
+        let task_id = task_id.to_string();
+        self.with(move |connection| {
+            let record: Option<String> = connection
+                .query_row(
+                    "SELECT record FROM jobs WHERE job_id = ?1 AND task_id = ?2",
+                    params![job_id.to_string(), task_id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(record.map(|record| serde_json::from_str(&record)).transpose()?)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn count_executions(&self, job_id: Uuid) -> Result<u64, StoreError> {
+        self.with(move |connection| {
+            let count: i64 = connection.query_row(
+                "SELECT COUNT(*) FROM executions WHERE job_id = ?1",
+                params![job_id.to_string()],
+                |row| row.get(0),
+            )?;
+            Ok(count as u64)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn list_executions(&self, job_id: Uuid, limit: u64) -> Result<Vec<Execution>, StoreError> {
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT record FROM executions WHERE job_id = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            let records = statement
+                .query_map(params![job_id.to_string(), limit as i64], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            records.iter().map(|record| read_execution(connection, record)).collect()
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError> {
+        self.with(move |connection| {
+            let record: Option<String> = connection
+                .query_row(
+                    "SELECT record FROM executions WHERE execution_id = ?1",
+                    params![execution_id.to_string()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            record.map(|record| read_execution(connection, &record)).transpose()
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn update_execution(&self, execution: &Execution) -> Result<(), StoreError> {
+        let execution = execution.clone();
+        self.with(move |connection| {
+            let transaction = connection.transaction()?;
+            let id = execution.execution_id.to_string();
+            let updated = transaction.execute(
+                "UPDATE executions SET status = ?2, record = ?3 WHERE execution_id = ?1",
+                params![id, execution.status.as_str(), serde_json::to_string(&execution)?],
+            )?;
+            if updated == 0 {
+                insert_execution(&transaction, &execution)?;
+            }
+            if execution.log.is_some() || execution.error.is_some() {
+                transaction.execute(
+                    "INSERT INTO outputs (execution_id, log, error) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (execution_id) DO UPDATE SET log = excluded.log, error = excluded.error",
+                    params![id, execution.log, execution.error],
+                )?;
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn executions_in(&self, statuses: &[ExecutionStatus]) -> Result<Vec<Execution>, StoreError> {
+        let statuses: Vec<&'static str> = statuses.iter().map(|status| status.as_str()).collect();
+        let statuses = serde_json::to_string(&statuses).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT record FROM executions WHERE status IN (SELECT value FROM json_each(?1)) ORDER BY seq",
+            )?;
+            let records = statement
+                .query_map(params![statuses], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            records
+                .iter()
+                .map(|record| serde_json::from_str(record).map_err(DbError::from))
+                .collect()
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        self.with(|connection| {
+            let (tasks, jobs): (i64, i64) = connection.query_row(
+                "SELECT (SELECT COUNT(*) FROM tasks), (SELECT COUNT(*) FROM jobs)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            Ok(StoreCounts { tasks: tasks as u64, jobs: jobs as u64 })
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|connection| Ok(connection.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?))
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from)
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MessageBody {
+    task_id: String,
+    job_id: Uuid,
+    execution_id: Uuid,
+}
+
+fn millis(duration: Duration) -> i64 {
+    duration.as_millis().min(i64::MAX as u128) as i64
+}
+
+#[async_trait]
+impl Queue for Embedded {
+    async fn push(&self, message: &QueueMessage, due: Timestamp) -> Result<(), QueueError> {
+        let body = serde_json::to_string(&MessageBody {
+            task_id: message.task_id.clone(),
+            job_id: message.job_id,
+            execution_id: message.execution_id,
+        })
+        .map_err(|e| QueueError::Internal(e.to_string()))?;
+        let id = message.id.clone();
+        self.with(move |connection| {
+            connection.execute(
+                "INSERT OR IGNORE INTO queue (id, body, due_at) VALUES (?1, ?2, ?3)",
+                params![id, body, due.unix_millis()],
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn lease(&self, consumer: &str, max: usize, lease_for: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let consumer = consumer.to_string();
+        self.with(move |connection| {
+            let now = Timestamp::now().unix_millis();
+            let mut statement = connection.prepare_cached(
+                "UPDATE queue SET lease_owner = ?1, lease_until = ?2, deliveries = deliveries + 1
+                 WHERE seq IN (
+                     SELECT seq FROM queue
+                     WHERE due_at <= ?3 AND (lease_until IS NULL OR lease_until < ?3)
+                     ORDER BY due_at, seq LIMIT ?4)
+                 RETURNING id, body, deliveries, due_at, seq",
+            )?;
+            let mut rows = statement
+                .query_map(params![consumer, now + millis(lease_for), now, max as i64], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, i64>(3)?,
+                        row.get::<_, i64>(4)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            // RETURNING gives no order guarantee: restore FIFO.
+            rows.sort_by_key(|row| (row.3, row.4));
+            rows.into_iter()
+                .map(|(id, body, deliveries, _, _)| {
+                    let body: MessageBody = serde_json::from_str(&body)?;
+                    Ok(Delivery {
+                        message: QueueMessage {
+                            id,
+                            task_id: body.task_id,
+                            job_id: body.job_id,
+                            execution_id: body.execution_id,
+                        },
+                        deliveries: deliveries as u32,
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn renew(&self, consumer: &str, ids: &[String], lease_for: Duration) -> Result<(), QueueError> {
+        let consumer = consumer.to_string();
+        let ids = serde_json::to_string(ids).map_err(|e| QueueError::Internal(e.to_string()))?;
+        self.with(move |connection| {
+            let until = Timestamp::now().unix_millis() + millis(lease_for);
+            connection.execute(
+                "UPDATE queue SET lease_until = ?1
+                 WHERE lease_owner = ?2 AND id IN (SELECT value FROM json_each(?3))",
+                params![until, consumer, ids],
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn ack(&self, id: &str) -> Result<(), QueueError> {
+        let id = id.to_string();
+        self.with(move |connection| {
+            connection.execute("DELETE FROM queue WHERE id = ?1", params![id])?;
+            Ok(())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn release(&self, id: &str, delay: Duration) -> Result<(), QueueError> {
+        let id = id.to_string();
+        self.with(move |connection| {
+            let due = Timestamp::now().unix_millis() + millis(delay);
+            connection.execute(
+                "UPDATE queue SET lease_owner = NULL, lease_until = NULL, due_at = ?2 WHERE id = ?1",
+                params![id, due],
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn release_all(&self, consumer: &str) -> Result<u64, QueueError> {
+        let consumer = consumer.to_string();
+        self.with(move |connection| {
+            let released = connection.execute(
+                "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
+                params![consumer],
+            )?;
+            Ok(released as u64)
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.with(|connection| {
+            let now = Timestamp::now().unix_millis();
+            let (ready, delayed, leased): (i64, i64, i64) = connection.query_row(
+                "SELECT
+                   COALESCE(SUM(due_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1)), 0),
+                   COALESCE(SUM(due_at > ?1 AND (lease_until IS NULL OR lease_until < ?1)), 0),
+                   COALESCE(SUM(lease_until >= ?1), 0)
+                 FROM queue",
+                params![now],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )?;
+            Ok(QueueStats { ready: ready as u64, delayed: delayed as u64, leased: leased as u64 })
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        Store::ping(self).await.map_err(|error| QueueError::Unavailable(error.to_string()))
+    }
+}

@@ -1,0 +1,333 @@
+//! Configuration: built-in defaults < TOML file (`-c FILE`) < environment variables named exactly
+//! as the original's options. Every value is parsed by its option's type; a bad value stops
+//! start-up with a message naming the option.
+//!
+//! One table, [`OPTIONS`], defines each option's name, type, default and meaning; `fastlane-node
+//! config` prints it as a commented TOML file.
+
+use fastlane_proto::farm::{parse_farms, Farm};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The type of an option, which decides how its text is parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    /// A non-negative integer.
+    UInt,
+    /// A non-negative number.
+    Float,
+    Str,
+    /// A string; empty means unset.
+    OptStr,
+    /// JSON (in the environment: JSON text; in the file: a TOML value or a JSON string).
+    Json,
+}
+
+/// One configuration option.
+pub struct OptionSpec {
+    pub name: &'static str,
+    pub group: &'static str,
+    pub kind: Kind,
+    /// The default, as JSON text.
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// Every option the node reads.
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec { name: "DEBUG", group: "General", kind: Kind::Bool, default: "false", help: "Pretty-print JSON responses." },
+    OptionSpec { name: "ENV", group: "General", kind: Kind::Str, default: "\"production\"", help: "Environment name (informational)." },
+    OptionSpec { name: "SECRET_KEY", group: "General", kind: Kind::Str, default: "\"\"", help: "Kept for compatibility; unused." },
+    OptionSpec { name: "ENABLE_CORS", group: "General", kind: Kind::Bool, default: "true", help: "Add CORS headers to every response." },
+    OptionSpec { name: "CORS_ORIGINS", group: "General", kind: Kind::Str, default: "\"*\"", help: "Allowed origins: '*' or a comma-separated list." },
+    OptionSpec { name: "SERVER_NAME", group: "General", kind: Kind::OptStr, default: "\"\"", help: "host[:port] used in absolute URLs; empty = the request's Host header." },
+    OptionSpec { name: "DATA_DIR", group: "General", kind: Kind::Str, default: "\"./fastlane-data\"", help: "Where the embedded store and queue keep their files." },
+    OptionSpec { name: "LOG_FORMAT", group: "General", kind: Kind::Str, default: "\"text\"", help: "'text' (human-readable) or 'json' (one JSON object per line). Verbosity: RUST_LOG." },
+    OptionSpec { name: "REDIS_URL", group: "Redis", kind: Kind::OptStr, default: "\"\"", help: "Queue backend; empty = the embedded queue under DATA_DIR." },
+    OptionSpec { name: "WORKER_SLEEP_TIME_MS", group: "Worker", kind: Kind::UInt, default: "1000", help: "Kept for compatibility; the poller is woken on every enqueue." },
+    OptionSpec { name: "HARD_EXECUTION_TIMEOUT_SECONDS", group: "Worker", kind: Kind::UInt, default: "1800", help: "Default and maximum execution timeout." },
+    OptionSpec { name: "EXPONENTIAL_BACKOFF_MIN_MS", group: "Worker", kind: Kind::UInt, default: "1000", help: "Job retry base delay." },
+    OptionSpec { name: "EXPONENTIAL_BACKOFF_FACTOR", group: "Worker", kind: Kind::Float, default: "2", help: "Job retry delay factor." },
+    OptionSpec { name: "WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", group: "Worker", kind: Kind::UInt, default: "5000", help: "Webhook retry base delay." },
+    OptionSpec { name: "WEBHOOKS_EXPONENTIAL_BACKOFF_FACTOR", group: "Worker", kind: Kind::Float, default: "2", help: "Webhook retry delay factor." },
+    OptionSpec { name: "EXECUTOR", group: "Worker", kind: Kind::Str, default: "\"docker\"", help: "Container executor (only 'docker')." },
+    OptionSpec { name: "DOCKER_HOSTS", group: "Docker Executor", kind: Kind::Json, default: "null", help: "Farms: [{\"match\": regex, \"hosts\": [\"host:port\"], \"maxRunning\": n}]; null = the local engine (DOCKER_HOST or the default socket)." },
+    OptionSpec { name: "DOCKER_CIRCUIT_BREAKER_MAX_FAILS", group: "Docker Executor", kind: Kind::UInt, default: "5", help: "Consecutive host faults that open a host's circuit." },
+    OptionSpec { name: "DOCKER_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS", group: "Docker Executor", kind: Kind::UInt, default: "60", help: "Open -> half-open delay." },
+    OptionSpec { name: "DOCKER_CALL_TIMEOUT_SECONDS", group: "Docker Executor", kind: Kind::UInt, default: "30", help: "Timeout of one Docker API call (pulls get 20 times this)." },
+    OptionSpec { name: "MONGODB_CONFIG", group: "Models", kind: Kind::Json, default: "null", help: "Store backend; null = the embedded store under DATA_DIR." },
+    OptionSpec { name: "ERROR_HANDLERS", group: "Errors", kind: Kind::Json, default: "[\"sentry\"]", help: "Error reporters." },
+    OptionSpec { name: "SENTRY_DSN", group: "Errors", kind: Kind::OptStr, default: "\"\"", help: "Sentry DSN; empty disables reporting." },
+    OptionSpec { name: "ENV_BLACKLISTED_WORDS", group: "API", kind: Kind::Str, default: "\"password,key,secret,client_id\"", help: "Env names containing one of these words are shown as ***." },
+    OptionSpec { name: "PAGINATION_PER_PAGE", group: "API", kind: Kind::UInt, default: "10", help: "Page size of /tasks/ and /search/." },
+    OptionSpec { name: "SMTP_USE_SSL", group: "Email", kind: Kind::Bool, default: "false", help: "STARTTLS after connecting." },
+    OptionSpec { name: "SMTP_HOST", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "SMTP host." },
+    OptionSpec { name: "SMTP_PORT", group: "Email", kind: Kind::UInt, default: "25", help: "SMTP port." },
+    OptionSpec { name: "SMTP_USER", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "SMTP login user." },
+    OptionSpec { name: "SMTP_PASSWORD", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "SMTP login password (never logged)." },
+    OptionSpec { name: "SMTP_FROM", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "From address." },
+    OptionSpec { name: "BASIC_AUTH_USERNAME", group: "Auth", kind: Kind::OptStr, default: "\"\"", help: "With BASIC_AUTH_PASSWORD, requires HTTP basic auth." },
+    OptionSpec { name: "BASIC_AUTH_PASSWORD", group: "Auth", kind: Kind::OptStr, default: "\"\"", help: "See BASIC_AUTH_USERNAME." },
+    OptionSpec { name: "BASIC_AUTH_REALM", group: "Auth", kind: Kind::Str, default: "\"\"", help: "Realm of the WWW-Authenticate header." },
+];
+
+/// A configuration error; the message names the option.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The parsed configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    values: BTreeMap<&'static str, Value>,
+    pub farms: Vec<Farm>,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut values = BTreeMap::new();
+        for option in OPTIONS {
+            let default = serde_json::from_str(option.default).expect("defaults are valid JSON");
+            values.insert(option.name, default);
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                ConfigError(format!("Configuration file not found at path {}: {error}", path.display()))
+            })?;
+            let table: toml::Table = text.parse().map_err(|error| {
+                ConfigError(format!("{}: invalid TOML: {error}", path.display()))
+            })?;
+            for (key, value) in table {
+                let option = OPTIONS
+                    .iter()
+                    .find(|option| option.name == key)
+                    .ok_or_else(|| ConfigError(format!("{}: unknown option {key}", path.display())))?;
+                let json = serde_json::to_value(&value)
+                    .map_err(|error| ConfigError(format!("{key}: {error}")))?;
+                values.insert(option.name, check(option, json)?);
+            }
+        }
+        for option in OPTIONS {
+            if let Some(text) = env(option.name) {
+                values.insert(option.name, parse_env(option, &text)?);
+            }
+        }
+        let farms = match &values["DOCKER_HOSTS"] {
+            Value::Null => vec![Farm::local()],
+            value => parse_farms(value)
+                .map_err(|error| ConfigError(format!("invalid value for DOCKER_HOSTS: {error}")))?,
+        };
+        let config = Config { values, farms };
+        if config.uint("PAGINATION_PER_PAGE") == 0 {
+            return Err(ConfigError("invalid value for PAGINATION_PER_PAGE: must be at least 1".into()));
+        }
+        if config.uint("HARD_EXECUTION_TIMEOUT_SECONDS") == 0 {
+            return Err(ConfigError(
+                "invalid value for HARD_EXECUTION_TIMEOUT_SECONDS: must be at least 1".into(),
+            ));
+        }
+        if !matches!(config.string("LOG_FORMAT").as_str(), "text" | "json") {
+            return Err(ConfigError("invalid value for LOG_FORMAT: expected 'text' or 'json'".into()));
+        }
+        if config.string("EXECUTOR") != "docker" && config.string("EXECUTOR") != "fastlane.worker.docker" {
+            return Err(ConfigError("invalid value for EXECUTOR: only 'docker' is supported".into()));
+        }
+        if config.optional("REDIS_URL").is_some() || !config.json("MONGODB_CONFIG").is_null() {
+            return Err(ConfigError(
+                "REDIS_URL and MONGODB_CONFIG are not supported by this build yet: leave them \
+                 unset to use the embedded store and queue"
+                    .into(),
+            ));
+        }
+        Ok(config)
+    }
+
+    fn value(&self, name: &str) -> &Value {
+        self.values
+            .get(name)
+            .unwrap_or_else(|| panic!("option {name} is not defined"))
+    }
+
+    pub fn bool(&self, name: &str) -> bool {
+        self.value(name).as_bool().unwrap_or(false)
+    }
+
+    pub fn uint(&self, name: &str) -> u64 {
+        self.value(name).as_u64().unwrap_or(0)
+    }
+
+    pub fn float(&self, name: &str) -> f64 {
+        self.value(name).as_f64().unwrap_or(0.0)
+    }
+
+    pub fn string(&self, name: &str) -> String {
+        self.value(name).as_str().unwrap_or_default().to_string()
+    }
+
+    /// A string option, `None` when empty.
+    pub fn optional(&self, name: &str) -> Option<String> {
+        Some(self.string(name)).filter(|value| !value.is_empty())
+    }
+
+    pub fn json(&self, name: &str) -> &Value {
+        self.value(name)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(self.string("DATA_DIR"))
+    }
+}
+
+fn invalid(option: &OptionSpec, expected: &str, got: &str) -> ConfigError {
+    ConfigError(format!("invalid value for {}: expected {expected}, got {got:?}", option.name))
+}
+
+fn parse_env(option: &OptionSpec, text: &str) -> Result<Value, ConfigError> {
+    let trimmed = text.trim();
+    let value = match option.kind {
+        Kind::Bool => match trimmed.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Value::Bool(true),
+            "false" | "0" | "no" | "off" | "" => Value::Bool(false),
+            _ => return Err(invalid(option, "a boolean (true/false)", text)),
+        },
+        Kind::UInt => trimmed
+            .parse::<u64>()
+            .map(Value::from)
+            .map_err(|_| invalid(option, "a non-negative integer", text))?,
+        Kind::Float => trimmed
+            .parse::<f64>()
+            .ok()
+            .filter(|number| number.is_finite() && *number >= 0.0)
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| invalid(option, "a non-negative number", text))?,
+        Kind::Str | Kind::OptStr => Value::String(text.to_string()),
+        Kind::Json if trimmed.is_empty() => Value::Null,
+        Kind::Json => serde_json::from_str(trimmed).map_err(|_| invalid(option, "JSON", text))?,
+    };
+    Ok(value)
+}
+
+/// Checks a value from the file against the option's type.
+fn check(option: &OptionSpec, value: Value) -> Result<Value, ConfigError> {
+    let shown = value.to_string();
+    let ok = match option.kind {
+        Kind::Bool => value.is_boolean(),
+        Kind::UInt => value.is_u64(),
+        Kind::Float => value.as_f64().is_some_and(|number| number >= 0.0),
+        Kind::Str | Kind::OptStr => value.is_string(),
+        Kind::Json => {
+            if let Value::String(text) = &value {
+                return parse_env(option, text);
+            }
+            true
+        }
+    };
+    if ok {
+        Ok(value)
+    } else {
+        let expected = match option.kind {
+            Kind::Bool => "a boolean",
+            Kind::UInt => "a non-negative integer",
+            Kind::Float => "a non-negative number",
+            _ => "a string",
+        };
+        Err(invalid(option, expected, &shown))
+    }
+}
+
+/// The commented default configuration, as `fastlane-node config` prints it.
+pub fn describe() -> String {
+    let mut text = String::from(
+        "# fastlane-node configuration. Every option can also be set by an environment variable\n\
+         # of the same name, which wins over this file. Values are parsed by type.\n",
+    );
+    let mut group = "";
+    for option in OPTIONS {
+        if option.group != group {
+            group = option.group;
+            text.push_str(&format!("\n################ {group} ################\n"));
+        }
+        let default = match option.kind {
+            Kind::Json => serde_json::to_string(option.default).expect("string"),
+            _ => option.default.to_string(),
+        };
+        text.push_str(&format!("\n# {}\n# {} = {}\n", option.help, option.name, default));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load_from(None, |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn env_values_are_parsed_by_type() {
+        let config = load(&[
+            ("HARD_EXECUTION_TIMEOUT_SECONDS", "60"),
+            ("DEBUG", "True"),
+            ("EXPONENTIAL_BACKOFF_FACTOR", "1.5"),
+            ("DOCKER_HOSTS", r#"[{"match": "", "hosts": ["localhost:2375"], "maxRunning": 2}]"#),
+        ])
+        .unwrap();
+        assert_eq!(config.uint("HARD_EXECUTION_TIMEOUT_SECONDS"), 60);
+        assert!(config.bool("DEBUG"));
+        assert_eq!(config.float("EXPONENTIAL_BACKOFF_FACTOR"), 1.5);
+        assert_eq!(config.farms[0].max_running, 2);
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        for (name, value) in [
+            ("HARD_EXECUTION_TIMEOUT_SECONDS", "abc"),
+            ("HARD_EXECUTION_TIMEOUT_SECONDS", "-1"),
+            ("DEBUG", "maybe"),
+            ("DOCKER_HOSTS", "[{"),
+            ("DOCKER_HOSTS", r#"[{"hosts": ["nohost"]}]"#),
+            ("PAGINATION_PER_PAGE", "0"),
+            ("EXPONENTIAL_BACKOFF_FACTOR", "NaN"),
+        ] {
+            let error = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(name), "{error}");
+        }
+    }
+
+    #[test]
+    fn file_values_sit_between_defaults_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fastlane.toml");
+        std::fs::write(&path, "PAGINATION_PER_PAGE = 3\nDEBUG = true\n").unwrap();
+        let env = |name: &str| (name == "DEBUG").then(|| "false".to_string());
+        let config = Config::load_from(Some(&path), env).unwrap();
+        assert_eq!(config.uint("PAGINATION_PER_PAGE"), 3);
+        assert!(!config.bool("DEBUG"));
+        std::fs::write(&path, "PAGINATION_PER_PAGE = \"x\"\n").unwrap();
+        let error = Config::load_from(Some(&path), |_| None).unwrap_err().to_string();
+        assert!(error.contains("PAGINATION_PER_PAGE"), "{error}");
+    }
+
+    #[test]
+    fn describe_lists_every_option() {
+        let text = describe();
+        for option in OPTIONS {
+            assert!(text.contains(option.name));
+        }
+    }
+}

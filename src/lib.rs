@@ -1,0 +1,153 @@
+//! fastlane-node: the node. Wires configuration, adapters, actors and the gateway together in
+//! one entry point, [`run`].
+
+pub mod adapters;
+pub mod config;
+pub mod gateway;
+pub mod telemetry;
+
+use adapters::docker::DockerRuntime;
+use adapters::embedded::Embedded;
+use anyhow::Context;
+use config::Config;
+use fastlane_actors::ports::ContainerRuntime;
+use fastlane_actors::root::{RootActor, RootArgs};
+use fastlane_actors::{Services, Settings};
+use fastlane_proto::redact::Redactor;
+use gateway::GatewaySettings;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use ractor::Actor;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How long in-flight HTTP requests may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the node until `shutdown` completes, then stops taking requests, lets the ones in
+/// flight finish (bounded), stops the actors and returns. Containers keep running; the next
+/// start re-attaches to them.
+pub async fn run(config: Config, bind: SocketAddr, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let data_dir = config.data_dir();
+    let embedded = Embedded::open(&data_dir)
+        .with_context(|| format!("could not open the embedded store in {}", data_dir.display()))?;
+    let node_id = node_id(&data_dir)?;
+
+    let hard_timeout = config.uint("HARD_EXECUTION_TIMEOUT_SECONDS");
+    let call_timeout = Duration::from_secs(config.uint("DOCKER_CALL_TIMEOUT_SECONDS").max(1));
+    let wait_limit = Duration::from_secs(hard_timeout) + Duration::from_secs(120);
+    let endpoints: BTreeSet<_> = config.farms.iter().flat_map(|farm| farm.hosts.iter().cloned()).collect();
+    let runtimes = endpoints
+        .iter()
+        .map(|endpoint| {
+            DockerRuntime::connect(endpoint, call_timeout, wait_limit)
+                .map(|runtime| Arc::new(runtime) as Arc<dyn ContainerRuntime>)
+                .with_context(|| format!("invalid docker host {endpoint}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(index) = config.farms.iter().position(|farm| farm.is_catch_all()) {
+        if index + 1 != config.farms.len() {
+            tracing::warn!(index, "a catch-all farm is not the last one: the farms after it never run anything");
+        }
+    }
+
+    let redactor = Redactor::new(&config.string("ENV_BLACKLISTED_WORDS"));
+    let settings = Settings {
+        node_id,
+        farms: config.farms.clone(),
+        hard_timeout_seconds: hard_timeout,
+        redactor: redactor.clone(),
+        max_in_flight: config.farms.iter().map(|farm| farm.max_running as usize).sum(),
+    };
+    let services = Services {
+        store: Arc::new(embedded.clone()),
+        queue: Arc::new(embedded),
+        settings: Arc::new(settings),
+    };
+    let root_args = RootArgs {
+        services,
+        runtimes,
+        breaker_max_fails: config.uint("DOCKER_CIRCUIT_BREAKER_MAX_FAILS").max(1) as u32,
+        breaker_reset_timeout: Duration::from_secs(config.uint("DOCKER_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS")),
+    };
+    let (root, root_handle) = Actor::spawn(Some("fastlane-root".to_string()), RootActor, root_args)
+        .await
+        .context("could not start the actors")?;
+
+    let gateway_settings = Arc::new(GatewaySettings {
+        debug: config.bool("DEBUG"),
+        per_page: config.uint("PAGINATION_PER_PAGE"),
+        server_name: config.optional("SERVER_NAME"),
+        redactor,
+        enable_cors: config.bool("ENABLE_CORS"),
+        cors_origins: config.string("CORS_ORIGINS"),
+        basic_auth: match (config.optional("BASIC_AUTH_USERNAME"), config.optional("BASIC_AUTH_PASSWORD")) {
+            (Some(user), Some(password)) => Some((user, password, config.string("BASIC_AUTH_REALM"))),
+            _ => None,
+        },
+        call_timeout: Duration::from_millis(fastlane_actors::CALL_TIMEOUT_MS),
+    });
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("could not listen on {bind}"))?;
+    tracing::info!(address = %listener.local_addr()?, "fastlane-node listening");
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let settings = gateway_settings.clone();
+                let service = service_fn(move |request| gateway::handle(settings.clone(), request, peer));
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .serve_connection(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down: no new requests, draining the ones in flight");
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("some requests did not finish in time");
+    }
+    root.stop_children_and_wait(None, Some(DRAIN_TIMEOUT)).await;
+    root.stop(None);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, root_handle).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// This node's stable id (its queue consumer name), kept in the data directory so that a
+/// restarted node recognizes its own leases.
+fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    let id = format!("node-{}", uuid::Uuid::new_v4());
+    std::fs::write(&path, &id).with_context(|| format!("could not write {}", path.display()))?;
+    Ok(id)
+}

@@ -1,0 +1,83 @@
+//! `fastlane-node`: `start` runs a node, `config` prints every option, `version` the version.
+
+use clap::{Parser, Subcommand};
+use fastlane_node::config::{self, Config};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "fastlane-node", version, about = "Runs jobs as Docker containers on a farm of hosts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: the HTTP API and the workers.
+    Start {
+        /// A TOML configuration file (environment variables override it).
+        #[arg(short = 'c', long = "config-file")]
+        config: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(short = 'b', long = "bind", default_value = "0.0.0.0")]
+        bind: IpAddr,
+        /// Port to listen on.
+        #[arg(short = 'p', long = "port", default_value_t = 10000)]
+        port: u16,
+    },
+    /// Print every configuration option with its default and meaning.
+    Config,
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config => {
+            print!("{}", config::describe());
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("{}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Start { config, bind, port } => {
+            let config = match Config::load(config.as_deref()) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("fastlane-node: configuration error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            fastlane_node::telemetry::init(config.string("LOG_FORMAT") == "json");
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("fastlane-node: could not start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = runtime.block_on(fastlane_node::run(config, SocketAddr::new(bind, port), shutdown_signal()));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("fastlane-node: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
