@@ -130,6 +130,7 @@ pub async fn run(config: Config, bind: SocketAddr, shutdown: impl Future<Output 
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("some requests did not finish in time");
     }
+    let _ = ractor::call_t!(root, fastlane_actors::root::RootMessage::PrepareShutdown, 2_000);
     root.stop_children_and_wait(None, Some(DRAIN_TIMEOUT)).await;
     root.stop(None);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, root_handle).await;

@@ -8,7 +8,8 @@
 //! └── JobActor × M    never restarted: a failed one releases its message for a later delivery
 //! ```
 //!
-//! In: `SpawnJob` (from the poller), `Respawn` (its own timers), `HostStatuses`.
+//! In: `SpawnJob` (from the poller), `Respawn` (its own timers), `HostStatuses`,
+//! `PrepareShutdown` (from `run`, before it stops the children).
 //! Before anything runs it reconciles the queue with the store: this node's stale leases are
 //! released and every unfinished execution is pushed again (pushes are idempotent).
 //!
@@ -43,6 +44,8 @@ pub enum RootMessage {
     /// Start a long-lived child again (after a failure), `attempt` counting from 1.
     Respawn { child: ChildKind, attempt: u32 },
     HostStatuses(RpcReplyPort<Vec<HostStatus>>),
+    /// The node is stopping: children that end from now on are not restarted.
+    PrepareShutdown(RpcReplyPort<()>),
 }
 
 pub struct RootActor;
@@ -130,6 +133,7 @@ impl Actor for RootActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RootMessage::SpawnJob(delivery) => state.spawn_job(&myself, delivery).await,
+            RootMessage::Respawn { .. } if state.stopping => {}
             RootMessage::Respawn { child, attempt } => {
                 state.attempts.insert(child.clone(), attempt);
                 if let Err(error) = state.spawn_child(&myself, child.clone()).await {
@@ -138,6 +142,10 @@ impl Actor for RootActor {
                 }
             }
             RootMessage::HostStatuses(reply) => state.host_statuses(reply),
+            RootMessage::PrepareShutdown(reply) => {
+                state.stopping = true;
+                let _ = reply.send(());
+            }
         }
         Ok(())
     }

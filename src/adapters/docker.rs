@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, StartContainerOptions, WaitContainerOptions,
@@ -150,6 +150,27 @@ impl DockerRuntime {
         }
     }
 
+    /// Takes over the container a run interrupted by a crash created: starts it if it never
+    /// started, or returns it as is.
+    async fn take_over(&self, name: &str) -> Result<StartedContainer, RuntimeError> {
+        let existing = self
+            .bounded(self.call_timeout, self.docker.inspect_container(name, None))
+            .await?;
+        let container_id = existing.id.unwrap_or_else(|| name.to_string());
+        let never_started = existing.state.as_ref().is_some_and(|state| {
+            state.status == Some(ContainerStateStatusEnum::CREATED)
+                && state.error.as_deref().unwrap_or("").is_empty()
+        });
+        if never_started {
+            self.start_by_id(&container_id).await
+        } else {
+            Ok(StartedContainer {
+                container_id,
+                start_error: None,
+            })
+        }
+    }
+
     async fn start_by_id(&self, container_id: &str) -> Result<StartedContainer, RuntimeError> {
         let started = self
             .bounded(
@@ -208,6 +229,15 @@ impl ContainerRuntime for DockerRuntime {
             labels: Some(spec.labels.clone().into_iter().collect::<HashMap<_, _>>()),
             host_config: Some(HostConfig {
                 extra_hosts: Some(spec.extra_hosts.clone()),
+                // The default json-file driver replaces bytes that are not UTF-8; `local` keeps
+                // output byte for byte (up to max-size × max-file, 250 MB per container).
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("local".to_string()),
+                    config: Some(HashMap::from([
+                        ("max-size".to_string(), "50m".to_string()),
+                        ("max-file".to_string(), "5".to_string()),
+                    ])),
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -216,41 +246,30 @@ impl ContainerRuntime for DockerRuntime {
             name: Some(spec.name.clone()),
             ..Default::default()
         };
-        let created = self
-            .bounded(
-                self.call_timeout,
-                self.docker.create_container(Some(options), body),
-            )
-            .await;
-        match created {
-            Ok(created) => self.start_by_id(&created.id).await,
-            Err(RuntimeError::Rejected(message)) if message.contains("already in use") => {
-                // A run interrupted by a crash created it: take it over.
-                let existing = self
-                    .bounded(
-                        self.call_timeout,
-                        self.docker.inspect_container(&spec.name, None),
-                    )
-                    .await?;
-                let container_id = existing.id.unwrap_or_else(|| spec.name.clone());
-                let never_started = existing
-                    .state
-                    .as_ref()
-                    .is_some_and(|state| {
-                        state.status == Some(ContainerStateStatusEnum::CREATED)
-                            && state.error.as_deref().unwrap_or("").is_empty()
-                    });
-                if never_started {
-                    self.start_by_id(&container_id).await
-                } else {
-                    Ok(StartedContainer {
-                        container_id,
-                        start_error: None,
-                    })
+        // A create interrupted by a crash may leave the name reserved while Docker rolls the
+        // container back: then the name is in use but the container cannot be found. Retry.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let created = self
+                .bounded(
+                    self.call_timeout,
+                    self.docker.create_container(Some(options.clone()), body.clone()),
+                )
+                .await;
+            let message = match created {
+                Ok(created) => return self.start_by_id(&created.id).await,
+                Err(RuntimeError::Rejected(message)) if message.contains("already in use") => message,
+                Err(RuntimeError::NotFound(message)) => return Err(RuntimeError::Image(message)),
+                Err(error) => return Err(error),
+            };
+            match self.take_over(&spec.name).await {
+                Err(RuntimeError::NotFound(_)) if attempt < 5 => {
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
+                Err(RuntimeError::NotFound(_)) => return Err(RuntimeError::Rejected(message)),
+                other => return other,
             }
-            Err(RuntimeError::NotFound(message)) => Err(RuntimeError::Image(message)),
-            Err(error) => Err(error),
         }
     }
 

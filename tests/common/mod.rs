@@ -1,0 +1,196 @@
+//! Test harness: starts the real `fastlane-node` binary against the private Docker engines that
+//! `scripts/test.sh` provisions (`FASTLANE_TEST_DOCKER_HOSTS`, `FASTLANE_TEST_IMAGE`), and talks
+//! to it over HTTP.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Docker engines of the test environment, `host:port` each.
+pub fn docker_hosts() -> Vec<String> {
+    let hosts = std::env::var("FASTLANE_TEST_DOCKER_HOSTS").expect(
+        "FASTLANE_TEST_DOCKER_HOSTS is not set: run the tests with scripts/test.sh, which starts \
+         private Docker engines and builds the test image",
+    );
+    hosts.split(',').map(str::to_string).collect()
+}
+
+/// The test image (busybox applets and bash).
+pub fn image() -> String {
+    std::env::var("FASTLANE_TEST_IMAGE").unwrap_or_else(|_| "fastlane-test:1".to_string())
+}
+
+/// Runs the docker CLI against `host`.
+pub fn docker(host: &str, args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .arg("-H")
+        .arg(format!("tcp://{host}"))
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running node with its own data directory and port.
+pub struct Node {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// Starts a node on the first test engine with `extra` environment variables.
+    pub async fn start(extra: &[(&str, &str)]) -> Node {
+        let temp = tempfile::tempdir().unwrap();
+        let data_dir = temp.path().to_path_buf();
+        let farms = format!(
+            r#"[{{"match": "", "hosts": ["{}"], "maxRunning": 8}}]"#,
+            docker_hosts()[0]
+        );
+        let mut env: Vec<(String, String)> = vec![
+            ("DOCKER_HOSTS".into(), farms),
+            ("RUST_LOG".into(), "info".into()),
+        ];
+        for (key, value) in extra {
+            env.retain(|(existing, _)| existing != key);
+            env.push((key.to_string(), value.to_string()));
+        }
+        let mut node = Node {
+            port: free_port(),
+            data_dir,
+            env,
+            child: None,
+            _temp: Some(temp),
+        };
+        node.spawn().await;
+        node
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.join("node.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_fastlane-node"))
+            .args(["start", "-b", "127.0.0.1", "-p", &self.port.to_string()])
+            .env("DATA_DIR", &self.data_dir)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start fastlane-node");
+        self.child = Some(child);
+        let url = self.url("/healthcheck");
+        wait_until(Duration::from_secs(20), "node to answer /healthcheck", || async {
+            reqwest::get(&url).await.is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("node running");
+        unsafe_kill(child.id(), "TERM");
+        child.wait().unwrap()
+    }
+
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            let status = self.terminate();
+            assert!(status.success(), "node exited with {status}");
+        }
+        self.spawn().await;
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(self.url(path)).await.unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// Posts a job and returns the enqueue response.
+    pub async fn post_job(&self, task: &str, body: Value) -> Value {
+        let response = reqwest::Client::new()
+            .post(self.url(&format!("/tasks/{task}/")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "POST job: {:?}", response.text().await);
+        response.json().await.unwrap()
+    }
+
+    /// Waits until the execution at `execution_url` has a terminal status; returns it.
+    pub async fn wait_finished(&self, execution_url: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let details: Value = reqwest::get(execution_url).await.unwrap().json().await.unwrap();
+            let status = details["execution"]["status"].as_str().unwrap_or("").to_string();
+            if ["done", "failed", "timedout", "expired", "stopped"].contains(&status.as_str()) {
+                return details["execution"].clone();
+            }
+            assert!(Instant::now() < deadline, "execution never finished: {details}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Polls `condition` until it holds, failing the test after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn path_of(url: &str) -> &str {
+    let without_scheme = url.trim_start_matches("http://");
+    &without_scheme[without_scheme.find('/').unwrap()..]
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
