@@ -103,7 +103,10 @@ impl Config {
         }
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|error| {
-                ConfigError(format!("Configuration file not found at path {}: {error}", path.display()))
+                ConfigError(format!(
+                    "Configuration file not found at path {}: {error}",
+                    path.display()
+                ))
             })?;
             let table: toml::Table = text.parse().map_err(|error| {
                 ConfigError(format!("{}: invalid TOML: {error}", path.display()))
@@ -112,7 +115,9 @@ impl Config {
                 let option = OPTIONS
                     .iter()
                     .find(|option| option.name == key)
-                    .ok_or_else(|| ConfigError(format!("{}: unknown option {key}", path.display())))?;
+                    .ok_or_else(|| {
+                        ConfigError(format!("{}: unknown option {key}", path.display()))
+                    })?;
                 let json = serde_json::to_value(&value)
                     .map_err(|error| ConfigError(format!("{key}: {error}")))?;
                 values.insert(option.name, check(option, json)?);
@@ -130,7 +135,9 @@ impl Config {
         };
         let config = Config { values, farms };
         if config.uint("PAGINATION_PER_PAGE") == 0 {
-            return Err(ConfigError("invalid value for PAGINATION_PER_PAGE: must be at least 1".into()));
+            return Err(ConfigError(
+                "invalid value for PAGINATION_PER_PAGE: must be at least 1".into(),
+            ));
         }
         if config.uint("HARD_EXECUTION_TIMEOUT_SECONDS") == 0 {
             return Err(ConfigError(
@@ -138,10 +145,16 @@ impl Config {
             ));
         }
         if !matches!(config.string("LOG_FORMAT").as_str(), "text" | "json") {
-            return Err(ConfigError("invalid value for LOG_FORMAT: expected 'text' or 'json'".into()));
+            return Err(ConfigError(
+                "invalid value for LOG_FORMAT: expected 'text' or 'json'".into(),
+            ));
         }
-        if config.string("EXECUTOR") != "docker" && config.string("EXECUTOR") != "fastlane.worker.docker" {
-            return Err(ConfigError("invalid value for EXECUTOR: only 'docker' is supported".into()));
+        if config.string("EXECUTOR") != "docker"
+            && config.string("EXECUTOR") != "fastlane.worker.docker"
+        {
+            return Err(ConfigError(
+                "invalid value for EXECUTOR: only 'docker' is supported".into(),
+            ));
         }
         if config.optional("REDIS_URL").is_some() || !config.json("MONGODB_CONFIG").is_null() {
             return Err(ConfigError(
@@ -190,7 +203,10 @@ impl Config {
 }
 
 fn invalid(option: &OptionSpec, expected: &str, got: &str) -> ConfigError {
-    ConfigError(format!("invalid value for {}: expected {expected}, got {got:?}", option.name))
+    ConfigError(format!(
+        "invalid value for {}: expected {expected}, got {got:?}",
+        option.name
+    ))
 }
 
 fn parse_env(option: &OptionSpec, text: &str) -> Result<Value, ConfigError> {
@@ -263,7 +279,10 @@ pub fn describe() -> String {
             Kind::Json => serde_json::to_string(option.default).expect("string"),
             _ => option.default.to_string(),
         };
-        text.push_str(&format!("\n# {}\n# {} = {}\n", option.help, option.name, default));
+        text.push_str(&format!(
+            "\n# {}\n# {} = {}\n",
+            option.help, option.name, default
+        ));
     }
     text
 }
@@ -273,8 +292,10 @@ mod tests {
     use super::*;
 
     fn load(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: BTreeMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::load_from(None, |name| env.get(name).cloned())
     }
 
@@ -284,7 +305,10 @@ mod tests {
             ("HARD_EXECUTION_TIMEOUT_SECONDS", "60"),
             ("DEBUG", "True"),
             ("EXPONENTIAL_BACKOFF_FACTOR", "1.5"),
-            ("DOCKER_HOSTS", r#"[{"match": "", "hosts": ["localhost:2375"], "maxRunning": 2}]"#),
+            (
+                "DOCKER_HOSTS",
+                r#"[{"match": "", "hosts": ["localhost:2375"], "maxRunning": 2}]"#,
+            ),
         ])
         .unwrap();
         assert_eq!(config.uint("HARD_EXECUTION_TIMEOUT_SECONDS"), 60);
@@ -319,7 +343,9 @@ mod tests {
         assert_eq!(config.uint("PAGINATION_PER_PAGE"), 3);
         assert!(!config.bool("DEBUG"));
         std::fs::write(&path, "PAGINATION_PER_PAGE = \"x\"\n").unwrap();
-        let error = Config::load_from(Some(&path), |_| None).unwrap_err().to_string();
+        let error = Config::load_from(Some(&path), |_| None)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("PAGINATION_PER_PAGE"), "{error}");
     }
 

@@ -31,16 +31,28 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs the node until `shutdown` completes, then stops taking requests, lets the ones in
 /// flight finish (bounded), stops the actors and returns. Containers keep running; the next
 /// start re-attaches to them.
-pub async fn run(config: Config, bind: SocketAddr, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    bind: SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let data_dir = config.data_dir();
-    let embedded = Embedded::open(&data_dir)
-        .with_context(|| format!("could not open the embedded store in {}", data_dir.display()))?;
+    let embedded = Embedded::open(&data_dir).with_context(|| {
+        format!(
+            "could not open the embedded store in {}",
+            data_dir.display()
+        )
+    })?;
     let node_id = node_id(&data_dir)?;
 
     let hard_timeout = config.uint("HARD_EXECUTION_TIMEOUT_SECONDS");
     let call_timeout = Duration::from_secs(config.uint("DOCKER_CALL_TIMEOUT_SECONDS").max(1));
     let wait_limit = Duration::from_secs(hard_timeout) + Duration::from_secs(120);
-    let endpoints: BTreeSet<_> = config.farms.iter().flat_map(|farm| farm.hosts.iter().cloned()).collect();
+    let endpoints: BTreeSet<_> = config
+        .farms
+        .iter()
+        .flat_map(|farm| farm.hosts.iter().cloned())
+        .collect();
     let runtimes = endpoints
         .iter()
         .map(|endpoint| {
@@ -51,7 +63,10 @@ pub async fn run(config: Config, bind: SocketAddr, shutdown: impl Future<Output 
         .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(index) = config.farms.iter().position(|farm| farm.is_catch_all()) {
         if index + 1 != config.farms.len() {
-            tracing::warn!(index, "a catch-all farm is not the last one: the farms after it never run anything");
+            tracing::warn!(
+                index,
+                "a catch-all farm is not the last one: the farms after it never run anything"
+            );
         }
     }
 
@@ -61,7 +76,11 @@ pub async fn run(config: Config, bind: SocketAddr, shutdown: impl Future<Output 
         farms: config.farms.clone(),
         hard_timeout_seconds: hard_timeout,
         redactor: redactor.clone(),
-        max_in_flight: config.farms.iter().map(|farm| farm.max_running as usize).sum(),
+        max_in_flight: config
+            .farms
+            .iter()
+            .map(|farm| farm.max_running as usize)
+            .sum(),
     };
     let services = Services {
         store: Arc::new(embedded.clone()),
@@ -72,7 +91,9 @@ pub async fn run(config: Config, bind: SocketAddr, shutdown: impl Future<Output 
         services,
         runtimes,
         breaker_max_fails: config.uint("DOCKER_CIRCUIT_BREAKER_MAX_FAILS").max(1) as u32,
-        breaker_reset_timeout: Duration::from_secs(config.uint("DOCKER_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS")),
+        breaker_reset_timeout: Duration::from_secs(
+            config.uint("DOCKER_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS"),
+        ),
     };
     let (root, root_handle) = Actor::spawn(Some("fastlane-root".to_string()), RootActor, root_args)
         .await
@@ -85,8 +106,13 @@ pub async fn run(config: Config, bind: SocketAddr, shutdown: impl Future<Output 
         redactor,
         enable_cors: config.bool("ENABLE_CORS"),
         cors_origins: config.string("CORS_ORIGINS"),
-        basic_auth: match (config.optional("BASIC_AUTH_USERNAME"), config.optional("BASIC_AUTH_PASSWORD")) {
-            (Some(user), Some(password)) => Some((user, password, config.string("BASIC_AUTH_REALM"))),
+        basic_auth: match (
+            config.optional("BASIC_AUTH_USERNAME"),
+            config.optional("BASIC_AUTH_PASSWORD"),
+        ) {
+            (Some(user), Some(password)) => {
+                Some((user, password, config.string("BASIC_AUTH_REALM")))
+            }
             _ => None,
         },
         call_timeout: Duration::from_millis(fastlane_actors::CALL_TIMEOUT_MS),
@@ -127,10 +153,17 @@ pub async fn run(config: Config, bind: SocketAddr, shutdown: impl Future<Output 
     }
     tracing::info!("shutting down: no new requests, draining the ones in flight");
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some requests did not finish in time");
     }
-    let _ = ractor::call_t!(root, fastlane_actors::root::RootMessage::PrepareShutdown, 2_000);
+    let _ = ractor::call_t!(
+        root,
+        fastlane_actors::root::RootMessage::PrepareShutdown,
+        2_000
+    );
     root.stop_children_and_wait(None, Some(DRAIN_TIMEOUT)).await;
     root.stop(None);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, root_handle).await;

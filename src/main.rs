@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "fastlane-node", version, about = "Runs jobs as Docker containers on a farm of hosts")]
+#[command(
+    name = "fastlane-node",
+    version,
+    about = "Runs jobs as Docker containers on a farm of hosts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +64,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let result = runtime.block_on(fastlane_node::run(config, SocketAddr::new(bind, port), shutdown_signal()));
+            let result = runtime.block_on(fastlane_node::run(
+                config,
+                SocketAddr::new(bind, port),
+                shutdown_signal(),
+            ));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {

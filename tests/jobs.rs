@@ -12,24 +12,47 @@ use serde_json::{json, Value};
 async fn a_job_printing_a_line_ends_done() {
     let node = Node::start(&[]).await;
     let posted = node
-        .post_job("hello-task", json!({"image": image(), "command": "echo hello from fastlane"}))
+        .post_job(
+            "hello-task",
+            json!({"image": image(), "command": "echo hello from fastlane"}),
+        )
         .await;
-    let execution = node.wait_finished(posted["executionUrl"].as_str().unwrap()).await;
+    let execution = node
+        .wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
     assert_eq!(execution["status"], "done");
     assert_eq!(execution["exitCode"], 0);
     assert_eq!(execution["log"], "hello from fastlane\n");
     assert!(execution["startedAt"].is_string() && execution["finishedAt"].is_string());
-    assert_eq!(execution["metadata"]["docker_host"], docker_hosts()[0].split(':').next().unwrap());
+    assert_eq!(
+        execution["metadata"]["docker_host"],
+        docker_hosts()[0].split(':').next().unwrap()
+    );
 
     let name = format!("fastlane-job-{}", posted["executionId"].as_str().unwrap());
-    let listed = docker(&docker_hosts()[0], &["ps", "-a", "--filter", &format!("name={name}"), "--format", "{{.Names}}"]);
+    let listed = docker(
+        &docker_hosts()[0],
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name={name}"),
+            "--format",
+            "{{.Names}}",
+        ],
+    );
     assert_eq!(listed.trim(), "", "container should be removed");
 
     let job_path = path_of(posted["jobUrl"].as_str().unwrap());
     let stdout = node.get(&format!("{job_path}stdout/")).await;
     assert_eq!(stdout.headers()["fastlane-exit-code"], "0");
     assert_eq!(stdout.text().await.unwrap(), "hello from fastlane\n");
-    let logs = node.get(&format!("{job_path}logs")).await.text().await.unwrap();
+    let logs = node
+        .get(&format!("{job_path}logs"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert_eq!(logs, "hello from fastlane\n\n-=-\n");
 }
 
@@ -38,9 +61,14 @@ async fn a_job_printing_a_line_ends_done() {
 async fn a_failing_command_ends_failed_with_its_exit_code() {
     let node = Node::start(&[]).await;
     let posted = node
-        .post_job("fail-task", json!({"image": image(), "command": "bash -c 'echo \"it failed\" && exit 123'"}))
+        .post_job(
+            "fail-task",
+            json!({"image": image(), "command": "bash -c 'echo \"it failed\" && exit 123'"}),
+        )
         .await;
-    let execution = node.wait_finished(posted["executionUrl"].as_str().unwrap()).await;
+    let execution = node
+        .wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
     assert_eq!(execution["status"], "failed");
     assert_eq!(execution["exitCode"], 123);
     assert_eq!(execution["log"].as_str().unwrap().trim(), "it failed");
@@ -56,10 +84,18 @@ async fn a_missing_command_exits_127_with_the_message() {
     let node = Node::start(&[]).await;
     for (task, command, expected) in [
         ("missing-exec", "no-such-command --flag", "no-such-command"),
-        ("missing-shell", "bash -c 'no-such-command'", "command not found"),
+        (
+            "missing-shell",
+            "bash -c 'no-such-command'",
+            "command not found",
+        ),
     ] {
-        let posted = node.post_job(task, json!({"image": image(), "command": command})).await;
-        let execution = node.wait_finished(posted["executionUrl"].as_str().unwrap()).await;
+        let posted = node
+            .post_job(task, json!({"image": image(), "command": command}))
+            .await;
+        let execution = node
+            .wait_finished(posted["executionUrl"].as_str().unwrap())
+            .await;
         assert_eq!(execution["status"], "failed", "{command}");
         assert_eq!(execution["exitCode"], 127, "{command}");
         let error = execution["error"].as_str().unwrap();
@@ -76,9 +112,11 @@ async fn tasks_are_listed_with_pagination_and_searchable() {
     assert_eq!(empty["items"], json!([]));
     assert_eq!(empty["pages"], 0);
     for task in ["alpha-report", "beta.search_job", "gamma"] {
-        node.post_job(task, json!({"image": image(), "command": "true"})).await;
+        node.post_job(task, json!({"image": image(), "command": "true"}))
+            .await;
     }
-    node.post_job("gamma", json!({"image": image(), "command": "true"})).await;
+    node.post_job("gamma", json!({"image": image(), "command": "true"}))
+        .await;
 
     let first = node.get_json("/tasks/").await;
     assert_eq!(first["total"], 3);
@@ -89,7 +127,12 @@ async fn tasks_are_listed_with_pagination_and_searchable() {
     assert_eq!(first["hasPrev"], false);
     assert_eq!(first["prevUrl"], Value::Null);
     assert_eq!(first["nextUrl"], node.url("/tasks/?page=2"));
-    let ids: Vec<&str> = first["items"].as_array().unwrap().iter().map(|t| t["taskId"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["taskId"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["alpha-report", "beta.search_job"]);
     assert_eq!(first["items"][0]["url"], node.url("/tasks/alpha-report/"));
     assert_eq!(first["items"][0]["jobsCount"], 1);
@@ -121,18 +164,39 @@ async fn ten_megabytes_of_output_round_trip_byte_for_byte() {
     let command = format!(
         "bash -c \"head -c {SIZE} /dev/zero | tr '\\\\000' '\\\\377'; yes stderr-line | head -c {SIZE} >&2\""
     );
-    let posted = node.post_job("big-output", json!({"image": image(), "command": command})).await;
-    let execution = node.wait_finished(posted["executionUrl"].as_str().unwrap()).await;
+    let posted = node
+        .post_job("big-output", json!({"image": image(), "command": command}))
+        .await;
+    let execution = node
+        .wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
     assert_eq!(execution["status"], "done", "{}", execution["error"]);
 
     let execution_path = path_of(posted["executionUrl"].as_str().unwrap());
-    let stdout = node.get(&format!("{execution_path}stdout/")).await.bytes().await.unwrap();
+    let stdout = node
+        .get(&format!("{execution_path}stdout/"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(stdout.len(), SIZE);
     assert!(stdout.iter().all(|byte| *byte == 0xFF));
-    let stderr = node.get(&format!("{execution_path}stderr/")).await.bytes().await.unwrap();
-    let expected: Vec<u8> = b"stderr-line\n".iter().copied().cycle().take(SIZE).collect();
+    let stderr = node
+        .get(&format!("{execution_path}stderr/"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let expected: Vec<u8> = b"stderr-line\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(SIZE)
+        .collect();
     assert!(stderr[..] == expected[..], "stderr differs");
-    let job = node.get_json(path_of(posted["jobUrl"].as_str().unwrap())).await;
+    let job = node
+        .get_json(path_of(posted["jobUrl"].as_str().unwrap()))
+        .await;
     assert_eq!(job["job"]["executionCount"], 1);
 }
 
@@ -154,15 +218,25 @@ async fn job_details_redact_secrets_and_keep_options() {
             }),
         )
         .await;
-    let execution = node.wait_finished(posted["executionUrl"].as_str().unwrap()).await;
+    let execution = node
+        .wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
     let log = execution["log"].as_str().unwrap();
     assert!(log.starts_with("s3cr3t-value visible\n"), "{log}");
     assert!(log.contains("10.1.2.3"), "{log}");
-    let job = node.get_json(path_of(posted["jobUrl"].as_str().unwrap())).await;
+    let job = node
+        .get_json(path_of(posted["jobUrl"].as_str().unwrap()))
+        .await;
     let metadata = &job["job"]["metadata"];
-    assert_eq!(metadata["envs"], json!({"API_KEY": "***", "PLAIN": "visible"}));
+    assert_eq!(
+        metadata["envs"],
+        json!({"API_KEY": "***", "PLAIN": "visible"})
+    );
     assert_eq!(metadata["custom"], json!({"owner": "team-a"}));
-    assert_eq!(metadata["additional_dns_entries"], json!([["db.internal", "10.1.2.3"]]));
+    assert_eq!(
+        metadata["additional_dns_entries"],
+        json!([["db.internal", "10.1.2.3"]])
+    );
     assert_eq!(metadata["timeout"], 1800);
     assert_eq!(job["task"]["url"], node.url("/tasks/options/"));
     assert_eq!(job["job"]["executions"][0]["url"], posted["executionUrl"]);
@@ -173,8 +247,11 @@ async fn job_details_redact_secrets_and_keep_options() {
 #[tokio::test]
 async fn everything_survives_a_restart() {
     let mut node = Node::start(&[]).await;
-    let posted = node.post_job("durable", json!({"image": image(), "command": "echo kept"})).await;
-    node.wait_finished(posted["executionUrl"].as_str().unwrap()).await;
+    let posted = node
+        .post_job("durable", json!({"image": image(), "command": "echo kept"}))
+        .await;
+    node.wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
     let job_path = path_of(posted["jobUrl"].as_str().unwrap()).to_string();
     let execution_path = path_of(posted["executionUrl"].as_str().unwrap()).to_string();
     let before = (
@@ -197,10 +274,16 @@ async fn everything_survives_a_restart() {
 #[tokio::test]
 async fn queued_work_survives_a_restart() {
     let mut node = Node::start(&[]).await;
-    let posted = node.post_job("queued", json!({"image": image(), "command": "echo once"})).await;
+    let posted = node
+        .post_job("queued", json!({"image": image(), "command": "echo once"}))
+        .await;
     node.restart().await;
-    let execution = node.wait_finished(posted["executionUrl"].as_str().unwrap()).await;
+    let execution = node
+        .wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
     assert_eq!(execution["log"], "once\n", "{execution}\n{}", node.log());
-    let job = node.get_json(path_of(posted["jobUrl"].as_str().unwrap())).await;
+    let job = node
+        .get_json(path_of(posted["jobUrl"].as_str().unwrap()))
+        .await;
     assert_eq!(job["job"]["executionCount"], 1);
 }

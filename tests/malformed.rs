@@ -6,19 +6,36 @@ mod common;
 use common::{docker, docker_hosts, image, Node};
 use reqwest::Method;
 
-async fn assert_refused(node: &Node, method: Method, path: &str, body: Vec<u8>, content_type: Option<&str>) {
-    let mut request = reqwest::Client::new().request(method.clone(), node.url(path)).body(body.clone());
+async fn assert_refused(
+    node: &Node,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+    content_type: Option<&str>,
+) {
+    let mut request = reqwest::Client::new()
+        .request(method.clone(), node.url(path))
+        .body(body.clone());
     if let Some(content_type) = content_type {
         request = request.header("content-type", content_type);
     }
     let response = request.send().await.unwrap();
     let status = response.status();
     let shown = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
-    assert!(status.is_client_error(), "{method} {path} {shown:?} answered {status}");
+    assert!(
+        status.is_client_error(),
+        "{method} {path} {shown:?} answered {status}"
+    );
     let headers = response.headers().clone();
-    assert_eq!(headers["content-type"], "application/json", "{method} {path} {shown:?}");
+    assert_eq!(
+        headers["content-type"], "application/json",
+        "{method} {path} {shown:?}"
+    );
     let error: serde_json::Value = response.json().await.unwrap();
-    assert!(error["error"].as_str().is_some_and(|e| !e.is_empty()), "{error}");
+    assert!(
+        error["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{error}"
+    );
     assert!(error["operation"].is_string(), "{error}");
 }
 
@@ -77,15 +94,49 @@ async fn malformed_requests_get_4xx_and_create_nothing() {
     .map(String::into_bytes)
     .collect();
     bodies.push(vec![0xff, 0xfe, b'{', b'}']);
-    bodies.push(format!(r#"{{"image": "{image}", "command": "{}"}}"#, "x".repeat(2 * 1024 * 1024)).into_bytes());
+    bodies.push(
+        format!(
+            r#"{{"image": "{image}", "command": "{}"}}"#,
+            "x".repeat(2 * 1024 * 1024)
+        )
+        .into_bytes(),
+    );
     for body in bodies {
-        assert_refused(&node, Method::POST, "/tasks/malformed/", body.clone(), Some("application/json")).await;
+        assert_refused(
+            &node,
+            Method::POST,
+            "/tasks/malformed/",
+            body.clone(),
+            Some("application/json"),
+        )
+        .await;
         assert_refused(&node, Method::POST, "/tasks/malformed", body, None).await;
     }
     let long_task = format!("/tasks/{}/", "t".repeat(300));
-    assert_refused(&node, Method::POST, &long_task, valid("").into_bytes(), None).await;
-    assert_refused(&node, Method::POST, "/tasks/bad%0Aid/", valid("").into_bytes(), None).await;
-    assert_refused(&node, Method::POST, "/tasks/%ZZ/", valid("").into_bytes(), None).await;
+    assert_refused(
+        &node,
+        Method::POST,
+        &long_task,
+        valid("").into_bytes(),
+        None,
+    )
+    .await;
+    assert_refused(
+        &node,
+        Method::POST,
+        "/tasks/bad%0Aid/",
+        valid("").into_bytes(),
+        None,
+    )
+    .await;
+    assert_refused(
+        &node,
+        Method::POST,
+        "/tasks/%ZZ/",
+        valid("").into_bytes(),
+        None,
+    )
+    .await;
     for path in [
         "/tasks/?page=0",
         "/tasks/?page=-1",
@@ -112,6 +163,16 @@ async fn malformed_requests_get_4xx_and_create_nothing() {
     assert_eq!(tasks["total"], 0, "{tasks}");
     let status = node.get_json("/status/").await;
     assert_eq!(status["jobs"]["count"], 0);
-    let containers = docker(&docker_hosts()[0], &["ps", "-a", "--filter", "label=fastlane.task_id=malformed", "--format", "{{.ID}}"]);
+    let containers = docker(
+        &docker_hosts()[0],
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            "label=fastlane.task_id=malformed",
+            "--format",
+            "{{.ID}}",
+        ],
+    );
     assert_eq!(containers.trim(), "");
 }

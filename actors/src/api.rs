@@ -50,6 +50,9 @@ pub struct Enqueued {
     pub queue_message_id: String,
 }
 
+/// A task with its jobs, most recently modified first.
+pub type TaskView = (Task, Vec<Job>);
+
 /// A job with its newest executions, for the job details route.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobView {
@@ -103,7 +106,7 @@ pub enum ApiMessage {
     },
     GetTask {
         task_id: String,
-        reply: RpcReplyPort<ApiResult<Option<(Task, Vec<Job>)>>>,
+        reply: RpcReplyPort<ApiResult<Option<TaskView>>>,
     },
     GetJob {
         task_id: String,
@@ -163,9 +166,12 @@ impl Actor for ApiActor {
                 request_ip,
                 reply,
             } => serve(reply, enqueue(services, task_id, *request, request_ip)),
-            ApiMessage::ListTasks { page, reply } => serve(reply, async move {
-                Ok(services.store.list_tasks(page).await?)
-            }),
+            ApiMessage::ListTasks { page, reply } => {
+                serve(
+                    reply,
+                    async move { Ok(services.store.list_tasks(page).await?) },
+                )
+            }
             ApiMessage::SearchTasks { words, page, reply } => serve(reply, async move {
                 Ok(services.store.search_tasks(&words, page).await?)
             }),
@@ -180,7 +186,10 @@ impl Actor for ApiActor {
                 job_id,
                 execution_id,
                 reply,
-            } => serve(reply, find_execution(services, task_id, job_id, execution_id)),
+            } => serve(
+                reply,
+                find_execution(services, task_id, job_id, execution_id),
+            ),
             ApiMessage::Health(reply) => serve(reply, health(services)),
             ApiMessage::Status(reply) => serve(reply, status(services, state.root.clone())),
         }
@@ -254,7 +263,7 @@ async fn enqueue(
     })
 }
 
-async fn get_task(services: Services, task_id: String) -> ApiResult<Option<(Task, Vec<Job>)>> {
+async fn get_task(services: Services, task_id: String) -> ApiResult<Option<TaskView>> {
     let Some(task) = services.store.get_task(&task_id).await? else {
         return Ok(None);
     };
@@ -312,16 +321,33 @@ async fn find_execution(
 
 async fn health(services: Services) -> Health {
     Health {
-        store: services.store.ping().await.map_err(|error| error.to_string()),
-        queue: services.queue.ping().await.map_err(|error| error.to_string()),
+        store: services
+            .store
+            .ping()
+            .await
+            .map_err(|error| error.to_string()),
+        queue: services
+            .queue
+            .ping()
+            .await
+            .map_err(|error| error.to_string()),
     }
 }
 
 async fn status(services: Services, root: ActorRef<RootMessage>) -> NodeStatus {
-    let hosts = call_t!(root, RootMessage::HostStatuses, crate::CALL_TIMEOUT_MS).unwrap_or_default();
+    let hosts =
+        call_t!(root, RootMessage::HostStatuses, crate::CALL_TIMEOUT_MS).unwrap_or_default();
     NodeStatus {
         hosts,
-        queue: services.queue.stats().await.map_err(|error| error.to_string()),
-        counts: services.store.counts().await.map_err(|error| error.to_string()),
+        queue: services
+            .queue
+            .stats()
+            .await
+            .map_err(|error| error.to_string()),
+        counts: services
+            .store
+            .counts()
+            .await
+            .map_err(|error| error.to_string()),
     }
 }

@@ -31,11 +31,18 @@ pub enum HostMessage {
         job: ActorRef<JobMessage>,
     },
     /// Remove a container whose result has been stored.
-    Remove { container_id: String },
+    Remove {
+        container_id: String,
+    },
     /// A spawned run ended; `fault` is set when it ended on a host fault.
-    RunEnded { key: String, fault: Option<String> },
+    RunEnded {
+        key: String,
+        fault: Option<String>,
+    },
     /// A cheap operation succeeded or failed on the host.
-    Observed { fault: Option<String> },
+    Observed {
+        fault: Option<String>,
+    },
     Load(RpcReplyPort<HostLoad>),
     Status(RpcReplyPort<HostStatus>),
 }

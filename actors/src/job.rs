@@ -25,7 +25,9 @@ use std::time::Duration;
 pub enum JobMessage {
     /// Look at the execution and start, re-attach or finish it.
     Begin,
-    ImageReady { warnings: Vec<String> },
+    ImageReady {
+        warnings: Vec<String>,
+    },
     Started(StartedContainer),
     Exited(ContainerExit),
     Failed(RuntimeError),
@@ -151,7 +153,10 @@ impl JobState {
             .map(|(_, actor)| actor.clone())
     }
 
-    async fn begin(&mut self, myself: &ActorRef<JobMessage>) -> Result<Finished, ActorProcessingErr> {
+    async fn begin(
+        &mut self,
+        myself: &ActorRef<JobMessage>,
+    ) -> Result<Finished, ActorProcessingErr> {
         let Some((_, execution)) = &self.record else {
             tracing::warn!(message_id = %self.delivery.message.id, "queue message refers to no execution, dropping it");
             return self.ack().await;
@@ -168,7 +173,9 @@ impl JobState {
             // Started before a restart: collect it where it runs.
             let Some(actor) = self.host_for(&host, port) else {
                 return self
-                    .fail(format!("Docker host {host}:{port} of this execution is no longer configured."))
+                    .fail(format!(
+                        "Docker host {host}:{port} of this execution is no longer configured."
+                    ))
                     .await;
             };
             tracing::info!(%container_id, "re-attaching to running container");
@@ -183,7 +190,10 @@ impl JobState {
         self.start(myself).await
     }
 
-    async fn start(&mut self, myself: &ActorRef<JobMessage>) -> Result<Finished, ActorProcessingErr> {
+    async fn start(
+        &mut self,
+        myself: &ActorRef<JobMessage>,
+    ) -> Result<Finished, ActorProcessingErr> {
         let (job, execution) = self.record.as_ref().expect("record checked in begin");
         let spec = match container_spec(job, execution) {
             Ok(spec) => spec,
@@ -314,8 +324,12 @@ impl JobState {
 pub fn container_spec(job: &Job, execution: &Execution) -> Result<ContainerSpec, String> {
     let image = ImageRef::parse(&execution.image)
         .ok_or_else(|| format!("Invalid image reference {:?}.", execution.image))?;
-    let argv = command::split(&execution.command)
-        .ok_or_else(|| format!("Invalid command {:?}: unbalanced quotes.", execution.command))?;
+    let argv = command::split(&execution.command).ok_or_else(|| {
+        format!(
+            "Invalid command {:?}: unbalanced quotes.",
+            execution.command
+        )
+    })?;
     let labels = BTreeMap::from([
         ("fastlane.task_id".to_string(), execution.task_id.clone()),
         ("fastlane.job_id".to_string(), execution.job_id.to_string()),

@@ -97,13 +97,31 @@ mod tests {
     #[test]
     fn picks_the_least_loaded_available_host() {
         let loads = [
-            HostLoad { available: true, running: 3 },
-            HostLoad { available: false, running: 0 },
-            HostLoad { available: true, running: 1 },
-            HostLoad { available: true, running: 1 },
+            HostLoad {
+                available: true,
+                running: 3,
+            },
+            HostLoad {
+                available: false,
+                running: 0,
+            },
+            HostLoad {
+                available: true,
+                running: 1,
+            },
+            HostLoad {
+                available: true,
+                running: 1,
+            },
         ];
         assert_eq!(least_loaded(&loads), Some(2));
-        assert_eq!(least_loaded(&[HostLoad { available: false, running: 0 }]), None);
+        assert_eq!(
+            least_loaded(&[HostLoad {
+                available: false,
+                running: 0
+            }]),
+            None
+        );
         assert_eq!(least_loaded(&[]), None);
     }
 

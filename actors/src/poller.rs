@@ -20,7 +20,9 @@ pub const POLLER_NAME: &str = "fastlane-poller";
 pub enum PollerMessage {
     Poll,
     /// A JobActor is done with this message (acknowledged or released).
-    Finished { message_id: String },
+    Finished {
+        message_id: String,
+    },
     Renew,
 }
 
@@ -128,7 +130,7 @@ impl PollerState {
 
 /// Wakes the poller, if it is running, to look at the queue now.
 pub fn wake() {
-    if let Some(poller) = ractor::registry::where_is(POLLER_NAME.to_string()) {
+    if let Some(poller) = ractor::registry::where_is(POLLER_NAME) {
         let _ = poller.send_message(PollerMessage::Poll);
     }
 }

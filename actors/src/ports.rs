@@ -53,20 +53,28 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tasks(&self, page: Page) -> Result<Paged<TaskSummary>, StoreError>;
     /// Tasks whose id contains any of `words` as a whole word (ids split at non-alphanumerics),
     /// case-insensitively, in insertion order.
-    async fn search_tasks(&self, words: &[String], page: Page) -> Result<Paged<TaskSummary>, StoreError>;
+    async fn search_tasks(
+        &self,
+        words: &[String],
+        page: Page,
+    ) -> Result<Paged<TaskSummary>, StoreError>;
     async fn get_task(&self, task_id: &str) -> Result<Option<Task>, StoreError>;
     /// The task's jobs, most recently modified first.
     async fn list_jobs(&self, task_id: &str) -> Result<Vec<Job>, StoreError>;
     async fn get_job(&self, task_id: &str, job_id: Uuid) -> Result<Option<Job>, StoreError>;
     async fn count_executions(&self, job_id: Uuid) -> Result<u64, StoreError>;
     /// The job's newest `limit` executions, newest first, with their output.
-    async fn list_executions(&self, job_id: Uuid, limit: u64) -> Result<Vec<Execution>, StoreError>;
+    async fn list_executions(&self, job_id: Uuid, limit: u64)
+        -> Result<Vec<Execution>, StoreError>;
     /// One execution with its output.
     async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError>;
     /// Writes the execution record; its output too when `log` or `error` is set.
     async fn update_execution(&self, execution: &Execution) -> Result<(), StoreError>;
     /// Executions in any of `statuses` (for reconciliation at start).
-    async fn executions_in(&self, statuses: &[ExecutionStatus]) -> Result<Vec<Execution>, StoreError>;
+    async fn executions_in(
+        &self,
+        statuses: &[ExecutionStatus],
+    ) -> Result<Vec<Execution>, StoreError>;
     /// Counts for `/status/`.
     async fn counts(&self) -> Result<StoreCounts, StoreError>;
     /// A cheap round trip, for `/healthcheck`.
@@ -134,9 +142,19 @@ pub trait Queue: Send + Sync + 'static {
     /// Adds a message due at `due`; a message with the same id already present is left as is.
     async fn push(&self, message: &QueueMessage, due: Timestamp) -> Result<(), QueueError>;
     /// Leases up to `max` due messages, oldest first, for `lease_for`.
-    async fn lease(&self, consumer: &str, max: usize, lease_for: Duration) -> Result<Vec<Delivery>, QueueError>;
+    async fn lease(
+        &self,
+        consumer: &str,
+        max: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<Delivery>, QueueError>;
     /// Extends the leases `consumer` holds on `ids`.
-    async fn renew(&self, consumer: &str, ids: &[String], lease_for: Duration) -> Result<(), QueueError>;
+    async fn renew(
+        &self,
+        consumer: &str,
+        ids: &[String],
+        lease_for: Duration,
+    ) -> Result<(), QueueError>;
     /// Removes a message for good.
     async fn ack(&self, id: &str) -> Result<(), QueueError>;
     /// Makes a leased message visible again after `delay`.

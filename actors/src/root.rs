@@ -25,7 +25,9 @@ use crate::Services;
 use fastlane_proto::backoff::capped_exponential;
 use fastlane_proto::farm::DockerEndpoint;
 use fastlane_proto::{ExecutionStatus, Timestamp};
-use ractor::{call_t, Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    call_t, Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +44,10 @@ pub enum RootMessage {
     /// Run a leased message in a new JobActor.
     SpawnJob(Delivery),
     /// Start a long-lived child again (after a failure), `attempt` counting from 1.
-    Respawn { child: ChildKind, attempt: u32 },
+    Respawn {
+        child: ChildKind,
+        attempt: u32,
+    },
     HostStatuses(RpcReplyPort<Vec<HostStatus>>),
     /// The node is stopping: children that end from now on are not restarted.
     PrepareShutdown(RpcReplyPort<()>),
@@ -157,7 +162,9 @@ impl Actor for RootActor {
         state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
         match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => state.child_ended(&myself, &cell, None),
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.child_ended(&myself, &cell, None)
+            }
             SupervisionEvent::ActorFailed(cell, error) => {
                 state.child_ended(&myself, &cell, Some(error.to_string()))
             }
@@ -191,7 +198,8 @@ impl RootState {
                     root: myself.clone(),
                 };
                 let (actor, _) =
-                    Actor::spawn_linked(Some(API_NAME.to_string()), ApiActor, args, supervisor).await?;
+                    Actor::spawn_linked(Some(API_NAME.to_string()), ApiActor, args, supervisor)
+                        .await?;
                 actor.get_cell()
             }
             ChildKind::Poller => {
@@ -200,9 +208,13 @@ impl RootState {
                     root: myself.clone(),
                     in_flight: self.jobs.values().cloned().collect::<HashSet<_>>(),
                 };
-                let (actor, _) =
-                    Actor::spawn_linked(Some(POLLER_NAME.to_string()), PollerActor, args, supervisor)
-                        .await?;
+                let (actor, _) = Actor::spawn_linked(
+                    Some(POLLER_NAME.to_string()),
+                    PollerActor,
+                    args,
+                    supervisor,
+                )
+                .await?;
                 self.poller = Some(actor.clone());
                 actor.get_cell()
             }
@@ -214,7 +226,12 @@ impl RootState {
     fn schedule_respawn(&mut self, myself: &ActorRef<RootMessage>, child: ChildKind) {
         let attempt = self.attempts.get(&child).copied().unwrap_or(0) + 1;
         let delay = capped_exponential(RESTART_MIN_MS, 2.0, attempt - 1, RESTART_MAX_MS);
-        tracing::warn!(?child, attempt, delay_ms = delay.as_millis() as u64, "restarting actor");
+        tracing::warn!(
+            ?child,
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            "restarting actor"
+        );
         myself.send_after(delay, move || RootMessage::Respawn { child, attempt });
     }
 
@@ -242,7 +259,12 @@ impl RootState {
         }
     }
 
-    fn child_ended(&mut self, myself: &ActorRef<RootMessage>, cell: &ActorCell, error: Option<String>) {
+    fn child_ended(
+        &mut self,
+        myself: &ActorRef<RootMessage>,
+        cell: &ActorCell,
+        error: Option<String>,
+    ) {
         let id = cell.get_id();
         if let Some(message_id) = self.jobs.remove(&id) {
             if let Some(error) = &error {
@@ -257,7 +279,11 @@ impl RootState {
         if self.stopping {
             return;
         }
-        tracing::error!(?child, error = error.as_deref().unwrap_or("stopped"), "actor ended");
+        tracing::error!(
+            ?child,
+            error = error.as_deref().unwrap_or("stopped"),
+            "actor ended"
+        );
         if child == ChildKind::Poller {
             self.poller = None;
         }
@@ -318,6 +344,10 @@ async fn reconcile(services: &Services) -> Result<(), ActorProcessingErr> {
             .push(&QueueMessage::run(execution), now)
             .await?;
     }
-    tracing::info!(released, unfinished = unfinished.len(), "reconciled queue with store");
+    tracing::info!(
+        released,
+        unfinished = unfinished.len(),
+        "reconciled queue with store"
+    );
     Ok(())
 }

@@ -82,7 +82,11 @@ pub struct Farm {
 pub const DEFAULT_MAX_RUNNING: u32 = 10;
 
 impl Farm {
-    pub fn new(pattern: &str, hosts: Vec<DockerEndpoint>, max_running: u32) -> Result<Farm, String> {
+    pub fn new(
+        pattern: &str,
+        hosts: Vec<DockerEndpoint>,
+        max_running: u32,
+    ) -> Result<Farm, String> {
         let matcher = if pattern.is_empty() {
             None
         } else {
@@ -164,8 +168,9 @@ pub fn parse_farms(value: &Value) -> Result<Vec<Farm>, String> {
                 Some(value) => value
                     .as_u64()
                     .filter(|max| *max >= 1 && *max <= u32::MAX as u64)
-                    .ok_or_else(|| format!("farm {index}: 'maxRunning' must be a positive integer"))?
-                    as u32,
+                    .ok_or_else(|| {
+                        format!("farm {index}: 'maxRunning' must be a positive integer")
+                    })? as u32,
             };
             Farm::new(pattern, hosts, max_running).map_err(|e| format!("farm {index}: {e}"))
         })
@@ -209,7 +214,9 @@ mod tests {
     #[test]
     fn endpoint_forms() {
         assert_eq!(
-            DockerEndpoint::parse("tcp://127.0.0.1:2375").unwrap().to_string(),
+            DockerEndpoint::parse("tcp://127.0.0.1:2375")
+                .unwrap()
+                .to_string(),
             "127.0.0.1:2375"
         );
         assert!(DockerEndpoint::parse("example.com").is_err());

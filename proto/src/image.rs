@@ -67,7 +67,10 @@ mod tests {
     #[test]
     fn splits_tags_ports_and_digests() {
         let plain = ImageRef::parse("ubuntu").unwrap();
-        assert_eq!((plain.repository.as_str(), plain.tag.as_str()), ("ubuntu", "latest"));
+        assert_eq!(
+            (plain.repository.as_str(), plain.tag.as_str()),
+            ("ubuntu", "latest")
+        );
         assert!(plain.always_pull());
         let tagged = ImageRef::parse("registry:5000/team/app:1.2").unwrap();
         assert_eq!(tagged.repository, "registry:5000/team/app");

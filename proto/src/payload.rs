@@ -60,7 +60,9 @@ pub fn parse_enqueue(body: &[u8]) -> Result<EnqueueRequest, PayloadError> {
         .as_str()
         .ok_or_else(|| PayloadError("'image' must be a string.".into()))?;
     if crate::image::ImageRef::parse(image).is_none() {
-        return invalid(format!("'image' ({image:?}) is not a valid image reference."));
+        return invalid(format!(
+            "'image' ({image:?}) is not a valid image reference."
+        ));
     }
     let command = command
         .as_str()
@@ -225,7 +227,9 @@ fn parse_dns_entries(value: Option<&Value>) -> Result<Vec<(String, String)>, Pay
                     ))
                 })?;
             if host.is_empty() || host.contains(':') || host.chars().any(char::is_whitespace) {
-                return invalid(format!("'additionalDNSEntries' has an invalid host {host:?}."));
+                return invalid(format!(
+                    "'additionalDNSEntries' has an invalid host {host:?}."
+                ));
             }
             Ok((host.clone(), ip.to_string()))
         })
@@ -254,7 +258,10 @@ mod tests {
         assert_eq!(request.retries, 2);
         assert_eq!(request.notify["fails"][0], "a@b.c");
         assert_eq!(request.notify["succeeds"], Value::Array(vec![]));
-        assert_eq!(request.additional_dns_entries, vec![("db".into(), "10.0.0.2".into())]);
+        assert_eq!(
+            request.additional_dns_entries,
+            vec![("db".into(), "10.0.0.2".into())]
+        );
         assert!(request.custom.is_some());
     }
 
@@ -273,7 +280,10 @@ mod tests {
         assert_eq!(error("{"), parse_error);
         assert_eq!(error(r#""""#), parse_error);
         assert!(error("[1]").contains("must be an object"));
-        assert_eq!(error(r#"{"image": "a"}"#), "image and command must be filled in the request.");
+        assert_eq!(
+            error(r#"{"image": "a"}"#),
+            "image and command must be filled in the request."
+        );
         assert_eq!(
             error(r#"{"image": null, "command": "x"}"#),
             "image and command must be filled in the request."
@@ -288,16 +298,27 @@ mod tests {
         assert!(error(r#"{"image": "a", "command": "x", "timeout": "1"}"#).contains("'timeout'"));
         assert!(error(r#"{"image": "a", "command": "x", "envs": []}"#).contains("'envs'"));
         assert!(error(r#"{"image": "a", "command": "x", "envs": {"A": {}}}"#).contains("envs.A"));
-        assert!(error(r#"{"image": "a", "command": "x", "notify": {"fails": [1]}}"#)
-            .contains("notify.fails"));
-        assert!(error(r#"{"image": "a", "command": "x", "webhooks": {"fails": [{}]}}"#)
-            .contains("webhooks.fails"));
-        assert!(error(r#"{"image": "a", "command": "x", "additionalDNSEntries": {"h": "x"}}"#)
-            .contains("additionalDNSEntries"));
-        assert!(error(r#"{"image": "a", "command": "x", "startAt": 1, "cron": "* * * * *"}"#)
-            .starts_with("Only ONE"));
+        assert!(
+            error(r#"{"image": "a", "command": "x", "notify": {"fails": [1]}}"#)
+                .contains("notify.fails")
+        );
+        assert!(
+            error(r#"{"image": "a", "command": "x", "webhooks": {"fails": [{}]}}"#)
+                .contains("webhooks.fails")
+        );
+        assert!(
+            error(r#"{"image": "a", "command": "x", "additionalDNSEntries": {"h": "x"}}"#)
+                .contains("additionalDNSEntries")
+        );
+        assert!(
+            error(r#"{"image": "a", "command": "x", "startAt": 1, "cron": "* * * * *"}"#)
+                .starts_with("Only ONE")
+        );
         assert!(error(r#"{"image": "a", "command": "x", "startIn": "1s"}"#).contains("startIn"));
-        let huge = format!(r#"{{"image": "a", "command": "{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        let huge = format!(
+            r#"{{"image": "a", "command": "{}"}}"#,
+            "x".repeat(MAX_BODY_BYTES)
+        );
         assert!(error(&huge).contains("larger"));
     }
 }

@@ -19,7 +19,10 @@ mod tests {
 
     #[test]
     fn splits_at_punctuation() {
-        assert_eq!(words("Task-search_x.y-search"), vec!["search", "task", "x", "y"]);
+        assert_eq!(
+            words("Task-search_x.y-search"),
+            vec!["search", "task", "x", "y"]
+        );
         assert!(words("--").is_empty());
     }
 }

@@ -7,7 +7,9 @@
 
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, StartContainerOptions, WaitContainerOptions,
@@ -77,7 +79,9 @@ impl DockerRuntime {
                 message,
             } => match status_code {
                 404 => RuntimeError::NotFound(message),
-                500.. => self.host_fault(format!("Docker responded with status code {status_code}: {message}")),
+                500.. => self.host_fault(format!(
+                    "Docker responded with status code {status_code}: {message}"
+                )),
                 _ => RuntimeError::Rejected(message),
             },
             DockerError::DockerContainerWaitError { error, .. } => RuntimeError::Rejected(error),
@@ -93,10 +97,7 @@ impl DockerRuntime {
     ) -> Result<T, RuntimeError> {
         match tokio::time::timeout(limit, call).await {
             Ok(result) => result.map_err(|error| self.classify(error)),
-            Err(_) => Err(self.host_fault(format!(
-                "no answer within {} seconds",
-                limit.as_secs()
-            ))),
+            Err(_) => Err(self.host_fault(format!("no answer within {} seconds", limit.as_secs()))),
         }
     }
 
@@ -146,7 +147,10 @@ impl DockerRuntime {
                 | DockerError::DockerStreamError { .. }),
             )) => Err(failed(error.to_string())),
             Ok(Err(error)) => Err(self.host_fault(error)),
-            Err(_) => Err(failed(format!("no result within {} seconds", limit.as_secs()))),
+            Err(_) => Err(failed(format!(
+                "no result within {} seconds",
+                limit.as_secs()
+            ))),
         }
     }
 
@@ -214,9 +218,11 @@ impl ContainerRuntime for DockerRuntime {
         }
         match self.pull(image).await {
             Ok(()) => Ok(Vec::new()),
-            Err(RuntimeError::Image(message)) if self.image_present(image).await? => Ok(vec![
-                format!("{message}; ran the image present on the host instead."),
-            ]),
+            Err(RuntimeError::Image(message)) if self.image_present(image).await? => {
+                Ok(vec![format!(
+                    "{message}; ran the image present on the host instead."
+                )])
+            }
             Err(error) => Err(error),
         }
     }
@@ -254,12 +260,15 @@ impl ContainerRuntime for DockerRuntime {
             let created = self
                 .bounded(
                     self.call_timeout,
-                    self.docker.create_container(Some(options.clone()), body.clone()),
+                    self.docker
+                        .create_container(Some(options.clone()), body.clone()),
                 )
                 .await;
             let message = match created {
                 Ok(created) => return self.start_by_id(&created.id).await,
-                Err(RuntimeError::Rejected(message)) if message.contains("already in use") => message,
+                Err(RuntimeError::Rejected(message)) if message.contains("already in use") => {
+                    message
+                }
                 Err(RuntimeError::NotFound(message)) => return Err(RuntimeError::Image(message)),
                 Err(error) => return Err(error),
             };
@@ -352,7 +361,10 @@ impl ContainerRuntime for DockerRuntime {
             ..Default::default()
         };
         let containers = self
-            .bounded(self.call_timeout, self.docker.list_containers(Some(options)))
+            .bounded(
+                self.call_timeout,
+                self.docker.list_containers(Some(options)),
+            )
             .await?;
         Ok(containers
             .into_iter()

@@ -130,7 +130,9 @@ impl Embedded {
     {
         let connection = self.connection.clone();
         tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut connection = connection
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             work(&mut connection)
         })
         .await
@@ -144,7 +146,12 @@ fn read_execution(connection: &Connection, record: &str) -> Result<Execution, Db
         .query_row(
             "SELECT log, error FROM outputs WHERE execution_id = ?1",
             params![execution.execution_id.to_string()],
-            |row| Ok((row.get::<_, Option<Vec<u8>>>(0)?, row.get::<_, Option<Vec<u8>>>(1)?)),
+            |row| {
+                Ok((
+                    row.get::<_, Option<Vec<u8>>>(0)?,
+                    row.get::<_, Option<Vec<u8>>>(1)?,
+                ))
+            },
         )
         .optional()?;
     if let Some((log, error)) = output {
@@ -254,22 +261,34 @@ impl Store for Embedded {
 
     async fn list_tasks(&self, page: Page) -> Result<Paged<TaskSummary>, StoreError> {
         self.with(move |connection| {
-            let total: i64 = connection.query_row("SELECT COUNT(*) FROM tasks", [], |row| row.get(0))?;
+            let total: i64 =
+                connection.query_row("SELECT COUNT(*) FROM tasks", [], |row| row.get(0))?;
             let mut statement = connection.prepare_cached(
                 "SELECT task_id, created_at, last_modified_at, jobs_count FROM tasks
                  ORDER BY seq LIMIT ?1 OFFSET ?2",
             )?;
             let items = statement
-                .query_map(params![page.per_page as i64, page.offset() as i64], task_from_row)?
+                .query_map(
+                    params![page.per_page as i64, page.offset() as i64],
+                    task_from_row,
+                )?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(Paged { items, total: total as u64 })
+            Ok(Paged {
+                items,
+                total: total as u64,
+            })
         })
         .await
         .map_err(StoreError::from)
     }
 
-    async fn search_tasks(&self, words: &[String], page: Page) -> Result<Paged<TaskSummary>, StoreError> {
-        let words = serde_json::to_string(words).map_err(|e| StoreError::Internal(e.to_string()))?;
+    async fn search_tasks(
+        &self,
+        words: &[String],
+        page: Page,
+    ) -> Result<Paged<TaskSummary>, StoreError> {
+        let words =
+            serde_json::to_string(words).map_err(|e| StoreError::Internal(e.to_string()))?;
         self.with(move |connection| {
             let matching = "SELECT DISTINCT task_seq FROM task_words WHERE word IN (SELECT value FROM json_each(?1))";
             let total: i64 = connection.query_row(
@@ -334,7 +353,9 @@ impl Store for Embedded {
                     |row| row.get(0),
                 )
                 .optional()?;
-            Ok(record.map(|record| serde_json::from_str(&record)).transpose()?)
+            Ok(record
+                .map(|record| serde_json::from_str(&record))
+                .transpose()?)
         })
         .await
         .map_err(StoreError::from)
@@ -353,15 +374,24 @@ impl Store for Embedded {
         .map_err(StoreError::from)
     }
 
-    async fn list_executions(&self, job_id: Uuid, limit: u64) -> Result<Vec<Execution>, StoreError> {
+    async fn list_executions(
+        &self,
+        job_id: Uuid,
+        limit: u64,
+    ) -> Result<Vec<Execution>, StoreError> {
         self.with(move |connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT record FROM executions WHERE job_id = ?1 ORDER BY seq DESC LIMIT ?2",
             )?;
             let records = statement
-                .query_map(params![job_id.to_string(), limit as i64], |row| row.get::<_, String>(0))?
+                .query_map(params![job_id.to_string(), limit as i64], |row| {
+                    row.get::<_, String>(0)
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
-            records.iter().map(|record| read_execution(connection, record)).collect()
+            records
+                .iter()
+                .map(|record| read_execution(connection, record))
+                .collect()
         })
         .await
         .map_err(StoreError::from)
@@ -376,7 +406,9 @@ impl Store for Embedded {
                     |row| row.get(0),
                 )
                 .optional()?;
-            record.map(|record| read_execution(connection, &record)).transpose()
+            record
+                .map(|record| read_execution(connection, &record))
+                .transpose()
         })
         .await
         .map_err(StoreError::from)
@@ -408,9 +440,13 @@ impl Store for Embedded {
         .map_err(StoreError::from)
     }
 
-    async fn executions_in(&self, statuses: &[ExecutionStatus]) -> Result<Vec<Execution>, StoreError> {
+    async fn executions_in(
+        &self,
+        statuses: &[ExecutionStatus],
+    ) -> Result<Vec<Execution>, StoreError> {
         let statuses: Vec<&'static str> = statuses.iter().map(|status| status.as_str()).collect();
-        let statuses = serde_json::to_string(&statuses).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let statuses =
+            serde_json::to_string(&statuses).map_err(|e| StoreError::Internal(e.to_string()))?;
         self.with(move |connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT record FROM executions WHERE status IN (SELECT value FROM json_each(?1)) ORDER BY seq",
@@ -434,17 +470,22 @@ impl Store for Embedded {
                 [],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )?;
-            Ok(StoreCounts { tasks: tasks as u64, jobs: jobs as u64 })
+            Ok(StoreCounts {
+                tasks: tasks as u64,
+                jobs: jobs as u64,
+            })
         })
         .await
         .map_err(StoreError::from)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with(|connection| Ok(connection.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?))
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from)
+        self.with(
+            |connection| Ok(connection.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?),
+        )
+        .await
+        .map(|_| ())
+        .map_err(StoreError::from)
     }
 }
 
@@ -480,7 +521,12 @@ impl Queue for Embedded {
         .map_err(QueueError::from)
     }
 
-    async fn lease(&self, consumer: &str, max: usize, lease_for: Duration) -> Result<Vec<Delivery>, QueueError> {
+    async fn lease(
+        &self,
+        consumer: &str,
+        max: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
         let consumer = consumer.to_string();
         self.with(move |connection| {
             let now = Timestamp::now().unix_millis();
@@ -493,15 +539,18 @@ impl Queue for Embedded {
                  RETURNING id, body, deliveries, due_at, seq",
             )?;
             let mut rows = statement
-                .query_map(params![consumer, now + millis(lease_for), now, max as i64], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, i64>(2)?,
-                        row.get::<_, i64>(3)?,
-                        row.get::<_, i64>(4)?,
-                    ))
-                })?
+                .query_map(
+                    params![consumer, now + millis(lease_for), now, max as i64],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, i64>(2)?,
+                            row.get::<_, i64>(3)?,
+                            row.get::<_, i64>(4)?,
+                        ))
+                    },
+                )?
                 .collect::<Result<Vec<_>, _>>()?;
             // RETURNING gives no order guarantee: restore FIFO.
             rows.sort_by_key(|row| (row.3, row.4));
@@ -524,7 +573,12 @@ impl Queue for Embedded {
         .map_err(QueueError::from)
     }
 
-    async fn renew(&self, consumer: &str, ids: &[String], lease_for: Duration) -> Result<(), QueueError> {
+    async fn renew(
+        &self,
+        consumer: &str,
+        ids: &[String],
+        lease_for: Duration,
+    ) -> Result<(), QueueError> {
         let consumer = consumer.to_string();
         let ids = serde_json::to_string(ids).map_err(|e| QueueError::Internal(e.to_string()))?;
         self.with(move |connection| {
@@ -589,13 +643,19 @@ impl Queue for Embedded {
                 params![now],
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )?;
-            Ok(QueueStats { ready: ready as u64, delayed: delayed as u64, leased: leased as u64 })
+            Ok(QueueStats {
+                ready: ready as u64,
+                delayed: delayed as u64,
+                leased: leased as u64,
+            })
         })
         .await
         .map_err(QueueError::from)
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
-        Store::ping(self).await.map_err(|error| QueueError::Unavailable(error.to_string()))
+        Store::ping(self)
+            .await
+            .map_err(|error| QueueError::Unavailable(error.to_string()))
     }
 }

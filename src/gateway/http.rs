@@ -71,7 +71,11 @@ pub fn json_response(status: StatusCode, body: &Value, pretty: bool) -> HttpResp
     response
 }
 
-pub fn text_response(status: StatusCode, body: Vec<u8>, content_type: &'static str) -> HttpResponse {
+pub fn text_response(
+    status: StatusCode,
+    body: Vec<u8>,
+    content_type: &'static str,
+) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
@@ -163,7 +167,10 @@ mod tests {
 
     #[test]
     fn query_params() {
-        assert_eq!(query_param(Some("page=2&query=a+b"), "query").unwrap(), "a b");
+        assert_eq!(
+            query_param(Some("page=2&query=a+b"), "query").unwrap(),
+            "a b"
+        );
         assert_eq!(query_param(Some("page"), "page").unwrap(), "");
         assert_eq!(query_param(None, "page"), None);
     }
@@ -173,7 +180,10 @@ mod tests {
         let peer: SocketAddr = "10.1.1.1:5".parse().unwrap();
         let mut headers = HeaderMap::new();
         assert_eq!(request_ip(&headers, peer), "10.1.1.1");
-        headers.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, 5.6.7.8"));
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.2.3.4, 5.6.7.8"),
+        );
         assert_eq!(request_ip(&headers, peer), "1.2.3.4");
         headers.insert("x-real-ip", HeaderValue::from_static("9.9.9.9"));
         assert_eq!(request_ip(&headers, peer), "9.9.9.9");

@@ -14,7 +14,9 @@ use fastlane_actors::ports::Page;
 use fastlane_proto::payload::{parse_enqueue, MAX_BODY_BYTES};
 use fastlane_proto::redact::Redactor;
 use fastlane_proto::ExecutionStatus;
-use http::{json_response, percent_decode, query_param, request_ip, text_response, Failure, HttpResponse};
+use http::{
+    json_response, percent_decode, query_param, request_ip, text_response, Failure, HttpResponse,
+};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, HOST};
@@ -67,12 +69,22 @@ pub async fn handle(
 
 fn authorize(settings: &GatewaySettings, request: &Request<Incoming>) -> Option<HttpResponse> {
     let (user, password, realm) = settings.basic_auth.as_ref()?;
-    let expected = format!("Basic {}", base64_encode(format!("{user}:{password}").as_bytes()));
-    let given = request.headers().get("authorization").and_then(|value| value.to_str().ok());
+    let expected = format!(
+        "Basic {}",
+        base64_encode(format!("{user}:{password}").as_bytes())
+    );
+    let given = request
+        .headers()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok());
     if given == Some(expected.as_str()) {
         return None;
     }
-    let mut response = text_response(StatusCode::UNAUTHORIZED, Vec::new(), "text/plain; charset=utf-8");
+    let mut response = text_response(
+        StatusCode::UNAUTHORIZED,
+        Vec::new(),
+        "text/plain; charset=utf-8",
+    );
     if let Ok(value) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
         response.headers_mut().insert("www-authenticate", value);
     }
@@ -83,7 +95,11 @@ fn base64_encode(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut encoded = String::new();
     for chunk in input.chunks(3) {
-        let bytes = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let bytes = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let number = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
         for index in 0..4 {
             if index <= chunk.len() {
@@ -101,7 +117,10 @@ fn add_cors(settings: &GatewaySettings, response: &mut HttpResponse, origin: Opt
     let allowed = |origin: &HeaderValue| {
         settings.cors_origins == "*"
             || origin.to_str().is_ok_and(|origin| {
-                settings.cors_origins.split(',').any(|allowed| allowed.trim() == origin)
+                settings
+                    .cors_origins
+                    .split(',')
+                    .any(|allowed| allowed.trim() == origin)
             })
     };
     match origin {
@@ -140,7 +159,9 @@ async fn route(
         ["tasks", _, "jobs", _] => &[Method::GET, Method::PUT],
         ["tasks", _, "jobs", _, "stdout" | "stderr" | "logs" | "stream"]
         | ["tasks", _, "jobs", _, "executions", _]
-        | ["tasks", _, "jobs", _, "executions", _, "stdout" | "stderr" | "logs" | "stream"] => &[Method::GET],
+        | ["tasks", _, "jobs", _, "executions", _, "stdout" | "stderr" | "logs" | "stream"] => {
+            &[Method::GET]
+        }
         ["tasks", _, "jobs", _, "stop" | "retry"]
         | ["tasks", _, "jobs", _, "executions", _, "stop"] => &[Method::POST],
         ["docker-executor", "blacklist"] => &[Method::POST, Method::PUT, Method::DELETE],
@@ -149,12 +170,24 @@ async fn route(
     if method == Method::OPTIONS {
         return Ok(allow_response(StatusCode::OK, allow));
     }
-    let effective = if method == Method::HEAD { Method::GET } else { method.clone() };
-    if !allow.contains(&effective) && !(allow.contains(&Method::DELETE) && method.as_str() == "DEL") {
+    let effective = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
+    // The original accepts the non-standard `DEL` wherever it accepts DELETE.
+    let legacy_delete = allow.contains(&Method::DELETE) && method.as_str() == "DEL";
+    if !(allow.contains(&effective) || legacy_delete) {
         let mut response = allow_response(StatusCode::METHOD_NOT_ALLOWED, allow);
-        let body = Failure::new(StatusCode::METHOD_NOT_ALLOWED, "route", format!("Method {method} is not allowed on {path}."));
+        let body = Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "route",
+            format!("Method {method} is not allowed on {path}."),
+        );
         *response.body_mut() = body.into_response().into_body();
-        response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+        response
+            .headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
         return Ok(response);
     }
     let urls = Urls {
@@ -168,7 +201,8 @@ async fn route(
         (_, ["tasks"]) => list_tasks(settings, &urls, query, None).await,
         (_, ["search"]) => {
             let text = query_param(query, "query").filter(|text| !text.trim().is_empty());
-            let text = text.ok_or_else(|| Failure::invalid("search_tasks", "The query param is required."))?;
+            let text = text
+                .ok_or_else(|| Failure::invalid("search_tasks", "The query param is required."))?;
             list_tasks(settings, &urls, query, Some(text)).await
         }
         (Method::POST, ["tasks", task_id]) => {
@@ -178,16 +212,19 @@ async fn route(
             enqueue(settings, &urls, task_id, ip, &body).await
         }
         (_, ["tasks", task_id]) => task(settings, &urls, task_id).await,
-        (Method::GET, ["tasks", task_id, "jobs", job_id]) => job(settings, &urls, task_id, job_id).await,
+        (Method::GET, ["tasks", task_id, "jobs", job_id]) => {
+            job(settings, &urls, task_id, job_id).await
+        }
         (_, ["tasks", task_id, "jobs", job_id, output @ ("stdout" | "stderr" | "logs")]) => {
             output_of(settings, task_id, job_id, None, output).await
         }
         (_, ["tasks", task_id, "jobs", job_id, "executions", execution_id]) => {
             execution(settings, &urls, task_id, job_id, execution_id).await
         }
-        (_, ["tasks", task_id, "jobs", job_id, "executions", execution_id, output @ ("stdout" | "stderr" | "logs")]) => {
-            output_of(settings, task_id, job_id, Some(execution_id), output).await
-        }
+        (
+            _,
+            ["tasks", task_id, "jobs", job_id, "executions", execution_id, output @ ("stdout" | "stderr" | "logs")],
+        ) => output_of(settings, task_id, job_id, Some(execution_id), output).await,
         _ => Err(Failure::new(
             StatusCode::NOT_IMPLEMENTED,
             "route",
@@ -205,7 +242,9 @@ fn allow_response(status: StatusCode, allow: &[Method]) -> HttpResponse {
     let mut response = text_response(status, Vec::new(), "text/plain; charset=utf-8");
     if let Ok(value) = HeaderValue::from_str(&methods.join(", ")) {
         response.headers_mut().insert(ALLOW, value.clone());
-        response.headers_mut().insert("access-control-allow-methods", value);
+        response
+            .headers_mut()
+            .insert("access-control-allow-methods", value);
     }
     response
 }
@@ -226,14 +265,20 @@ fn host(settings: &GatewaySettings, request: &Request<Incoming>) -> String {
 }
 
 async fn read_body(request: Request<Incoming>) -> Result<Bytes, Failure> {
-    match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
+    match Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "enqueue_job",
             format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
         )),
-        Err(_) => Err(Failure::invalid("enqueue_job", "The request body could not be read.")),
+        Err(_) => Err(Failure::invalid(
+            "enqueue_job",
+            "The request body could not be read.",
+        )),
     }
 }
 
@@ -253,13 +298,25 @@ async fn call<T: Send + 'static>(
     operation: &'static str,
     message: impl FnOnce(RpcReplyPort<T>) -> ApiMessage,
 ) -> Result<T, Failure> {
-    let Some(api) = ActorRef::<ApiMessage>::where_is(API_NAME.to_string()) else {
-        return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, operation, "The node is starting or stopping."));
+    let Some(api) = ActorRef::<ApiMessage>::where_is(API_NAME) else {
+        return Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            operation,
+            "The node is starting or stopping.",
+        ));
     };
     match api.call(message, Some(settings.call_timeout)).await {
         Ok(CallResult::Success(value)) => Ok(value),
-        Ok(CallResult::Timeout) => Err(Failure::new(StatusCode::GATEWAY_TIMEOUT, operation, "The node did not answer in time.")),
-        _ => Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, operation, "The node could not take the request.")),
+        Ok(CallResult::Timeout) => Err(Failure::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            operation,
+            "The node did not answer in time.",
+        )),
+        _ => Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            operation,
+            "The node could not take the request.",
+        )),
     }
 }
 
@@ -280,7 +337,11 @@ async fn healthcheck(settings: &GatewaySettings) -> Result<HttpResponse, Failure
     if let Err(message) = &health.store {
         errors.push(json!({"source": "mongo", "message": message}));
     }
-    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "redis": health.queue.is_ok(),
         "mongo": health.store.is_ok(),
@@ -309,25 +370,36 @@ async fn status(settings: &GatewaySettings) -> Result<HttpResponse, Failure> {
         .collect();
     let queue = node.queue.unwrap_or_default();
     let counts = node.counts.unwrap_or_default();
-    ok(settings, &json!({
-        "hosts": hosts,
-        "queues": {
-            "jobs": {"length": queue.ready},
-            "delayed": {"length": queue.delayed},
-            "running": {"length": queue.leased},
-        },
-        "tasks": {"count": counts.tasks},
-        "jobs": {"count": counts.jobs, "scheduled": []},
-        "fastlane": {"version": env!("CARGO_PKG_VERSION"), "executor": "docker"},
-    }))
+    ok(
+        settings,
+        &json!({
+            "hosts": hosts,
+            "queues": {
+                "jobs": {"length": queue.ready},
+                "delayed": {"length": queue.delayed},
+                "running": {"length": queue.leased},
+            },
+            "tasks": {"count": counts.tasks},
+            "jobs": {"count": counts.jobs, "scheduled": []},
+            "fastlane": {"version": env!("CARGO_PKG_VERSION"), "executor": "docker"},
+        }),
+    )
 }
 
 fn page_number(query: Option<&str>) -> Result<u64, Failure> {
     match query_param(query, "page") {
         None => Ok(1),
-        Some(text) => text.trim().parse::<u64>().ok().filter(|page| *page >= 1 && *page <= 1 << 40).ok_or_else(|| {
-            Failure::invalid("get_tasks", "Tasks pagination page param should be a positive integer.")
-        }),
+        Some(text) => text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|page| *page >= 1 && *page <= 1 << 40)
+            .ok_or_else(|| {
+                Failure::invalid(
+                    "get_tasks",
+                    "Tasks pagination page param should be a positive integer.",
+                )
+            }),
     }
 }
 
@@ -338,22 +410,53 @@ async fn list_tasks(
     search: Option<String>,
 ) -> Result<HttpResponse, Failure> {
     let number = page_number(query)?;
-    let page = Page { number, per_page: settings.per_page };
+    let page = Page {
+        number,
+        per_page: settings.per_page,
+    };
     let (operation, paged) = match &search {
-        None => ("get_tasks", call(settings, "get_tasks", |reply| ApiMessage::ListTasks { page, reply }).await?),
+        None => (
+            "get_tasks",
+            call(settings, "get_tasks", |reply| ApiMessage::ListTasks {
+                page,
+                reply,
+            })
+            .await?,
+        ),
         Some(text) => {
             let words = fastlane_proto::search::words(text);
-            ("search_tasks", call(settings, "search_tasks", |reply| ApiMessage::SearchTasks { words, page, reply }).await?)
+            (
+                "search_tasks",
+                call(settings, "search_tasks", |reply| ApiMessage::SearchTasks {
+                    words,
+                    page,
+                    reply,
+                })
+                .await?,
+            )
         }
     };
     let paged = paged.map_err(api_failure(operation))?;
     if number > 1 && paged.items.is_empty() {
-        return Err(Failure::not_found(operation, format!("Page {number} does not exist.")));
+        return Err(Failure::not_found(
+            operation,
+            format!("Page {number} does not exist."),
+        ));
     }
-    let body = render::task_page(&paged, number, settings.per_page, urls, |page| match &search {
-        None => format!("{}/tasks/?page={page}", urls.base),
-        Some(text) => format!("{}/search/?query={}&page={page}", urls.base, http::percent_encode(text)),
-    });
+    let body = render::task_page(
+        &paged,
+        number,
+        settings.per_page,
+        urls,
+        |page| match &search {
+            None => format!("{}/tasks/?page={page}", urls.base),
+            Some(text) => format!(
+                "{}/search/?query={}&page={page}",
+                urls.base,
+                http::percent_encode(text)
+            ),
+        },
+    );
     ok(settings, &body)
 }
 
@@ -377,35 +480,57 @@ async fn enqueue(
     let execution_url = enqueued
         .execution_id
         .map(|execution_id| urls.execution(&enqueued.task_id, enqueued.job_id, execution_id));
-    ok(settings, &json!({
-        "taskId": enqueued.task_id,
-        "jobId": enqueued.job_id.to_string(),
-        "executionId": enqueued.execution_id.map(|id| id.to_string()),
-        "executionUrl": execution_url,
-        "queueJobId": enqueued.queue_message_id,
-        "jobUrl": urls.job(&enqueued.task_id, enqueued.job_id),
-        "taskUrl": urls.task(&enqueued.task_id),
-    }))
+    ok(
+        settings,
+        &json!({
+            "taskId": enqueued.task_id,
+            "jobId": enqueued.job_id.to_string(),
+            "executionId": enqueued.execution_id.map(|id| id.to_string()),
+            "executionUrl": execution_url,
+            "queueJobId": enqueued.queue_message_id,
+            "jobUrl": urls.job(&enqueued.task_id, enqueued.job_id),
+            "taskUrl": urls.task(&enqueued.task_id),
+        }),
+    )
 }
 
-async fn task(settings: &GatewaySettings, urls: &Urls, task_id: &str) -> Result<HttpResponse, Failure> {
+async fn task(
+    settings: &GatewaySettings,
+    urls: &Urls,
+    task_id: &str,
+) -> Result<HttpResponse, Failure> {
     let owned = task_id.to_string();
-    let found = call(settings, "get_task", |reply| ApiMessage::GetTask { task_id: owned, reply })
-        .await?
-        .map_err(api_failure("get_task"))?;
+    let found = call(settings, "get_task", |reply| ApiMessage::GetTask {
+        task_id: owned,
+        reply,
+    })
+    .await?
+    .map_err(api_failure("get_task"))?;
     let (_, jobs) = found.ok_or_else(|| Failure::not_found("get_task", "Task not found."))?;
     ok(settings, &render::task_details(task_id, &jobs, urls))
 }
 
-async fn job(settings: &GatewaySettings, urls: &Urls, task_id: &str, job_id: &str) -> Result<HttpResponse, Failure> {
+async fn job(
+    settings: &GatewaySettings,
+    urls: &Urls,
+    task_id: &str,
+    job_id: &str,
+) -> Result<HttpResponse, Failure> {
     let not_found = || Failure::not_found("get_task", "Job not found in task.");
     let job_id = Uuid::parse_str(job_id).map_err(|_| not_found())?;
     let task_id = task_id.to_string();
-    let view = call(settings, "get_task", |reply| ApiMessage::GetJob { task_id, job_id, reply })
-        .await?
-        .map_err(api_failure("get_task"))?
-        .ok_or_else(not_found)?;
-    ok(settings, &render::job_details(&view, urls, &settings.redactor))
+    let view = call(settings, "get_task", |reply| ApiMessage::GetJob {
+        task_id,
+        job_id,
+        reply,
+    })
+    .await?
+    .map_err(api_failure("get_task"))?
+    .ok_or_else(not_found)?;
+    ok(
+        settings,
+        &render::job_details(&view, urls, &settings.redactor),
+    )
 }
 
 async fn execution(
@@ -416,9 +541,18 @@ async fn execution(
     execution_id: &str,
 ) -> Result<HttpResponse, Failure> {
     const OPERATION: &str = "get_job_execution";
-    let no_job = || Failure::not_found(OPERATION, format!("Task ({task_id}) or Job ({job_id}) not found."));
-    let no_execution =
-        || Failure::not_found(OPERATION, format!("Job Execution ({execution_id}) not found in job ({job_id})."));
+    let no_job = || {
+        Failure::not_found(
+            OPERATION,
+            format!("Task ({task_id}) or Job ({job_id}) not found."),
+        )
+    };
+    let no_execution = || {
+        Failure::not_found(
+            OPERATION,
+            format!("Job Execution ({execution_id}) not found in job ({job_id})."),
+        )
+    };
     let job_uuid = Uuid::parse_str(job_id).map_err(|_| no_job())?;
     let execution_uuid = Uuid::parse_str(execution_id).map_err(|_| no_execution())?;
     let owned_task = task_id.to_string();
@@ -447,8 +581,18 @@ async fn output_of(
     output: &str,
 ) -> Result<HttpResponse, Failure> {
     const OPERATION: &str = "retrieve_execution_details";
-    let no_job = || Failure::not_found(OPERATION, format!("Task ({task_id}) or Job ({job_id}) not found."));
-    let no_match = || Failure::invalid(OPERATION, "No executions found in job with specified arguments.");
+    let no_job = || {
+        Failure::not_found(
+            OPERATION,
+            format!("Task ({task_id}) or Job ({job_id}) not found."),
+        )
+    };
+    let no_match = || {
+        Failure::invalid(
+            OPERATION,
+            "No executions found in job with specified arguments.",
+        )
+    };
     let job_uuid = Uuid::parse_str(job_id).map_err(|_| no_job())?;
     let execution_uuid = execution_id
         .map(|id| Uuid::parse_str(id).map_err(|_| no_match()))
@@ -465,7 +609,10 @@ async fn output_of(
     let found = match lookup {
         ExecutionLookup::NoJob => return Err(no_job()),
         ExecutionLookup::NoExecutions => {
-            return Err(Failure::invalid(OPERATION, format!("No executions found in job ({job_id}).")))
+            return Err(Failure::invalid(
+                OPERATION,
+                format!("No executions found in job ({job_id})."),
+            ))
         }
         ExecutionLookup::NoSuchExecution => return Err(no_match()),
         ExecutionLookup::Found(found) => found,
@@ -481,7 +628,9 @@ async fn output_of(
     };
     let mut response = text_response(StatusCode::OK, body, "text/plain; charset=utf-8");
     if let Some(exit_code) = found.exit_code {
-        response.headers_mut().insert("fastlane-exit-code", HeaderValue::from(exit_code));
+        response
+            .headers_mut()
+            .insert("fastlane-exit-code", HeaderValue::from(exit_code));
     }
     Ok(response)
 }

@@ -34,9 +34,9 @@ fn iso(timestamp: Option<Timestamp>) -> Value {
 
 /// Output bytes as text; bytes that are not UTF-8 are shown as U+FFFD.
 fn text(output: &Option<Vec<u8>>) -> Value {
-    output
-        .as_ref()
-        .map_or(Value::Null, |bytes| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+    output.as_ref().map_or(Value::Null, |bytes| {
+        Value::String(String::from_utf8_lossy(bytes).into_owned())
+    })
 }
 
 pub fn execution(execution: &Execution) -> Value {
@@ -59,7 +59,8 @@ pub fn execution(execution: &Execution) -> Value {
 /// The job's metadata with secret-looking env values redacted.
 pub fn job_metadata(job: &Job, redactor: &Redactor) -> Value {
     let mut metadata = serde_json::to_value(&job.metadata).unwrap_or_default();
-    metadata["envs"] = serde_json::to_value(redactor.redact(&job.metadata.envs)).unwrap_or_default();
+    metadata["envs"] =
+        serde_json::to_value(redactor.redact(&job.metadata.envs)).unwrap_or_default();
     metadata
 }
 
@@ -70,7 +71,8 @@ pub fn job_details(view: &JobView, urls: &Urls, redactor: &Redactor) -> Value {
         .iter()
         .map(|item| {
             let mut value = execution(item);
-            value["url"] = Value::String(urls.execution(&job.task_id, job.job_id, item.execution_id));
+            value["url"] =
+                Value::String(urls.execution(&job.task_id, job.job_id, item.execution_id));
             value
         })
         .collect();

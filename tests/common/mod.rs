@@ -35,7 +35,11 @@ pub fn docker(host: &str, args: &[&str]) -> String {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running node with its own data directory and port.
@@ -91,9 +95,15 @@ impl Node {
             .expect("start fastlane-node");
         self.child = Some(child);
         let url = self.url("/healthcheck");
-        wait_until(Duration::from_secs(20), "node to answer /healthcheck", || async {
-            reqwest::get(&url).await.is_ok_and(|r| r.status().is_success())
-        })
+        wait_until(
+            Duration::from_secs(20),
+            "node to answer /healthcheck",
+            || async {
+                reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            },
+        )
         .await;
     }
 
@@ -138,7 +148,12 @@ impl Node {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 200, "POST job: {:?}", response.text().await);
+        assert_eq!(
+            response.status(),
+            200,
+            "POST job: {:?}",
+            response.text().await
+        );
         response.json().await.unwrap()
     }
 
@@ -146,12 +161,24 @@ impl Node {
     pub async fn wait_finished(&self, execution_url: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let details: Value = reqwest::get(execution_url).await.unwrap().json().await.unwrap();
-            let status = details["execution"]["status"].as_str().unwrap_or("").to_string();
+            let details: Value = reqwest::get(execution_url)
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let status = details["execution"]["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             if ["done", "failed", "timedout", "expired", "stopped"].contains(&status.as_str()) {
                 return details["execution"].clone();
             }
-            assert!(Instant::now() < deadline, "execution never finished: {details}\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "execution never finished: {details}\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
