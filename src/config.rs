@@ -349,6 +349,32 @@ mod tests {
         assert!(error.contains("PAGINATION_PER_PAGE"), "{error}");
     }
 
+    /// The shipped `config/fastlane.toml` parses, and so does every line of it uncommented.
+    #[test]
+    fn shipped_config_file_is_valid_when_uncommented() {
+        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/fastlane.toml");
+        Config::load_from(Some(Path::new(shipped)), |_| None).unwrap();
+        let text = std::fs::read_to_string(shipped).unwrap();
+        assert_eq!(
+            text,
+            describe(),
+            "config/fastlane.toml is stale: regenerate it with `fastlane-node config`"
+        );
+        let uncommented: String = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|rest| {
+                rest.split_once(" = ")
+                    .is_some_and(|(name, _)| OPTIONS.iter().any(|option| option.name == name))
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("all.toml");
+        std::fs::write(&path, uncommented).unwrap();
+        Config::load_from(Some(&path), |_| None).unwrap();
+    }
+
     #[test]
     fn describe_lists_every_option() {
         let text = describe();

@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::{docker, docker_hosts, image, path_of, Node};
+use common::{docker, docker_hosts, image, path_of, wait_until, Node};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 /// A job printing a line ends `done` with that line as its log and exit code 0; its container is
 /// removed once the result is stored; the output routes answer with `Fastlane-Exit-Code`.
@@ -29,19 +30,18 @@ async fn a_job_printing_a_line_ends_done() {
         docker_hosts()[0].split(':').next().unwrap()
     );
 
+    // Removed once the result is stored (just after it becomes visible).
     let name = format!("fastlane-job-{}", posted["executionId"].as_str().unwrap());
-    let listed = docker(
-        &docker_hosts()[0],
-        &[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("name={name}"),
-            "--format",
-            "{{.Names}}",
-        ],
-    );
-    assert_eq!(listed.trim(), "", "container should be removed");
+    let filter = format!("name={name}");
+    wait_until(Duration::from_secs(10), "container removal", || async {
+        docker(
+            &docker_hosts()[0],
+            &["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
+        )
+        .trim()
+        .is_empty()
+    })
+    .await;
 
     let job_path = path_of(posted["jobUrl"].as_str().unwrap());
     let stdout = node.get(&format!("{job_path}stdout/")).await;

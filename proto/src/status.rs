@@ -61,7 +61,8 @@ impl ExecutionStatus {
     }
 
     /// The transitions an execution may take. Terminal states are final; a status may be
-    /// re-stored as itself (idempotent writes after a crash).
+    /// re-stored as itself (idempotent writes after a crash); `pulling` may go back to
+    /// `enqueued` when its host failed before a container existed.
     pub fn can_become(self, next: ExecutionStatus) -> bool {
         use ExecutionStatus::*;
         if self == next {
@@ -69,7 +70,7 @@ impl ExecutionStatus {
         }
         match self {
             Enqueued => true,
-            Pulling => next != Enqueued,
+            Pulling => true,
             Running => next.is_terminal(),
             _ => false,
         }
@@ -103,7 +104,8 @@ mod tests {
         assert!(Running.can_become(Done));
         assert!(Enqueued.can_become(Expired));
         assert!(!Running.can_become(Pulling));
-        assert!(!Pulling.can_become(Enqueued));
+        assert!(Pulling.can_become(Enqueued));
+        assert!(!Running.can_become(Enqueued));
     }
 
     #[test]
