@@ -81,6 +81,11 @@ pub async fn run(
             .iter()
             .map(|farm| farm.max_running as usize)
             .sum(),
+        default_backoff: fastlane_proto::model::Backoff {
+            min_ms: config.uint("EXPONENTIAL_BACKOFF_MIN_MS"),
+            factor: config.float("EXPONENTIAL_BACKOFF_FACTOR").max(1.0),
+            max_ms: 3_600_000,
+        },
     };
     let services = Services {
         store: Arc::new(embedded.clone()),

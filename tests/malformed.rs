@@ -87,7 +87,13 @@ async fn malformed_requests_get_4xx_and_create_nothing() {
         valid(r#", "webhooks": []"#),
         valid(r#", "additionalDNSEntries": {"db": "not-an-ip"}"#),
         valid(r#", "additionalDNSEntries": ["db"]"#),
-        valid(r#", "startIn": "5m""#),
+        valid(r#", "startIn": "5 minutes""#),
+        valid(r#", "startIn": 300"#),
+        valid(r#", "cron": "every day""#),
+        valid(r#", "cron": "* * * * *", "timezone": "Nowhere/City""#),
+        valid(r#", "cron": "* * * * *", "overlap": "sometimes""#),
+        valid(r#", "timezone": "UTC""#),
+        valid(r#", "backoff": {"minMs": -1}"#),
         valid(r#", "startAt": 1, "cron": "* * * * *""#),
     ]
     .into_iter()

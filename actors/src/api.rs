@@ -1,17 +1,22 @@
 //! ApiActor: the front desk. The gateway turns each HTTP request into one call of this actor.
 //! Started and restarted by the RootActor, registered under [`API_NAME`].
 //!
-//! In: `Enqueue`, `ListTasks`, `SearchTasks`, `GetTask`, `GetJob`, `FindExecution`, `Health`,
-//! `Status`. Out: store and queue operations; a wake-up to the poller after an enqueue.
+//! In: `Enqueue` (POST and PUT), `StopJob`, `StopExecution`, `Retry`, `ListTasks`,
+//! `SearchTasks`, `GetTask`, `GetJob`, `FindExecution`, `Health`, `Status`.
+//! Out: store and queue operations; a wake-up to the poller after an enqueue; schedule changes
+//! to the SchedulerActor; stop requests to JobActors.
 //!
 //! Each request is served by a spawned task that replies on the call's port, so a slow query
 //! never holds up the mailbox; the handler itself only dispatches.
 
 use crate::host::HostStatus;
+use crate::lifecycle::stop_execution;
 use crate::ports::{Page, Paged, QueueMessage, QueueStats, StoreCounts, StoreError};
 use crate::root::RootMessage;
+use crate::scheduler;
 use crate::Services;
-use fastlane_proto::payload::EnqueueRequest;
+use fastlane_proto::payload::{EnqueueRequest, ScheduleRequest};
+use fastlane_proto::schedule::{firing_execution_id, CronSchedule, JobSchedule};
 use fastlane_proto::{ErrorKind, Execution, Job, JobMetadata, Task, TaskSummary, Timestamp};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::future::Future;
@@ -32,6 +37,7 @@ impl From<StoreError> for ApiError {
         ApiError {
             kind: match error {
                 StoreError::Unavailable(_) => ErrorKind::Unavailable,
+                StoreError::Conflict(_) => ErrorKind::Conflict,
                 StoreError::Internal(_) => ErrorKind::Internal,
             },
             message: error.to_string(),
@@ -89,11 +95,32 @@ pub struct NodeStatus {
 pub const JOB_EXECUTIONS_SHOWN: u64 = 20;
 
 pub enum ApiMessage {
+    /// Creates a job (`job_id` `None`) or creates/updates the job with that id (PUT).
     Enqueue {
         task_id: String,
+        job_id: Option<Uuid>,
         request: Box<EnqueueRequest>,
         request_ip: Option<String>,
         reply: RpcReplyPort<ApiResult<Enqueued>>,
+    },
+    /// Stops the job: no more firings or retries; its last execution is stopped.
+    StopJob {
+        task_id: String,
+        job_id: Uuid,
+        reply: RpcReplyPort<ApiResult<Option<()>>>,
+    },
+    /// Stops one execution (no more retries of the job; the schedule stays).
+    StopExecution {
+        task_id: String,
+        job_id: Uuid,
+        execution_id: Uuid,
+        reply: RpcReplyPort<ApiResult<ExecutionLookup>>,
+    },
+    /// Runs the job again now (stopping its last execution if it still runs).
+    Retry {
+        task_id: String,
+        job_id: Uuid,
+        reply: RpcReplyPort<ApiResult<Option<Enqueued>>>,
     },
     ListTasks {
         page: Page,
@@ -162,10 +189,33 @@ impl Actor for ApiActor {
         match message {
             ApiMessage::Enqueue {
                 task_id,
+                job_id,
                 request,
                 request_ip,
                 reply,
-            } => serve(reply, enqueue(services, task_id, *request, request_ip)),
+            } => serve(
+                reply,
+                enqueue(services, task_id, job_id, *request, request_ip),
+            ),
+            ApiMessage::StopJob {
+                task_id,
+                job_id,
+                reply,
+            } => serve(reply, stop_job(services, task_id, job_id)),
+            ApiMessage::StopExecution {
+                task_id,
+                job_id,
+                execution_id,
+                reply,
+            } => serve(
+                reply,
+                stop_one_execution(services, task_id, job_id, execution_id),
+            ),
+            ApiMessage::Retry {
+                task_id,
+                job_id,
+                reply,
+            } => serve(reply, retry(services, task_id, job_id)),
             ApiMessage::ListTasks { page, reply } => {
                 serve(
                     reply,
@@ -207,17 +257,55 @@ fn serve<T: Send + 'static>(
     });
 }
 
+/// What replaced a job's queued execution.
+const REPLACED: &str = "Job execution was replaced by an update of the job.";
+const STOPPED: &str = "User stopped job execution manually.";
+
 async fn enqueue(
     services: Services,
     task_id: String,
+    job_id: Option<Uuid>,
     request: EnqueueRequest,
     request_ip: Option<String>,
 ) -> ApiResult<Enqueued> {
     let now = Timestamp::now();
     let hard_timeout = services.settings.hard_timeout_seconds;
+    let existing = match job_id {
+        Some(job_id) => services.store.get_job(&task_id, job_id).await?,
+        None => None,
+    };
+    let schedule = request.schedule.as_ref().map(|requested| {
+        let (cron, timezone, next) = match requested {
+            ScheduleRequest::StartAt(at) => (None, None, Some(*at)),
+            ScheduleRequest::StartIn(delay) => (
+                None,
+                None,
+                Some(Timestamp(now.0 + delay.as_micros() as i64)),
+            ),
+            ScheduleRequest::Cron {
+                expression,
+                timezone,
+            } => {
+                let next = CronSchedule::parse(expression, timezone.as_deref())
+                    .ok()
+                    .and_then(|cron| cron.next_after(now));
+                (Some(expression.clone()), timezone.clone(), next)
+            }
+        };
+        JobSchedule {
+            cron,
+            timezone,
+            next_fire_at: next,
+            misfire: request.misfire,
+            overlap: request.overlap,
+            missed: Vec::new(),
+            missed_count: 0,
+        }
+    });
+    let cron = schedule.as_ref().and_then(|schedule| schedule.cron.clone());
     let job = Job {
         task_id: task_id.clone(),
-        job_id: Uuid::new_v4(),
+        job_id: job_id.unwrap_or_else(Uuid::new_v4),
         image: request.image,
         command: request.command,
         request_ip: request_ip.clone(),
@@ -232,35 +320,156 @@ async fn enqueue(
             additional_dns_entries: request.additional_dns_entries,
             custom: request.custom,
             enqueued_id: None,
-            cron: None,
+            cron: cron.clone(),
+            backoff: request.backoff,
         },
-        scheduled: false,
-        created_at: now,
+        scheduled: cron.is_some(),
+        schedule,
+        created_at: existing.as_ref().map_or(now, |job| job.created_at),
         last_modified_at: now,
     };
-    let execution = Execution::new(&job, request_ip, now);
-    let message = QueueMessage::run(&execution);
     let mut job = job;
-    job.metadata.enqueued_id = Some(message.id.clone());
-    services.store.create_job(&job, Some(&execution)).await?;
-    if let Err(error) = services.queue.push(&message, now).await {
-        // Undo, so that nothing half-written is left behind.
-        if let Err(undo) = services.store.delete_job(job.job_id).await {
-            tracing::error!(job_id = %job.job_id, %undo, "could not undo job after failed enqueue");
+    let execution = job
+        .schedule
+        .is_none()
+        .then(|| Execution::new(&job, request_ip, now));
+    // The queue message of an immediate job; the id of the next firing of a scheduled one.
+    let queue_id = match (&execution, &job.schedule) {
+        (Some(execution), _) => execution.execution_id.to_string(),
+        (None, Some(schedule)) => {
+            firing_execution_id(job.job_id, schedule.next_fire_at.unwrap_or(now)).to_string()
         }
-        return Err(ApiError {
-            kind: ErrorKind::Unavailable,
-            message: error.to_string(),
-        });
+        (None, None) => unreachable!("a job is either immediate or scheduled"),
+    };
+    job.metadata.enqueued_id = Some(queue_id.clone());
+    if existing.is_some() {
+        // An update replaces what the job had pending: its queued (not started) execution.
+        if let Some(last) = services.store.list_executions(job.job_id, 1).await?.pop() {
+            if last.status == fastlane_proto::ExecutionStatus::Enqueued {
+                stop_execution(&services, last.execution_id, REPLACED).await?;
+            }
+        }
     }
-    crate::poller::wake();
-    tracing::info!(%task_id, job_id = %job.job_id, execution_id = %execution.execution_id, "job enqueued");
+    services.store.create_job(&job, execution.as_ref()).await?;
+    if let Some(execution) = &execution {
+        let message = QueueMessage::run(execution);
+        if let Err(error) = services.queue.push(&message, now).await {
+            // Undo a creation, so that nothing half-written is left behind (an update stays:
+            // reconciliation at start queues its execution).
+            if existing.is_none() {
+                if let Err(undo) = services.store.delete_job(job.job_id).await {
+                    tracing::error!(job_id = %job.job_id, %undo, "could not undo job after failed enqueue");
+                }
+            }
+            return Err(ApiError {
+                kind: ErrorKind::Unavailable,
+                message: error.to_string(),
+            });
+        }
+        crate::poller::wake();
+    }
+    scheduler::notify(&job);
+    tracing::info!(%task_id, job_id = %job.job_id, updated = existing.is_some(), scheduled = job.schedule.is_some(), "job enqueued");
     Ok(Enqueued {
         task_id,
         job_id: job.job_id,
+        execution_id: execution.map(|execution| execution.execution_id),
+        queue_message_id: queue_id,
+    })
+}
+
+async fn stop_job(services: Services, task_id: String, job_id: Uuid) -> ApiResult<Option<()>> {
+    let Some(mut job) = services.store.get_job(&task_id, job_id).await? else {
+        return Ok(None);
+    };
+    job.metadata.retry_count = job.metadata.retries + 1;
+    job.schedule = None;
+    job.scheduled = false;
+    job.last_modified_at = Timestamp::now();
+    services.store.update_job(&job).await?;
+    scheduler::notify(&job);
+    if let Some(last) = services.store.list_executions(job_id, 1).await?.pop() {
+        stop_execution(&services, last.execution_id, STOPPED).await?;
+    }
+    Ok(Some(()))
+}
+
+async fn stop_one_execution(
+    services: Services,
+    task_id: String,
+    job_id: Uuid,
+    execution_id: Uuid,
+) -> ApiResult<ExecutionLookup> {
+    let Some(mut job) = services.store.get_job(&task_id, job_id).await? else {
+        return Ok(ExecutionLookup::NoJob);
+    };
+    let Some(execution) = services
+        .store
+        .get_execution(execution_id)
+        .await?
+        .filter(|e| e.job_id == job_id)
+    else {
+        return Ok(ExecutionLookup::NoSuchExecution);
+    };
+    job.metadata.retry_count = job.metadata.retries + 1;
+    job.last_modified_at = Timestamp::now();
+    services.store.update_job(&job).await?;
+    stop_execution(&services, execution_id, STOPPED).await?;
+    Ok(ExecutionLookup::Found(Box::new(execution)))
+}
+
+async fn retry(services: Services, task_id: String, job_id: Uuid) -> ApiResult<Option<Enqueued>> {
+    let Some(mut job) = services.store.get_job(&task_id, job_id).await? else {
+        return Ok(None);
+    };
+    let Some(last) = services.store.list_executions(job_id, 1).await?.pop() else {
+        return Err(ApiError {
+            kind: ErrorKind::Invalid,
+            message: "No execution yet to retry.".into(),
+        });
+    };
+    if job
+        .schedule
+        .as_ref()
+        .is_some_and(|schedule| schedule.cron.is_none())
+    {
+        return Err(ApiError {
+            kind: ErrorKind::Invalid,
+            message: "Can't retry a scheduled job.".into(),
+        });
+    }
+    if !last.status.is_terminal() {
+        stop_execution(
+            &services,
+            last.execution_id,
+            "Job execution was stopped to be retried.",
+        )
+        .await?;
+    }
+    let now = Timestamp::now();
+    let mut execution = Execution::new(&job, None, now);
+    execution.image = last.image.clone();
+    execution.command = last.command.clone();
+    services.store.create_execution(&execution).await?;
+    let message = QueueMessage::run(&execution);
+    services
+        .queue
+        .push(&message, now)
+        .await
+        .map_err(|error| ApiError {
+            kind: ErrorKind::Unavailable,
+            message: error.to_string(),
+        })?;
+    crate::poller::wake();
+    job.metadata.enqueued_id = Some(message.id.clone());
+    job.last_modified_at = now;
+    services.store.update_job(&job).await?;
+    Ok(Some(Enqueued {
+        task_id,
+        job_id,
         execution_id: Some(execution.execution_id),
         queue_message_id: message.id,
-    })
+    }))
 }
 
 async fn get_task(services: Services, task_id: String) -> ApiResult<Option<TaskView>> {

@@ -1,7 +1,7 @@
 //! HostActor: owns one Docker host (its [`ContainerRuntime`]), its circuit breaker and its load.
 //! Started by the RootActor, one per configured host, and restarted by it when it fails.
 //!
-//! In: `Run` and `Attach` (from a JobActor), `Remove`, `Load`, `Status`.
+//! In: `Run` and `Attach` (from a JobActor), `StopContainer`, `Remove`, `Load`, `Status`.
 //! Out: progress of each run to its JobActor (`ImageReady`, `Started`, `Exited`, `Failed`).
 //!
 //! Container operations can take minutes, so each run is a spawned task that posts its progress
@@ -29,6 +29,11 @@ pub enum HostMessage {
         container_id: String,
         wait_limit: Duration,
         job: ActorRef<JobMessage>,
+    },
+    /// Stop a running container (SIGTERM, SIGKILL after `grace`); its run then reports `Exited`.
+    StopContainer {
+        container_id: String,
+        grace: Duration,
     },
     /// Remove a container whose result has been stored.
     Remove {
@@ -108,6 +113,10 @@ impl Actor for HostActor {
                 wait_limit,
                 job,
             } => state.attach(myself, container_id, wait_limit, job),
+            HostMessage::StopContainer {
+                container_id,
+                grace,
+            } => state.stop(myself, container_id, grace),
             HostMessage::Remove { container_id } => state.remove(myself, container_id),
             HostMessage::RunEnded { key, fault } => {
                 state.running.remove(&key);
@@ -190,19 +199,37 @@ impl HostState {
         });
     }
 
+    fn stop(&self, myself: ActorRef<HostMessage>, container_id: String, grace: Duration) {
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move {
+            let result = runtime.stop(&container_id, grace).await;
+            observe_result(&myself, "stop", &container_id, result);
+        });
+    }
+
     fn remove(&self, myself: ActorRef<HostMessage>, container_id: String) {
         let runtime = self.runtime.clone();
         tokio::spawn(async move {
             let result = runtime.remove(&container_id).await;
-            if let Err(error) = &result {
-                tracing::warn!(container_id, %error, "could not remove container");
-            }
-            let fault = result.err().filter(RuntimeError::is_host_fault);
-            let _ = myself.cast(HostMessage::Observed {
-                fault: fault.map(|error| error.to_string()),
-            });
+            observe_result(&myself, "remove", &container_id, result);
         });
     }
+}
+
+/// Logs a failed container operation and feeds its outcome to the breaker.
+fn observe_result(
+    host: &ActorRef<HostMessage>,
+    operation: &str,
+    container_id: &str,
+    result: Result<(), RuntimeError>,
+) {
+    if let Err(error) = &result {
+        tracing::warn!(container_id, operation, %error, "container operation failed");
+    }
+    let fault = result.err().filter(RuntimeError::is_host_fault);
+    let _ = host.cast(HostMessage::Observed {
+        fault: fault.map(|error| error.to_string()),
+    });
 }
 
 fn report(

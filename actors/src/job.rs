@@ -1,24 +1,32 @@
 //! JobActor: owns one execution from the moment its queue message is leased until its result is
-//! stored and the message acknowledged. Spawned by the RootActor for each leased message.
+//! stored and the message acknowledged. Spawned by the RootActor for each leased message and
+//! registered as `job-{execution_id}`, so a stop request can find it.
 //!
-//! In: `ImageReady`, `Started`, `Exited`, `Failed` (from its HostActor).
-//! Out: `Run`/`Attach`/`Remove` to a HostActor; store writes; queue ack/release.
+//! In: `Begin` (itself), `ImageReady`, `Started`, `Exited`, `Failed` (from its HostActor),
+//! `Stop` (ApiActor, SchedulerActor), `Timeout` (its own timer).
+//! Out: `Run`/`Attach`/`StopContainer`/`Remove` to a HostActor; store writes; queue ack/release;
+//! a retry execution after a failure.
 //!
 //! Every state change is persisted before the next step, so a crash at any point leaves a record
-//! the next delivery can continue from: an execution with a container id is re-attached, one
-//! without is (re)started under the same deterministic container name, which the runtime reuses.
+//! the next delivery continues from (see `design.md`). A write the store refuses (the execution
+//! was stopped meanwhile: terminal statuses are final) makes the actor clean up and leave.
 
 use crate::host::HostMessage;
 use crate::placement::{least_loaded, HostLoad};
-use crate::ports::{ContainerExit, ContainerSpec, Delivery, RuntimeError, StartedContainer};
+use crate::ports::{
+    ContainerExit, ContainerSpec, Delivery, QueueMessage, RuntimeError, StartedContainer,
+    StoreError,
+};
 use crate::Services;
 use fastlane_proto::backoff::capped_exponential;
 use fastlane_proto::farm::{farm_for, DockerEndpoint};
 use fastlane_proto::image::ImageRef;
+use fastlane_proto::schedule::retry_execution_id;
 use fastlane_proto::{command, Execution, ExecutionStatus, Job, Timestamp};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// Messages of the JobActor.
 #[derive(Debug)]
@@ -31,6 +39,17 @@ pub enum JobMessage {
     Started(StartedContainer),
     Exited(ContainerExit),
     Failed(RuntimeError),
+    /// Stop the execution (user request, replaced by a newer firing, …).
+    Stop {
+        reason: String,
+    },
+    /// The execution's timeout passed.
+    Timeout,
+}
+
+/// The registered name of the JobActor of `execution_id`.
+pub fn job_actor_name(execution_id: Uuid) -> String {
+    format!("job-{execution_id}")
 }
 
 pub struct JobActor;
@@ -42,6 +61,13 @@ pub struct JobArgs {
     pub hosts: Vec<(DockerEndpoint, ActorRef<HostMessage>)>,
 }
 
+/// Why a running execution is being ended early.
+#[derive(Clone, Debug, PartialEq)]
+enum Ending {
+    Stopped(String),
+    TimedOut(String),
+}
+
 pub struct JobState {
     services: Services,
     delivery: Delivery,
@@ -49,6 +75,9 @@ pub struct JobState {
     /// `None` when the message refers to nothing any more (deleted job or execution).
     record: Option<(Job, Execution)>,
     host: Option<ActorRef<HostMessage>>,
+    ending: Option<Ending>,
+    /// The store refused a write: the execution is not ours any more; clean up and leave.
+    abandoned: bool,
 }
 
 /// Extra time granted past the hard timeout before a wait is abandoned.
@@ -56,6 +85,10 @@ const WAIT_MARGIN: Duration = Duration::from_secs(60);
 /// Delay before a message whose host failed is delivered again (then growing).
 const HOST_RETRY_MIN_MS: u64 = 1_000;
 const HOST_RETRY_MAX_MS: u64 = 30_000;
+/// SIGTERM → SIGKILL grace for timed-out executions.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
+/// SIGTERM → SIGKILL grace for stopped executions.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 impl Actor for JobActor {
     type Msg = JobMessage;
@@ -83,6 +116,8 @@ impl Actor for JobActor {
             hosts: args.hosts,
             record,
             host: None,
+            ending: None,
+            abandoned: false,
         })
     }
 
@@ -92,12 +127,38 @@ impl Actor for JobActor {
         message: JobMessage,
         state: &mut JobState,
     ) -> Result<(), ActorProcessingErr> {
-        let done = match message {
-            JobMessage::Begin => state.begin(&myself).await?,
-            JobMessage::ImageReady { warnings } => state.image_ready(warnings),
-            JobMessage::Started(started) => state.started(started).await?,
-            JobMessage::Exited(exit) => state.exited(exit).await?,
-            JobMessage::Failed(error) => state.failed(error).await?,
+        let result = if state.abandoned {
+            state.abandoned_step(message).await
+        } else {
+            match message {
+                JobMessage::Begin => state.begin(&myself).await,
+                JobMessage::ImageReady { warnings } => Ok(state.image_ready(warnings)),
+                JobMessage::Started(started) => state.started(&myself, started).await,
+                JobMessage::Exited(exit) => state.exited(exit).await,
+                JobMessage::Failed(error) => state.failed(error).await,
+                JobMessage::Stop { reason } => state.end_early(Ending::Stopped(reason)).await,
+                JobMessage::Timeout => {
+                    let timeout = state
+                        .record
+                        .as_ref()
+                        .map_or(0, |(job, _)| job.metadata.timeout);
+                    state
+                        .end_early(Ending::TimedOut(format!(
+                            "Job execution timed out after {timeout} seconds."
+                        )))
+                        .await
+                }
+            }
+        };
+        let done = match result {
+            Ok(done) => done,
+            Err(StepError::Store(StoreError::Conflict(reason))) => {
+                tracing::info!(execution_id = %state.delivery.message.execution_id, %reason, "execution ended elsewhere, cleaning up");
+                state.abandoned = true;
+                state.abandon_now()
+            }
+            Err(StepError::Store(error)) => return Err(error.into()),
+            Err(StepError::Other(error)) => return Err(error),
         };
         if done {
             myself.stop(None);
@@ -109,12 +170,48 @@ impl Actor for JobActor {
 /// Whether the actor is finished with its execution.
 type Finished = bool;
 
+#[derive(Debug)]
+enum StepError {
+    Store(StoreError),
+    Other(ActorProcessingErr),
+}
+
+impl From<StoreError> for StepError {
+    fn from(error: StoreError) -> Self {
+        StepError::Store(error)
+    }
+}
+
+impl From<ActorProcessingErr> for StepError {
+    fn from(error: ActorProcessingErr) -> Self {
+        StepError::Other(error)
+    }
+}
+
+impl From<crate::ports::QueueError> for StepError {
+    fn from(error: crate::ports::QueueError) -> Self {
+        StepError::Other(error.into())
+    }
+}
+
+impl<T> From<ractor::MessagingErr<T>> for StepError {
+    fn from(error: ractor::MessagingErr<T>) -> Self {
+        StepError::Other(error.to_string().into())
+    }
+}
+
+type Step = Result<Finished, StepError>;
+
 impl JobState {
     fn execution(&mut self) -> &mut Execution {
         &mut self.record.as_mut().expect("record checked in begin").1
     }
 
-    async fn persist(&mut self) -> Result<(), ActorProcessingErr> {
+    fn container_id(&self) -> Option<String> {
+        self.record.as_ref()?.1.metadata.container_id.clone()
+    }
+
+    async fn persist(&mut self) -> Result<(), StepError> {
         let execution = self.execution();
         execution.last_modified_at = Timestamp::now();
         let execution = execution.clone();
@@ -122,13 +219,13 @@ impl JobState {
         Ok(())
     }
 
-    async fn ack(&self) -> Result<Finished, ActorProcessingErr> {
+    async fn ack(&self) -> Step {
         self.services.queue.ack(&self.delivery.message.id).await?;
         Ok(true)
     }
 
     /// Gives the message back to the queue for a later try, without consuming the job's retries.
-    async fn release(&self) -> Result<Finished, ActorProcessingErr> {
+    async fn release(&self) -> Step {
         let delay = capped_exponential(
             HOST_RETRY_MIN_MS,
             2.0,
@@ -153,29 +250,58 @@ impl JobState {
             .map(|(_, actor)| actor.clone())
     }
 
-    async fn begin(
-        &mut self,
-        myself: &ActorRef<JobMessage>,
-    ) -> Result<Finished, ActorProcessingErr> {
-        let Some((_, execution)) = &self.record else {
+    fn remove_container(&self) {
+        if let (Some(host), Some(container_id)) = (&self.host, self.container_id()) {
+            let _ = host.cast(HostMessage::Remove { container_id });
+        }
+    }
+
+    async fn begin(&mut self, myself: &ActorRef<JobMessage>) -> Step {
+        let Some((job, execution)) = &self.record else {
             tracing::warn!(message_id = %self.delivery.message.id, "queue message refers to no execution, dropping it");
             return self.ack().await;
         };
-        if execution.status.is_terminal() {
-            return self.ack().await;
-        }
         let recorded_host = (
             execution.metadata.docker_host.clone(),
             execution.metadata.docker_port,
             execution.metadata.container_id.clone(),
         );
+        if let (Some(host), Some(port)) = (&recorded_host.0, recorded_host.1) {
+            self.host = self.host_for(host, port);
+        }
+        if execution.status.is_terminal() {
+            // Finished (or stopped) before this delivery: make sure nothing is left behind.
+            if execution.status == ExecutionStatus::Failed {
+                self.retry_if_allowed().await?;
+            }
+            self.remove_container();
+            return self.ack().await;
+        }
+        if execution.status == ExecutionStatus::Enqueued {
+            if let Some(expiration) = job.metadata.expiration {
+                let now = Timestamp::now();
+                if expiration < now.unix_seconds() {
+                    let message = format!(
+                        "Job was supposed to be done before {}, but was started at {}.",
+                        Timestamp::from_unix_seconds(expiration).iso(),
+                        Timestamp::from_unix_seconds(now.unix_seconds()).iso()
+                    );
+                    return self
+                        .finish_without_container(ExecutionStatus::Expired, message)
+                        .await;
+                }
+            }
+        }
         if let (Some(host), Some(port), Some(container_id)) = recorded_host {
             // Started before a restart: collect it where it runs.
-            let Some(actor) = self.host_for(&host, port) else {
+            let Some(actor) = self.host.clone() else {
                 return self
-                    .fail(format!(
-                        "Docker host {host}:{port} of this execution is no longer configured."
-                    ))
+                    .finish_without_container(
+                        ExecutionStatus::Failed,
+                        format!(
+                            "Docker host {host}:{port} of this execution is no longer configured."
+                        ),
+                    )
                     .await;
             };
             tracing::info!(%container_id, "re-attaching to running container");
@@ -184,20 +310,22 @@ impl JobState {
                 wait_limit: self.wait_limit(),
                 job: myself.clone(),
             })?;
-            self.host = Some(actor);
+            self.arm_timeout(myself);
             return Ok(false);
         }
         self.start(myself).await
     }
 
-    async fn start(
-        &mut self,
-        myself: &ActorRef<JobMessage>,
-    ) -> Result<Finished, ActorProcessingErr> {
+    async fn start(&mut self, myself: &ActorRef<JobMessage>) -> Step {
+        self.host = None;
         let (job, execution) = self.record.as_ref().expect("record checked in begin");
         let spec = match container_spec(job, execution) {
             Ok(spec) => spec,
-            Err(message) => return self.fail(message).await,
+            Err(message) => {
+                return self
+                    .finish_without_container(ExecutionStatus::Failed, message)
+                    .await
+            }
         };
         let Some((endpoint, host)) = self.place(&job.task_id).await else {
             tracing::info!(task_id = %job.task_id, "no docker host available, will retry");
@@ -241,48 +369,116 @@ impl JobState {
         false
     }
 
-    async fn started(&mut self, started: StartedContainer) -> Result<Finished, ActorProcessingErr> {
+    /// Sends `Timeout` when the job's timeout (from the container's start) passes.
+    fn arm_timeout(&mut self, myself: &ActorRef<JobMessage>) {
+        let Some((job, execution)) = &self.record else {
+            return;
+        };
+        let limit = Duration::from_secs(job.metadata.timeout);
+        let started = execution.started_at.unwrap_or_else(Timestamp::now);
+        let elapsed = Duration::from_micros((Timestamp::now().0 - started.0).max(0) as u64);
+        myself.send_after(limit.saturating_sub(elapsed), || JobMessage::Timeout);
+    }
+
+    async fn started(&mut self, myself: &ActorRef<JobMessage>, started: StartedContainer) -> Step {
         let execution = self.execution();
         execution.status = ExecutionStatus::Running;
         execution.started_at = Some(Timestamp::now());
-        execution.metadata.container_id = Some(started.container_id);
-        self.persist().await?;
+        execution.metadata.container_id = Some(started.container_id.clone());
+        if self.ending.is_none() {
+            self.persist().await?;
+            self.arm_timeout(myself);
+        } else if let Some(host) = &self.host {
+            // Stopped or timed out while it was being created: stop it now.
+            host.cast(HostMessage::StopContainer {
+                container_id: started.container_id,
+                grace: STOP_GRACE,
+            })?;
+        }
         Ok(false)
     }
 
-    async fn exited(&mut self, exit: ContainerExit) -> Result<Finished, ActorProcessingErr> {
-        let execution = self.execution();
-        execution.status = if exit.exit_code == 0 {
-            ExecutionStatus::Done
-        } else {
-            ExecutionStatus::Failed
+    /// Ends a running execution early: the final status is stored at once, the container is
+    /// stopped, and its output is added when it has exited.
+    async fn end_early(&mut self, ending: Ending) -> Step {
+        let Some((_, execution)) = &self.record else {
+            return Ok(false);
         };
-        execution.exit_code = Some(exit.exit_code);
-        execution.finished_at = Some(Timestamp::now());
-        execution.log = Some(exit.stdout);
-        execution.error = Some(match exit.state_error {
-            Some(state_error) if exit.stderr.is_empty() => state_error.into_bytes(),
-            Some(state_error) => {
-                let mut error = format!("{state_error}\n\nstderr:\n").into_bytes();
-                error.extend_from_slice(&exit.stderr);
-                error
+        if execution.status.is_terminal() || self.ending.is_some() {
+            return Ok(false);
+        }
+        let (status, message, grace) = match &ending {
+            Ending::Stopped(message) => (ExecutionStatus::Stopped, message.clone(), STOP_GRACE),
+            Ending::TimedOut(message) => {
+                (ExecutionStatus::Timedout, message.clone(), TIMEOUT_GRACE)
             }
-            None => exit.stderr,
-        });
-        let container_id = execution.metadata.container_id.clone();
+        };
+        tracing::info!(execution_id = %self.delivery.message.execution_id, %status, "ending execution early");
+        self.ending = Some(ending);
+        let container_id = self.container_id();
+        let execution = self.execution();
+        execution.status = status;
+        execution.finished_at = Some(Timestamp::now());
+        execution.error = Some(message.into_bytes());
         self.persist().await?;
-        tracing::info!(
-            execution_id = %self.delivery.message.execution_id,
-            exit_code = exit.exit_code,
-            "execution finished"
-        );
-        if let (Some(host), Some(container_id)) = (&self.host, container_id) {
-            let _ = host.cast(HostMessage::Remove { container_id });
+        match (&self.host, container_id) {
+            (Some(host), Some(container_id)) => {
+                host.cast(HostMessage::StopContainer {
+                    container_id,
+                    grace,
+                })?;
+                Ok(false)
+            }
+            // Still pulling: `started` stops the container once it exists.
+            (Some(_), None) => Ok(false),
+            (None, _) => self.ack().await,
+        }
+    }
+
+    async fn exited(&mut self, exit: ContainerExit) -> Step {
+        let ending = self.ending.clone();
+        let execution = self.execution();
+        execution.exit_code = Some(exit.exit_code);
+        execution.log = Some(exit.stdout);
+        let mut error = match &ending {
+            Some(Ending::Stopped(message) | Ending::TimedOut(message)) => {
+                format!("{message}\n").into_bytes()
+            }
+            None => Vec::new(),
+        };
+        if let Some(state_error) = exit.state_error {
+            error.extend_from_slice(state_error.as_bytes());
+            if !exit.stderr.is_empty() {
+                error.extend_from_slice(b"\n\nstderr:\n");
+            }
+        }
+        error.extend_from_slice(&exit.stderr);
+        execution.error = Some(error);
+        if ending.is_none() {
+            execution.status = if exit.exit_code == 0 {
+                ExecutionStatus::Done
+            } else {
+                ExecutionStatus::Failed
+            };
+            execution.finished_at = Some(Timestamp::now());
+        }
+        let status = execution.status;
+        self.persist().await?;
+        tracing::info!(execution_id = %self.delivery.message.execution_id, exit_code = exit.exit_code, %status, "execution finished");
+        self.remove_container();
+        if status == ExecutionStatus::Failed {
+            self.retry_if_allowed().await?;
         }
         self.ack().await
     }
 
-    async fn failed(&mut self, error: RuntimeError) -> Result<Finished, ActorProcessingErr> {
+    async fn failed(&mut self, error: RuntimeError) -> Step {
+        if let Some(ending) = self.ending.clone() {
+            // Already stored as stopped/timed out; nothing more to collect.
+            tracing::info!(?ending, %error, "container gone after an early end");
+            self.remove_container();
+            return self.ack().await;
+        }
         if error.is_host_fault() {
             tracing::warn!(execution_id = %self.delivery.message.execution_id, %error, "host fault, will retry");
             let execution = self.execution();
@@ -301,23 +497,99 @@ impl JobState {
             }
             other => other.to_string(),
         };
-        self.fail(message).await
+        self.finish_without_container(ExecutionStatus::Failed, message)
+            .await
     }
 
-    /// Ends the execution as `failed` with `message`, before or instead of a container result.
-    async fn fail(&mut self, message: String) -> Result<Finished, ActorProcessingErr> {
-        tracing::warn!(execution_id = %self.delivery.message.execution_id, %message, "execution failed");
+    /// Ends the execution with `status` and `message` before or instead of a container result.
+    async fn finish_without_container(&mut self, status: ExecutionStatus, message: String) -> Step {
+        tracing::warn!(execution_id = %self.delivery.message.execution_id, %status, %message, "execution ended without a result");
         let execution = self.execution();
-        execution.status = ExecutionStatus::Failed;
+        execution.status = status;
         execution.finished_at = Some(Timestamp::now());
         execution.error = Some(message.into_bytes());
-        let container_id = execution.metadata.container_id.clone();
         self.persist().await?;
-        if let (Some(host), Some(container_id)) = (&self.host, container_id) {
-            let _ = host.cast(HostMessage::Remove { container_id });
-        }
+        self.remove_container();
         self.ack().await
     }
+
+    /// Creates the automatic retry of this failed execution if the job has retries left. The
+    /// retry's id is derived from this execution's, so doing this twice (after a crash)
+    /// creates one retry and counts it once.
+    async fn retry_if_allowed(&mut self) -> Result<(), StepError> {
+        let Some((job, execution)) = &self.record else {
+            return Ok(());
+        };
+        let store = &self.services.store;
+        let Some(mut job) = store.get_job(&job.task_id, job.job_id).await? else {
+            return Ok(());
+        };
+        if job.metadata.retry_count >= job.metadata.retries {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let retry_number = job.metadata.retry_count + 1;
+        let mut retry =
+            Execution::with_id(retry_execution_id(execution.execution_id), &job, None, now);
+        retry.image = execution.image.clone();
+        retry.command = execution.command.clone();
+        retry.metadata.retry_of = Some(execution.execution_id);
+        if !store.create_execution(&retry).await? {
+            return Ok(());
+        }
+        let backoff = job
+            .metadata
+            .backoff
+            .unwrap_or(self.services.settings.default_backoff);
+        let delay = backoff.delay(retry_number);
+        let due = Timestamp(now.0 + delay.as_micros() as i64);
+        let message = QueueMessage::run(&retry);
+        self.services.queue.push(&message, due).await?;
+        job.metadata.retry_count = retry_number;
+        job.metadata.enqueued_id = Some(message.id);
+        job.last_modified_at = now;
+        store.update_job(&job).await?;
+        tracing::info!(job_id = %job.job_id, retry = retry_number, delay_ms = delay.as_millis() as u64, "retry scheduled");
+        Ok(())
+    }
+
+    /// After a refused write: acknowledge (whoever ended the execution owns it now), remove
+    /// any container, and leave, unless a run is still in flight (`self.host` is set only once
+    /// `Run` was sent): then `abandoned_step` waits for it and removes what it created.
+    fn abandon_now(&mut self) -> Finished {
+        background_ack(&self.services, &self.delivery.message.id);
+        if self.container_id().is_some() {
+            self.remove_container();
+            return true;
+        }
+        self.host.is_none()
+    }
+
+    async fn abandoned_step(&mut self, message: JobMessage) -> Step {
+        match message {
+            JobMessage::Started(started) => {
+                self.execution().metadata.container_id = Some(started.container_id);
+                self.remove_container();
+                Ok(true)
+            }
+            JobMessage::Exited(_) | JobMessage::Failed(_) => {
+                self.remove_container();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// Acknowledges a message in the background (used on paths that cannot wait).
+fn background_ack(services: &Services, id: &str) {
+    let queue = services.queue.clone();
+    let id = id.to_string();
+    tokio::spawn(async move {
+        if let Err(error) = queue.ack(&id).await {
+            tracing::warn!(message_id = %id, %error, "could not acknowledge message");
+        }
+    });
 }
 
 /// The container to run for `execution`, or why it cannot run.

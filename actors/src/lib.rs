@@ -4,6 +4,7 @@
 //! RootActor (supervisor; restarts Api, Poller and Host actors with capped back-off)
 //! ├── ApiActor        answers the gateway's calls; commands and queries
 //! ├── PollerActor     leases due queue messages while there is capacity
+//! ├── SchedulerActor  owns every future firing (startAt, startIn, cron)
 //! ├── HostActor × N   one per Docker host: health, load, container operations
 //! └── JobActor × M    one per execution being run, from lease to acknowledgement
 //! ```
@@ -14,10 +15,12 @@
 pub mod api;
 pub mod host;
 pub mod job;
+pub mod lifecycle;
 pub mod placement;
 pub mod poller;
 pub mod ports;
 pub mod root;
+pub mod scheduler;
 
 use fastlane_proto::farm::Farm;
 use fastlane_proto::redact::Redactor;
@@ -41,6 +44,8 @@ pub struct Settings {
     pub redactor: Redactor,
     /// How many executions this node runs at once (its share of the farms' `maxRunning`).
     pub max_in_flight: usize,
+    /// Retry back-off of jobs that do not set their own.
+    pub default_backoff: fastlane_proto::model::Backoff,
 }
 
 /// Timeout of an actor call made by the gateway or between actors, in milliseconds.

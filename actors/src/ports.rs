@@ -36,7 +36,11 @@ pub enum StoreError {
     /// The backend cannot be reached or refused the operation for a transient reason.
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// A record violates an invariant (duplicate id, corrupt data).
+    /// The write conflicts with what is stored: a duplicate id, or an execution that already
+    /// reached a terminal status.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A record violates an invariant (corrupt data).
     #[error("store error: {0}")]
     Internal(String),
 }
@@ -68,8 +72,24 @@ pub trait Store: Send + Sync + 'static {
         -> Result<Vec<Execution>, StoreError>;
     /// One execution with its output.
     async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError>;
-    /// Writes the execution record; its output too when `log` or `error` is set.
+    /// Writes the execution record; its output too when `log` or `error` is set. Refused with
+    /// `Conflict` when the stored execution is terminal and this write would change its status:
+    /// a terminal status is final (a stop and a finishing run cannot overwrite each other).
     async fn update_execution(&self, execution: &Execution) -> Result<(), StoreError>;
+    /// Inserts the execution unless one with its id exists; `true` when inserted.
+    async fn create_execution(&self, execution: &Execution) -> Result<bool, StoreError>;
+    /// Writes the job record (image, command, metadata, schedule).
+    async fn update_job(&self, job: &Job) -> Result<(), StoreError>;
+    /// Writes the job's schedule only if its stored `next_fire_at` is still `expected`
+    /// (compare-and-set against concurrent updates); `true` when written.
+    async fn update_schedule(
+        &self,
+        job_id: Uuid,
+        expected: Option<Timestamp>,
+        schedule: Option<&fastlane_proto::schedule::JobSchedule>,
+    ) -> Result<bool, StoreError>;
+    /// Jobs with a future firing, soonest first.
+    async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError>;
     /// Executions in any of `statuses` (for reconciliation at start).
     async fn executions_in(
         &self,
@@ -237,6 +257,8 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn wait(&self, container_id: &str) -> Result<(), RuntimeError>;
     /// Reads the exited container's exit code and whole stdout and stderr.
     async fn collect(&self, container_id: &str) -> Result<ContainerExit, RuntimeError>;
+    /// Stops the container: SIGTERM, then SIGKILL after `grace`.
+    async fn stop(&self, container_id: &str, grace: Duration) -> Result<(), RuntimeError>;
     /// Removes the container (forcibly).
     async fn remove(&self, container_id: &str) -> Result<(), RuntimeError>;
     /// Ids of the running containers whose names start with `fastlane-job-`.

@@ -4,6 +4,7 @@
 //! RootActor
 //! ├── ApiActor        restarted with capped back-off if it fails
 //! ├── PollerActor     restarted with capped back-off, keeping the in-flight set
+//! ├── SchedulerActor  restarted with capped back-off; rebuilds its index from the store
 //! ├── HostActor × N   restarted with capped back-off (one per host)
 //! └── JobActor × M    never restarted: a failed one releases its message for a later delivery
 //! ```
@@ -21,6 +22,7 @@ use crate::host::{HostActor, HostArgs, HostMessage, HostStatus};
 use crate::job::{JobActor, JobArgs};
 use crate::poller::{PollerActor, PollerArgs, PollerMessage, POLLER_NAME};
 use crate::ports::{ContainerRuntime, Delivery, QueueMessage};
+use crate::scheduler::{SchedulerActor, SCHEDULER_NAME};
 use crate::Services;
 use fastlane_proto::backoff::capped_exponential;
 use fastlane_proto::farm::DockerEndpoint;
@@ -37,6 +39,7 @@ use std::time::Duration;
 pub enum ChildKind {
     Api,
     Poller,
+    Scheduler,
     Host(usize),
 }
 
@@ -117,6 +120,7 @@ impl Actor for RootActor {
             state.spawn_child(&myself, ChildKind::Host(index)).await?;
         }
         state.spawn_child(&myself, ChildKind::Api).await?;
+        state.spawn_child(&myself, ChildKind::Scheduler).await?;
         state.spawn_child(&myself, ChildKind::Poller).await?;
         Ok(())
     }
@@ -202,6 +206,16 @@ impl RootState {
                         .await?;
                 actor.get_cell()
             }
+            ChildKind::Scheduler => {
+                let (actor, _) = Actor::spawn_linked(
+                    Some(SCHEDULER_NAME.to_string()),
+                    SchedulerActor,
+                    self.services.clone(),
+                    supervisor,
+                )
+                .await?;
+                actor.get_cell()
+            }
             ChildKind::Poller => {
                 let args = PollerArgs {
                     services: self.services.clone(),
@@ -237,6 +251,7 @@ impl RootState {
 
     async fn spawn_job(&mut self, myself: &ActorRef<RootMessage>, delivery: Delivery) {
         let message_id = delivery.message.id.clone();
+        let name = crate::job::job_actor_name(delivery.message.execution_id);
         let hosts: Vec<(DockerEndpoint, ActorRef<HostMessage>)> = self
             .runtimes
             .iter()
@@ -248,7 +263,7 @@ impl RootState {
             delivery,
             hosts,
         };
-        match Actor::spawn_linked(None, JobActor, args, myself.get_cell()).await {
+        match Actor::spawn_linked(Some(name), JobActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 self.jobs.insert(actor.get_id(), message_id);
             }

@@ -12,6 +12,7 @@ pub mod image;
 pub mod model;
 pub mod payload;
 pub mod redact;
+pub mod schedule;
 pub mod search;
 pub mod status;
 pub mod timestamp;

@@ -3,6 +3,7 @@
 //! Task (user-chosen id) → Job (uuid; image, command, options) → Execution (uuid; one container
 //! run). Retries and later firings create new executions of the same job.
 
+use crate::schedule::JobSchedule;
 use crate::status::ExecutionStatus;
 use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -35,8 +36,27 @@ pub struct Job {
     pub request_ip: Option<String>,
     pub metadata: JobMetadata,
     pub scheduled: bool,
+    /// Future firings (`startAt`, `startIn`, `cron`), owned by the scheduler.
+    #[serde(default)]
+    pub schedule: Option<JobSchedule>,
     pub created_at: Timestamp,
     pub last_modified_at: Timestamp,
+}
+
+/// Retry back-off of a job: `minMs × factor^n`, capped at `maxMs` (n = 1 for the first retry).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backoff {
+    pub min_ms: u64,
+    pub factor: f64,
+    pub max_ms: u64,
+}
+
+impl Backoff {
+    /// The delay before retry number `retry` (1-based).
+    pub fn delay(&self, retry: u32) -> std::time::Duration {
+        crate::backoff::capped_exponential(self.min_ms, self.factor, retry, self.max_ms)
+    }
 }
 
 /// The job's options, stored and shown under `metadata` with the original's key names.
@@ -57,6 +77,9 @@ pub struct JobMetadata {
     pub enqueued_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
+    /// Per-job retry back-off; the configured default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
 }
 
 /// One run of a job in one container.
@@ -96,13 +119,29 @@ pub struct ExecutionMetadata {
     /// Things that went wrong but did not stop the run (e.g. a failed pull of a present image).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// For a scheduled firing: the time it was due (ISO, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<String>,
+    /// For an automatic retry: the execution it retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<Uuid>,
 }
 
 impl Execution {
     /// A new execution of `job`, waiting in the queue.
     pub fn new(job: &Job, request_ip: Option<String>, now: Timestamp) -> Execution {
+        Self::with_id(Uuid::new_v4(), job, request_ip, now)
+    }
+
+    /// A new execution of `job` with a chosen id (deterministic for firings and retries).
+    pub fn with_id(
+        execution_id: Uuid,
+        job: &Job,
+        request_ip: Option<String>,
+        now: Timestamp,
+    ) -> Execution {
         Execution {
-            execution_id: Uuid::new_v4(),
+            execution_id,
             task_id: job.task_id.clone(),
             job_id: job.job_id,
             image: job.image.clone(),

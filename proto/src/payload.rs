@@ -3,8 +3,12 @@
 //! Everything is checked before anything is written: a request either parses completely into an
 //! [`EnqueueRequest`] or is refused with a message naming the offending field.
 
+use crate::model::Backoff;
+use crate::schedule::{parse_start_in, CronSchedule, Misfire, Overlap};
+use crate::timestamp::Timestamp;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Bodies larger than this are refused before parsing.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -23,6 +27,22 @@ pub struct EnqueueRequest {
     pub notify: Value,
     pub webhooks: Value,
     pub additional_dns_entries: Vec<(String, String)>,
+    /// When to run; `None` runs it now.
+    pub schedule: Option<ScheduleRequest>,
+    pub misfire: Misfire,
+    pub overlap: Overlap,
+    pub backoff: Option<Backoff>,
+}
+
+/// When a job should run, as requested.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScheduleRequest {
+    StartAt(Timestamp),
+    StartIn(Duration),
+    Cron {
+        expression: String,
+        timezone: Option<String>,
+    },
 }
 
 /// Why a request was refused; the message is shown to the client as is.
@@ -71,19 +91,75 @@ pub fn parse_enqueue(body: &[u8]) -> Result<EnqueueRequest, PayloadError> {
         return invalid("'command' has unbalanced quotes.");
     }
 
+    // As the original: a scheduling field that is null, 0 or "" counts as absent.
+    let present = |field: &str| {
+        object
+            .get(field)
+            .filter(|value| !matches!(value, Value::Null | Value::Bool(false)))
+            .filter(|value| value.as_f64() != Some(0.0) && value.as_str() != Some(""))
+    };
     let schedule_fields: Vec<&str> = ["startAt", "startIn", "cron"]
         .into_iter()
-        .filter(|field| object.get(*field).is_some_and(|value| !value.is_null()))
+        .filter(|field| present(field).is_some())
         .collect();
     if schedule_fields.len() > 1 {
         return invalid("Only ONE of 'startAt', 'startIn' and 'cron' should be in the request.");
     }
-    if let Some(field) = schedule_fields.first() {
-        return invalid(format!(
-            "'{field}' is not supported by this node yet: scheduled and cron jobs are not \
-             available, post the job without it to run it now."
-        ));
+    let timezone = match object.get("timezone") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name.clone()),
+        Some(_) => {
+            return invalid("'timezone' must be an IANA time zone name such as \"Europe/Berlin\".")
+        }
+    };
+    let schedule = match schedule_fields.first().copied() {
+        None => None,
+        Some("startAt") => {
+            let value = present("startAt").expect("present");
+            let seconds = value
+                .as_f64()
+                .filter(|seconds| seconds.is_finite() && *seconds >= 0.0 && *seconds < 1e11)
+                .ok_or_else(|| {
+                    PayloadError("'startAt' must be a unix timestamp in seconds.".into())
+                })?;
+            Some(ScheduleRequest::StartAt(Timestamp::from_unix_seconds(
+                seconds as i64,
+            )))
+        }
+        Some("startIn") => {
+            let text = present("startIn")
+                .expect("present")
+                .as_str()
+                .ok_or_else(|| {
+                    PayloadError("'startIn' must be a string like \"2h30m50s\".".into())
+                })?;
+            Some(ScheduleRequest::StartIn(
+                parse_start_in(text).map_err(PayloadError)?,
+            ))
+        }
+        Some(_) => {
+            let expression = present("cron").expect("present").as_str().ok_or_else(|| {
+                PayloadError("'cron' must be a string like \"*/10 * * * *\".".into())
+            })?;
+            CronSchedule::parse(expression, timezone.as_deref()).map_err(PayloadError)?;
+            Some(ScheduleRequest::Cron {
+                expression: expression.trim().to_string(),
+                timezone: timezone.clone(),
+            })
+        }
+    };
+    let is_cron = matches!(schedule, Some(ScheduleRequest::Cron { .. }));
+    for field in ["timezone", "misfire", "overlap"] {
+        if !is_cron && object.get(field).is_some_and(|value| !value.is_null()) {
+            return invalid(format!("'{field}' only applies to cron jobs."));
+        }
     }
+    let misfire = parse_policy(object.get("misfire"), "misfire", &["skip", "latest", "all"])?;
+    let overlap = parse_policy(
+        object.get("overlap"),
+        "overlap",
+        &["allow", "forbid", "replace"],
+    )?;
 
     Ok(EnqueueRequest {
         image: image.to_string(),
@@ -131,7 +207,56 @@ pub fn parse_enqueue(body: &[u8]) -> Result<EnqueueRequest, PayloadError> {
                 .ok_or("an object with a 'url' string")
         })?,
         additional_dns_entries: parse_dns_entries(object.get("additionalDNSEntries"))?,
+        schedule,
+        misfire,
+        overlap,
+        backoff: parse_backoff(object.get("backoff"))?,
     })
+}
+
+fn parse_policy<T: serde::de::DeserializeOwned + Default>(
+    value: Option<&Value>,
+    field: &str,
+    choices: &[&str],
+) -> Result<T, PayloadError> {
+    match value {
+        None | Some(Value::Null) => Ok(T::default()),
+        Some(value) => serde_json::from_value(value.clone())
+            .map_err(|_| PayloadError(format!("'{field}' must be one of {}.", choices.join(", ")))),
+    }
+}
+
+fn parse_backoff(value: Option<&Value>) -> Result<Option<Backoff>, PayloadError> {
+    let Some(value) = value.filter(|value| !value.is_null()) else {
+        return Ok(None);
+    };
+    let error = || {
+        PayloadError("'backoff' must be {\"minMs\": n, \"factor\": x, \"maxMs\": n} with minMs <= maxMs and factor >= 1.".into())
+    };
+    let object = value.as_object().ok_or_else(error)?;
+    let min_ms = object
+        .get("minMs")
+        .and_then(Value::as_u64)
+        .ok_or_else(error)?;
+    let factor = match object.get("factor") {
+        None => 2.0,
+        Some(factor) => factor
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 1.0 && *f <= 100.0)
+            .ok_or_else(error)?,
+    };
+    let max_ms = match object.get("maxMs") {
+        None => 3_600_000,
+        Some(max) => max.as_u64().ok_or_else(error)?,
+    };
+    if min_ms > max_ms || max_ms > 7 * 86_400_000 {
+        return Err(error());
+    }
+    Ok(Some(Backoff {
+        min_ms,
+        factor,
+        max_ms,
+    }))
 }
 
 fn parse_count(value: Option<&Value>, field: &str) -> Result<u32, PayloadError> {
@@ -266,6 +391,42 @@ mod tests {
     }
 
     #[test]
+    fn parses_schedules() {
+        let parse = |extra: &str| {
+            parse_enqueue(format!(r#"{{"image": "a", "command": "b"{extra}}}"#).as_bytes()).unwrap()
+        };
+        assert_eq!(parse(r#", "startAt": 0"#).schedule, None);
+        assert_eq!(parse(r#", "startIn": "", "cron": null"#).schedule, None);
+        assert_eq!(
+            parse(r#", "startAt": 1700000000"#).schedule,
+            Some(ScheduleRequest::StartAt(Timestamp::from_unix_seconds(
+                1_700_000_000
+            )))
+        );
+        assert_eq!(
+            parse(r#", "startIn": "1m30s""#).schedule,
+            Some(ScheduleRequest::StartIn(Duration::from_secs(90)))
+        );
+        let cron = parse(
+            r#", "cron": "*/5 * * * * *", "timezone": "Asia/Tokyo", "misfire": "all", "overlap": "allow""#,
+        );
+        assert_eq!(cron.misfire, Misfire::All);
+        assert_eq!(cron.overlap, Overlap::Allow);
+        assert!(matches!(
+            cron.schedule,
+            Some(ScheduleRequest::Cron {
+                timezone: Some(_),
+                ..
+            })
+        ));
+        let backoff = parse(r#", "backoff": {"minMs": 100, "factor": 3, "maxMs": 1000}"#)
+            .backoff
+            .unwrap();
+        assert_eq!(backoff.delay(1).as_millis(), 300);
+        assert_eq!(backoff.delay(5).as_millis(), 1000);
+    }
+
+    #[test]
     fn ignores_non_object_metadata_like_the_original() {
         for metadata in [r#""qwe""#, "123", r#"["as"]"#, "{}"] {
             let body = format!(r#"{{"image": "a", "command": "b", "metadata": {metadata}}}"#);
@@ -314,7 +475,30 @@ mod tests {
             error(r#"{"image": "a", "command": "x", "startAt": 1, "cron": "* * * * *"}"#)
                 .starts_with("Only ONE")
         );
-        assert!(error(r#"{"image": "a", "command": "x", "startIn": "1s"}"#).contains("startIn"));
+        assert!(error(r#"{"image": "a", "command": "x", "startIn": "soon"}"#).contains("startIn"));
+        assert!(error(r#"{"image": "a", "command": "x", "startIn": 5}"#).contains("startIn"));
+        assert!(error(r#"{"image": "a", "command": "x", "startAt": "now"}"#).contains("startAt"));
+        assert!(error(r#"{"image": "a", "command": "x", "startAt": -1}"#).contains("startAt"));
+        assert!(error(r#"{"image": "a", "command": "x", "cron": "99 * * * *"}"#).contains("cron"));
+        assert!(
+            error(r#"{"image": "a", "command": "x", "cron": "* * * * *", "timezone": "X/Y"}"#)
+                .contains("timezone")
+        );
+        assert!(
+            error(r#"{"image": "a", "command": "x", "timezone": "UTC"}"#).contains("cron jobs")
+        );
+        assert!(
+            error(r#"{"image": "a", "command": "x", "cron": "* * * * *", "misfire": "some"}"#)
+                .contains("misfire")
+        );
+        assert!(
+            error(r#"{"image": "a", "command": "x", "backoff": {"minMs": 10, "maxMs": 5}}"#)
+                .contains("backoff")
+        );
+        assert!(error(
+            r#"{"image": "a", "command": "x", "backoff": {"minMs": 10, "factor": 0.5}}"#
+        )
+        .contains("backoff"));
         let huge = format!(
             r#"{{"image": "a", "command": "{}"}}"#,
             "x".repeat(MAX_BODY_BYTES)

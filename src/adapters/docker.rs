@@ -12,7 +12,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StartContainerOptions, WaitContainerOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use fastlane_actors::ports::{
@@ -333,6 +333,29 @@ impl ContainerRuntime for DockerRuntime {
             stderr,
             state_error: state.error.filter(|error| !error.is_empty()),
         })
+    }
+
+    async fn stop(&self, container_id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let options = StopContainerOptions {
+            t: Some(grace.as_secs().clamp(0, 600) as i32),
+            signal: None,
+        };
+        match self
+            .bounded(
+                self.call_timeout + grace,
+                self.docker.stop_container(container_id, Some(options)),
+            )
+            .await
+        {
+            // 304: already stopped.
+            Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
+            Err(RuntimeError::Rejected(message))
+                if message.is_empty() || message.contains("not running") =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     async fn remove(&self, container_id: &str) -> Result<(), RuntimeError> {

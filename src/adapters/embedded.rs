@@ -40,6 +40,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_task ON jobs (task_id, last_modified_at);
+CREATE TABLE IF NOT EXISTS schedules (
+    job_id TEXT PRIMARY KEY,
+    next_fire_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS schedules_by_time ON schedules (next_fire_at);
 CREATE TABLE IF NOT EXISTS executions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     execution_id TEXT NOT NULL UNIQUE,
@@ -80,11 +85,19 @@ enum DbError {
     Json(#[from] serde_json::Error),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl From<DbError> for StoreError {
     fn from(error: DbError) -> Self {
         match error {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(code, _))
+                if code.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::Conflict(error.to_string())
+            }
+            DbError::Conflict(message) => StoreError::Conflict(message),
             DbError::Sqlite(rusqlite::Error::SqliteFailure(code, _))
                 if matches!(
                     code.code,
@@ -105,7 +118,9 @@ impl From<DbError> for QueueError {
     fn from(error: DbError) -> Self {
         match StoreError::from(error) {
             StoreError::Unavailable(message) => QueueError::Unavailable(message),
-            StoreError::Internal(message) => QueueError::Internal(message),
+            StoreError::Conflict(message) | StoreError::Internal(message) => {
+                QueueError::Internal(message)
+            }
         }
     }
 }
@@ -172,6 +187,42 @@ fn task_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskSummary> {
     })
 }
 
+/// Keeps the `schedules` index in line with the job's schedule.
+fn index_schedule(connection: &Connection, job: &Job) -> Result<(), DbError> {
+    let job_id = job.job_id.to_string();
+    match job
+        .schedule
+        .as_ref()
+        .and_then(|schedule| schedule.next_fire_at)
+    {
+        Some(next) => connection.execute(
+            "INSERT INTO schedules (job_id, next_fire_at) VALUES (?1, ?2)
+             ON CONFLICT (job_id) DO UPDATE SET next_fire_at = excluded.next_fire_at",
+            params![job_id, next.0],
+        )?,
+        None => connection.execute("DELETE FROM schedules WHERE job_id = ?1", params![job_id])?,
+    };
+    Ok(())
+}
+
+fn write_job(connection: &Connection, job: &Job) -> Result<(), DbError> {
+    let updated = connection.execute(
+        "UPDATE jobs SET last_modified_at = ?2, record = ?3 WHERE job_id = ?1",
+        params![
+            job.job_id.to_string(),
+            job.last_modified_at.0,
+            serde_json::to_string(job)?
+        ],
+    )?;
+    if updated == 0 {
+        return Err(DbError::Conflict(format!(
+            "job {} does not exist",
+            job.job_id
+        )));
+    }
+    index_schedule(connection, job)
+}
+
 fn insert_execution(transaction: &Connection, execution: &Execution) -> Result<(), DbError> {
     transaction.execute(
         "INSERT INTO executions (execution_id, job_id, status, record) VALUES (?1, ?2, ?3, ?4)",
@@ -192,15 +243,36 @@ impl Store for Embedded {
         let execution = execution.cloned();
         self.with(move |connection| {
             let transaction = connection.transaction()?;
-            let now = job.created_at.0;
-            let inserted = transaction.execute(
+            let now = job.last_modified_at.0;
+            let owner: Option<String> = transaction
+                .query_row("SELECT task_id FROM jobs WHERE job_id = ?1", params![job.job_id.to_string()], |row| row.get(0))
+                .optional()?;
+            match owner {
+                Some(owner) if owner != job.task_id => {
+                    return Err(DbError::Conflict(format!("job {} belongs to another task", job.job_id)));
+                }
+                Some(_) => {
+                    // An update (PUT) of a job of this task.
+                    write_job(&transaction, &job)?;
+                    transaction.execute(
+                        "UPDATE tasks SET last_modified_at = ?2 WHERE task_id = ?1",
+                        params![job.task_id, now],
+                    )?;
+                    if let Some(execution) = &execution {
+                        insert_execution(&transaction, execution)?;
+                    }
+                    transaction.commit()?;
+                    return Ok(());
+                }
+                None => {}
+            }
+            transaction.execute(
                 "INSERT INTO tasks (task_id, created_at, last_modified_at, jobs_count)
                  VALUES (?1, ?2, ?2, 1)
                  ON CONFLICT (task_id) DO UPDATE
                  SET last_modified_at = excluded.last_modified_at, jobs_count = jobs_count + 1",
                 params![job.task_id, now],
             )?;
-            debug_assert_eq!(inserted, 1);
             let task_seq: i64 = transaction.query_row(
                 "SELECT seq FROM tasks WHERE task_id = ?1",
                 params![job.task_id],
@@ -219,6 +291,7 @@ impl Store for Embedded {
             if let Some(execution) = &execution {
                 insert_execution(&transaction, execution)?;
             }
+            index_schedule(&transaction, &job)?;
             transaction.commit()?;
             Ok(())
         })
@@ -242,6 +315,7 @@ impl Store for Embedded {
             )?;
             transaction.execute("DELETE FROM executions WHERE job_id = ?1", params![job_id])?;
             transaction.execute("DELETE FROM jobs WHERE job_id = ?1", params![job_id])?;
+            transaction.execute("DELETE FROM schedules WHERE job_id = ?1", params![job_id])?;
             transaction.execute(
                 "UPDATE tasks SET jobs_count = jobs_count - 1 WHERE task_id = ?1",
                 params![task_id],
@@ -419,12 +493,23 @@ impl Store for Embedded {
         self.with(move |connection| {
             let transaction = connection.transaction()?;
             let id = execution.execution_id.to_string();
-            let updated = transaction.execute(
-                "UPDATE executions SET status = ?2, record = ?3 WHERE execution_id = ?1",
-                params![id, execution.status.as_str(), serde_json::to_string(&execution)?],
-            )?;
-            if updated == 0 {
-                insert_execution(&transaction, &execution)?;
+            let stored: Option<String> = transaction
+                .query_row("SELECT status FROM executions WHERE execution_id = ?1", params![id], |row| row.get(0))
+                .optional()?;
+            match stored.as_deref().and_then(ExecutionStatus::parse) {
+                Some(stored) if stored.is_terminal() && stored != execution.status => {
+                    return Err(DbError::Conflict(format!(
+                        "execution {id} is already {stored}, it cannot become {}",
+                        execution.status
+                    )));
+                }
+                Some(_) => {
+                    transaction.execute(
+                        "UPDATE executions SET status = ?2, record = ?3 WHERE execution_id = ?1",
+                        params![id, execution.status.as_str(), serde_json::to_string(&execution)?],
+                    )?;
+                }
+                None => insert_execution(&transaction, &execution)?,
             }
             if execution.log.is_some() || execution.error.is_some() {
                 transaction.execute(
@@ -435,6 +520,95 @@ impl Store for Embedded {
             }
             transaction.commit()?;
             Ok(())
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn create_execution(&self, execution: &Execution) -> Result<bool, StoreError> {
+        let execution = execution.clone();
+        self.with(move |connection| {
+            let inserted = connection.execute(
+                "INSERT OR IGNORE INTO executions (execution_id, job_id, status, record) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    execution.execution_id.to_string(),
+                    execution.job_id.to_string(),
+                    execution.status.as_str(),
+                    serde_json::to_string(&execution)?
+                ],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn update_job(&self, job: &Job) -> Result<(), StoreError> {
+        let job = job.clone();
+        self.with(move |connection| {
+            let transaction = connection.transaction()?;
+            write_job(&transaction, &job)?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn update_schedule(
+        &self,
+        job_id: Uuid,
+        expected: Option<Timestamp>,
+        schedule: Option<&fastlane_proto::schedule::JobSchedule>,
+    ) -> Result<bool, StoreError> {
+        let schedule = schedule.cloned();
+        self.with(move |connection| {
+            let transaction = connection.transaction()?;
+            let record: Option<String> = transaction
+                .query_row(
+                    "SELECT record FROM jobs WHERE job_id = ?1",
+                    params![job_id.to_string()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let Some(record) = record else {
+                return Ok(false);
+            };
+            let mut job: Job = serde_json::from_str(&record)?;
+            if job
+                .schedule
+                .as_ref()
+                .and_then(|current| current.next_fire_at)
+                != expected
+            {
+                return Ok(false);
+            }
+            job.scheduled = schedule
+                .as_ref()
+                .is_some_and(|schedule| schedule.cron.is_some());
+            job.schedule = schedule;
+            job.last_modified_at = Timestamp::now();
+            write_job(&transaction, &job)?;
+            transaction.commit()?;
+            Ok(true)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.with(|connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT jobs.record FROM schedules JOIN jobs ON jobs.job_id = schedules.job_id
+                 ORDER BY schedules.next_fire_at",
+            )?;
+            let records = statement
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            records
+                .iter()
+                .map(|record| serde_json::from_str(record).map_err(DbError::from))
+                .collect()
         })
         .await
         .map_err(StoreError::from)

@@ -209,7 +209,25 @@ async fn route(
             let task_id = valid_task_id(task_id, "enqueue_job")?;
             let ip = request_ip(request.headers(), peer);
             let body = read_body(request).await?;
-            enqueue(settings, &urls, task_id, ip, &body).await
+            enqueue(settings, &urls, task_id, None, ip, &body).await
+        }
+        (Method::PUT, ["tasks", task_id, "jobs", job_id]) => {
+            let task_id = valid_task_id(task_id, "enqueue_job")?;
+            let job_id = Uuid::parse_str(job_id).map_err(|_| {
+                Failure::invalid(
+                    "enqueue_job",
+                    format!("The job_id {job_id} is not a valid UUID4. All job IDs must be UUID4."),
+                )
+            })?;
+            let ip = request_ip(request.headers(), peer);
+            let body = read_body(request).await?;
+            enqueue(settings, &urls, task_id, Some(job_id), ip, &body).await
+        }
+        (Method::POST, ["tasks", task_id, "jobs", job_id, action @ ("stop" | "retry")]) => {
+            stop_or_retry(settings, &urls, task_id, job_id, action).await
+        }
+        (Method::POST, ["tasks", task_id, "jobs", job_id, "executions", execution_id, "stop"]) => {
+            stop_execution(settings, &urls, task_id, job_id, execution_id).await
         }
         (_, ["tasks", task_id]) => task(settings, &urls, task_id).await,
         (Method::GET, ["tasks", task_id, "jobs", job_id]) => {
@@ -464,6 +482,7 @@ async fn enqueue(
     settings: &GatewaySettings,
     urls: &Urls,
     task_id: &str,
+    job_id: Option<Uuid>,
     ip: String,
     body: &[u8],
 ) -> Result<HttpResponse, Failure> {
@@ -471,6 +490,7 @@ async fn enqueue(
     let task_id = task_id.to_string();
     let enqueued = call(settings, "enqueue_job", |reply| ApiMessage::Enqueue {
         task_id,
+        job_id,
         request: Box::new(request),
         request_ip: Some(ip),
         reply,
@@ -633,6 +653,101 @@ async fn output_of(
             .insert("fastlane-exit-code", HeaderValue::from(exit_code));
     }
     Ok(response)
+}
+
+/// `…/stop/` and `…/retry/` of a job: both answer the job's links (the original's retry
+/// answered 500 after doing its work, its bug 15).
+async fn stop_or_retry(
+    settings: &GatewaySettings,
+    urls: &Urls,
+    task_id: &str,
+    job_id: &str,
+    action: &str,
+) -> Result<HttpResponse, Failure> {
+    let operation = if action == "stop" {
+        "stop_job"
+    } else {
+        "retry_job"
+    };
+    let not_found = || Failure::not_found(operation, "Job not found in task.");
+    let job_uuid = Uuid::parse_str(job_id).map_err(|_| not_found())?;
+    let owned = task_id.to_string();
+    let found = if action == "stop" {
+        call(settings, operation, |reply| ApiMessage::StopJob {
+            task_id: owned,
+            job_id: job_uuid,
+            reply,
+        })
+        .await?
+        .map_err(api_failure(operation))?
+        .is_some()
+    } else {
+        call(settings, operation, |reply| ApiMessage::Retry {
+            task_id: owned,
+            job_id: job_uuid,
+            reply,
+        })
+        .await?
+        .map_err(api_failure(operation))?
+        .is_some()
+    };
+    if !found {
+        return Err(not_found());
+    }
+    ok(
+        settings,
+        &json!({
+            "taskId": task_id,
+            "jobId": job_id,
+            "jobUrl": urls.job(task_id, job_uuid),
+            "taskUrl": urls.task(task_id),
+        }),
+    )
+}
+
+async fn stop_execution(
+    settings: &GatewaySettings,
+    urls: &Urls,
+    task_id: &str,
+    job_id: &str,
+    execution_id: &str,
+) -> Result<HttpResponse, Failure> {
+    const OPERATION: &str = "stop_job_execution";
+    let no_job = || {
+        Failure::not_found(
+            OPERATION,
+            format!("Task ({task_id}) or Job ({job_id}) not found."),
+        )
+    };
+    let no_execution = || {
+        Failure::not_found(
+            OPERATION,
+            format!("Job Execution ({execution_id}) not found in Job ({job_id})."),
+        )
+    };
+    let job_uuid = Uuid::parse_str(job_id).map_err(|_| no_job())?;
+    let execution_uuid = Uuid::parse_str(execution_id).map_err(|_| no_execution())?;
+    let owned = task_id.to_string();
+    let lookup = call(settings, OPERATION, |reply| ApiMessage::StopExecution {
+        task_id: owned,
+        job_id: job_uuid,
+        execution_id: execution_uuid,
+        reply,
+    })
+    .await?
+    .map_err(api_failure(OPERATION))?;
+    match lookup {
+        ExecutionLookup::NoJob => Err(no_job()),
+        ExecutionLookup::Found(_) => ok(
+            settings,
+            &json!({
+                "task": {"id": task_id, "url": urls.task(task_id)},
+                "job": {"id": job_id, "url": urls.job(task_id, job_uuid)},
+                "execution": {"id": execution_id, "url": urls.execution(task_id, job_uuid, execution_uuid)},
+            }),
+        ),
+        _ => Err(no_execution()),
+    }
 }
 
 #[cfg(test)]

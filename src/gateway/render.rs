@@ -5,6 +5,7 @@ use super::http::percent_encode;
 use fastlane_actors::api::JobView;
 use fastlane_actors::ports::Paged;
 use fastlane_proto::redact::Redactor;
+use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::{Execution, Job, TaskSummary, Timestamp};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -89,7 +90,26 @@ pub fn job_details(view: &JobView, urls: &Urls, redactor: &Redactor) -> Value {
             "requestIPAddress": job.request_ip,
             "metadata": job_metadata(job, redactor),
             "executions": executions,
+            "schedule": job.schedule.as_ref().map(schedule),
         }
+    })
+}
+
+/// A job's schedule: when it fires next, its policies, the firings it missed.
+pub fn schedule(schedule: &JobSchedule) -> Value {
+    let missed: Vec<Value> = schedule
+        .missed
+        .iter()
+        .map(|missed| json!({"scheduledAt": missed.scheduled_at.iso(), "reason": missed.reason}))
+        .collect();
+    json!({
+        "cron": schedule.cron,
+        "timezone": schedule.timezone.as_deref().unwrap_or("UTC"),
+        "nextFireAt": iso(schedule.next_fire_at),
+        "misfire": schedule.misfire,
+        "overlap": schedule.overlap,
+        "missedCount": schedule.missed_count,
+        "missed": missed,
     })
 }
 

@@ -1,0 +1,50 @@
+//! Stopping an execution, wherever it is in its life. Used by the ApiActor (stop and retry
+//! routes) and the SchedulerActor (`overlap: replace`).
+//!
+//! An execution run by a JobActor on this node is stopped by that actor (it stops the container
+//! and stores the result as `stopped`). One that no JobActor owns yet is marked `stopped` in the
+//! store and its queue message removed; should a JobActor take it at the same moment, its next
+//! write is refused (a terminal status is final) and it cleans up.
+
+use crate::job::{job_actor_name, JobMessage};
+use crate::ports::StoreError;
+use crate::Services;
+use fastlane_proto::{ExecutionStatus, Timestamp};
+use ractor::ActorRef;
+use uuid::Uuid;
+
+/// Stops execution `execution_id` with `reason` (stored in its `error`). A finished execution
+/// is left as it is.
+pub async fn stop_execution(
+    services: &Services,
+    execution_id: Uuid,
+    reason: &str,
+) -> Result<(), StoreError> {
+    if let Some(actor) = ActorRef::<JobMessage>::where_is(job_actor_name(execution_id)) {
+        let _ = actor.cast(JobMessage::Stop {
+            reason: reason.to_string(),
+        });
+        return Ok(());
+    }
+    let Some(mut execution) = services.store.get_execution(execution_id).await? else {
+        return Ok(());
+    };
+    if execution.status.is_terminal() {
+        return Ok(());
+    }
+    let now = Timestamp::now();
+    execution.status = ExecutionStatus::Stopped;
+    execution.finished_at = Some(now);
+    execution.last_modified_at = now;
+    execution.error = Some(reason.as_bytes().to_vec());
+    match services.store.update_execution(&execution).await {
+        Ok(()) | Err(StoreError::Conflict(_)) => {}
+        Err(error) => return Err(error),
+    }
+    // A message not yet leased goes; a leased one is acknowledged by its JobActor, which finds
+    // the execution stopped (and removes any container it had started).
+    if let Err(error) = services.queue.ack(&execution_id.to_string()).await {
+        tracing::warn!(%execution_id, %error, "could not remove the queue message of a stopped execution");
+    }
+    Ok(())
+}

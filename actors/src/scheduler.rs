@@ -1,0 +1,269 @@
+//! SchedulerActor: owns every future firing (`startAt`, `startIn`, `cron`). Started and
+//! restarted by the RootActor, registered under [`SCHEDULER_NAME`].
+//!
+//! In: `Schedule` / `Unschedule` (ApiActor, after a job's schedule changed in the store), `Tick`
+//! (its own timer), `Next` (status). Out: executions and queue messages for due firings; the
+//! job's new schedule in the store; `Stop` to a JobActor for `overlap: replace`.
+//!
+//! The store is the truth; this actor keeps an index of (next firing, job) in memory, rebuilt
+//! from the store when it starts. A firing's execution id is derived from (job, scheduled time),
+//! so firing a slot twice (a crash between creating the execution and moving the schedule on,
+//! or two nodes) creates one execution. The schedule is moved on with a compare-and-set, so a
+//! concurrent update of the job (PUT, stop) always wins over a firing in progress.
+
+use crate::lifecycle::stop_execution;
+use crate::ports::{QueueMessage, StoreError};
+use crate::Services;
+use fastlane_proto::schedule::{due_firings, firing_execution_id, CronSchedule, Overlap};
+use fastlane_proto::{Execution, Job, Timestamp};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The registered name of the scheduler.
+pub const SCHEDULER_NAME: &str = "fastlane-scheduler";
+
+pub enum SchedulerMessage {
+    /// The job's schedule changed: fire it at `next`, replacing any previous entry.
+    Schedule {
+        job_id: Uuid,
+        task_id: String,
+        next: Timestamp,
+    },
+    /// The job has no schedule any more.
+    Unschedule {
+        job_id: Uuid,
+    },
+    Tick,
+    /// The number of scheduled jobs and the earliest firing.
+    Next(RpcReplyPort<(usize, Option<Timestamp>)>),
+}
+
+pub struct SchedulerActor;
+
+pub struct SchedulerState {
+    services: Services,
+    /// (next firing, job id), soonest first.
+    queue: BTreeSet<(Timestamp, Uuid)>,
+    /// job id → (next firing, task id).
+    entries: HashMap<Uuid, (Timestamp, String)>,
+}
+
+/// How often due firings are looked for; bounds the firing lag.
+const TICK: Duration = Duration::from_millis(50);
+/// Firings handled per tick, so that the mailbox stays responsive under a burst.
+const FIRINGS_PER_TICK: usize = 500;
+
+impl Actor for SchedulerActor {
+    type Msg = SchedulerMessage;
+    type State = SchedulerState;
+    type Arguments = Services;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SchedulerMessage>,
+        services: Services,
+    ) -> Result<SchedulerState, ActorProcessingErr> {
+        let mut state = SchedulerState {
+            services,
+            queue: BTreeSet::new(),
+            entries: HashMap::new(),
+        };
+        for job in state.services.store.scheduled_jobs().await? {
+            if let Some(next) = job
+                .schedule
+                .as_ref()
+                .and_then(|schedule| schedule.next_fire_at)
+            {
+                state.set(job.job_id, job.task_id.clone(), next);
+            }
+        }
+        tracing::info!(scheduled = state.entries.len(), "scheduler loaded");
+        myself.send_interval(TICK, || SchedulerMessage::Tick);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SchedulerMessage>,
+        message: SchedulerMessage,
+        state: &mut SchedulerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SchedulerMessage::Schedule {
+                job_id,
+                task_id,
+                next,
+            } => state.set(job_id, task_id, next),
+            SchedulerMessage::Unschedule { job_id } => state.remove(job_id),
+            SchedulerMessage::Tick => state.fire_due().await,
+            SchedulerMessage::Next(reply) => {
+                let _ = reply.send((
+                    state.entries.len(),
+                    state.queue.first().map(|(next, _)| *next),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SchedulerState {
+    fn set(&mut self, job_id: Uuid, task_id: String, next: Timestamp) {
+        self.remove(job_id);
+        self.queue.insert((next, job_id));
+        self.entries.insert(job_id, (next, task_id));
+    }
+
+    fn remove(&mut self, job_id: Uuid) {
+        if let Some((next, _)) = self.entries.remove(&job_id) {
+            self.queue.remove(&(next, job_id));
+        }
+    }
+
+    async fn fire_due(&mut self) {
+        let now = Timestamp::now();
+        for _ in 0..FIRINGS_PER_TICK {
+            let Some(&(next, job_id)) = self.queue.first().filter(|(next, _)| *next <= now) else {
+                return;
+            };
+            let (_, task_id) = self.entries.get(&job_id).cloned().expect("indexed");
+            self.remove(job_id);
+            match self.fire(&task_id, job_id, next, now).await {
+                Ok(Some(following)) => self.set(job_id, task_id, following),
+                Ok(None) => {}
+                Err(error) => {
+                    // Keep the entry: try again shortly.
+                    tracing::warn!(%job_id, %error, "could not fire scheduled job");
+                    self.set(job_id, task_id, Timestamp(now.0 + 1_000_000));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Fires what is due of the job's schedule; returns its next firing.
+    async fn fire(
+        &self,
+        task_id: &str,
+        job_id: Uuid,
+        expected: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let store = &self.services.store;
+        let Some(job) = store.get_job(task_id, job_id).await? else {
+            return Ok(None);
+        };
+        let Some(mut schedule) = job.schedule.clone() else {
+            return Ok(None);
+        };
+        if schedule.next_fire_at != Some(expected) {
+            // Changed since it was indexed: follow the store.
+            return Ok(schedule.next_fire_at);
+        }
+        let cron = match &schedule.cron {
+            Some(expression) => match CronSchedule::parse(expression, schedule.timezone.as_deref())
+            {
+                Ok(cron) => Some(cron),
+                Err(error) => {
+                    tracing::error!(%job_id, %error, "stored cron expression is invalid, unscheduling");
+                    store.update_schedule(job_id, Some(expected), None).await?;
+                    return Ok(None);
+                }
+            },
+            None => None,
+        };
+        let due = due_firings(&schedule, cron.as_ref(), now);
+        for slot in &due.missed {
+            schedule.record_missed(*slot, "missed: the node was down or busy at that time");
+        }
+        for slot in &due.fire {
+            if cron.is_some() && !self.may_overlap(&job, schedule.overlap).await? {
+                schedule.record_missed(
+                    *slot,
+                    "skipped: the previous execution was still running (overlap: forbid)",
+                );
+                continue;
+            }
+            self.fire_slot(&job, *slot, now).await?;
+        }
+        schedule.next_fire_at = due.next;
+        let keep = if due.next.is_some() {
+            Some(&schedule)
+        } else {
+            None
+        };
+        if !store.update_schedule(job_id, Some(expected), keep).await? {
+            // Updated concurrently: the update's own Schedule message re-indexes the job.
+            return Ok(None);
+        }
+        Ok(due.next)
+    }
+
+    /// Whether a new firing may start now, given the job's last execution and the policy;
+    /// `replace` stops the running one first.
+    async fn may_overlap(&self, job: &Job, overlap: Overlap) -> Result<bool, StoreError> {
+        if overlap == Overlap::Allow {
+            return Ok(true);
+        }
+        let last = self.services.store.list_executions(job.job_id, 1).await?;
+        let Some(running) = last
+            .first()
+            .filter(|execution| !execution.status.is_terminal())
+        else {
+            return Ok(true);
+        };
+        if overlap == Overlap::Forbid {
+            return Ok(false);
+        }
+        stop_execution(
+            &self.services,
+            running.execution_id,
+            "Job execution was replaced by a newer firing (overlap: replace).",
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn fire_slot(
+        &self,
+        job: &Job,
+        slot: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut execution =
+            Execution::with_id(firing_execution_id(job.job_id, slot), job, None, now);
+        execution.metadata.scheduled_at = Some(slot.iso());
+        if self.services.store.create_execution(&execution).await? {
+            tracing::info!(job_id = %job.job_id, scheduled_at = %slot.iso(), lag_ms = (now.0 - slot.0) / 1000, "firing");
+        }
+        self.services
+            .queue
+            .push(&QueueMessage::run(&execution), now)
+            .await
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        crate::poller::wake();
+        Ok(())
+    }
+}
+
+/// Tells the scheduler (if running) that `job`'s schedule changed in the store.
+pub fn notify(job: &Job) {
+    let Some(scheduler) = ActorRef::<SchedulerMessage>::where_is(SCHEDULER_NAME) else {
+        return;
+    };
+    let message = match job
+        .schedule
+        .as_ref()
+        .and_then(|schedule| schedule.next_fire_at)
+    {
+        Some(next) => SchedulerMessage::Schedule {
+            job_id: job.job_id,
+            task_id: job.task_id.clone(),
+            next,
+        },
+        None => SchedulerMessage::Unschedule { job_id: job.job_id },
+    };
+    let _ = scheduler.cast(message);
+}

@@ -1,0 +1,394 @@
+//! Schedules: `startAt`, `startIn`, `cron` (croner: 5 fields, 6 with seconds, `@daily`-style
+//! names; IANA time zones), and what to do with firings missed while the node was down or busy
+//! (`misfire`) or while the previous run still runs (`overlap`). Plain values and functions.
+
+use crate::timestamp::Timestamp;
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// What to do with firings whose time passed more than [`MISFIRE_GRACE`] ago.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Misfire {
+    /// Drop them (recorded as missed).
+    Skip,
+    /// Run the most recent one, drop the others.
+    #[default]
+    Latest,
+    /// Run every one, up to [`MISFIRE_CAP`].
+    All,
+}
+
+/// What a cron firing does while the job's previous execution has not finished.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    Allow,
+    /// Skip the firing (recorded as missed).
+    #[default]
+    Forbid,
+    /// Stop the previous execution, then run.
+    Replace,
+}
+
+/// A firing later than this is "missed" and handled by the misfire policy.
+pub const MISFIRE_GRACE: Duration = Duration::from_secs(15);
+/// `misfire: all` runs at most this many missed firings at once.
+pub const MISFIRE_CAP: usize = 100;
+/// Missed firings kept on a job (the count keeps going).
+pub const MISSED_KEPT: usize = 20;
+
+/// A firing that did not run, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissedFiring {
+    pub scheduled_at: Timestamp,
+    pub reason: String,
+}
+
+/// A job's schedule, as stored with the job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSchedule {
+    /// `None` for a one-off (`startAt`/`startIn`).
+    pub cron: Option<String>,
+    pub timezone: Option<String>,
+    /// When it fires next; `None` once a one-off has fired.
+    pub next_fire_at: Option<Timestamp>,
+    pub misfire: Misfire,
+    pub overlap: Overlap,
+    #[serde(default)]
+    pub missed: Vec<MissedFiring>,
+    #[serde(default)]
+    pub missed_count: u64,
+}
+
+impl JobSchedule {
+    pub fn record_missed(&mut self, scheduled_at: Timestamp, reason: &str) {
+        self.missed_count += 1;
+        self.missed.push(MissedFiring {
+            scheduled_at,
+            reason: reason.to_string(),
+        });
+        if self.missed.len() > MISSED_KEPT {
+            let excess = self.missed.len() - MISSED_KEPT;
+            self.missed.drain(..excess);
+        }
+    }
+}
+
+/// A parsed cron expression with its time zone.
+#[derive(Clone, Debug)]
+pub struct CronSchedule {
+    cron: Cron,
+    timezone: Tz,
+}
+
+impl CronSchedule {
+    /// Parses `expression` (5 or 6 fields, or `@hourly`-style) in `timezone` (IANA; UTC if
+    /// `None`).
+    pub fn parse(expression: &str, timezone: Option<&str>) -> Result<CronSchedule, String> {
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(expression.trim())
+            .map_err(|error| {
+                format!("'cron' ({expression:?}) is not a valid cron expression: {error}")
+            })?;
+        let timezone = match timezone {
+            None => Tz::UTC,
+            Some(name) => name
+                .parse::<Tz>()
+                .map_err(|_| format!("'timezone' ({name:?}) is not an IANA time zone name."))?,
+        };
+        let schedule = CronSchedule { cron, timezone };
+        if schedule.next_after(Timestamp::now()).is_none() {
+            return Err(format!("'cron' ({expression:?}) never fires."));
+        }
+        Ok(schedule)
+    }
+
+    /// The first firing strictly after `after`. A wall-clock time skipped by a DST change fires
+    /// once at the end of the gap; a repeated one fires once, at its first occurrence.
+    pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
+        let start: DateTime<Tz> = self
+            .timezone
+            .from_utc_datetime(&DateTime::<Utc>::from_timestamp_micros(after.0)?.naive_utc());
+        let next = self.cron.find_next_occurrence(&start, false).ok()?;
+        Some(Timestamp(next.with_timezone(&Utc).timestamp_micros()))
+    }
+}
+
+/// Parses `startIn`: one or more `<digits><unit>` with units d, h, m, s in that order
+/// (`2h30m50s`, `90s`, `1d`), case-insensitive. Anything else is an error (the original read
+/// garbage as "now").
+pub fn parse_start_in(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("'startIn' ({text:?}) must look like 2h30m50s (units d, h, m, s).");
+    let lower = text.trim().to_ascii_lowercase();
+    if lower.is_empty() {
+        return Err(invalid());
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    let mut last_unit = 0;
+    for c in lower.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let (rank, seconds) = match c {
+            'd' => (1, 86_400),
+            'h' => (2, 3_600),
+            'm' => (3, 60),
+            's' => (4, 1),
+            _ => return Err(invalid()),
+        };
+        if number.is_empty() || rank <= last_unit {
+            return Err(invalid());
+        }
+        let value: u64 = number.parse().map_err(|_| invalid())?;
+        total = value
+            .checked_mul(seconds)
+            .and_then(|part| total.checked_add(part))
+            .ok_or_else(invalid)?;
+        number.clear();
+        last_unit = rank;
+    }
+    if !number.is_empty() || total > 10 * 365 * 86_400 {
+        return Err(invalid());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// What a due schedule does now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DueFirings {
+    /// Firings to run now, oldest first.
+    pub fire: Vec<Timestamp>,
+    /// Firings dropped by the misfire policy.
+    pub missed: Vec<Timestamp>,
+    /// The next firing after these.
+    pub next: Option<Timestamp>,
+}
+
+/// Applies the misfire policy to a schedule whose `next_fire_at` is at or before `now`.
+pub fn due_firings(
+    schedule: &JobSchedule,
+    cron: Option<&CronSchedule>,
+    now: Timestamp,
+) -> DueFirings {
+    let Some(first) = schedule.next_fire_at.filter(|first| *first <= now) else {
+        return DueFirings {
+            next: schedule.next_fire_at,
+            ..Default::default()
+        };
+    };
+    let grace = MISFIRE_GRACE.as_micros() as i64;
+    let mut slots = vec![first];
+    let mut next = None;
+    if let Some(cron) = cron {
+        let mut cursor = first;
+        loop {
+            match cron.next_after(cursor) {
+                Some(slot) if slot <= now && slots.len() < 100_000 => {
+                    slots.push(slot);
+                    cursor = slot;
+                }
+                Some(slot) if slot <= now => {
+                    // Far too many missed: jump to the present.
+                    next = cron.next_after(now);
+                    break;
+                }
+                other => {
+                    next = other;
+                    break;
+                }
+            }
+        }
+    }
+    let (late, on_time): (Vec<Timestamp>, Vec<Timestamp>) =
+        slots.into_iter().partition(|slot| now.0 - slot.0 > grace);
+    let mut due = DueFirings {
+        next,
+        ..Default::default()
+    };
+    match schedule.misfire {
+        Misfire::Skip => {
+            due.missed = late;
+            due.fire = on_time;
+        }
+        Misfire::Latest => {
+            let mut late = late;
+            if on_time.is_empty() {
+                due.fire.extend(late.pop());
+            }
+            due.missed = late;
+            due.fire.extend(on_time);
+        }
+        Misfire::All => {
+            let mut all = late;
+            all.extend(on_time);
+            if all.len() > MISFIRE_CAP {
+                due.missed = all.drain(..all.len() - MISFIRE_CAP).collect();
+            }
+            due.fire = all;
+        }
+    }
+    due
+}
+
+/// The execution id of the firing of `job_id` scheduled at `at`: the same on every node, so a
+/// slot can be fired only once.
+pub fn firing_execution_id(job_id: Uuid, at: Timestamp) -> Uuid {
+    Uuid::new_v5(&job_id, format!("fire:{}", at.0).as_bytes())
+}
+
+/// The execution id of the automatic retry of `execution_id`: the same however often the
+/// retry is attempted.
+pub fn retry_execution_id(execution_id: Uuid) -> Uuid {
+    Uuid::new_v5(&execution_id, b"retry")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp(
+            DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .timestamp_micros(),
+        )
+    }
+
+    #[test]
+    fn start_in_forms() {
+        assert_eq!(
+            parse_start_in("2h30m50s").unwrap(),
+            Duration::from_secs(9050)
+        );
+        assert_eq!(parse_start_in("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_start_in("1D2H").unwrap(), Duration::from_secs(93_600));
+        assert_eq!(
+            parse_start_in("240h").unwrap(),
+            Duration::from_secs(864_000)
+        );
+        for garbage in [
+            "",
+            "90",
+            "1m1h",
+            "10s5m",
+            "5x",
+            "h",
+            " 5m x",
+            "1s1s",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_start_in(garbage).is_err(), "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn cron_forms_and_time_zones() {
+        let every_minute = CronSchedule::parse("* * * * *", None).unwrap();
+        assert_eq!(
+            every_minute.next_after(at("2026-01-01T10:00:30Z")),
+            Some(at("2026-01-01T10:01:00Z"))
+        );
+        let seconds = CronSchedule::parse("*/10 * * * * *", None).unwrap();
+        assert_eq!(
+            seconds.next_after(at("2026-01-01T10:00:31Z")),
+            Some(at("2026-01-01T10:00:40Z"))
+        );
+        let daily = CronSchedule::parse("@daily", Some("America/Sao_Paulo")).unwrap();
+        assert_eq!(
+            daily.next_after(at("2026-01-01T10:00:00Z")),
+            Some(at("2026-01-02T03:00:00Z"))
+        );
+        assert!(CronSchedule::parse("61 * * * *", None).is_err());
+        assert!(CronSchedule::parse("not cron", None).is_err());
+        assert!(CronSchedule::parse("* * * * *", Some("Mars/Olympus")).is_err());
+    }
+
+    #[test]
+    fn dst_gap_and_overlap_fire_once() {
+        // Europe/Berlin: 2026-03-29 02:00 -> 03:00 (gap); 2026-10-25 03:00 -> 02:00 (overlap).
+        let daily = CronSchedule::parse("30 2 * * *", Some("Europe/Berlin")).unwrap();
+        // 02:30 does not exist on 03-29: it fires once at the end of the gap (03:00 CEST).
+        let in_gap = daily.next_after(at("2026-03-28T12:00:00Z")).unwrap();
+        assert_eq!(in_gap, at("2026-03-29T01:00:00Z"));
+        assert_eq!(daily.next_after(in_gap), Some(at("2026-03-30T00:30:00Z")));
+        // 02:30 happens twice on 10-25: it fires once, at the first (CEST) one.
+        let repeated = daily.next_after(at("2026-10-24T12:00:00Z")).unwrap();
+        assert_eq!(repeated, at("2026-10-25T00:30:00Z"));
+        assert_eq!(daily.next_after(repeated), Some(at("2026-10-26T01:30:00Z")));
+    }
+
+    fn cron_schedule(misfire: Misfire, next: Timestamp) -> JobSchedule {
+        JobSchedule {
+            cron: Some("* * * * *".into()),
+            timezone: None,
+            next_fire_at: Some(next),
+            misfire,
+            overlap: Overlap::Forbid,
+            missed: Vec::new(),
+            missed_count: 0,
+        }
+    }
+
+    #[test]
+    fn misfire_policies() {
+        let cron = CronSchedule::parse("* * * * *", None).unwrap();
+        let now = at("2026-01-01T10:05:05Z");
+        let first = at("2026-01-01T10:01:00Z");
+        let latest = due_firings(&cron_schedule(Misfire::Latest, first), Some(&cron), now);
+        assert_eq!(latest.fire, vec![at("2026-01-01T10:05:00Z")]);
+        assert_eq!(latest.missed.len(), 4);
+        assert_eq!(latest.next, Some(at("2026-01-01T10:06:00Z")));
+        let skip = due_firings(&cron_schedule(Misfire::Skip, first), Some(&cron), now);
+        assert_eq!(skip.fire, vec![at("2026-01-01T10:05:00Z")]);
+        let skip_late = due_firings(
+            &cron_schedule(Misfire::Skip, first),
+            Some(&cron),
+            at("2026-01-01T10:05:30Z"),
+        );
+        assert!(skip_late.fire.is_empty());
+        assert_eq!(skip_late.missed.len(), 5);
+        let all = due_firings(&cron_schedule(Misfire::All, first), Some(&cron), now);
+        assert_eq!(all.fire.len(), 5);
+        assert!(all.missed.is_empty());
+        let not_due = due_firings(
+            &cron_schedule(Misfire::All, at("2026-01-01T10:06:00Z")),
+            Some(&cron),
+            now,
+        );
+        assert!(not_due.fire.is_empty());
+        assert_eq!(not_due.next, Some(at("2026-01-01T10:06:00Z")));
+    }
+
+    #[test]
+    fn one_off_fires_once() {
+        let mut schedule = cron_schedule(Misfire::Latest, at("2026-01-01T10:00:00Z"));
+        schedule.cron = None;
+        let due = due_firings(&schedule, None, at("2026-01-01T11:00:00Z"));
+        assert_eq!(due.fire, vec![at("2026-01-01T10:00:00Z")]);
+        assert_eq!(due.next, None);
+    }
+
+    #[test]
+    fn ids_are_deterministic() {
+        let job = Uuid::new_v4();
+        let slot = at("2026-01-01T10:00:00Z");
+        assert_eq!(
+            firing_execution_id(job, slot),
+            firing_execution_id(job, slot)
+        );
+        assert_ne!(
+            firing_execution_id(job, slot),
+            firing_execution_id(job, Timestamp(slot.0 + 1))
+        );
+        assert_eq!(retry_execution_id(job), retry_execution_id(job));
+    }
+}
