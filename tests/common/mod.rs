@@ -122,6 +122,87 @@ impl Node {
         child.wait().unwrap()
     }
 
+    /// Kills the node with SIGKILL (no cleanup at all).
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("node running");
+        unsafe_kill(child.id(), "KILL");
+        let _ = child.wait();
+    }
+
+    /// Starts the node again after `kill` or `terminate`.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none());
+        self.spawn().await;
+    }
+
+    /// PUTs a job (create or update) and returns the answer.
+    pub async fn put_job(&self, task: &str, job_id: &str, body: Value) -> Value {
+        let response = reqwest::Client::new()
+            .put(self.url(&format!("/tasks/{task}/jobs/{job_id}/")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "PUT job: {:?}",
+            response.text().await
+        );
+        response.json().await.unwrap()
+    }
+
+    /// POSTs to `path` with an empty body and returns status and JSON.
+    pub async fn post_empty(&self, path: &str) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(self.url(path))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The job's executions, oldest first.
+    pub async fn executions(&self, job_url: &str) -> Vec<Value> {
+        let job = self.get_json(path_of(job_url)).await;
+        let mut executions = job["job"]["executions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        executions.reverse();
+        executions
+    }
+
+    /// Waits until the job has `count` finished executions; returns all of them, oldest first.
+    pub async fn wait_executions(
+        &self,
+        job_url: &str,
+        count: usize,
+        limit: Duration,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let executions = self.executions(job_url).await;
+            let finished = executions
+                .iter()
+                .filter(|e| {
+                    ["done", "failed", "timedout", "expired", "stopped"]
+                        .contains(&e["status"].as_str().unwrap_or(""))
+                })
+                .count();
+            if finished >= count {
+                return executions;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job never had {count} finished executions: {executions:?}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn restart(&mut self) {
         if self.child.is_some() {
             let status = self.terminate();
