@@ -1,26 +1,46 @@
 #!/usr/bin/env bash
-# Benchmarks of fastlane-node, provisioned like the tests (private dockerd, test image).
-#   scripts/bench.sh [N]     # latency: N trivial jobs (default 100) vs bare `docker run --rm`
+# Benchmarks of fastlane-node; results and method in BENCHMARKS.md.
+#   scripts/bench.sh latency [N]          N trivial jobs (default 100), POST -> done, vs `docker run --rm`
+#   scripts/bench.sh cron [N] [FIRING]    N cron jobs (default 100000): memory, idle CPU, firing lag
 set -euo pipefail
 cd "$(dirname "$0")/.."
-count=${1:-100}
+mode=${1:-latency}
 state=$(mktemp -d /tmp/fastlane-bench.XXXXXX)
 node_pid=
 cleanup() {
-  [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null || true
+  if [ -n "$node_pid" ]; then kill "$node_pid" 2>/dev/null || true; wait "$node_pid" 2>/dev/null || true; fi
   scripts/testenv.sh down "$state" || true
   rm -rf "$state" 2>/dev/null || true
 }
 trap cleanup EXIT
-scripts/testenv.sh up "$state" >/dev/null
-# shellcheck disable=SC1091
-source "$state/env"
-cargo build --release --quiet --bin fastlane-node --example bench_latency
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-DATA_DIR="$state/data" RUST_LOG=warn \
-  DOCKER_HOSTS="[{\"match\": \"\", \"hosts\": [\"$FASTLANE_TEST_DOCKER_HOSTS\"], \"maxRunning\": 4}]" \
-  target/release/fastlane-node start -b 127.0.0.1 -p "$port" 2>"$state/node.log" &
-node_pid=$!
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthcheck" >/dev/null && break; sleep 0.1; done
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; docker $(docker -H "tcp://$FASTLANE_TEST_DOCKER_HOSTS" version --format '{{.Server.Version}}')"
-target/release/examples/bench_latency "http://127.0.0.1:$port" "$FASTLANE_TEST_DOCKER_HOSTS" "$FASTLANE_TEST_IMAGE" "$count"
+
+start_node() { # $1 = DOCKER_HOSTS value
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  DATA_DIR="$state/data" RUST_LOG=warn DOCKER_HOSTS="$1" \
+    target/release/fastlane-node start -b 127.0.0.1 -p "$port" 2>"$state/node.log" &
+  node_pid=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthcheck" >/dev/null && break; sleep 0.1; done
+  echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
+}
+
+case $mode in
+  latency)
+    count=${2:-100}
+    scripts/testenv.sh up "$state" >/dev/null
+    # shellcheck disable=SC1091
+    source "$state/env"
+    cargo build --release --quiet --bin fastlane-node --example bench_latency
+    start_node "[{\"match\": \"\", \"hosts\": [\"$FASTLANE_TEST_DOCKER_HOSTS\"], \"maxRunning\": 4}]"
+    echo "docker $(docker -H "tcp://$FASTLANE_TEST_DOCKER_HOSTS" version --format '{{.Server.Version}}')"
+    target/release/examples/bench_latency "http://127.0.0.1:$port" "$FASTLANE_TEST_DOCKER_HOSTS" "$FASTLANE_TEST_IMAGE" "$count"
+    ;;
+  cron)
+    total=${2:-100000}
+    firing=${3:-1000}
+    cargo build --release --quiet --bin fastlane-node --example bench_cron
+    # No Docker needed: the firing jobs' executions expire before they would run.
+    start_node '[{"match": "", "hosts": ["127.0.0.1:9"], "maxRunning": 10}]'
+    target/release/examples/bench_cron "http://127.0.0.1:$port" "$node_pid" "$total" "$firing"
+    ;;
+  *) echo "usage: scripts/bench.sh latency [N] | cron [N] [FIRING]" >&2; exit 2 ;;
+esac
