@@ -419,3 +419,74 @@ async fn sigterm_exits_cleanly_and_the_job_completes_after_restart() {
     assert_eq!(execution["status"], "done");
     assert_eq!(execution["log"], "survived\n");
 }
+
+/// `overlap: forbid` (the default for cron): a firing while the previous execution still runs is
+/// skipped and recorded on the job's schedule.
+#[tokio::test]
+async fn overlapping_cron_firings_are_skipped_and_recorded() {
+    let node = Node::start(&[]).await;
+    let posted = node
+        .post_job(
+            "overlap",
+            json!({"image": image(), "command": "sleep 5", "cron": "*/2 * * * * *"}),
+        )
+        .await;
+    let job_url = posted["jobUrl"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(30), "a skipped firing", || async {
+        node.get_json(path_of(&job_url)).await["job"]["schedule"]["missedCount"].as_u64() >= Some(1)
+    })
+    .await;
+    let job = node.get_json(path_of(&job_url)).await;
+    let missed = &job["job"]["schedule"]["missed"][0];
+    assert!(
+        missed["reason"].as_str().unwrap().contains("overlap"),
+        "{missed}"
+    );
+    let running = job["job"]["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| ["enqueued", "pulling", "running"].contains(&e["status"].as_str().unwrap()))
+        .count();
+    assert!(running <= 1, "never two at once: {job}");
+    node.post_empty(&format!("{}stop/", path_of(&job_url)))
+        .await;
+}
+
+/// Firings missed while the node was down follow `misfire`: with `latest` the most recent one
+/// runs after the restart and the older ones are recorded as missed.
+#[tokio::test]
+async fn firings_missed_while_down_are_recorded() {
+    let mut node = Node::start(&[]).await;
+    let posted = node
+        .post_job(
+            "misfire",
+            json!({"image": image(), "command": "echo caught-up", "cron": "*/5 * * * * *", "misfire": "latest"}),
+        )
+        .await;
+    let job_url = posted["jobUrl"].as_str().unwrap().to_string();
+    node.kill();
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    node.start_again().await;
+    wait_until(
+        Duration::from_secs(20),
+        "missed firings recorded",
+        || async {
+            node.get_json(path_of(&job_url)).await["job"]["schedule"]["missedCount"].as_u64()
+                >= Some(1)
+        },
+    )
+    .await;
+    let job = node.get_json(path_of(&job_url)).await;
+    let missed = job["job"]["schedule"]["missed"].as_array().unwrap();
+    assert!(
+        missed
+            .iter()
+            .any(|m| m["reason"].as_str().unwrap().contains("down")),
+        "{job}"
+    );
+    node.wait_executions(&job_url, 1, Duration::from_secs(20))
+        .await;
+    node.post_empty(&format!("{}stop/", path_of(&job_url)))
+        .await;
+}
