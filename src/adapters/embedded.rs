@@ -155,6 +155,21 @@ impl Embedded {
     }
 }
 
+/// Runs `sql` and parses the JSON record in the first column of every row.
+fn records<T: serde::de::DeserializeOwned>(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<T>, DbError> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let rows = statement
+        .query_map(params, |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.iter()
+        .map(|record| serde_json::from_str(record).map_err(DbError::from))
+        .collect()
+}
+
 fn read_execution(connection: &Connection, record: &str) -> Result<Execution, DbError> {
     let mut execution: Execution = serde_json::from_str(record)?;
     let output = connection
@@ -402,16 +417,11 @@ impl Store for Embedded {
     async fn list_jobs(&self, task_id: &str) -> Result<Vec<Job>, StoreError> {
         let task_id = task_id.to_string();
         self.with(move |connection| {
-            let mut statement = connection.prepare_cached(
+            records(
+                connection,
                 "SELECT record FROM jobs WHERE task_id = ?1 ORDER BY last_modified_at DESC",
-            )?;
-            let records = statement
-                .query_map(params![task_id], |row| row.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            records
-                .iter()
-                .map(|record| serde_json::from_str(record).map_err(DbError::from))
-                .collect()
+                params![task_id],
+            )
         })
         .await
         .map_err(StoreError::from)
@@ -598,17 +608,12 @@ impl Store for Embedded {
 
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
         self.with(|connection| {
-            let mut statement = connection.prepare_cached(
+            records(
+                connection,
                 "SELECT jobs.record FROM schedules JOIN jobs ON jobs.job_id = schedules.job_id
                  ORDER BY schedules.next_fire_at",
-            )?;
-            let records = statement
-                .query_map([], |row| row.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            records
-                .iter()
-                .map(|record| serde_json::from_str(record).map_err(DbError::from))
-                .collect()
+                [],
+            )
         })
         .await
         .map_err(StoreError::from)
@@ -622,16 +627,11 @@ impl Store for Embedded {
         let statuses =
             serde_json::to_string(&statuses).map_err(|e| StoreError::Internal(e.to_string()))?;
         self.with(move |connection| {
-            let mut statement = connection.prepare_cached(
+            records(
+                connection,
                 "SELECT record FROM executions WHERE status IN (SELECT value FROM json_each(?1)) ORDER BY seq",
-            )?;
-            let records = statement
-                .query_map(params![statuses], |row| row.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            records
-                .iter()
-                .map(|record| serde_json::from_str(record).map_err(DbError::from))
-                .collect()
+                params![statuses],
+            )
         })
         .await
         .map_err(StoreError::from)

@@ -553,6 +553,44 @@ async fn job(
     )
 }
 
+/// The ids of an execution route, with the original's not-found answers for them (which say
+/// "in job" on one route and "in Job" on the other).
+struct ExecutionRoute<'a> {
+    task_id: &'a str,
+    job_id: &'a str,
+    execution_id: &'a str,
+    operation: &'static str,
+    job_word: &'static str,
+}
+
+impl ExecutionRoute<'_> {
+    fn no_job(&self) -> Failure {
+        Failure::not_found(
+            self.operation,
+            format!(
+                "Task ({}) or Job ({}) not found.",
+                self.task_id, self.job_id
+            ),
+        )
+    }
+
+    fn no_execution(&self) -> Failure {
+        Failure::not_found(
+            self.operation,
+            format!(
+                "Job Execution ({}) not found in {} ({}).",
+                self.execution_id, self.job_word, self.job_id
+            ),
+        )
+    }
+
+    fn parse(&self) -> Result<(Uuid, Uuid), Failure> {
+        let job = Uuid::parse_str(self.job_id).map_err(|_| self.no_job())?;
+        let execution = Uuid::parse_str(self.execution_id).map_err(|_| self.no_execution())?;
+        Ok((job, execution))
+    }
+}
+
 async fn execution(
     settings: &GatewaySettings,
     urls: &Urls,
@@ -561,20 +599,16 @@ async fn execution(
     execution_id: &str,
 ) -> Result<HttpResponse, Failure> {
     const OPERATION: &str = "get_job_execution";
-    let no_job = || {
-        Failure::not_found(
-            OPERATION,
-            format!("Task ({task_id}) or Job ({job_id}) not found."),
-        )
+    let route = ExecutionRoute {
+        task_id,
+        job_id,
+        execution_id,
+        operation: OPERATION,
+        job_word: "job",
     };
-    let no_execution = || {
-        Failure::not_found(
-            OPERATION,
-            format!("Job Execution ({execution_id}) not found in job ({job_id})."),
-        )
-    };
-    let job_uuid = Uuid::parse_str(job_id).map_err(|_| no_job())?;
-    let execution_uuid = Uuid::parse_str(execution_id).map_err(|_| no_execution())?;
+    let no_job = || route.no_job();
+    let no_execution = || route.no_execution();
+    let (job_uuid, execution_uuid) = route.parse()?;
     let owned_task = task_id.to_string();
     let lookup = call(settings, OPERATION, |reply| ApiMessage::FindExecution {
         task_id: owned_task,
@@ -713,20 +747,16 @@ async fn stop_execution(
     execution_id: &str,
 ) -> Result<HttpResponse, Failure> {
     const OPERATION: &str = "stop_job_execution";
-    let no_job = || {
-        Failure::not_found(
-            OPERATION,
-            format!("Task ({task_id}) or Job ({job_id}) not found."),
-        )
+    let route = ExecutionRoute {
+        task_id,
+        job_id,
+        execution_id,
+        operation: OPERATION,
+        job_word: "Job",
     };
-    let no_execution = || {
-        Failure::not_found(
-            OPERATION,
-            format!("Job Execution ({execution_id}) not found in Job ({job_id})."),
-        )
-    };
-    let job_uuid = Uuid::parse_str(job_id).map_err(|_| no_job())?;
-    let execution_uuid = Uuid::parse_str(execution_id).map_err(|_| no_execution())?;
+    let no_job = || route.no_job();
+    let no_execution = || route.no_execution();
+    let (job_uuid, execution_uuid) = route.parse()?;
     let owned = task_id.to_string();
     let lookup = call(settings, OPERATION, |reply| ApiMessage::StopExecution {
         task_id: owned,
