@@ -13,7 +13,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-scripts/testenv.sh up "$state" >/dev/null
+FASTLANE_TEST_ENGINES=2 scripts/testenv.sh up "$state" >/dev/null
 # shellcheck disable=SC1091
 source "$state/env"
 echo "test environment: docker engines $FASTLANE_TEST_DOCKER_HOSTS, image $FASTLANE_TEST_IMAGE"

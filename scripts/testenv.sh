@@ -82,6 +82,7 @@ case $cmd in
     {
       echo "export FASTLANE_TEST_DOCKER_HOSTS=$(IFS=,; echo "${hosts[*]}")"
       echo "export FASTLANE_TEST_IMAGE=fastlane-test:1"
+      echo "export FASTLANE_TEST_ROOTFS=$state/rootfs.tar"
     } > "$state/env"
     cat "$state/env"
     ;;

@@ -25,6 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// Executions a node may hold leased while they wait for a farm slot, beyond the farms'
+/// `maxRunning`: enough that a saturated farm does not stop other farms' work from being leased.
+const PARKED_ALLOWANCE: usize = 256;
+
 /// How long in-flight HTTP requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -80,7 +84,8 @@ pub async fn run(
             .farms
             .iter()
             .map(|farm| farm.max_running as usize)
-            .sum(),
+            .sum::<usize>()
+            + PARKED_ALLOWANCE,
         default_backoff: fastlane_proto::model::Backoff {
             min_ms: config.uint("EXPONENTIAL_BACKOFF_MIN_MS"),
             factor: config.float("EXPONENTIAL_BACKOFF_FACTOR").max(1.0),
@@ -121,6 +126,7 @@ pub async fn run(
             _ => None,
         },
         call_timeout: Duration::from_millis(fastlane_actors::CALL_TIMEOUT_MS),
+        farms: config.farms.clone(),
     });
     let listener = TcpListener::bind(bind)
         .await
@@ -174,6 +180,40 @@ pub async fn run(
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, root_handle).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `fastlane-node prune`: removes leftover job containers on every configured host, one host
+/// after another, going on past a host that fails. Exit code 1 when any host failed.
+pub async fn prune(config: &Config) -> std::process::ExitCode {
+    let call_timeout = Duration::from_secs(config.uint("DOCKER_CALL_TIMEOUT_SECONDS").max(1));
+    let endpoints: BTreeSet<_> = config
+        .farms
+        .iter()
+        .flat_map(|farm| farm.hosts.iter().cloned())
+        .collect();
+    let mut failed = false;
+    for endpoint in endpoints {
+        let result = match DockerRuntime::connect(&endpoint, call_timeout, call_timeout) {
+            Ok(runtime) => runtime.prune().await.map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match result {
+            Ok(pruned) => {
+                for container in pruned {
+                    println!("{}", serde_json::to_string(&container).unwrap_or_default());
+                }
+            }
+            Err(error) => {
+                failed = true;
+                eprintln!("fastlane-node: prune of {endpoint} failed: {error}");
+            }
+        }
+    }
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
 }
 
 /// This node's stable id (its queue consumer name), kept in the data directory so that a

@@ -31,6 +31,13 @@ enum Command {
         #[arg(short = 'p', long = "port", default_value_t = 10000)]
         port: u16,
     },
+    /// Remove leftover job containers (not running) on every host of every farm; keeps going
+    /// past a failing host. Prints one JSON object per removed container.
+    Prune {
+        /// A TOML configuration file (environment variables override it).
+        #[arg(short = 'c', long = "config-file")]
+        config: Option<PathBuf>,
+    },
     /// Print every configuration option with its default and meaning.
     Config,
     /// Print the version.
@@ -43,6 +50,22 @@ fn main() -> ExitCode {
         Command::Config => {
             print!("{}", config::describe());
             ExitCode::SUCCESS
+        }
+        Command::Prune { config } => {
+            let config = match Config::load(config.as_deref()) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("fastlane-node: configuration error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime.block_on(fastlane_node::prune(&config)),
+                Err(error) => {
+                    eprintln!("fastlane-node: could not start the runtime: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Version => {
             println!("{}", env!("CARGO_PKG_VERSION"));

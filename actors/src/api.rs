@@ -87,6 +87,11 @@ pub struct Health {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeStatus {
     pub hosts: Vec<HostStatus>,
+    pub blacklist: Vec<String>,
+    /// Slots in use per pool (`farm:N`, `task:ID`).
+    pub slots: Vec<(String, u64)>,
+    /// Scheduled jobs and the earliest firing.
+    pub scheduled: (usize, Option<Timestamp>),
     pub queue: Result<QueueStats, String>,
     pub counts: Result<StoreCounts, String>,
 }
@@ -149,6 +154,12 @@ pub enum ApiMessage {
     },
     Health(RpcReplyPort<Health>),
     Status(RpcReplyPort<NodeStatus>),
+    /// Adds (`add`) or removes a `host:port` from the blacklist.
+    Blacklist {
+        host: String,
+        add: bool,
+        reply: RpcReplyPort<ApiResult<()>>,
+    },
 }
 
 pub struct ApiActor;
@@ -242,6 +253,18 @@ impl Actor for ApiActor {
             ),
             ApiMessage::Health(reply) => serve(reply, health(services)),
             ApiMessage::Status(reply) => serve(reply, status(services, state.root.clone())),
+            ApiMessage::Blacklist { host, add, reply } => serve(reply, async move {
+                let result = if add {
+                    services.queue.blacklist_add(&host).await
+                } else {
+                    services.queue.blacklist_remove(&host).await
+                };
+                tracing::info!(%host, add, "blacklist changed");
+                result.map_err(|error| ApiError {
+                    kind: ErrorKind::Unavailable,
+                    message: error.to_string(),
+                })
+            }),
         }
         Ok(())
     }
@@ -322,6 +345,7 @@ async fn enqueue(
             enqueued_id: None,
             cron: cron.clone(),
             backoff: request.backoff,
+            max_concurrent: request.max_concurrent,
         },
         scheduled: cron.is_some(),
         schedule,
@@ -546,8 +570,21 @@ async fn health(services: Services) -> Health {
 async fn status(services: Services, root: ActorRef<RootMessage>) -> NodeStatus {
     let hosts =
         call_t!(root, RootMessage::HostStatuses, crate::CALL_TIMEOUT_MS).unwrap_or_default();
+    let scheduled =
+        match ActorRef::<scheduler::SchedulerMessage>::where_is(scheduler::SCHEDULER_NAME) {
+            Some(scheduler) => call_t!(
+                scheduler,
+                scheduler::SchedulerMessage::Next,
+                crate::CALL_TIMEOUT_MS
+            )
+            .unwrap_or((0, None)),
+            None => (0, None),
+        };
     NodeStatus {
         hosts,
+        blacklist: services.queue.blacklist().await.unwrap_or_default(),
+        slots: services.queue.slots_in_use().await.unwrap_or_default(),
+        scheduled,
         queue: services
             .queue
             .stats()

@@ -48,14 +48,23 @@ pub enum HostMessage {
     Observed {
         fault: Option<String>,
     },
+    /// A probe of a half-open circuit ended.
+    Probed {
+        fault: Option<String>,
+    },
     Load(RpcReplyPort<HostLoad>),
     Status(RpcReplyPort<HostStatus>),
+    /// Its own timer: when the circuit is half-open, one ping decides (so a recovered host is
+    /// closed again without risking a job on it).
+    Probe,
 }
 
 /// The host as `/status/` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostStatus {
     pub endpoint: DockerEndpoint,
+    /// Names (or ids) of the containers it runs for this node.
+    pub containers: Vec<String>,
     pub available: bool,
     pub circuit: CircuitState,
     pub running: usize,
@@ -76,7 +85,11 @@ pub struct HostState {
     /// Keys (container names or ids) of the runs in progress.
     running: HashSet<String>,
     last_error: Option<String>,
+    probing: bool,
 }
+
+/// How often a half-open circuit is probed.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Actor for HostActor {
     type Msg = HostMessage;
@@ -85,14 +98,16 @@ impl Actor for HostActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<HostMessage>,
+        myself: ActorRef<HostMessage>,
         args: HostArgs,
     ) -> Result<HostState, ActorProcessingErr> {
+        myself.send_interval(PROBE_INTERVAL, || HostMessage::Probe);
         Ok(HostState {
             runtime: args.runtime,
             breaker: CircuitBreaker::new(args.breaker_max_fails, args.breaker_reset_timeout),
             running: HashSet::new(),
             last_error: None,
+            probing: false,
         })
     }
 
@@ -123,12 +138,17 @@ impl Actor for HostActor {
                 state.observe(fault);
             }
             HostMessage::Observed { fault } => state.observe(fault),
+            HostMessage::Probed { fault } => {
+                state.probing = false;
+                state.observe(fault);
+            }
             HostMessage::Load(reply) => {
                 let _ = reply.send(state.load());
             }
             HostMessage::Status(reply) => {
                 let _ = reply.send(state.status());
             }
+            HostMessage::Probe => state.probe(myself),
         }
         Ok(())
     }
@@ -137,16 +157,19 @@ impl Actor for HostActor {
 impl HostState {
     fn load(&self) -> HostLoad {
         HostLoad {
-            available: self.breaker.allows(Instant::now()),
+            available: self.breaker.state(Instant::now()) == CircuitState::Closed,
             running: self.running.len(),
         }
     }
 
     fn status(&self) -> HostStatus {
         let circuit = self.breaker.state(Instant::now());
+        let mut containers: Vec<String> = self.running.iter().cloned().collect();
+        containers.sort();
         HostStatus {
             endpoint: self.runtime.endpoint().clone(),
-            available: circuit != CircuitState::Open,
+            containers,
+            available: circuit == CircuitState::Closed,
             circuit,
             running: self.running.len(),
             error: if circuit == CircuitState::Closed {
@@ -155,6 +178,18 @@ impl HostState {
                 self.last_error.clone()
             },
         }
+    }
+
+    fn probe(&mut self, myself: ActorRef<HostMessage>) {
+        if self.breaker.state(Instant::now()) != CircuitState::HalfOpen || self.probing {
+            return;
+        }
+        self.probing = true;
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move {
+            let fault = runtime.ping().await.err().map(|error| error.to_string());
+            let _ = myself.cast(HostMessage::Probed { fault });
+        });
     }
 
     fn observe(&mut self, fault: Option<String>) {

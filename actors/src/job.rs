@@ -45,6 +45,10 @@ pub enum JobMessage {
     },
     /// The execution's timeout passed.
     Timeout,
+    /// The gate granted the execution's farm and task slots.
+    SlotsGranted,
+    /// Still waiting for slots: ask the gate again (it may have restarted).
+    AskSlotsAgain,
 }
 
 /// The registered name of the JobActor of `execution_id`.
@@ -76,6 +80,10 @@ pub struct JobState {
     record: Option<(Job, Execution)>,
     host: Option<ActorRef<HostMessage>>,
     ending: Option<Ending>,
+    /// Parked until the gate grants the slots.
+    waiting_for_slots: bool,
+    /// Hosts that failed this execution before its container existed (placement skips them).
+    failed_hosts: Vec<DockerEndpoint>,
     /// The store refused a write: the execution is not ours any more; clean up and leave.
     abandoned: bool,
 }
@@ -87,6 +95,8 @@ const HOST_RETRY_MIN_MS: u64 = 1_000;
 const HOST_RETRY_MAX_MS: u64 = 30_000;
 /// SIGTERM → SIGKILL grace for timed-out executions.
 const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
+/// How often a parked JobActor asks the gate again.
+const SLOT_REQUEST_INTERVAL: Duration = Duration::from_secs(5);
 /// SIGTERM → SIGKILL grace for stopped executions.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -117,6 +127,8 @@ impl Actor for JobActor {
             record,
             host: None,
             ending: None,
+            waiting_for_slots: false,
+            failed_hosts: Vec::new(),
             abandoned: false,
         })
     }
@@ -135,8 +147,14 @@ impl Actor for JobActor {
                 JobMessage::ImageReady { warnings } => Ok(state.image_ready(warnings)),
                 JobMessage::Started(started) => state.started(&myself, started).await,
                 JobMessage::Exited(exit) => state.exited(exit).await,
-                JobMessage::Failed(error) => state.failed(error).await,
+                JobMessage::Failed(error) => state.failed(&myself, error).await,
                 JobMessage::Stop { reason } => state.end_early(Ending::Stopped(reason)).await,
+                JobMessage::SlotsGranted if state.waiting_for_slots => {
+                    state.waiting_for_slots = false;
+                    state.start(&myself).await
+                }
+                JobMessage::SlotsGranted => Ok(false),
+                JobMessage::AskSlotsAgain => Ok(state.ask_for_slots(&myself)),
                 JobMessage::Timeout => {
                     let timeout = state
                         .record
@@ -305,6 +323,17 @@ impl JobState {
                     .await;
             };
             tracing::info!(%container_id, "re-attaching to running container");
+            // It runs whatever the limits say now; count it.
+            let (job, _) = self.record.as_ref().expect("record checked");
+            let pools = slot_pools(&self.services.settings, job);
+            self.services
+                .queue
+                .acquire_slots(
+                    &self.delivery.message.id,
+                    &pools,
+                    crate::ports::LEASE_DURATION,
+                )
+                .await?;
             actor.cast(HostMessage::Attach {
                 container_id,
                 wait_limit: self.wait_limit(),
@@ -313,7 +342,24 @@ impl JobState {
             self.arm_timeout(myself);
             return Ok(false);
         }
-        self.start(myself).await
+        self.waiting_for_slots = true;
+        Ok(self.ask_for_slots(myself))
+    }
+
+    /// Asks the gate for the farm and task slots, and again every 5 s while waiting.
+    fn ask_for_slots(&mut self, myself: &ActorRef<JobMessage>) -> Finished {
+        if !self.waiting_for_slots {
+            return false;
+        }
+        let Some((job, _)) = &self.record else {
+            return false;
+        };
+        let pools = slot_pools(&self.services.settings, job);
+        if !crate::gate::request(&self.delivery.message.id, pools, myself.clone()) {
+            tracing::debug!("gate not available, asking again");
+        }
+        myself.send_after(SLOT_REQUEST_INTERVAL, || JobMessage::AskSlotsAgain);
+        false
     }
 
     async fn start(&mut self, myself: &ActorRef<JobMessage>) -> Step {
@@ -345,13 +391,23 @@ impl JobState {
         Ok(false)
     }
 
-    /// The least loaded available host of the task's farm.
+    /// The least loaded available host of the task's farm that is not blacklisted and has not
+    /// failed this execution already.
     async fn place(&self, task_id: &str) -> Option<(DockerEndpoint, ActorRef<HostMessage>)> {
         let farm = farm_for(&self.services.settings.farms, task_id)?;
+        let blacklist = match self.services.queue.blacklist().await {
+            Ok(blacklist) => blacklist,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the blacklist");
+                return None;
+            }
+        };
         let candidates: Vec<&(DockerEndpoint, ActorRef<HostMessage>)> = self
             .hosts
             .iter()
             .filter(|(endpoint, _)| farm.hosts.contains(endpoint))
+            .filter(|(endpoint, _)| !blacklist.contains(&endpoint.to_string()))
+            .filter(|(endpoint, _)| !self.failed_hosts.contains(endpoint))
             .collect();
         let mut loads = Vec::with_capacity(candidates.len());
         for (_, actor) in &candidates {
@@ -472,7 +528,7 @@ impl JobState {
         self.ack().await
     }
 
-    async fn failed(&mut self, error: RuntimeError) -> Step {
+    async fn failed(&mut self, myself: &ActorRef<JobMessage>, error: RuntimeError) -> Step {
         if let Some(ending) = self.ending.clone() {
             // Already stored as stopped/timed out; nothing more to collect.
             tracing::info!(?ending, %error, "container gone after an early end");
@@ -483,11 +539,25 @@ impl JobState {
             tracing::warn!(execution_id = %self.delivery.message.execution_id, %error, "host fault, will retry");
             let execution = self.execution();
             if execution.metadata.container_id.is_none() {
-                // Never started: it may start anywhere next time.
+                // Never started: try another host of the farm now; when none is left, wait in
+                // the queue. Neither consumes the job's retries.
+                let failed = (
+                    execution.metadata.docker_host.take(),
+                    execution.metadata.docker_port.take(),
+                );
                 execution.status = ExecutionStatus::Enqueued;
-                execution.metadata.docker_host = None;
-                execution.metadata.docker_port = None;
                 self.persist().await?;
+                if let (Some(host), Some(port)) = failed {
+                    if let Some(endpoint) = self
+                        .hosts
+                        .iter()
+                        .map(|(e, _)| e)
+                        .find(|e| e.host() == host && e.port() == port)
+                    {
+                        self.failed_hosts.push(endpoint.clone());
+                    }
+                }
+                return self.start(myself).await;
             }
             return self.release().await;
         }
@@ -590,6 +660,23 @@ fn background_ack(services: &Services, id: &str) {
             tracing::warn!(message_id = %id, %error, "could not acknowledge message");
         }
     });
+}
+
+/// The slots an execution of `job` needs: its task's `maxConcurrent` (if set) and its farm's
+/// `maxRunning`.
+pub fn slot_pools(settings: &crate::Settings, job: &Job) -> Vec<(String, u32)> {
+    let mut pools = Vec::new();
+    if let Some(max) = job.metadata.max_concurrent {
+        pools.push((format!("task:{}", job.task_id), max));
+    }
+    if let Some(index) = settings
+        .farms
+        .iter()
+        .position(|farm| farm.matches(&job.task_id))
+    {
+        pools.push((format!("farm:{index}"), settings.farms[index].max_running));
+    }
+    pools
 }
 
 /// The container to run for `execution`, or why it cannot run.

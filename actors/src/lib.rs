@@ -5,6 +5,7 @@
 //! ├── ApiActor        answers the gateway's calls; commands and queries
 //! ├── PollerActor     leases due queue messages while there is capacity
 //! ├── SchedulerActor  owns every future firing (startAt, startIn, cron)
+//! ├── GateActor       admits executions to their farm (maxRunning) and task (maxConcurrent)
 //! ├── HostActor × N   one per Docker host: health, load, container operations
 //! └── JobActor × M    one per execution being run, from lease to acknowledgement
 //! ```
@@ -13,6 +14,7 @@
 //! database, HTTP or Docker crate.
 
 pub mod api;
+pub mod gate;
 pub mod host;
 pub mod job;
 pub mod lifecycle;
@@ -42,7 +44,8 @@ pub struct Settings {
     pub farms: Vec<Farm>,
     pub hard_timeout_seconds: u64,
     pub redactor: Redactor,
-    /// How many executions this node runs at once (its share of the farms' `maxRunning`).
+    /// How many executions this node holds leased at once: the farms' `maxRunning` plus an
+    /// allowance for executions parked waiting for a slot (the gate enforces the limits).
     pub max_in_flight: usize,
     /// Retry back-off of jobs that do not set their own.
     pub default_backoff: fastlane_proto::model::Backoff,

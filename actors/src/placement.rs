@@ -42,7 +42,8 @@ impl CircuitState {
 }
 
 /// Counts consecutive host faults: `max_fails` of them open the circuit; after `reset_timeout`
-/// one trial (half-open) decides whether it closes again.
+/// it is half-open and one trial (the HostActor's probe; no execution is placed there) decides
+/// whether it closes again.
 #[derive(Clone, Debug)]
 pub struct CircuitBreaker {
     max_fails: u32,
@@ -69,11 +70,6 @@ impl CircuitBreaker {
             }
             Some(_) => CircuitState::Open,
         }
-    }
-
-    /// Whether a call may be tried now.
-    pub fn allows(&self, now: Instant) -> bool {
-        self.state(now) != CircuitState::Open
     }
 
     pub fn record_success(&mut self) {
@@ -133,13 +129,16 @@ mod tests {
         assert_eq!(breaker.state(start), CircuitState::Closed);
         breaker.record_fault(start);
         assert_eq!(breaker.state(start), CircuitState::Open);
-        assert!(!breaker.allows(start + Duration::from_secs(9)));
+        assert_eq!(
+            breaker.state(start + Duration::from_secs(9)),
+            CircuitState::Open
+        );
         let later = start + Duration::from_secs(10);
         assert_eq!(breaker.state(later), CircuitState::HalfOpen);
         breaker.record_fault(later);
         assert_eq!(breaker.state(later), CircuitState::Open);
         let trial = later + Duration::from_secs(10);
-        assert!(breaker.allows(trial));
+        assert_eq!(breaker.state(trial), CircuitState::HalfOpen);
         breaker.record_success();
         assert_eq!(breaker.state(trial), CircuitState::Closed);
     }

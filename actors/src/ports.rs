@@ -183,6 +183,25 @@ pub trait Queue: Send + Sync + 'static {
     async fn release_all(&self, consumer: &str) -> Result<u64, QueueError>;
     async fn stats(&self) -> Result<QueueStats, QueueError>;
     async fn ping(&self) -> Result<(), QueueError>;
+
+    /// Takes one slot of every `(pool, limit)` for `holder`, all or none, each leased for
+    /// `lease_for`; `true` when held (also when `holder` held them already). This is the
+    /// semaphore behind `maxRunning` and per-task caps; in a shared backend it holds across
+    /// nodes. `renew` extends the slots of the holders it renews.
+    async fn acquire_slots(
+        &self,
+        holder: &str,
+        pools: &[(String, u32)],
+        lease_for: Duration,
+    ) -> Result<bool, QueueError>;
+    /// Gives back every slot `holder` has.
+    async fn release_slots(&self, holder: &str) -> Result<(), QueueError>;
+    /// Slots in use per pool.
+    async fn slots_in_use(&self) -> Result<Vec<(String, u64)>, QueueError>;
+    /// Adds a Docker host (`host:port`) to the blacklist: it gets no new executions.
+    async fn blacklist_add(&self, host: &str) -> Result<(), QueueError>;
+    async fn blacklist_remove(&self, host: &str) -> Result<(), QueueError>;
+    async fn blacklist(&self) -> Result<Vec<String>, QueueError>;
 }
 
 /// What to run in a container.

@@ -5,6 +5,7 @@
 //! ├── ApiActor        restarted with capped back-off if it fails
 //! ├── PollerActor     restarted with capped back-off, keeping the in-flight set
 //! ├── SchedulerActor  restarted with capped back-off; rebuilds its index from the store
+//! ├── GateActor       restarted with capped back-off; waiting JobActors ask again
 //! ├── HostActor × N   restarted with capped back-off (one per host)
 //! └── JobActor × M    never restarted: a failed one releases its message for a later delivery
 //! ```
@@ -18,6 +19,7 @@
 //! child kind explicitly instead, so a JobActor finishing normally is just bookkeeping.
 
 use crate::api::{ApiActor, ApiArgs, API_NAME};
+use crate::gate::{GateActor, GATE_NAME};
 use crate::host::{HostActor, HostArgs, HostMessage, HostStatus};
 use crate::job::{JobActor, JobArgs};
 use crate::poller::{PollerActor, PollerArgs, PollerMessage, POLLER_NAME};
@@ -40,6 +42,7 @@ pub enum ChildKind {
     Api,
     Poller,
     Scheduler,
+    Gate,
     Host(usize),
 }
 
@@ -121,6 +124,7 @@ impl Actor for RootActor {
         }
         state.spawn_child(&myself, ChildKind::Api).await?;
         state.spawn_child(&myself, ChildKind::Scheduler).await?;
+        state.spawn_child(&myself, ChildKind::Gate).await?;
         state.spawn_child(&myself, ChildKind::Poller).await?;
         Ok(())
     }
@@ -210,6 +214,16 @@ impl RootState {
                 let (actor, _) = Actor::spawn_linked(
                     Some(SCHEDULER_NAME.to_string()),
                     SchedulerActor,
+                    self.services.clone(),
+                    supervisor,
+                )
+                .await?;
+                actor.get_cell()
+            }
+            ChildKind::Gate => {
+                let (actor, _) = Actor::spawn_linked(
+                    Some(GATE_NAME.to_string()),
+                    GateActor,
                     self.services.clone(),
                     supervisor,
                 )
@@ -307,6 +321,7 @@ impl RootState {
 
     /// Bookkeeping when a JobActor is gone; a crashed one's message is given back to the queue.
     fn job_gone(&mut self, message_id: String, crashed: bool) {
+        crate::gate::release(&message_id);
         if crashed {
             let queue = self.services.queue.clone();
             let id = message_id.clone();

@@ -77,6 +77,10 @@ pub struct JobMetadata {
     pub enqueued_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
+    /// At most this many executions of the task run at once (set by the job, applies to the
+    /// whole task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
     /// Per-job retry back-off; the configured default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,

@@ -32,6 +32,8 @@ pub struct EnqueueRequest {
     pub misfire: Misfire,
     pub overlap: Overlap,
     pub backoff: Option<Backoff>,
+    /// At most this many executions of the task at once.
+    pub max_concurrent: Option<u32>,
 }
 
 /// When a job should run, as requested.
@@ -211,6 +213,17 @@ pub fn parse_enqueue(body: &[u8]) -> Result<EnqueueRequest, PayloadError> {
         misfire,
         overlap,
         backoff: parse_backoff(object.get("backoff"))?,
+        max_concurrent: match object.get("maxConcurrent") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(
+                value
+                    .as_u64()
+                    .filter(|max| (1..=100_000).contains(max))
+                    .ok_or_else(|| {
+                        PayloadError("'maxConcurrent' must be a positive integer.".into())
+                    })? as u32,
+            ),
+        },
     })
 }
 

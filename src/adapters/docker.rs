@@ -200,6 +200,65 @@ impl DockerRuntime {
     }
 }
 
+/// A container removed by `prune`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PrunedContainer {
+    pub host: String,
+    pub name: String,
+    pub id: String,
+    pub image: String,
+}
+
+impl DockerRuntime {
+    /// Removes every fastlane job container on this host that is not running (left behind by a
+    /// crash, or whose result was stored but whose removal failed).
+    pub async fn prune(&self) -> Result<Vec<PrunedContainer>, RuntimeError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([
+                (
+                    "label".to_string(),
+                    vec!["fastlane.execution_id".to_string()],
+                ),
+                (
+                    "status".to_string(),
+                    vec![
+                        "created".to_string(),
+                        "exited".to_string(),
+                        "dead".to_string(),
+                    ],
+                ),
+            ])),
+            ..Default::default()
+        };
+        let containers = self
+            .bounded(
+                self.call_timeout,
+                self.docker.list_containers(Some(options)),
+            )
+            .await?;
+        let mut pruned = Vec::new();
+        for container in containers {
+            let Some(id) = container.id else { continue };
+            self.remove(&id).await?;
+            pruned.push(PrunedContainer {
+                host: self.endpoint.to_string(),
+                name: container
+                    .names
+                    .unwrap_or_default()
+                    .first()
+                    .cloned()
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                id,
+                image: container.image.unwrap_or_default(),
+            });
+        }
+        Ok(pruned)
+    }
+}
+
 #[async_trait]
 impl ContainerRuntime for DockerRuntime {
     fn endpoint(&self) -> &DockerEndpoint {

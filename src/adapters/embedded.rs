@@ -69,6 +69,14 @@ CREATE TABLE IF NOT EXISTS queue (
     deliveries INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS queue_by_due ON queue (due_at, seq);
+CREATE TABLE IF NOT EXISTS slots (
+    pool TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    until INTEGER NOT NULL,
+    PRIMARY KEY (pool, holder)
+);
+CREATE INDEX IF NOT EXISTS slots_by_holder ON slots (holder);
+CREATE TABLE IF NOT EXISTS blacklist (host TEXT PRIMARY KEY);
 ";
 
 /// The embedded database; implements both [`Store`] and [`Queue`].
@@ -762,6 +770,10 @@ impl Queue for Embedded {
                  WHERE lease_owner = ?2 AND id IN (SELECT value FROM json_each(?3))",
                 params![until, consumer, ids],
             )?;
+            connection.execute(
+                "UPDATE slots SET until = ?1 WHERE holder IN (SELECT value FROM json_each(?2))",
+                params![until, ids],
+            )?;
             Ok(())
         })
         .await
@@ -822,6 +834,114 @@ impl Queue for Embedded {
                 delayed: delayed as u64,
                 leased: leased as u64,
             })
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn acquire_slots(
+        &self,
+        holder: &str,
+        pools: &[(String, u32)],
+        lease_for: Duration,
+    ) -> Result<bool, QueueError> {
+        let holder = holder.to_string();
+        let pools = pools.to_vec();
+        self.with(move |connection| {
+            let transaction = connection.transaction()?;
+            let now = Timestamp::now().unix_millis();
+            for (pool, limit) in &pools {
+                transaction.execute(
+                    "DELETE FROM slots WHERE pool = ?1 AND until < ?2",
+                    params![pool, now],
+                )?;
+                let held: bool = transaction.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM slots WHERE pool = ?1 AND holder = ?2)",
+                    params![pool, holder],
+                    |row| row.get(0),
+                )?;
+                if held {
+                    continue;
+                }
+                let used: i64 = transaction.query_row(
+                    "SELECT COUNT(*) FROM slots WHERE pool = ?1",
+                    params![pool],
+                    |row| row.get(0),
+                )?;
+                if used >= i64::from(*limit) {
+                    // All or none: dropping the transaction gives back what this call took.
+                    return Ok(false);
+                }
+                transaction.execute(
+                    "INSERT INTO slots (pool, holder, until) VALUES (?1, ?2, ?3)",
+                    params![pool, holder, now + millis(lease_for)],
+                )?;
+            }
+            transaction.commit()?;
+            Ok(true)
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn release_slots(&self, holder: &str) -> Result<(), QueueError> {
+        let holder = holder.to_string();
+        self.with(move |connection| {
+            connection.execute("DELETE FROM slots WHERE holder = ?1", params![holder])?;
+            Ok(())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn slots_in_use(&self) -> Result<Vec<(String, u64)>, QueueError> {
+        self.with(|connection| {
+            let now = Timestamp::now().unix_millis();
+            let mut statement = connection.prepare_cached(
+                "SELECT pool, COUNT(*) FROM slots WHERE until >= ?1 GROUP BY pool ORDER BY pool",
+            )?;
+            let rows = statement
+                .query_map(params![now], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn blacklist_add(&self, host: &str) -> Result<(), QueueError> {
+        let host = host.to_string();
+        self.with(move |connection| {
+            connection.execute(
+                "INSERT OR IGNORE INTO blacklist (host) VALUES (?1)",
+                params![host],
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn blacklist_remove(&self, host: &str) -> Result<(), QueueError> {
+        let host = host.to_string();
+        self.with(move |connection| {
+            connection.execute("DELETE FROM blacklist WHERE host = ?1", params![host])?;
+            Ok(())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn blacklist(&self) -> Result<Vec<String>, QueueError> {
+        self.with(|connection| {
+            let mut statement =
+                connection.prepare_cached("SELECT host FROM blacklist ORDER BY host")?;
+            let hosts = statement
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(hosts)
         })
         .await
         .map_err(QueueError::from)

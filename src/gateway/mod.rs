@@ -42,6 +42,7 @@ pub struct GatewaySettings {
     /// `(user, password, realm)` when basic auth is on.
     pub basic_auth: Option<(String, String, String)>,
     pub call_timeout: Duration,
+    pub farms: Vec<fastlane_proto::farm::Farm>,
 }
 
 /// Serves one request. Never panics on input; every failure is a response.
@@ -230,6 +231,11 @@ async fn route(
             stop_execution(settings, &urls, task_id, job_id, execution_id).await
         }
         (_, ["tasks", task_id]) => task(settings, &urls, task_id).await,
+        (_, ["docker-executor", "blacklist"]) => {
+            let add = matches!(method, Method::POST | Method::PUT);
+            let body = read_body(request).await?;
+            blacklist(settings, add, &body).await
+        }
         (Method::GET, ["tasks", task_id, "jobs", job_id]) => {
             job(settings, &urls, task_id, job_id).await
         }
@@ -369,39 +375,134 @@ async fn healthcheck(settings: &GatewaySettings) -> Result<HttpResponse, Failure
     Ok(json_response(status, &body, settings.debug))
 }
 
+/// `/status/`: answered from the actors' live state and the backends' counters, with no Docker
+/// call per request.
 async fn status(settings: &GatewaySettings) -> Result<HttpResponse, Failure> {
     let node = call(settings, "status", ApiMessage::Status).await?;
-    let hosts: Vec<serde_json::Value> = node
+    let mut hosts: Vec<serde_json::Value> = node
         .hosts
         .iter()
         .map(|host| {
+            let name = host.endpoint.to_string();
+            let blacklisted = node.blacklist.contains(&name);
+            let error = if blacklisted {
+                Some("server is blacklisted".to_string())
+            } else {
+                host.error.clone()
+            };
             json!({
                 "host": host.endpoint.host(),
                 "port": host.endpoint.port(),
-                "available": host.available,
-                "blacklisted": false,
+                "available": host.available && !blacklisted,
+                "blacklisted": blacklisted,
+                "draining": blacklisted && host.running > 0,
+                "drained": blacklisted && host.running == 0,
                 "circuit": host.circuit.as_str(),
-                "error": host.error,
+                "error": error,
                 "running": host.running,
+            })
+        })
+        .collect();
+    // Available hosts first, as the original.
+    hosts.sort_by_key(|host| !host["available"].as_bool().unwrap_or(false));
+    let running: Vec<serde_json::Value> = node
+        .hosts
+        .iter()
+        .flat_map(|host| {
+            host.containers.iter().map(move |id| {
+                json!({"host": host.endpoint.host(), "port": host.endpoint.port(), "id": id})
+            })
+        })
+        .collect();
+    let used = |pool: &str| {
+        node.slots
+            .iter()
+            .find(|(name, _)| name == pool)
+            .map_or(0, |(_, used)| *used)
+    };
+    let farms: Vec<serde_json::Value> = settings
+        .farms
+        .iter()
+        .enumerate()
+        .map(|(index, farm)| {
+            json!({
+                "match": farm.pattern,
+                "hosts": farm.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "maxRunning": farm.max_running,
+                "running": used(&format!("farm:{index}")),
             })
         })
         .collect();
     let queue = node.queue.unwrap_or_default();
     let counts = node.counts.unwrap_or_default();
+    let (scheduled, next) = node.scheduled;
     ok(
         settings,
         &json!({
             "hosts": hosts,
+            "containers": {"running": running},
+            "farms": farms,
             "queues": {
                 "jobs": {"length": queue.ready},
                 "delayed": {"length": queue.delayed},
                 "running": {"length": queue.leased},
+                "scheduled": {
+                    "length": scheduled,
+                    "nextTimeStamp": next.map(|next| next.0 as f64 / 1e6),
+                    "nextHumanReadableDate": next.map(|next| next.iso()),
+                },
             },
             "tasks": {"count": counts.tasks},
-            "jobs": {"count": counts.jobs, "scheduled": []},
+            "jobs": {"count": counts.jobs},
             "fastlane": {"version": env!("CARGO_PKG_VERSION"), "executor": "docker"},
         }),
     )
+}
+
+/// `POST`/`PUT` (add) and `DELETE`/`DEL` (remove) `/docker-executor/blacklist` with
+/// `{"host": "host:port"}`. Any valid `host:port` is accepted, including `localhost`,
+/// single-label names and IPs (the original refused them, its bug 19).
+async fn blacklist(
+    settings: &GatewaySettings,
+    add: bool,
+    body: &[u8],
+) -> Result<HttpResponse, Failure> {
+    let (operation, action) = if add {
+        ("add_to_blacklist", "add host to")
+    } else {
+        ("remove_from_blacklist", "remove host from")
+    };
+    let refuse = |reason: &str| {
+        Failure::invalid(
+            operation,
+            format!("Failed to {action} blacklist because {reason}."),
+        )
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| refuse("JSON body could not be parsed"))?;
+    let host = value
+        .as_object()
+        .ok_or_else(|| refuse("JSON body could not be parsed"))?
+        .get("host")
+        .ok_or_else(|| refuse("'host' attribute was not found in JSON body"))?;
+    let host = host
+        .as_str()
+        .and_then(|host| fastlane_proto::farm::DockerEndpoint::parse(host).ok())
+        .filter(|endpoint| !endpoint.host().contains('/'))
+        .ok_or_else(|| refuse("'host' attribute had an invalid value"))?
+        .to_string();
+    call(settings, operation, |reply| ApiMessage::Blacklist {
+        host,
+        add,
+        reply,
+    })
+    .await?
+    .map_err(api_failure(operation))?;
+    Ok(text_response(
+        StatusCode::OK,
+        Vec::new(),
+        "text/plain; charset=utf-8",
+    ))
 }
 
 fn page_number(query: Option<&str>) -> Result<u64, Failure> {

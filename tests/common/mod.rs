@@ -302,3 +302,129 @@ pub fn path_of(url: &str) -> &str {
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+/// A private Docker engine a test can kill and restart (the shared ones must stay up for the
+/// tests running beside it).
+pub struct Engine {
+    pub address: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Engine {
+    pub fn start() -> Engine {
+        let dir = tempfile::tempdir().unwrap();
+        let address = format!("127.0.0.1:{}", free_port());
+        let mut engine = Engine {
+            address,
+            dir,
+            child: None,
+        };
+        engine.spawn();
+        let rootfs = std::env::var("FASTLANE_TEST_ROOTFS")
+            .expect("FASTLANE_TEST_ROOTFS (run scripts/test.sh)");
+        let status = Command::new("docker")
+            .args([
+                "-H",
+                &format!("tcp://{}", engine.address),
+                "import",
+                &rootfs,
+                &image(),
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "docker import on the private engine");
+        engine
+    }
+
+    fn spawn(&mut self) {
+        let dir = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("dockerd.log"))
+            .unwrap();
+        let child = Command::new("dockerd")
+            .args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+            ])
+            .arg("-H")
+            .arg(format!("tcp://{}", self.address))
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("pid"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !Command::new("docker")
+            .args(["-H", &format!("tcp://{}", self.address), "version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(Instant::now() < deadline, "private dockerd did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Kills the engine (SIGKILL to dockerd and its containerd).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-P", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same address and directories.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let _ = std::fs::remove_file(self.dir.path().join("pid"));
+        self.spawn();
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe_kill(child.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Number of running containers labelled with `task_id` on `host`.
+pub fn running_containers(host: &str, task_id: &str) -> usize {
+    docker(
+        host,
+        &[
+            "ps",
+            "--filter",
+            &format!("label=fastlane.task_id={task_id}"),
+            "--format",
+            "{{.ID}}",
+        ],
+    )
+    .lines()
+    .filter(|line| !line.trim().is_empty())
+    .count()
+}
