@@ -20,6 +20,8 @@ need_packages() {
   command -v dockerd >/dev/null || missing+=(docker.io)
   [ -x /bin/busybox ] || missing+=(busybox-static)
   command -v python3 >/dev/null || missing+=(python3)
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v pkill >/dev/null || missing+=(procps)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "testenv: installing ${missing[*]}" >&2
     apt-get update -qq >&2

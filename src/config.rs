@@ -54,6 +54,9 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "WEBHOOKS_EXPONENTIAL_BACKOFF_FACTOR", group: "Worker", kind: Kind::Float, default: "2", help: "Webhook retry delay factor." },
     OptionSpec { name: "EXECUTOR", group: "Worker", kind: Kind::Str, default: "\"docker\"", help: "Container executor (only 'docker')." },
     OptionSpec { name: "DOCKER_HOSTS", group: "Docker Executor", kind: Kind::Json, default: "null", help: "Farms: [{\"match\": regex, \"hosts\": [\"host:port\"], \"maxRunning\": n}]; null = the local engine (DOCKER_HOST or the default socket)." },
+    OptionSpec { name: "DOCKER_TLS_CA", group: "Docker Executor", kind: Kind::OptStr, default: "\"\"", help: "CA certificate (PEM) that signed the https:// hosts' certificates." },
+    OptionSpec { name: "DOCKER_TLS_CERT", group: "Docker Executor", kind: Kind::OptStr, default: "\"\"", help: "Client certificate (PEM) for https:// hosts." },
+    OptionSpec { name: "DOCKER_TLS_KEY", group: "Docker Executor", kind: Kind::OptStr, default: "\"\"", help: "Client key (PEM) for https:// hosts." },
     OptionSpec { name: "DOCKER_CIRCUIT_BREAKER_MAX_FAILS", group: "Docker Executor", kind: Kind::UInt, default: "5", help: "Consecutive host faults that open a host's circuit." },
     OptionSpec { name: "DOCKER_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS", group: "Docker Executor", kind: Kind::UInt, default: "60", help: "Open -> half-open delay." },
     OptionSpec { name: "DOCKER_CALL_TIMEOUT_SECONDS", group: "Docker Executor", kind: Kind::UInt, default: "30", help: "Timeout of one Docker API call (pulls get 20 times this)." },
@@ -134,6 +137,25 @@ impl Config {
                 .map_err(|error| ConfigError(format!("invalid value for DOCKER_HOSTS: {error}")))?,
         };
         let config = Config { values, farms };
+        let uses_tls = config
+            .farms
+            .iter()
+            .flat_map(|farm| &farm.hosts)
+            .any(|host| host.is_tls());
+        if uses_tls {
+            for name in ["DOCKER_TLS_CA", "DOCKER_TLS_CERT", "DOCKER_TLS_KEY"] {
+                let path = config.optional(name).ok_or_else(|| {
+                    ConfigError(format!(
+                        "{name} must be set: DOCKER_HOSTS has https:// hosts"
+                    ))
+                })?;
+                if !Path::new(&path).is_file() {
+                    return Err(ConfigError(format!(
+                        "invalid value for {name}: no file at {path}"
+                    )));
+                }
+            }
+        }
         if config.uint("PAGINATION_PER_PAGE") == 0 {
             return Err(ConfigError(
                 "invalid value for PAGINATION_PER_PAGE: must be at least 1".into(),

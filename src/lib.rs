@@ -57,10 +57,11 @@ pub async fn run(
         .iter()
         .flat_map(|farm| farm.hosts.iter().cloned())
         .collect();
+    let tls = tls_files(&config);
     let runtimes = endpoints
         .iter()
         .map(|endpoint| {
-            DockerRuntime::connect(endpoint, call_timeout, wait_limit)
+            DockerRuntime::connect(endpoint, tls.as_ref(), call_timeout, wait_limit)
                 .map(|runtime| Arc::new(runtime) as Arc<dyn ContainerRuntime>)
                 .with_context(|| format!("invalid docker host {endpoint}"))
         })
@@ -193,7 +194,12 @@ pub async fn prune(config: &Config) -> std::process::ExitCode {
         .collect();
     let mut failed = false;
     for endpoint in endpoints {
-        let result = match DockerRuntime::connect(&endpoint, call_timeout, call_timeout) {
+        let result = match DockerRuntime::connect(
+            &endpoint,
+            tls_files(config).as_ref(),
+            call_timeout,
+            call_timeout,
+        ) {
             Ok(runtime) => runtime.prune().await.map_err(|error| error.to_string()),
             Err(error) => Err(error.to_string()),
         };
@@ -214,6 +220,15 @@ pub async fn prune(config: &Config) -> std::process::ExitCode {
     } else {
         std::process::ExitCode::SUCCESS
     }
+}
+
+/// The client certificate for `https://` hosts, when configured.
+fn tls_files(config: &Config) -> Option<adapters::docker::TlsFiles> {
+    Some(adapters::docker::TlsFiles {
+        ca: config.optional("DOCKER_TLS_CA")?.into(),
+        cert: config.optional("DOCKER_TLS_CERT")?.into(),
+        key: config.optional("DOCKER_TLS_KEY")?.into(),
+    })
 }
 
 /// This node's stable id (its queue consumer name), kept in the data directory so that a

@@ -385,3 +385,33 @@ async fn prune_removes_leftovers_and_survives_a_dead_host() {
     );
     assert_eq!(left.trim(), "");
 }
+
+/// A Docker engine that requires TLS client certificates (`dockerd --tlsverify`) runs a job
+/// when it is configured as `https://host:port` with `DOCKER_TLS_CA`/`_CERT`/`_KEY`.
+#[tokio::test]
+async fn a_tls_engine_runs_a_job() {
+    let engine = Engine::start_tls();
+    let certs = engine.tls.clone().unwrap();
+    let config = farms(
+        json!([{"match": "", "hosts": [format!("https://{}", engine.address)], "maxRunning": 2}]),
+    );
+    let ca = certs.join("ca.pem");
+    let cert = certs.join("cert.pem");
+    let key = certs.join("key.pem");
+    let node = Node::start(&[
+        ("DOCKER_HOSTS", &config),
+        ("DOCKER_TLS_CA", ca.to_str().unwrap()),
+        ("DOCKER_TLS_CERT", cert.to_str().unwrap()),
+        ("DOCKER_TLS_KEY", key.to_str().unwrap()),
+    ])
+    .await;
+    let posted = node
+        .post_job("tls", json!({"image": image(), "command": "echo over tls"}))
+        .await;
+    let execution = node
+        .wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
+    assert_eq!(execution["status"], "done", "{execution}\n{}", node.log());
+    assert_eq!(execution["log"], "over tls\n");
+    assert_eq!(ran_on(&execution), engine.address);
+}

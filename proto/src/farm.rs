@@ -7,18 +7,22 @@ use std::fmt;
 /// How to reach one Docker engine.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DockerEndpoint {
-    /// `host:port` over plain HTTP.
-    Tcp { host: String, port: u16 },
+    /// `host:port` over plain HTTP, or over TLS (`https://host:port`) with the client
+    /// certificate of the configuration.
+    Tcp { host: String, port: u16, tls: bool },
     /// The local engine: `DOCKER_HOST` or the default socket.
     Local,
 }
 
 impl DockerEndpoint {
-    /// Parses `host:port` (an optional `tcp://` or `http://` prefix is allowed). The host may be
-    /// any name or address, including `localhost` and single-label names.
+    /// Parses `host:port` (an optional `tcp://` or `http://` prefix is allowed; `https://`
+    /// means TLS). The host may be any name or address, including `localhost` and single-label
+    /// names.
     pub fn parse(text: &str) -> Result<DockerEndpoint, String> {
+        let tls = text.trim().starts_with("https://");
         let trimmed = text
             .trim()
+            .trim_start_matches("https://")
             .trim_start_matches("tcp://")
             .trim_start_matches("http://")
             .trim_end_matches('/');
@@ -42,6 +46,7 @@ impl DockerEndpoint {
         Ok(DockerEndpoint::Tcp {
             host: host.to_string(),
             port,
+            tls,
         })
     }
 
@@ -51,6 +56,10 @@ impl DockerEndpoint {
             DockerEndpoint::Tcp { host, .. } => host,
             DockerEndpoint::Local => "local",
         }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, DockerEndpoint::Tcp { tls: true, .. })
     }
 
     /// The port as shown in the API; 0 for the local socket.
@@ -219,6 +228,10 @@ mod tests {
                 .to_string(),
             "127.0.0.1:2375"
         );
+        let tls = DockerEndpoint::parse("https://docker-host:2376").unwrap();
+        assert!(tls.is_tls());
+        assert_eq!(tls.to_string(), "docker-host:2376");
+        assert!(!DockerEndpoint::parse("docker-host:2375").unwrap().is_tls());
         assert!(DockerEndpoint::parse("example.com").is_err());
         assert!(DockerEndpoint::parse("example.com:abcd").is_err());
     }

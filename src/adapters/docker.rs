@@ -25,6 +25,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
+/// The client certificate for `https://` Docker hosts (PEM files).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
 /// One Docker host.
 pub struct DockerRuntime {
     endpoint: DockerEndpoint,
@@ -39,21 +47,35 @@ impl DockerRuntime {
     /// A client for `endpoint`. `wait_limit` bounds the longest call (waiting for a container).
     pub fn connect(
         endpoint: &DockerEndpoint,
+        tls_files: Option<&TlsFiles>,
         call_timeout: Duration,
         wait_limit: Duration,
     ) -> anyhow::Result<DockerRuntime> {
         let docker = match endpoint {
-            DockerEndpoint::Tcp { host, port } => {
+            DockerEndpoint::Tcp { host, port, tls } => {
                 let host = if host.contains(':') {
                     format!("[{host}]")
                 } else {
                     host.clone()
                 };
-                Docker::connect_with_http(
-                    &format!("tcp://{host}:{port}"),
-                    wait_limit.as_secs(),
-                    API_DEFAULT_VERSION,
-                )?
+                match (tls, tls_files) {
+                    (false, _) => Docker::connect_with_http(
+                        &format!("tcp://{host}:{port}"),
+                        wait_limit.as_secs(),
+                        API_DEFAULT_VERSION,
+                    )?,
+                    (true, Some(files)) => Docker::connect_with_ssl(
+                        &format!("https://{host}:{port}"),
+                        &files.key,
+                        &files.cert,
+                        &files.ca,
+                        wait_limit.as_secs(),
+                        API_DEFAULT_VERSION,
+                    )?,
+                    (true, None) => anyhow::bail!(
+                        "{endpoint} is a TLS host but no client certificate is configured"
+                    ),
+                }
             }
             DockerEndpoint::Local => Docker::connect_with_defaults()?.with_timeout(wait_limit),
         };

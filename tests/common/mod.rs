@@ -309,33 +309,57 @@ pub struct Engine {
     pub address: String,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// With TLS: the directory of `ca.pem`, `cert.pem`, `key.pem` (client) and the server's.
+    pub tls: Option<PathBuf>,
 }
 
 impl Engine {
     pub fn start() -> Engine {
+        Self::start_with(false)
+    }
+
+    /// An engine that only accepts TLS clients with a certificate of its own test CA.
+    pub fn start_tls() -> Engine {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Engine {
         let dir = tempfile::tempdir().unwrap();
         let address = format!("127.0.0.1:{}", free_port());
+        let tls = tls.then(|| {
+            let certs = dir.path().join("certs");
+            make_certificates(&certs);
+            certs
+        });
         let mut engine = Engine {
             address,
             dir,
             child: None,
+            tls,
         };
         engine.spawn();
         let rootfs = std::env::var("FASTLANE_TEST_ROOTFS")
             .expect("FASTLANE_TEST_ROOTFS (run scripts/test.sh)");
-        let status = Command::new("docker")
-            .args([
-                "-H",
-                &format!("tcp://{}", engine.address),
-                "import",
-                &rootfs,
-                &image(),
-            ])
+        let status = engine
+            .cli()
+            .args(["import", &rootfs, &image()])
             .stdout(Stdio::null())
             .status()
             .unwrap();
         assert!(status.success(), "docker import on the private engine");
         engine
+    }
+
+    /// The docker CLI, pointed at this engine.
+    pub fn cli(&self) -> Command {
+        let mut command = Command::new("docker");
+        command.arg("-H").arg(format!("tcp://{}", self.address));
+        if let Some(certs) = &self.tls {
+            command
+                .env("DOCKER_TLS_VERIFY", "1")
+                .env("DOCKER_CERT_PATH", certs);
+        }
+        command
     }
 
     fn spawn(&mut self) {
@@ -345,7 +369,21 @@ impl Engine {
             .append(true)
             .open(dir.join("dockerd.log"))
             .unwrap();
-        let child = Command::new("dockerd")
+        let mut dockerd = Command::new("dockerd");
+        if let Some(certs) = &self.tls {
+            dockerd
+                .arg("--tlsverify")
+                .arg(format!("--tlscacert={}", certs.join("ca.pem").display()))
+                .arg(format!(
+                    "--tlscert={}",
+                    certs.join("server-cert.pem").display()
+                ))
+                .arg(format!(
+                    "--tlskey={}",
+                    certs.join("server-key.pem").display()
+                ));
+        }
+        let child = dockerd
             .args([
                 "--iptables=false",
                 "--ip6tables=false",
@@ -366,8 +404,9 @@ impl Engine {
             .expect("dockerd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !Command::new("docker")
-            .args(["-H", &format!("tcp://{}", self.address), "version"])
+        while !self
+            .cli()
+            .arg("version")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -427,4 +466,31 @@ pub fn running_containers(host: &str, task_id: &str) -> usize {
     .lines()
     .filter(|line| !line.trim().is_empty())
     .count()
+}
+
+/// A test CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`
+/// (`ca.pem`, `server-cert.pem`, `server-key.pem`, `cert.pem`, `key.pem`).
+fn make_certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = r#"
+set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=fastlane-test-ca -keyout ca-key.pem -out ca.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server-key.pem -out server.csr 2>/dev/null
+printf 'subjectAltName = IP:127.0.0.1,DNS:localhost\nextendedKeyUsage = serverAuth\n' > server.cnf
+openssl x509 -req -days 2 -sha256 -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server-cert.pem -extfile server.cnf 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=fastlane-client -keyout key.pem -out client.csr 2>/dev/null
+printf 'extendedKeyUsage = clientAuth\n' > client.cnf
+openssl x509 -req -days 2 -sha256 -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cert.pem -extfile client.cnf 2>/dev/null
+"#;
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
