@@ -134,7 +134,11 @@ pub async fn run(
         .with_context(|| format!("could not listen on {bind}"))?;
     tracing::info!(address = %listener.local_addr()?, "fastlane-node listening");
 
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Each connection watches `stop`: on shutdown it finishes the request in flight and closes.
+    // (hyper-util's GracefulShutdown does not take connections that can be upgraded to
+    // WebSockets, so this is done by hand.)
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -147,16 +151,27 @@ pub async fn run(
                         continue;
                     }
                 };
+                while connections.try_join_next().is_some() {}
                 let settings = gateway_settings.clone();
-                let service = service_fn(move |request| gateway::handle(settings.clone(), request, peer));
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "connection ended with an error");
+                let mut stopped = stopped.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |request| gateway::handle(settings.clone(), request, peer));
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(30))
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    let mut connection = std::pin::pin!(connection);
+                    tokio::select! {
+                        result = connection.as_mut() => {
+                            if let Err(error) = result {
+                                tracing::debug!(%error, "connection ended with an error");
+                            }
+                        }
+                        _ = stopped.changed() => {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                        }
                     }
                 });
             }
@@ -165,10 +180,12 @@ pub async fn run(
     }
     tracing::info!("shutting down: no new requests, draining the ones in flight");
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!("some requests did not finish in time");
     }
     let _ = ractor::call_t!(

@@ -9,7 +9,7 @@
 //! Each request is served by a spawned task that replies on the call's port, so a slow query
 //! never holds up the mailbox; the handler itself only dispatches.
 
-use crate::host::HostStatus;
+use crate::host::{HostMessage, HostStatus, LogWatch};
 use crate::lifecycle::stop_execution;
 use crate::ports::{Page, Paged, QueueMessage, QueueStats, StoreCounts, StoreError};
 use crate::root::RootMessage;
@@ -154,6 +154,13 @@ pub enum ApiMessage {
     },
     Health(RpcReplyPort<Health>),
     Status(RpcReplyPort<NodeStatus>),
+    /// Watch an execution's output (the job's last one when `execution_id` is `None`).
+    Watch {
+        task_id: String,
+        job_id: Uuid,
+        execution_id: Option<Uuid>,
+        reply: RpcReplyPort<ApiResult<WatchOutcome>>,
+    },
     /// Adds (`add`) or removes a `host:port` from the blacklist.
     Blacklist {
         host: String,
@@ -253,6 +260,15 @@ impl Actor for ApiActor {
             ),
             ApiMessage::Health(reply) => serve(reply, health(services)),
             ApiMessage::Status(reply) => serve(reply, status(services, state.root.clone())),
+            ApiMessage::Watch {
+                task_id,
+                job_id,
+                execution_id,
+                reply,
+            } => serve(
+                reply,
+                watch(services, state.root.clone(), task_id, job_id, execution_id),
+            ),
             ApiMessage::Blacklist { host, add, reply } => serve(reply, async move {
                 let result = if add {
                     services.queue.blacklist_add(&host).await
@@ -550,6 +566,69 @@ async fn find_execution(
         }
         None => ExecutionLookup::NoSuchExecution,
     })
+}
+
+/// What a watcher of an execution's output gets.
+pub enum WatchOutcome {
+    NoJob,
+    NoExecution,
+    /// Not started yet: come back later.
+    Pending,
+    /// Finished (or ended): its stored output.
+    Finished(Box<Execution>),
+    /// Running: its output so far and then live.
+    Live(LogWatch),
+}
+
+async fn watch(
+    services: Services,
+    root: ActorRef<RootMessage>,
+    task_id: String,
+    job_id: Uuid,
+    execution_id: Option<Uuid>,
+) -> ApiResult<WatchOutcome> {
+    let execution = match find_execution(services, task_id, job_id, execution_id).await? {
+        ExecutionLookup::NoJob => return Ok(WatchOutcome::NoJob),
+        ExecutionLookup::NoExecutions | ExecutionLookup::NoSuchExecution => {
+            return Ok(WatchOutcome::NoExecution)
+        }
+        ExecutionLookup::Found(execution) => execution,
+    };
+    if execution.status.is_terminal() {
+        return Ok(WatchOutcome::Finished(execution));
+    }
+    let metadata = &execution.metadata;
+    let (Some(host), Some(port), Some(container_id)) = (
+        metadata.docker_host.clone(),
+        metadata.docker_port,
+        metadata.container_id.clone(),
+    ) else {
+        return Ok(WatchOutcome::Pending);
+    };
+    let unavailable = |message: String| ApiError {
+        kind: ErrorKind::Unavailable,
+        message,
+    };
+    let host = call_t!(
+        root,
+        |reply| RootMessage::HostFor { host, port, reply },
+        crate::CALL_TIMEOUT_MS
+    )
+    .map_err(|error| unavailable(error.to_string()))?
+    .ok_or_else(|| unavailable("the execution's host is not configured".into()))?;
+    match call_t!(
+        host,
+        |reply| HostMessage::Watch {
+            container_id,
+            reply
+        },
+        crate::CALL_TIMEOUT_MS
+    ) {
+        Ok(Ok(watch)) => Ok(WatchOutcome::Live(watch)),
+        // The container just ended (or went away): tell the watcher to come back for the result.
+        Ok(Err(_)) => Ok(WatchOutcome::Pending),
+        Err(error) => Err(unavailable(error.to_string())),
+    }
 }
 
 async fn health(services: Services) -> Health {

@@ -10,11 +10,13 @@
 use crate::job::JobMessage;
 use crate::placement::{CircuitBreaker, CircuitState, HostLoad};
 use crate::ports::{ContainerRuntime, ContainerSpec, RuntimeError};
+use bytes::Bytes;
 use fastlane_proto::farm::DockerEndpoint;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
 
 /// Messages of the HostActor.
 pub enum HostMessage {
@@ -54,6 +56,16 @@ pub enum HostMessage {
     },
     Load(RpcReplyPort<HostLoad>),
     Status(RpcReplyPort<HostStatus>),
+    /// Watch a running container's output: everything so far, then live. All watchers of one
+    /// container share one Docker log stream.
+    Watch {
+        container_id: String,
+        reply: RpcReplyPort<Result<LogWatch, RuntimeError>>,
+    },
+    /// A container's log stream ended.
+    FeedEnded {
+        container_id: String,
+    },
     /// Its own timer: when the circuit is half-open, one ping decides (so a recovered host is
     /// closed again without risking a job on it).
     Probe,
@@ -86,6 +98,35 @@ pub struct HostState {
     running: HashSet<String>,
     last_error: Option<String>,
     probing: bool,
+    /// Log feeds of watched containers.
+    feeds: HashMap<String, Arc<LogFeed>>,
+}
+
+/// One Docker log stream shared by every watcher of a container.
+pub struct LogFeed {
+    /// Everything received so far, and whether the stream has ended.
+    history: std::sync::Mutex<(Vec<Bytes>, bool)>,
+    sender: broadcast::Sender<Bytes>,
+}
+
+/// What a watcher gets: the output so far, then the live chunks (the receiver closes when the
+/// container's output ends).
+pub struct LogWatch {
+    pub history: Vec<Bytes>,
+    pub live: Option<broadcast::Receiver<Bytes>>,
+}
+
+impl LogFeed {
+    fn subscribe(&self) -> LogWatch {
+        let history = self
+            .history
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        LogWatch {
+            history: history.0.clone(),
+            live: (!history.1).then(|| self.sender.subscribe()),
+        }
+    }
 }
 
 /// How often a half-open circuit is probed.
@@ -108,6 +149,7 @@ impl Actor for HostActor {
             running: HashSet::new(),
             last_error: None,
             probing: false,
+            feeds: HashMap::new(),
         })
     }
 
@@ -149,6 +191,13 @@ impl Actor for HostActor {
                 let _ = reply.send(state.status());
             }
             HostMessage::Probe => state.probe(myself),
+            HostMessage::Watch {
+                container_id,
+                reply,
+            } => state.watch(myself, container_id, reply).await,
+            HostMessage::FeedEnded { container_id } => {
+                state.feeds.remove(&container_id);
+            }
         }
         Ok(())
     }
@@ -178,6 +227,48 @@ impl HostState {
                 self.last_error.clone()
             },
         }
+    }
+
+    async fn watch(
+        &mut self,
+        myself: ActorRef<HostMessage>,
+        container_id: String,
+        reply: RpcReplyPort<Result<LogWatch, RuntimeError>>,
+    ) {
+        if let Some(feed) = self.feeds.get(&container_id) {
+            let _ = reply.send(Ok(feed.subscribe()));
+            return;
+        }
+        // Starting the stream is quick (one inspect); the stream itself runs in a task.
+        let mut chunks = match self.runtime.follow_logs(&container_id).await {
+            Ok(chunks) => chunks,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let (sender, _) = broadcast::channel(1024);
+        let feed = Arc::new(LogFeed {
+            history: std::sync::Mutex::new((Vec::new(), false)),
+            sender,
+        });
+        self.feeds.insert(container_id.clone(), feed.clone());
+        let _ = reply.send(Ok(feed.subscribe()));
+        tokio::spawn(async move {
+            while let Some(chunk) = chunks.recv().await {
+                let mut history = feed
+                    .history
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                history.0.push(chunk.clone());
+                let _ = feed.sender.send(chunk);
+            }
+            feed.history
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .1 = true;
+            let _ = myself.cast(HostMessage::FeedEnded { container_id });
+        });
     }
 
     fn probe(&mut self, myself: ActorRef<HostMessage>) {

@@ -276,6 +276,12 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn wait(&self, container_id: &str) -> Result<(), RuntimeError>;
     /// Reads the exited container's exit code and whole stdout and stderr.
     async fn collect(&self, container_id: &str) -> Result<ContainerExit, RuntimeError>;
+    /// Follows the container's combined stdout and stderr from its start, as Docker writes them;
+    /// the channel closes when the container has exited (or the host went away).
+    async fn follow_logs(
+        &self,
+        container_id: &str,
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, RuntimeError>;
     /// Stops the container: SIGTERM, then SIGKILL after `grace`.
     async fn stop(&self, container_id: &str, grace: Duration) -> Result<(), RuntimeError>;
     /// Removes the container (forcibly).

@@ -55,6 +55,12 @@ pub enum RootMessage {
         attempt: u32,
     },
     HostStatuses(RpcReplyPort<Vec<HostStatus>>),
+    /// The HostActor of `host:port`, if configured.
+    HostFor {
+        host: String,
+        port: u16,
+        reply: RpcReplyPort<Option<ActorRef<HostMessage>>>,
+    },
     /// The node is stopping: children that end from now on are not restarted.
     PrepareShutdown(RpcReplyPort<()>),
 }
@@ -155,6 +161,17 @@ impl Actor for RootActor {
                 }
             }
             RootMessage::HostStatuses(reply) => state.host_statuses(reply),
+            RootMessage::HostFor { host, port, reply } => {
+                let actor = state
+                    .runtimes
+                    .iter()
+                    .zip(&state.hosts)
+                    .find(|(runtime, _)| {
+                        runtime.endpoint().host() == host && runtime.endpoint().port() == port
+                    })
+                    .and_then(|(_, actor)| actor.clone());
+                let _ = reply.send(actor);
+            }
             RootMessage::PrepareShutdown(reply) => {
                 state.stopping = true;
                 let _ = reply.send(());

@@ -416,6 +416,34 @@ impl ContainerRuntime for DockerRuntime {
         })
     }
 
+    async fn follow_logs(
+        &self,
+        container_id: &str,
+    ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, RuntimeError> {
+        // Fails fast (and classified) when the container or the host is not there.
+        self.bounded(
+            self.call_timeout,
+            self.docker.inspect_container(container_id, None),
+        )
+        .await?;
+        let options = LogsOptions {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let mut logs = self.docker.logs(container_id, Some(options));
+        let (sender, receiver) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            while let Some(Ok(chunk)) = logs.next().await {
+                if sender.send(chunk.into_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(receiver)
+    }
+
     async fn stop(&self, container_id: &str, grace: Duration) -> Result<(), RuntimeError> {
         let options = StopContainerOptions {
             t: Some(grace.as_secs().clamp(0, 600) as i32),

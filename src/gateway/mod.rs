@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod render;
+pub mod stream;
 
 use bytes::Bytes;
 use fastlane_actors::api::{ApiError, ApiMessage, ExecutionLookup, API_NAME};
@@ -139,7 +140,7 @@ fn add_cors(settings: &GatewaySettings, response: &mut HttpResponse, origin: Opt
 
 /// The routes, by path segments (a trailing slash is optional everywhere).
 async fn route(
-    settings: &GatewaySettings,
+    settings: &Arc<GatewaySettings>,
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<HttpResponse, Failure> {
@@ -158,9 +159,9 @@ async fn route(
         [] | ["healthcheck"] | ["status"] | ["tasks"] | ["search"] => &[Method::GET],
         ["tasks", _] => &[Method::GET, Method::POST],
         ["tasks", _, "jobs", _] => &[Method::GET, Method::PUT],
-        ["tasks", _, "jobs", _, "stdout" | "stderr" | "logs" | "stream"]
+        ["tasks", _, "jobs", _, "stdout" | "stderr" | "logs" | "stream" | "ws"]
         | ["tasks", _, "jobs", _, "executions", _]
-        | ["tasks", _, "jobs", _, "executions", _, "stdout" | "stderr" | "logs" | "stream"] => {
+        | ["tasks", _, "jobs", _, "executions", _, "stdout" | "stderr" | "logs" | "stream" | "ws"] => {
             &[Method::GET]
         }
         ["tasks", _, "jobs", _, "stop" | "retry"]
@@ -231,6 +232,49 @@ async fn route(
             stop_execution(settings, &urls, task_id, job_id, execution_id).await
         }
         (_, ["tasks", task_id]) => task(settings, &urls, task_id).await,
+        (_, ["tasks", task_id, "jobs", job_id, "ws"]) => {
+            let target = stream::Target {
+                task_id: task_id.to_string(),
+                job_id: job_id.to_string(),
+                execution_id: None,
+            };
+            Ok(stream::accept(settings.clone(), request, target))
+        }
+        (_, ["tasks", task_id, "jobs", job_id, "executions", execution_id, "ws"]) => {
+            let target = stream::Target {
+                task_id: task_id.to_string(),
+                job_id: job_id.to_string(),
+                execution_id: Some(execution_id.to_string()),
+            };
+            Ok(stream::accept(settings.clone(), request, target))
+        }
+        (_, ["tasks", task_id, "jobs", job_id, "stream"]) => {
+            let target = stream::Target {
+                task_id: task_id.to_string(),
+                job_id: job_id.to_string(),
+                execution_id: None,
+            };
+            let ws_path = format!(
+                "/tasks/{}/jobs/{}/ws/",
+                http::percent_encode(task_id),
+                http::percent_encode(job_id)
+            );
+            Ok(stream::page(&target, &ws_path))
+        }
+        (_, ["tasks", task_id, "jobs", job_id, "executions", execution_id, "stream"]) => {
+            let target = stream::Target {
+                task_id: task_id.to_string(),
+                job_id: job_id.to_string(),
+                execution_id: Some(execution_id.to_string()),
+            };
+            let ws_path = format!(
+                "/tasks/{}/jobs/{}/executions/{}/ws/",
+                http::percent_encode(task_id),
+                http::percent_encode(job_id),
+                http::percent_encode(execution_id)
+            );
+            Ok(stream::page(&target, &ws_path))
+        }
         (_, ["docker-executor", "blacklist"]) => {
             let add = matches!(method, Method::POST | Method::PUT);
             let body = read_body(request).await?;

@@ -1,0 +1,197 @@
+//! End-to-end: watching an execution's output live over WebSocket, and the stream page.
+
+mod common;
+
+use common::{image, path_of, wait_until, Node};
+use futures_util::StreamExt;
+use serde_json::json;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Everything a WebSocket client received: the text, and the close frame's code and reason.
+struct Received {
+    text: String,
+    close: Option<(CloseCode, String)>,
+    /// Whether the execution was still running when the first frame arrived.
+    first_frame_while_running: Option<bool>,
+}
+
+async fn watch(node: &Node, ws_path: &str, execution_url: Option<&str>) -> Received {
+    let url = node.url(ws_path).replace("http://", "ws://");
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("websocket handshake");
+    let mut received = Received {
+        text: String::new(),
+        close: None,
+        first_frame_while_running: None,
+    };
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(30), socket.next())
+        .await
+        .expect("no frame in 30 s")
+    {
+        match message.expect("websocket error") {
+            Message::Text(text) => {
+                if received.first_frame_while_running.is_none() {
+                    if let Some(execution_url) = execution_url {
+                        let status = node.get_json(path_of(execution_url)).await["execution"]
+                            ["status"]
+                            .clone();
+                        received.first_frame_while_running = Some(status == "running");
+                    }
+                }
+                received.text.push_str(text.as_str());
+            }
+            Message::Close(frame) => {
+                received.close = frame.map(|frame| (frame.code, frame.reason.as_str().to_string()));
+                break;
+            }
+            _ => {}
+        }
+    }
+    received
+}
+
+/// A job printing four lines a second apart: a client watching it receives the lines while it
+/// runs, then a close with code 1000 and reason `done`; several clients watch at once; a client
+/// connecting after the end gets the stored output, then `done`.
+#[tokio::test]
+async fn output_streams_live_then_replays() {
+    let node = Node::start(&[]).await;
+    let command = "bash -c 'for i in 1 2 3 4; do echo line-$i; sleep 1; done'";
+    let posted = node
+        .post_job("streaming", json!({"image": image(), "command": command}))
+        .await;
+    let execution_url = posted["executionUrl"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(20), "running", || async {
+        node.get_json(path_of(&execution_url)).await["execution"]["status"] == "running"
+    })
+    .await;
+    let execution_ws = format!("{}ws/", path_of(&execution_url));
+    let job_ws = format!("{}ws/", path_of(posted["jobUrl"].as_str().unwrap()));
+    let (first, second, by_job) = tokio::join!(
+        watch(&node, &execution_ws, Some(&execution_url)),
+        watch(&node, &execution_ws, None),
+        watch(&node, &job_ws, None),
+    );
+    for received in [&first, &second, &by_job] {
+        assert_eq!(received.text, "line-1\nline-2\nline-3\nline-4\n");
+        assert_eq!(
+            received.close,
+            Some((CloseCode::Normal, "done".to_string()))
+        );
+    }
+    assert_eq!(
+        first.first_frame_while_running,
+        Some(true),
+        "lines arrive while the job runs"
+    );
+
+    node.wait_finished(&execution_url).await;
+    let replay = watch(&node, &execution_ws, None).await;
+    assert!(replay.text.starts_with("EXIT CODE: 0\n"), "{}", replay.text);
+    assert!(
+        replay
+            .text
+            .contains("line-1\nline-2\nline-3\nline-4\n\n-=-\n"),
+        "{}",
+        replay.text
+    );
+    assert_eq!(replay.close, Some((CloseCode::Normal, "done".to_string())));
+}
+
+/// An execution that has not started closes with `retry`; a job that does not exist closes with
+/// an empty reason; an ended one (timed out) says `done`, never an endless retry.
+#[tokio::test]
+async fn pending_missing_and_ended_executions() {
+    let node = Node::start(&[]).await;
+    let scheduled = node
+        .post_job(
+            "stream-later",
+            json!({"image": image(), "command": "true", "startIn": "1h"}),
+        )
+        .await;
+    let received = watch(
+        &node,
+        &format!("{}ws/", path_of(scheduled["jobUrl"].as_str().unwrap())),
+        None,
+    )
+    .await;
+    assert_eq!(
+        received.close,
+        Some((CloseCode::Normal, "retry".to_string()))
+    );
+    let missing = watch(
+        &node,
+        "/tasks/none/jobs/00000000-0000-0000-0000-000000000000/ws/",
+        None,
+    )
+    .await;
+    assert_eq!(missing.close, Some((CloseCode::Normal, String::new())));
+    let timed_out = node
+        .post_job(
+            "stream-timeout",
+            json!({"image": image(), "command": "sleep 30", "timeout": 1}),
+        )
+        .await;
+    node.wait_finished(timed_out["executionUrl"].as_str().unwrap())
+        .await;
+    let received = watch(
+        &node,
+        &format!(
+            "{}ws/",
+            path_of(timed_out["executionUrl"].as_str().unwrap())
+        ),
+        None,
+    )
+    .await;
+    assert!(received.text.contains("timed out"), "{}", received.text);
+    assert_eq!(
+        received.close,
+        Some((CloseCode::Normal, "done".to_string()))
+    );
+}
+
+/// The stream page is HTML with the original's title, connects to the matching WebSocket, and
+/// shows output as text (the task id in the title is escaped).
+#[tokio::test]
+async fn stream_pages_are_html() {
+    let node = Node::start(&[]).await;
+    let posted = node
+        .post_job(
+            "<b>page<i>",
+            json!({"image": image(), "command": "echo hi"}),
+        )
+        .await;
+    let job_path = path_of(posted["jobUrl"].as_str().unwrap()).to_string();
+    let response = node.get(&format!("{job_path}stream/")).await;
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    let html = response.text().await.unwrap();
+    let job_id = posted["jobId"].as_str().unwrap();
+    assert!(
+        html.contains(&format!(
+            "<title>&lt;b&gt;page&lt;i&gt; - {job_id} - Fastlane</title>"
+        )),
+        "{html}"
+    );
+    assert!(html.contains(&format!("/jobs/{job_id}/ws/")));
+    assert!(
+        html.contains("createTextNode"),
+        "output is inserted as text, not HTML"
+    );
+    let execution_page = node
+        .get(&format!(
+            "{}stream/",
+            path_of(posted["executionUrl"].as_str().unwrap())
+        ))
+        .await;
+    let html = execution_page.text().await.unwrap();
+    assert!(html.contains(&format!(
+        "{} - Fastlane</title>",
+        posted["executionId"].as_str().unwrap()
+    )));
+}
