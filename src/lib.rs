@@ -92,10 +92,33 @@ pub async fn run(
             factor: config.float("EXPONENTIAL_BACKOFF_FACTOR").max(1.0),
             max_ms: 3_600_000,
         },
+        webhook_backoff_min_ms: config.uint("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS"),
+        webhook_backoff_factor: config.float("WEBHOOKS_EXPONENTIAL_BACKOFF_FACTOR").max(1.0),
+        public_url: format!(
+            "http://{}",
+            config.optional("SERVER_NAME").unwrap_or_else(|| format!(
+                "{}:{}",
+                if bind.ip().is_unspecified() {
+                    "localhost".to_string()
+                } else {
+                    bind.ip().to_string()
+                },
+                bind.port()
+            ))
+        ),
     };
     let services = Services {
         store: Arc::new(embedded.clone()),
         queue: Arc::new(embedded),
+        webhooks: Arc::new(adapters::webhooks::HttpWebhooks::new()?),
+        mailer: Arc::new(adapters::smtp::SmtpMailer::new(
+            config.optional("SMTP_HOST"),
+            config.uint("SMTP_PORT").min(u16::MAX as u64) as u16,
+            config.bool("SMTP_USE_SSL"),
+            config.optional("SMTP_USER"),
+            config.optional("SMTP_PASSWORD"),
+            config.optional("SMTP_FROM"),
+        )?),
         settings: Arc::new(settings),
     };
     let root_args = RootArgs {

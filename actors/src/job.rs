@@ -237,6 +237,29 @@ impl JobState {
         Ok(())
     }
 
+    /// Tells the notifier the execution started (`true`) or ended.
+    fn tell_notifier(&self, started: bool) {
+        let message = &self.delivery.message;
+        let (task_id, job_id, execution_id) = (
+            message.task_id.clone(),
+            message.job_id,
+            message.execution_id,
+        );
+        crate::notifier::tell(if started {
+            crate::notifier::NotifierMessage::Started {
+                task_id,
+                job_id,
+                execution_id,
+            }
+        } else {
+            crate::notifier::NotifierMessage::Ended {
+                task_id,
+                job_id,
+                execution_id,
+            }
+        });
+    }
+
     async fn ack(&self) -> Step {
         self.services.queue.ack(&self.delivery.message.id).await?;
         Ok(true)
@@ -444,6 +467,7 @@ impl JobState {
         if self.ending.is_none() {
             self.persist().await?;
             self.arm_timeout(myself);
+            self.tell_notifier(true);
         } else if let Some(host) = &self.host {
             // Stopped or timed out while it was being created: stop it now.
             host.cast(HostMessage::StopContainer {
@@ -525,6 +549,7 @@ impl JobState {
         if status == ExecutionStatus::Failed {
             self.retry_if_allowed().await?;
         }
+        self.tell_notifier(false);
         self.ack().await
     }
 
@@ -580,6 +605,7 @@ impl JobState {
         execution.error = Some(message.into_bytes());
         self.persist().await?;
         self.remove_container();
+        self.tell_notifier(false);
         self.ack().await
     }
 

@@ -6,6 +6,7 @@
 //! ├── PollerActor     leases due queue messages while there is capacity
 //! ├── SchedulerActor  owns every future firing (startAt, startIn, cron)
 //! ├── GateActor       admits executions to their farm (maxRunning) and task (maxConcurrent)
+//! ├── NotifierActor   webhooks and e-mails about executions
 //! ├── HostActor × N   one per Docker host: health, load, container operations
 //! └── JobActor × M    one per execution being run, from lease to acknowledgement
 //! ```
@@ -18,6 +19,7 @@ pub mod gate;
 pub mod host;
 pub mod job;
 pub mod lifecycle;
+pub mod notifier;
 pub mod placement;
 pub mod poller;
 pub mod ports;
@@ -33,6 +35,8 @@ use std::sync::Arc;
 pub struct Services {
     pub store: Arc<dyn ports::Store>,
     pub queue: Arc<dyn ports::Queue>,
+    pub webhooks: Arc<dyn ports::WebhookClient>,
+    pub mailer: Arc<dyn ports::Mailer>,
     pub settings: Arc<Settings>,
 }
 
@@ -49,6 +53,10 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Retry back-off of jobs that do not set their own.
     pub default_backoff: fastlane_proto::model::Backoff,
+    pub webhook_backoff_min_ms: u64,
+    pub webhook_backoff_factor: f64,
+    /// `http://host[:port]` for links in e-mails (`SERVER_NAME`, or the address listened on).
+    pub public_url: String,
 }
 
 /// Timeout of an actor call made by the gateway or between actors, in milliseconds.

@@ -90,6 +90,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Jobs with a future firing, soonest first.
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// Appends a webhook attempt to the execution's `webhookDispatch`, keeping the newest
+    /// `keep` entries, atomically (several hooks of one execution are sent concurrently).
+    async fn append_webhook_dispatch(
+        &self,
+        execution_id: Uuid,
+        entry: serde_json::Value,
+        keep: usize,
+    ) -> Result<(), StoreError>;
     /// Executions in any of `statuses` (for reconciliation at start).
     async fn executions_in(
         &self,
@@ -288,6 +296,49 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn remove(&self, container_id: &str) -> Result<(), RuntimeError>;
     /// Ids of the running containers whose names start with `fastlane-job-`.
     async fn running_jobs(&self) -> Result<Vec<String>, RuntimeError>;
+}
+
+/// One webhook call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+    pub timeout: Duration,
+}
+
+/// The answer to a webhook call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookResponse {
+    pub status: u16,
+    pub body: String,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Sends webhooks.
+#[async_trait]
+pub trait WebhookClient: Send + Sync + 'static {
+    /// `Err` when no answer came (connection refused, timeout, bad URL).
+    async fn send(&self, request: &WebhookRequest) -> Result<WebhookResponse, String>;
+}
+
+/// An e-mail: plain text and HTML parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Email {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Sends e-mail.
+#[async_trait]
+pub trait Mailer: Send + Sync + 'static {
+    /// Whether an SMTP server is configured at all.
+    fn configured(&self) -> bool;
+    /// `Err(message)`; the caller retries with back-off.
+    async fn send(&self, email: &Email) -> Result<(), String>;
 }
 
 /// How long a queue lease lasts before another consumer may take the message.

@@ -43,6 +43,7 @@ pub enum ChildKind {
     Poller,
     Scheduler,
     Gate,
+    Notifier,
     Host(usize),
 }
 
@@ -131,6 +132,7 @@ impl Actor for RootActor {
         state.spawn_child(&myself, ChildKind::Api).await?;
         state.spawn_child(&myself, ChildKind::Scheduler).await?;
         state.spawn_child(&myself, ChildKind::Gate).await?;
+        state.spawn_child(&myself, ChildKind::Notifier).await?;
         state.spawn_child(&myself, ChildKind::Poller).await?;
         Ok(())
     }
@@ -231,6 +233,16 @@ impl RootState {
                 let (actor, _) = Actor::spawn_linked(
                     Some(SCHEDULER_NAME.to_string()),
                     SchedulerActor,
+                    self.services.clone(),
+                    supervisor,
+                )
+                .await?;
+                actor.get_cell()
+            }
+            ChildKind::Notifier => {
+                let (actor, _) = Actor::spawn_linked(
+                    Some(crate::notifier::NOTIFIER_NAME.to_string()),
+                    crate::notifier::NotifierActor,
                     self.services.clone(),
                     supervisor,
                 )

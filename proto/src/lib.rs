@@ -16,6 +16,7 @@ pub mod schedule;
 pub mod search;
 pub mod status;
 pub mod timestamp;
+pub mod views;
 
 pub use error::ErrorKind;
 pub use model::{Execution, ExecutionMetadata, Job, JobMetadata, Task, TaskSummary};

@@ -129,7 +129,17 @@ pub struct ExecutionMetadata {
     /// For an automatic retry: the execution it retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<Uuid>,
+    /// Every webhook attempt for this execution (the newest [`WEBHOOK_DISPATCH_KEPT`]).
+    #[serde(
+        default,
+        rename = "webhookDispatch",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub webhook_dispatch: Vec<serde_json::Value>,
 }
+
+/// Webhook attempts kept on an execution.
+pub const WEBHOOK_DISPATCH_KEPT: usize = 20;
 
 impl Execution {
     /// A new execution of `job`, waiting in the queue.

@@ -511,17 +511,24 @@ impl Store for Embedded {
         self.with(move |connection| {
             let transaction = connection.transaction()?;
             let id = execution.execution_id.to_string();
-            let stored: Option<String> = transaction
-                .query_row("SELECT status FROM executions WHERE execution_id = ?1", params![id], |row| row.get(0))
+            let stored: Option<(String, String)> = transaction
+                .query_row("SELECT status, record FROM executions WHERE execution_id = ?1", params![id], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
                 .optional()?;
-            match stored.as_deref().and_then(ExecutionStatus::parse) {
-                Some(stored) if stored.is_terminal() && stored != execution.status => {
+            let mut execution = execution;
+            match stored.as_ref().and_then(|(status, record)| Some((ExecutionStatus::parse(status)?, record))) {
+                Some((stored, _)) if stored.is_terminal() && stored != execution.status => {
                     return Err(DbError::Conflict(format!(
                         "execution {id} is already {stored}, it cannot become {}",
                         execution.status
                     )));
                 }
-                Some(_) => {
+                Some((_, record)) => {
+                    // Webhook attempts are appended on their own (`append_webhook_dispatch`):
+                    // a writer's copy of the execution never replaces them.
+                    let stored: Execution = serde_json::from_str(record)?;
+                    execution.metadata.webhook_dispatch = stored.metadata.webhook_dispatch;
                     transaction.execute(
                         "UPDATE executions SET status = ?2, record = ?3 WHERE execution_id = ?1",
                         params![id, execution.status.as_str(), serde_json::to_string(&execution)?],
@@ -622,6 +629,41 @@ impl Store for Embedded {
                  ORDER BY schedules.next_fire_at",
                 [],
             )
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn append_webhook_dispatch(
+        &self,
+        execution_id: Uuid,
+        entry: serde_json::Value,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        self.with(move |connection| {
+            let transaction = connection.transaction()?;
+            let id = execution_id.to_string();
+            let record: Option<String> = transaction
+                .query_row(
+                    "SELECT record FROM executions WHERE execution_id = ?1",
+                    params![id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let Some(record) = record else { return Ok(()) };
+            let mut execution: Execution = serde_json::from_str(&record)?;
+            let dispatch = &mut execution.metadata.webhook_dispatch;
+            dispatch.push(entry);
+            if dispatch.len() > keep {
+                let excess = dispatch.len() - keep;
+                dispatch.drain(..excess);
+            }
+            transaction.execute(
+                "UPDATE executions SET record = ?2 WHERE execution_id = ?1",
+                params![id, serde_json::to_string(&execution)?],
+            )?;
+            transaction.commit()?;
+            Ok(())
         })
         .await
         .map_err(StoreError::from)

@@ -3,3 +3,5 @@
 
 pub mod docker;
 pub mod embedded;
+pub mod smtp;
+pub mod webhooks;

@@ -33,29 +33,7 @@ fn iso(timestamp: Option<Timestamp>) -> Value {
     timestamp.map_or(Value::Null, |timestamp| Value::String(timestamp.iso()))
 }
 
-/// Output bytes as text; bytes that are not UTF-8 are shown as U+FFFD.
-fn text(output: &Option<Vec<u8>>) -> Value {
-    output.as_ref().map_or(Value::Null, |bytes| {
-        Value::String(String::from_utf8_lossy(bytes).into_owned())
-    })
-}
-
-pub fn execution(execution: &Execution) -> Value {
-    json!({
-        "executionId": execution.execution_id.to_string(),
-        "createdAt": execution.created_at.iso(),
-        "requestIPAddress": execution.request_ip,
-        "startedAt": iso(execution.started_at),
-        "finishedAt": iso(execution.finished_at),
-        "image": execution.image,
-        "command": execution.command,
-        "metadata": serde_json::to_value(&execution.metadata).unwrap_or_default(),
-        "status": execution.status.as_str(),
-        "exitCode": execution.exit_code,
-        "log": text(&execution.log),
-        "error": text(&execution.error),
-    })
-}
+pub use fastlane_proto::views::execution;
 
 /// The job's metadata with secret-looking env values redacted.
 pub fn job_metadata(job: &Job, redactor: &Redactor) -> Value {

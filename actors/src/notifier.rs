@@ -1,0 +1,311 @@
+//! NotifierActor: tells the outside world about executions: webhooks and e-mails. Started and
+//! restarted by the RootActor, registered under [`NOTIFIER_NAME`].
+//!
+//! In: `Started` and `Ended` (from JobActors). Out: webhook calls and e-mails, each in its own
+//! task; every webhook attempt is recorded on the execution (`webhookDispatch`).
+//!
+//! Which lists apply: `starts` when the container started; `succeeds` + `finishes` for `done`;
+//! `fails` + `finishes` for `failed`, `timedout` and `expired` (also when nothing ever ran: a pull
+//! error, no host); `finishes` only for `stopped`. The original sent nothing for failures before
+//! a container started, and no start hooks (its bug 29).
+
+use crate::ports::{Email, WebhookRequest};
+use crate::Services;
+use fastlane_proto::backoff::capped_exponential;
+use fastlane_proto::model::WEBHOOK_DISPATCH_KEPT;
+use fastlane_proto::{Execution, ExecutionStatus, Job, Timestamp};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The registered name of the notifier.
+pub const NOTIFIER_NAME: &str = "fastlane-notifier";
+
+pub enum NotifierMessage {
+    Started {
+        task_id: String,
+        job_id: Uuid,
+        execution_id: Uuid,
+    },
+    Ended {
+        task_id: String,
+        job_id: Uuid,
+        execution_id: Uuid,
+    },
+}
+
+pub struct NotifierActor;
+
+/// Timeout of one webhook call.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// E-mail attempts when the SMTP server is unreachable, and their back-off.
+const EMAIL_ATTEMPTS: u32 = 5;
+const EMAIL_BACKOFF_MIN_MS: u64 = 1_000;
+
+impl Actor for NotifierActor {
+    type Msg = NotifierMessage;
+    type State = Services;
+    type Arguments = Services;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<NotifierMessage>,
+        services: Services,
+    ) -> Result<Services, ActorProcessingErr> {
+        Ok(services)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<NotifierMessage>,
+        message: NotifierMessage,
+        services: &mut Services,
+    ) -> Result<(), ActorProcessingErr> {
+        let (task_id, job_id, execution_id, started) = match message {
+            NotifierMessage::Started {
+                task_id,
+                job_id,
+                execution_id,
+            } => (task_id, job_id, execution_id, true),
+            NotifierMessage::Ended {
+                task_id,
+                job_id,
+                execution_id,
+            } => (task_id, job_id, execution_id, false),
+        };
+        let services = services.clone();
+        tokio::spawn(async move {
+            if let Err(error) = notify(&services, &task_id, job_id, execution_id, started).await {
+                tracing::warn!(%execution_id, %error, "could not notify");
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The lists (`starts`, `succeeds`, `fails`, `finishes`) that apply.
+fn lists_for(started: bool, status: ExecutionStatus) -> &'static [&'static str] {
+    if started {
+        return &["starts"];
+    }
+    match status {
+        ExecutionStatus::Done => &["succeeds", "finishes"],
+        ExecutionStatus::Failed | ExecutionStatus::Timedout | ExecutionStatus::Expired => {
+            &["fails", "finishes"]
+        }
+        ExecutionStatus::Stopped => &["finishes"],
+        _ => &[],
+    }
+}
+
+async fn notify(
+    services: &Services,
+    task_id: &str,
+    job_id: Uuid,
+    execution_id: Uuid,
+    started: bool,
+) -> Result<(), crate::ports::StoreError> {
+    let Some(job) = services.store.get_job(task_id, job_id).await? else {
+        return Ok(());
+    };
+    let Some(execution) = services.store.get_execution(execution_id).await? else {
+        return Ok(());
+    };
+    for list in lists_for(started, execution.status) {
+        for hook in job
+            .metadata
+            .webhooks
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let (services, job, execution, hook) = (
+                services.clone(),
+                job.clone(),
+                execution.clone(),
+                hook.clone(),
+            );
+            tokio::spawn(async move { send_webhook(&services, &job, &execution, &hook).await });
+        }
+        if started {
+            continue;
+        }
+        for address in job
+            .metadata
+            .notify
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(address) = address.as_str().map(str::to_string) else {
+                continue;
+            };
+            let email = email(services, &job, &execution, list, address);
+            let services = services.clone();
+            tokio::spawn(async move { send_email(&services, email).await });
+        }
+    }
+    Ok(())
+}
+
+/// One hook: up to `retries + 1` attempts, `WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS × FACTOR^k`
+/// apart; each attempt recorded on the execution.
+async fn send_webhook(services: &Services, job: &Job, execution: &Execution, hook: &Value) {
+    let Some(url) = hook.get("url").and_then(Value::as_str) else {
+        return;
+    };
+    let retries = hook
+        .get("retries")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .min(20) as u32;
+    let method = hook
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or("POST")
+        .to_uppercase();
+    let mut headers: BTreeMap<String, String> = hook
+        .get("headers")
+        .and_then(Value::as_object)
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.clone(),
+                        value
+                            .as_str()
+                            .map_or_else(|| value.to_string(), str::to_string),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !headers
+        .keys()
+        .any(|name| name.eq_ignore_ascii_case("content-type"))
+    {
+        headers.insert("Content-Type".into(), "application/json".into());
+    }
+    let body = serde_json::to_vec(&fastlane_proto::views::webhook_payload(execution, job))
+        .unwrap_or_default();
+    let request = WebhookRequest {
+        method,
+        url: url.to_string(),
+        headers,
+        body,
+        timeout: WEBHOOK_TIMEOUT,
+    };
+    let settings = &services.settings;
+    for attempt in 0..=retries {
+        if attempt > 0 {
+            let delay = capped_exponential(
+                settings.webhook_backoff_min_ms,
+                settings.webhook_backoff_factor,
+                attempt - 1,
+                3_600_000,
+            );
+            tokio::time::sleep(delay).await;
+        }
+        let outcome = services.webhooks.send(&request).await;
+        let succeeded = matches!(&outcome, Ok(response) if response.status < 400);
+        let mut entry = json!({
+            "timestamp": Timestamp::now().iso(),
+            "url": request.url,
+            "method": request.method,
+            "attempt": attempt + 1,
+        });
+        match &outcome {
+            Ok(response) => {
+                entry["statusCode"] = json!(response.status);
+                entry["body"] = json!(response.body.chars().take(2_000).collect::<String>());
+                entry["headers"] = json!(response.headers);
+            }
+            Err(error) => {
+                entry["statusCode"] = Value::Null;
+                entry["error"] = json!(error);
+            }
+        }
+        if let Err(error) = services
+            .store
+            .append_webhook_dispatch(execution.execution_id, entry, WEBHOOK_DISPATCH_KEPT)
+            .await
+        {
+            tracing::warn!(%error, "could not record webhook attempt");
+        }
+        if succeeded {
+            return;
+        }
+        tracing::info!(url = %request.url, attempt = attempt + 1, "webhook attempt failed");
+    }
+}
+
+fn email(services: &Services, job: &Job, execution: &Execution, list: &str, to: String) -> Email {
+    let who = format!("{}/{}", job.task_id, job.job_id);
+    let outcome = match execution.exit_code {
+        Some(code) => format!("exit code {code}"),
+        None => format!("status {}", execution.status),
+    };
+    let subject = match list {
+        "succeeds" => format!("[Fastlane] Job {who} succeeded!"),
+        "fails" => format!("[Fastlane] Job {who} failed with {outcome}!"),
+        _ => format!("[Fastlane] Job {who} finished with {outcome}!"),
+    };
+    let base = &services.settings.public_url;
+    let task_url = format!("{base}/tasks/{}/", job.task_id);
+    let job_url = format!("{task_url}jobs/{}/", job.job_id);
+    let mut details = fastlane_proto::views::execution(execution);
+    if let Some(envs) = details["metadata"].get_mut("envs") {
+        *envs = Value::Null;
+    }
+    let details = serde_json::to_string_pretty(&details).unwrap_or_default();
+    let escaped = details
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    Email {
+        to,
+        text: format!("\nAutomatic message. Please do not reply to this!\n\nJob Details:\n{details}\n\nTask: {task_url}\nJob: {job_url}\n"),
+        html: format!(
+            "<h2>Job Details:</h2><div><pre><code>{escaped}</code></pre></div><hr>\
+             <a href=\"{task_url}\">[View Task Details]</a> | <a href=\"{job_url}\">[View Job Details]</a><hr>\
+             <p>Automatic message. Please do not reply to this!</p>"
+        ),
+        subject,
+    }
+}
+
+async fn send_email(services: &Services, email: Email) {
+    if !services.mailer.configured() {
+        tracing::warn!("SMTP_HOST, SMTP_PORT and SMTP_FROM must be configured; not sending e-mail");
+        return;
+    }
+    for attempt in 0..EMAIL_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(capped_exponential(
+                EMAIL_BACKOFF_MIN_MS,
+                2.0,
+                attempt - 1,
+                60_000,
+            ))
+            .await;
+        }
+        match services.mailer.send(&email).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(to = %email.to, attempt = attempt + 1, %error, "could not send e-mail")
+            }
+        }
+    }
+}
+
+/// Tells the notifier (if running) about an execution.
+pub fn tell(message: NotifierMessage) {
+    if let Some(notifier) = ActorRef::<NotifierMessage>::where_is(NOTIFIER_NAME) {
+        let _ = notifier.cast(message);
+    }
+}

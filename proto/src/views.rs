@@ -1,0 +1,49 @@
+//! The public JSON of an execution, shared by the API and the webhooks (field names of the
+//! original: `executionId`, `exitCode`, …; output as text, bytes that are not UTF-8 as U+FFFD).
+
+use crate::model::{Execution, Job};
+use crate::timestamp::Timestamp;
+use serde_json::{json, Value};
+
+fn iso(timestamp: Option<Timestamp>) -> Value {
+    timestamp.map_or(Value::Null, |timestamp| Value::String(timestamp.iso()))
+}
+
+fn text(output: &Option<Vec<u8>>) -> Value {
+    output.as_ref().map_or(Value::Null, |bytes| {
+        Value::String(String::from_utf8_lossy(bytes).into_owned())
+    })
+}
+
+/// An execution as the API shows it.
+pub fn execution(execution: &Execution) -> Value {
+    json!({
+        "executionId": execution.execution_id.to_string(),
+        "createdAt": execution.created_at.iso(),
+        "requestIPAddress": execution.request_ip,
+        "startedAt": iso(execution.started_at),
+        "finishedAt": iso(execution.finished_at),
+        "image": execution.image,
+        "command": execution.command,
+        "metadata": serde_json::to_value(&execution.metadata).unwrap_or_default(),
+        "status": execution.status.as_str(),
+        "exitCode": execution.exit_code,
+        "log": text(&execution.log),
+        "error": text(&execution.error),
+    })
+}
+
+/// The body of a webhook: the execution, without its dispatch records, with the job's custom
+/// metadata under `metadata.custom`, and the job id as `job_id` (as the original).
+pub fn webhook_payload(execution_record: &Execution, job: &Job) -> Value {
+    let mut payload = execution(execution_record);
+    if let Some(metadata) = payload["metadata"].as_object_mut() {
+        metadata.remove("webhookDispatch");
+        metadata.insert(
+            "custom".into(),
+            Value::Object(job.metadata.custom.clone().unwrap_or_default()),
+        );
+    }
+    payload["job_id"] = Value::String(job.job_id.to_string());
+    payload
+}

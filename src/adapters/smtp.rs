@@ -1,0 +1,79 @@
+//! The e-mail adapter: SMTP with lettre (`SMTP_HOST`, `SMTP_PORT`, `SMTP_USER`, `SMTP_PASSWORD`,
+//! `SMTP_FROM`, `SMTP_USE_SSL` = STARTTLS). The password is never logged.
+
+use async_trait::async_trait;
+use fastlane_actors::ports::{Email, Mailer};
+use lettre::message::{MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::time::Duration;
+
+pub struct SmtpMailer {
+    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    from: Option<String>,
+}
+
+/// Timeout of one SMTP conversation step.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl SmtpMailer {
+    pub fn new(
+        host: Option<String>,
+        port: u16,
+        starttls: bool,
+        user: Option<String>,
+        password: Option<String>,
+        from: Option<String>,
+    ) -> anyhow::Result<SmtpMailer> {
+        let transport = match host {
+            None => None,
+            Some(host) => {
+                let mut builder = if starttls {
+                    AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)?
+                } else {
+                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+                };
+                builder = builder.port(port).timeout(Some(SMTP_TIMEOUT));
+                if let (Some(user), Some(password)) = (user, password) {
+                    builder = builder.credentials(Credentials::new(user, password));
+                }
+                Some(builder.build())
+            }
+        };
+        Ok(SmtpMailer { transport, from })
+    }
+}
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    fn configured(&self) -> bool {
+        self.transport.is_some() && self.from.is_some()
+    }
+
+    async fn send(&self, email: &Email) -> Result<(), String> {
+        let (Some(transport), Some(from)) = (&self.transport, &self.from) else {
+            return Err("SMTP is not configured".into());
+        };
+        let message = Message::builder()
+            .from(
+                from.parse()
+                    .map_err(|error| format!("SMTP_FROM: {error}"))?,
+            )
+            .to(email
+                .to
+                .parse()
+                .map_err(|error| format!("recipient {}: {error}", email.to))?)
+            .subject(&email.subject)
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(SinglePart::plain(email.text.clone()))
+                    .singlepart(SinglePart::html(email.html.clone())),
+            )
+            .map_err(|error| error.to_string())?;
+        transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    }
+}

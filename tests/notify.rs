@@ -1,0 +1,315 @@
+//! End-to-end: e-mails to a local SMTP server and webhooks to a local HTTP server, both started
+//! by the test, for real executions.
+
+mod common;
+
+use common::{image, path_of, wait_until, Node};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// A message received by the test SMTP server.
+#[derive(Clone, Debug)]
+struct Mail {
+    recipients: Vec<String>,
+    data: String,
+}
+
+/// A minimal SMTP server (EHLO, MAIL, RCPT, DATA, QUIT) that records what it receives.
+async fn smtp_server() -> (u16, Arc<Mutex<Vec<Mail>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mails = Arc::new(Mutex::new(Vec::new()));
+    let received = mails.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let received = received.clone();
+            tokio::spawn(async move {
+                let (reader, mut writer) = stream.into_split();
+                let mut lines = BufReader::new(reader).lines();
+                let _ = writer.write_all(b"220 test ESMTP\r\n").await;
+                let mut recipients = Vec::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let upper = line.to_uppercase();
+                    let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                        b"250 test\r\n"
+                    } else if upper.starts_with("RCPT TO:") {
+                        recipients.push(line[8..].trim().trim_matches(['<', '>']).to_string());
+                        b"250 OK\r\n"
+                    } else if upper.starts_with("DATA") {
+                        let _ = writer.write_all(b"354 go ahead\r\n").await;
+                        let mut data = String::new();
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            if line == "." {
+                                break;
+                            }
+                            data.push_str(&line);
+                            data.push('\n');
+                        }
+                        received.lock().unwrap().push(Mail {
+                            recipients: std::mem::take(&mut recipients),
+                            data,
+                        });
+                        b"250 OK\r\n"
+                    } else if upper.starts_with("QUIT") {
+                        let _ = writer.write_all(b"221 bye\r\n").await;
+                        break;
+                    } else {
+                        b"250 OK\r\n"
+                    };
+                    let _ = writer.write_all(reply).await;
+                }
+            });
+        }
+    });
+    (port, mails)
+}
+
+/// A request received by the test HTTP server.
+#[derive(Clone, Debug)]
+struct Hit {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Value,
+    at: Instant,
+}
+
+/// An HTTP server that records every request; paths ending in `/fail` answer 500, others 200.
+async fn http_server() -> (String, Arc<Mutex<Vec<Hit>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(Mutex::new(Vec::new()));
+    let recorded = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let recorded = recorded.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let recorded = recorded.clone();
+                        async move {
+                            let method = request.method().to_string();
+                            let path = request.uri().path().to_string();
+                            let headers = request
+                                .headers()
+                                .iter()
+                                .map(|(name, value)| {
+                                    (name.to_string(), value.to_str().unwrap_or("").to_string())
+                                })
+                                .collect();
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            let failing = path.ends_with("/fail");
+                            recorded.lock().unwrap().push(Hit {
+                                method,
+                                path,
+                                headers,
+                                body,
+                                at: Instant::now(),
+                            });
+                            let mut response = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from_static(b"recorded"),
+                            ));
+                            if failing {
+                                *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (base, hits)
+}
+
+fn hits_to(hits: &Arc<Mutex<Vec<Hit>>>, path: &str) -> Vec<Hit> {
+    hits.lock()
+        .unwrap()
+        .iter()
+        .filter(|hit| hit.path == path)
+        .cloned()
+        .collect()
+}
+
+/// A failing job with `notify` lists: each `fails` and `finishes` recipient gets one message
+/// with the spec's subject and links to the task and the job; `succeeds` gets nothing.
+#[tokio::test]
+async fn failing_jobs_send_email_to_the_right_recipients() {
+    let (port, mails) = smtp_server().await;
+    let port = port.to_string();
+    let node = Node::start(&[
+        ("SMTP_HOST", "127.0.0.1"),
+        ("SMTP_PORT", &port),
+        ("SMTP_FROM", "fastlane@example.com"),
+    ])
+    .await;
+    let posted = node
+        .post_job(
+            "mailing",
+            json!({"image": image(), "command": "bash -c 'exit 3'",
+                   "notify": {"fails": ["ops@example.com", "dev@example.com"], "succeeds": ["happy@example.com"],
+                              "finishes": ["log@example.com"]}}),
+        )
+        .await;
+    node.wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
+    wait_until(Duration::from_secs(20), "three e-mails", || async {
+        mails.lock().unwrap().len() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mails = mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 3, "{mails:?}");
+    let job = format!("mailing/{}", posted["jobId"].as_str().unwrap());
+    for (to, subject) in [
+        (
+            "ops@example.com",
+            format!("[Fastlane] Job {job} failed with exit code 3!"),
+        ),
+        (
+            "dev@example.com",
+            format!("[Fastlane] Job {job} failed with exit code 3!"),
+        ),
+        (
+            "log@example.com",
+            format!("[Fastlane] Job {job} finished with exit code 3!"),
+        ),
+    ] {
+        let mail = mails
+            .iter()
+            .find(|mail| mail.recipients == [to])
+            .unwrap_or_else(|| panic!("no mail to {to}"));
+        // Unfold header lines and quoted-printable soft line breaks.
+        let mail = Mail {
+            recipients: mail.recipients.clone(),
+            data: mail.data.replace("\n ", " ").replace("=\n", ""),
+        };
+        assert!(
+            mail.data.contains(&format!("Subject: {subject}")),
+            "{}",
+            mail.data
+        );
+        assert!(mail
+            .data
+            .contains("Automatic message. Please do not reply to this!"));
+        assert!(
+            mail.data.contains(posted["jobUrl"].as_str().unwrap()),
+            "job link in {}",
+            mail.data
+        );
+        assert!(mail.data.contains("text/html"), "an HTML part");
+    }
+}
+
+/// Webhooks: the success hook is called once with the documented payload and the custom headers;
+/// a start hook is called; a hook answering 500 with `retries: 2` is called exactly three times
+/// with growing delays; every attempt is recorded on the execution.
+#[tokio::test]
+async fn webhooks_are_called_retried_and_recorded() {
+    let (base, hits) = http_server().await;
+    let node = Node::start(&[
+        ("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "300"),
+        ("WEBHOOKS_EXPONENTIAL_BACKOFF_FACTOR", "2"),
+    ])
+    .await;
+    let posted = node
+        .post_job(
+            "hooks",
+            json!({"image": image(), "command": "echo hooked", "metadata": {"owner": "team-a"},
+                   "webhooks": {
+                       "succeeds": [{"url": format!("{base}/ok"), "headers": {"X-Token": "abc"}}],
+                       "starts": [{"url": format!("{base}/started")}],
+                       "fails": [{"url": format!("{base}/never")}],
+                       "finishes": [{"url": format!("{base}/retry/fail"), "retries": 2, "method": "PUT"}]}}),
+        )
+        .await;
+    let execution_url = posted["executionUrl"].as_str().unwrap().to_string();
+    node.wait_finished(&execution_url).await;
+    wait_until(
+        Duration::from_secs(20),
+        "three attempts of the failing hook",
+        || async { hits_to(&hits, "/retry/fail").len() >= 3 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let ok = hits_to(&hits, "/ok");
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0].method, "POST");
+    assert!(ok[0]
+        .headers
+        .iter()
+        .any(|(name, value)| name == "x-token" && value == "abc"));
+    assert!(ok[0]
+        .headers
+        .iter()
+        .any(|(name, value)| name == "content-type" && value == "application/json"));
+    let payload = &ok[0].body;
+    assert_eq!(payload["job_id"], posted["jobId"]);
+    assert_eq!(payload["executionId"], posted["executionId"]);
+    assert_eq!(payload["status"], "done");
+    assert_eq!(payload["log"], "hooked\n");
+    assert_eq!(payload["metadata"]["custom"], json!({"owner": "team-a"}));
+    assert_eq!(hits_to(&hits, "/started").len(), 1);
+    assert!(hits_to(&hits, "/never").is_empty());
+
+    let retried = hits_to(&hits, "/retry/fail");
+    assert_eq!(retried.len(), 3, "exactly three attempts");
+    assert!(retried.iter().all(|hit| hit.method == "PUT"));
+    let first_gap = retried[1].at - retried[0].at;
+    let second_gap = retried[2].at - retried[1].at;
+    assert!(first_gap >= Duration::from_millis(290), "{first_gap:?}");
+    assert!(
+        second_gap >= Duration::from_millis(590) && second_gap > first_gap,
+        "{second_gap:?}"
+    );
+
+    let execution = node.get_json(path_of(&execution_url)).await;
+    let dispatch = execution["execution"]["metadata"]["webhookDispatch"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(dispatch.len(), 5, "{dispatch:?}");
+    assert_eq!(
+        dispatch
+            .iter()
+            .filter(|entry| entry["statusCode"] == 500)
+            .count(),
+        3
+    );
+}
+
+/// A failure before any container ran (the image cannot be pulled) still calls the `fails` hook.
+#[tokio::test]
+async fn failures_before_a_container_started_are_notified() {
+    let (base, hits) = http_server().await;
+    let node = Node::start(&[]).await;
+    let posted = node
+        .post_job(
+            "no-image",
+            json!({"image": "fastlane-no-such-image:1", "command": "true",
+                   "webhooks": {"fails": [{"url": format!("{base}/failed")}]}}),
+        )
+        .await;
+    let execution = node
+        .wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
+    assert_eq!(execution["status"], "failed");
+    assert!(
+        execution["error"].as_str().unwrap().contains("pull"),
+        "{execution}"
+    );
+    wait_until(Duration::from_secs(20), "the fails hook", || async {
+        !hits_to(&hits, "/failed").is_empty()
+    })
+    .await;
+    assert_eq!(hits_to(&hits, "/failed")[0].body["status"], "failed");
+}
