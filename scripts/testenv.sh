@@ -22,6 +22,7 @@ need_packages() {
   command -v python3 >/dev/null || missing+=(python3)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v pkill >/dev/null || missing+=(procps)
+  command -v chromium >/dev/null || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "testenv: installing ${missing[*]}" >&2
     apt-get update -qq >&2

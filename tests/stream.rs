@@ -195,3 +195,50 @@ async fn stream_pages_are_html() {
         posted["executionId"].as_str().unwrap()
     )));
 }
+
+/// The stream page opened in headless Chromium shows the job's lines (DOM check) and reaches
+/// `done` instead of reconnecting forever.
+#[tokio::test]
+async fn the_stream_page_shows_the_lines_in_chromium() {
+    let node = Node::start(&[]).await;
+    let command = "bash -c 'for i in 1 2 3 4; do echo line-$i; done; echo \"<b>not bold</b>\"'";
+    let posted = node
+        .post_job("browser", json!({"image": image(), "command": command}))
+        .await;
+    node.wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
+    let page = node.url(&format!(
+        "{}stream/",
+        path_of(posted["jobUrl"].as_str().unwrap())
+    ));
+    let profile = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(&page)
+        .output()
+        .await
+        .expect("chromium (installed by scripts/testenv.sh)");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    for line in ["line-1", "line-2", "line-3", "line-4"] {
+        assert!(dom.contains(line), "{line} missing from the page: {dom}");
+    }
+    assert!(
+        dom.contains("&lt;b&gt;not bold&lt;/b&gt;"),
+        "output is shown as text: {dom}"
+    );
+    assert!(
+        dom.contains(r#"data-state="done""#),
+        "the page stops on done: {dom}"
+    );
+}
