@@ -45,6 +45,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "SERVER_NAME", group: "General", kind: Kind::OptStr, default: "\"\"", help: "host[:port] used in absolute URLs; empty = the request's Host header." },
     OptionSpec { name: "DATA_DIR", group: "General", kind: Kind::Str, default: "\"./fastlane-data\"", help: "Where the embedded store and queue keep their files." },
     OptionSpec { name: "LOG_FORMAT", group: "General", kind: Kind::Str, default: "\"text\"", help: "'text' (human-readable) or 'json' (one JSON object per line). Verbosity: RUST_LOG." },
+    OptionSpec { name: "LOG_LEVEL", group: "General", kind: Kind::Str, default: "\"info\"", help: "Log verbosity (error, warn, info, debug, trace, or a tracing filter); RUST_LOG wins when set." },
     OptionSpec { name: "REDIS_URL", group: "Redis", kind: Kind::OptStr, default: "\"\"", help: "Queue backend; empty = the embedded queue under DATA_DIR." },
     OptionSpec { name: "WORKER_SLEEP_TIME_MS", group: "Worker", kind: Kind::UInt, default: "1000", help: "Kept for compatibility; the poller is woken on every enqueue." },
     OptionSpec { name: "HARD_EXECUTION_TIMEOUT_SECONDS", group: "Worker", kind: Kind::UInt, default: "1800", help: "Default and maximum execution timeout." },

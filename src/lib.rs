@@ -40,6 +40,7 @@ pub async fn run(
     bind: SocketAddr,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let _sentry = telemetry::sentry_reporting::init(config.optional("SENTRY_DSN"))?;
     let data_dir = config.data_dir();
     let embedded = Embedded::open(&data_dir).with_context(|| {
         format!(
@@ -119,6 +120,7 @@ pub async fn run(
             config.optional("SMTP_PASSWORD"),
             config.optional("SMTP_FROM"),
         )?),
+        reporter: Arc::new(telemetry::sentry_reporting::SentryReporter),
         settings: Arc::new(settings),
     };
     let root_args = RootArgs {

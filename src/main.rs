@@ -79,7 +79,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            fastlane_node::telemetry::init(config.string("LOG_FORMAT") == "json");
+            fastlane_node::telemetry::init(
+                config.string("LOG_FORMAT") == "json",
+                &config.string("LOG_LEVEL"),
+            );
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(error) => {

@@ -75,6 +75,7 @@ struct Hit {
     path: String,
     headers: Vec<(String, String)>,
     body: Value,
+    raw: String,
     at: Instant,
 }
 
@@ -102,6 +103,7 @@ async fn http_server() -> (String, Arc<Mutex<Vec<Hit>>>) {
                                 })
                                 .collect();
                             let body = request.into_body().collect().await.unwrap().to_bytes();
+                            let raw = String::from_utf8_lossy(&body).into_owned();
                             let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
                             let failing = path.ends_with("/fail");
                             recorded.lock().unwrap().push(Hit {
@@ -109,6 +111,7 @@ async fn http_server() -> (String, Arc<Mutex<Vec<Hit>>>) {
                                 path,
                                 headers,
                                 body,
+                                raw,
                                 at: Instant::now(),
                             });
                             let mut response = hyper::Response::new(http_body_util::Full::new(
@@ -312,4 +315,59 @@ async fn failures_before_a_container_started_are_notified() {
     })
     .await;
     assert_eq!(hits_to(&hits, "/failed")[0].body["status"], "failed");
+}
+
+/// `SENTRY_DSN` pointing at a local endpoint: a job whose image cannot be pulled produces an
+/// event carrying its task, job and execution ids and the operation.
+#[tokio::test]
+async fn failures_are_reported_to_sentry() {
+    let (base, hits) = http_server().await;
+    let dsn = base.replace("http://", "http://publickey@") + "/42";
+    let node = Node::start(&[("SENTRY_DSN", &dsn)]).await;
+    let posted = node
+        .post_job(
+            "sentry-task",
+            json!({"image": "fastlane-no-such-image:2", "command": "true"}),
+        )
+        .await;
+    node.wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
+    wait_until(Duration::from_secs(20), "an envelope", || async {
+        !hits_to(&hits, "/api/42/envelope/").is_empty()
+    })
+    .await;
+    let envelope = &hits_to(&hits, "/api/42/envelope/")[0];
+    assert!(envelope
+        .headers
+        .iter()
+        .any(|(name, value)| name == "x-sentry-auth" && value.contains("sentry_key=publickey")));
+    for id in [
+        "sentry-task",
+        posted["jobId"].as_str().unwrap(),
+        posted["executionId"].as_str().unwrap(),
+        "Downloading Image",
+    ] {
+        assert!(
+            envelope.raw.contains(id),
+            "{id} missing from {}",
+            envelope.raw
+        );
+    }
+}
+
+/// Without `SENTRY_DSN` nothing is sent (the same failure, no envelope anywhere).
+#[tokio::test]
+async fn nothing_is_sent_without_a_dsn() {
+    let (_, hits) = http_server().await;
+    let node = Node::start(&[]).await;
+    let posted = node
+        .post_job(
+            "no-sentry",
+            json!({"image": "fastlane-no-such-image:3", "command": "true"}),
+        )
+        .await;
+    node.wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(hits.lock().unwrap().is_empty());
 }

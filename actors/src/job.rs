@@ -26,6 +26,7 @@ use fastlane_proto::{command, Execution, ExecutionStatus, Job, Timestamp};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Messages of the JobActor.
@@ -139,41 +140,53 @@ impl Actor for JobActor {
         message: JobMessage,
         state: &mut JobState,
     ) -> Result<(), ActorProcessingErr> {
-        let result = if state.abandoned {
-            state.abandoned_step(message).await
+        let ids = &state.delivery.message;
+        let span = tracing::info_span!("job", task_id = %ids.task_id, job_id = %ids.job_id, execution_id = %ids.execution_id);
+        state.handle_message(myself, message).instrument(span).await
+    }
+}
+
+impl JobState {
+    /// One message, inside the span of this execution.
+    async fn handle_message(
+        &mut self,
+        myself: ActorRef<JobMessage>,
+        message: JobMessage,
+    ) -> Result<(), ActorProcessingErr> {
+        let result = if self.abandoned {
+            self.abandoned_step(message).await
         } else {
             match message {
-                JobMessage::Begin => state.begin(&myself).await,
-                JobMessage::ImageReady { warnings } => Ok(state.image_ready(warnings)),
-                JobMessage::Started(started) => state.started(&myself, started).await,
-                JobMessage::Exited(exit) => state.exited(exit).await,
-                JobMessage::Failed(error) => state.failed(&myself, error).await,
-                JobMessage::Stop { reason } => state.end_early(Ending::Stopped(reason)).await,
-                JobMessage::SlotsGranted if state.waiting_for_slots => {
-                    state.waiting_for_slots = false;
-                    state.start(&myself).await
+                JobMessage::Begin => self.begin(&myself).await,
+                JobMessage::ImageReady { warnings } => Ok(self.image_ready(warnings)),
+                JobMessage::Started(started) => self.started(&myself, started).await,
+                JobMessage::Exited(exit) => self.exited(exit).await,
+                JobMessage::Failed(error) => self.failed(&myself, error).await,
+                JobMessage::Stop { reason } => self.end_early(Ending::Stopped(reason)).await,
+                JobMessage::SlotsGranted if self.waiting_for_slots => {
+                    self.waiting_for_slots = false;
+                    self.start(&myself).await
                 }
                 JobMessage::SlotsGranted => Ok(false),
-                JobMessage::AskSlotsAgain => Ok(state.ask_for_slots(&myself)),
+                JobMessage::AskSlotsAgain => Ok(self.ask_for_slots(&myself)),
                 JobMessage::Timeout => {
-                    let timeout = state
+                    let timeout = self
                         .record
                         .as_ref()
                         .map_or(0, |(job, _)| job.metadata.timeout);
-                    state
-                        .end_early(Ending::TimedOut(format!(
-                            "Job execution timed out after {timeout} seconds."
-                        )))
-                        .await
+                    self.end_early(Ending::TimedOut(format!(
+                        "Job execution timed out after {timeout} seconds."
+                    )))
+                    .await
                 }
             }
         };
         let done = match result {
             Ok(done) => done,
             Err(StepError::Store(StoreError::Conflict(reason))) => {
-                tracing::info!(execution_id = %state.delivery.message.execution_id, %reason, "execution ended elsewhere, cleaning up");
-                state.abandoned = true;
-                state.abandon_now()
+                tracing::info!(execution_id = %self.delivery.message.execution_id, %reason, "execution ended elsewhere, cleaning up");
+                self.abandoned = true;
+                self.abandon_now()
             }
             Err(StepError::Store(error)) => return Err(error.into()),
             Err(StepError::Other(error)) => return Err(error),
@@ -235,6 +248,22 @@ impl JobState {
         let execution = execution.clone();
         self.services.store.update_execution(&execution).await?;
         Ok(())
+    }
+
+    /// Reports a failure of this execution to the error tracker, with its context.
+    fn report(&self, operation: &str, message: &str) {
+        let ids = &self.delivery.message;
+        let mut extra = std::collections::BTreeMap::from([
+            ("operation".to_string(), operation.to_string()),
+            ("task_id".to_string(), ids.task_id.clone()),
+            ("job_id".to_string(), ids.job_id.to_string()),
+            ("execution_id".to_string(), ids.execution_id.to_string()),
+        ]);
+        if let Some((_, execution)) = &self.record {
+            extra.insert("image".into(), execution.image.clone());
+            extra.insert("command".into(), execution.command.clone());
+        }
+        self.services.reporter.report(message, &extra);
     }
 
     /// Tells the notifier the execution started (`true`) or ended.
@@ -592,6 +621,12 @@ impl JobState {
             }
             other => other.to_string(),
         };
+        let operation = match &error {
+            RuntimeError::Image(_) => "Downloading Image",
+            _ if self.container_id().is_some() => "Monitoring Job",
+            _ => "Running Container",
+        };
+        self.report(operation, &message);
         self.finish_without_container(ExecutionStatus::Failed, message)
             .await
     }

@@ -37,6 +37,7 @@ pub struct Services {
     pub queue: Arc<dyn ports::Queue>,
     pub webhooks: Arc<dyn ports::WebhookClient>,
     pub mailer: Arc<dyn ports::Mailer>,
+    pub reporter: Arc<dyn ports::ErrorReporter>,
     pub settings: Arc<Settings>,
 }
 

@@ -341,5 +341,11 @@ pub trait Mailer: Send + Sync + 'static {
     async fn send(&self, email: &Email) -> Result<(), String>;
 }
 
+/// Reports failures to the operators' error tracker (Sentry). Must not block.
+pub trait ErrorReporter: Send + Sync + 'static {
+    /// `extra` carries the context: task_id, job_id, execution_id, operation, image, command.
+    fn report(&self, message: &str, extra: &BTreeMap<String, String>);
+}
+
 /// How long a queue lease lasts before another consumer may take the message.
 pub const LEASE_DURATION: Duration = Duration::from_secs(60);

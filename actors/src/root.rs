@@ -327,6 +327,13 @@ impl RootState {
         if let Some(message_id) = self.jobs.remove(&id) {
             if let Some(error) = &error {
                 tracing::error!(%message_id, %error, "job actor failed");
+                let extra = std::collections::BTreeMap::from([
+                    ("operation".to_string(), "JobActor".to_string()),
+                    ("execution_id".to_string(), message_id.clone()),
+                ]);
+                self.services
+                    .reporter
+                    .report(&format!("job actor failed: {error}"), &extra);
             }
             self.job_gone(message_id, error.is_some());
             return;
@@ -342,6 +349,15 @@ impl RootState {
             error = error.as_deref().unwrap_or("stopped"),
             "actor ended"
         );
+        if let Some(error) = &error {
+            let extra = std::collections::BTreeMap::from([(
+                "operation".to_string(),
+                format!("actor {child:?}"),
+            )]);
+            self.services
+                .reporter
+                .report(&format!("actor {child:?} failed: {error}"), &extra);
+        }
         if child == ChildKind::Poller {
             self.poller = None;
         }
