@@ -225,9 +225,10 @@ pub async fn run(
     Ok(())
 }
 
-/// `fastlane-node prune`: removes leftover job containers on every configured host, one host
-/// after another, going on past a host that fails. Exit code 1 when any host failed.
-pub async fn prune(config: &Config) -> std::process::ExitCode {
+/// `fastlane-node prune`: removes leftover job containers (not running, created more than
+/// `older_than` ago) on every configured host, one host after another, going on past a host
+/// that fails. Exit code 1 when any host failed.
+pub async fn prune(config: &Config, older_than: Duration) -> std::process::ExitCode {
     let call_timeout = Duration::from_secs(config.uint("DOCKER_CALL_TIMEOUT_SECONDS").max(1));
     let endpoints: BTreeSet<_> = config
         .farms
@@ -242,7 +243,10 @@ pub async fn prune(config: &Config) -> std::process::ExitCode {
             call_timeout,
             call_timeout,
         ) {
-            Ok(runtime) => runtime.prune().await.map_err(|error| error.to_string()),
+            Ok(runtime) => runtime
+                .prune(older_than)
+                .await
+                .map_err(|error| error.to_string()),
             Err(error) => Err(error.to_string()),
         };
         match result {

@@ -37,6 +37,10 @@ enum Command {
         /// A TOML configuration file (environment variables override it).
         #[arg(short = 'c', long = "config-file")]
         config: Option<PathBuf>,
+        /// Only containers created at least this many seconds ago (younger ones may still be
+        /// collected by a running node).
+        #[arg(long = "older-than", default_value_t = 3600)]
+        older_than: u64,
     },
     /// Print every configuration option with its default and meaning.
     Config,
@@ -51,7 +55,7 @@ fn main() -> ExitCode {
             print!("{}", config::describe());
             ExitCode::SUCCESS
         }
-        Command::Prune { config } => {
+        Command::Prune { config, older_than } => {
             let config = match Config::load(config.as_deref()) {
                 Ok(config) => config,
                 Err(error) => {
@@ -60,7 +64,10 @@ fn main() -> ExitCode {
                 }
             };
             match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime.block_on(fastlane_node::prune(&config)),
+                Ok(runtime) => runtime.block_on(fastlane_node::prune(
+                    &config,
+                    std::time::Duration::from_secs(older_than),
+                )),
                 Err(error) => {
                     eprintln!("fastlane-node: could not start the runtime: {error}");
                     ExitCode::FAILURE

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{docker, docker_hosts, image, path_of, running_containers, wait_until, Engine, Node};
+use common::{docker_hosts, image, path_of, running_containers, wait_until, Engine, Node};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -210,13 +210,16 @@ async fn a_dead_host_is_routed_around_and_comes_back() {
     ])
     .await;
     first.kill();
+    // Posted together, so that placement spreads them and the dead host is tried.
+    let mut posted = Vec::new();
     for index in 0..4 {
-        let posted = node
-            .post_job(
-                "dead-host",
-                json!({"image": image(), "command": format!("echo job-{index}")}),
-            )
-            .await;
+        let command = format!("bash -c 'sleep 1; echo job-{index}'");
+        posted.push(
+            node.post_job("dead-host", json!({"image": image(), "command": command}))
+                .await,
+        );
+    }
+    for (index, posted) in posted.iter().enumerate() {
         let execution = node
             .wait_finished(posted["executionUrl"].as_str().unwrap())
             .await;
@@ -256,18 +259,26 @@ async fn a_dead_host_is_routed_around_and_comes_back() {
         },
     )
     .await;
-    for _ in 0..6 {
-        node.post_job("dead-host", json!({"image": image(), "command": "sleep 1"}))
-            .await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while running_containers(&first.address, "dead-host") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the restarted host never ran a job"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // With the other host blacklisted, new work can only go to the restarted one.
+    let blacklist = node.url("/docker-executor/blacklist");
+    let response = reqwest::Client::new()
+        .post(&blacklist)
+        .json(&json!({"host": second.address}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let posted = node
+        .post_job(
+            "dead-host",
+            json!({"image": image(), "command": "echo back"}),
+        )
+        .await;
+    let execution = node
+        .wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
+    assert_eq!(execution["status"], "done", "{execution}");
+    assert_eq!(ran_on(&execution), first.address);
 }
 
 /// A burst of 60 jobs over 5 tasks with `maxRunning: 6`: every output correct, nothing lost,
@@ -340,14 +351,15 @@ async fn max_concurrent_limits_a_task() {
     }
 }
 
-/// `fastlane-node prune` removes leftover job containers and keeps going past a dead host.
+/// `fastlane-node prune` removes leftover job containers and keeps going past a dead host. It
+/// runs on a private engine: on a shared one it would remove other tests' containers.
 #[tokio::test]
 async fn prune_removes_leftovers_and_survives_a_dead_host() {
-    let hosts = docker_hosts();
+    let engine = Engine::start();
     let name = format!("fastlane-job-prune-{}", std::process::id());
-    docker(
-        &hosts[0],
-        &[
+    let status = engine
+        .cli()
+        .args([
             "run",
             "--name",
             &name,
@@ -355,15 +367,25 @@ async fn prune_removes_leftovers_and_survives_a_dead_host() {
             "fastlane.execution_id=prune-test",
             &image(),
             "true",
-        ],
-    );
-    let config = farms(json!([{"match": "", "hosts": ["127.0.0.1:9", hosts[0]]}]));
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fastlane-node"))
-        .arg("prune")
-        .env("DOCKER_HOSTS", &config)
-        .env("DOCKER_CALL_TIMEOUT_SECONDS", "3")
-        .output()
+        ])
+        .status()
         .unwrap();
+    assert!(status.success());
+    let config = farms(json!([{"match": "", "hosts": ["127.0.0.1:9", engine.address]}]));
+    let prune = |older_than: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fastlane-node"))
+            .args(["prune", "--older-than", older_than])
+            .env("DOCKER_HOSTS", &config)
+            .env("DOCKER_CALL_TIMEOUT_SECONDS", "3")
+            .output()
+            .unwrap()
+    };
+    let young = prune("3600");
+    assert!(
+        !String::from_utf8_lossy(&young.stdout).contains(&name),
+        "a young container is left alone"
+    );
+    let output = prune("0");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stdout.contains(&name), "{stdout}\n{stderr}");
@@ -372,18 +394,19 @@ async fn prune_removes_leftovers_and_survives_a_dead_host() {
         !output.status.success(),
         "a failed host makes the exit code non-zero"
     );
-    let left = docker(
-        &hosts[0],
-        &[
+    let left = engine
+        .cli()
+        .args([
             "ps",
             "-a",
             "--filter",
             &format!("name={name}"),
             "--format",
             "{{.ID}}",
-        ],
-    );
-    assert_eq!(left.trim(), "");
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "");
 }
 
 /// A Docker engine that requires TLS client certificates (`dockerd --tlsverify`) runs a job

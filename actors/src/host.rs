@@ -67,7 +67,7 @@ pub enum HostMessage {
         container_id: String,
     },
     /// Its own timer: when the circuit is half-open, one ping decides (so a recovered host is
-    /// closed again without risking a job on it).
+    /// closed again without risking a job on it); a closed one is pinged now and then.
     Probe,
 }
 
@@ -98,6 +98,7 @@ pub struct HostState {
     running: HashSet<String>,
     last_error: Option<String>,
     probing: bool,
+    last_probe: Instant,
     /// Log feeds of watched containers.
     feeds: HashMap<String, Arc<LogFeed>>,
 }
@@ -131,6 +132,8 @@ impl LogFeed {
 
 /// How often a half-open circuit is probed.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a host with a closed circuit is pinged.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Actor for HostActor {
     type Msg = HostMessage;
@@ -149,6 +152,7 @@ impl Actor for HostActor {
             running: HashSet::new(),
             last_error: None,
             probing: false,
+            last_probe: Instant::now(),
             feeds: HashMap::new(),
         })
     }
@@ -271,11 +275,20 @@ impl HostState {
         });
     }
 
+    /// A half-open circuit is probed at once; a closed one every [`HEALTH_INTERVAL`], so a host
+    /// that died while idle shows as unavailable before a job finds out.
     fn probe(&mut self, myself: ActorRef<HostMessage>) {
-        if self.breaker.state(Instant::now()) != CircuitState::HalfOpen || self.probing {
+        let now = Instant::now();
+        let due = match self.breaker.state(now) {
+            CircuitState::HalfOpen => true,
+            CircuitState::Closed => now.duration_since(self.last_probe) >= HEALTH_INTERVAL,
+            CircuitState::Open => false,
+        };
+        if !due || self.probing {
             return;
         }
         self.probing = true;
+        self.last_probe = now;
         let runtime = self.runtime.clone();
         tokio::spawn(async move {
             let fault = runtime.ping().await.err().map(|error| error.to_string());

@@ -232,9 +232,11 @@ pub struct PrunedContainer {
 }
 
 impl DockerRuntime {
-    /// Removes every fastlane job container on this host that is not running (left behind by a
-    /// crash, or whose result was stored but whose removal failed).
-    pub async fn prune(&self) -> Result<Vec<PrunedContainer>, RuntimeError> {
+    /// Removes every fastlane job container on this host that is not running and was created
+    /// more than `older_than` ago (left behind by a crash, or whose result was stored but whose
+    /// removal failed). Younger ones may still be collected by a node.
+    pub async fn prune(&self, older_than: Duration) -> Result<Vec<PrunedContainer>, RuntimeError> {
+        let cutoff = fastlane_proto::Timestamp::now().unix_seconds() - older_than.as_secs() as i64;
         let options = ListContainersOptions {
             all: true,
             filters: Some(HashMap::from([
@@ -261,6 +263,9 @@ impl DockerRuntime {
             .await?;
         let mut pruned = Vec::new();
         for container in containers {
+            if container.created.unwrap_or(i64::MAX) > cutoff {
+                continue;
+            }
             let Some(id) = container.id else { continue };
             self.remove(&id).await?;
             pruned.push(PrunedContainer {
