@@ -294,8 +294,6 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn stop(&self, container_id: &str, grace: Duration) -> Result<(), RuntimeError>;
     /// Removes the container (forcibly).
     async fn remove(&self, container_id: &str) -> Result<(), RuntimeError>;
-    /// Ids of the running containers whose names start with `fastlane-job-`.
-    async fn running_jobs(&self) -> Result<Vec<String>, RuntimeError>;
 }
 
 /// One webhook call.

@@ -488,24 +488,4 @@ impl ContainerRuntime for DockerRuntime {
             Err(error) => Err(error),
         }
     }
-
-    async fn running_jobs(&self) -> Result<Vec<String>, RuntimeError> {
-        let options = ListContainersOptions {
-            filters: Some(HashMap::from([(
-                "name".to_string(),
-                vec!["fastlane-job-".to_string()],
-            )])),
-            ..Default::default()
-        };
-        let containers = self
-            .bounded(
-                self.call_timeout,
-                self.docker.list_containers(Some(options)),
-            )
-            .await?;
-        Ok(containers
-            .into_iter()
-            .filter_map(|container| container.id)
-            .collect())
-    }
 }
