@@ -48,10 +48,12 @@ pub struct SchedulerState {
     queue: BTreeSet<(Timestamp, Uuid)>,
     /// job id → (next firing, task id).
     entries: HashMap<Uuid, (Timestamp, String)>,
+    /// The firing time a precise wake-up is already set for.
+    armed_for: Option<Timestamp>,
 }
 
-/// How often due firings are looked for; bounds the firing lag.
-const TICK: Duration = Duration::from_millis(50);
+/// A safety tick; the actor also wakes exactly when its earliest firing is due.
+const TICK: Duration = Duration::from_secs(1);
 /// Firings handled per tick, so that the mailbox stays responsive under a burst.
 const FIRINGS_PER_TICK: usize = 500;
 
@@ -69,6 +71,7 @@ impl Actor for SchedulerActor {
             services,
             queue: BTreeSet::new(),
             entries: HashMap::new(),
+            armed_for: None,
         };
         for job in state.services.store.scheduled_jobs().await? {
             if let Some(next) = job
@@ -81,15 +84,17 @@ impl Actor for SchedulerActor {
         }
         tracing::info!(scheduled = state.entries.len(), "scheduler loaded");
         myself.send_interval(TICK, || SchedulerMessage::Tick);
+        state.arm(&myself);
         Ok(state)
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<SchedulerMessage>,
+        myself: ActorRef<SchedulerMessage>,
         message: SchedulerMessage,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
+        let is_tick = matches!(message, SchedulerMessage::Tick);
         match message {
             SchedulerMessage::Schedule {
                 job_id,
@@ -105,11 +110,31 @@ impl Actor for SchedulerActor {
                 ));
             }
         }
+        if is_tick {
+            state.armed_for = None;
+        }
+        state.arm(&myself);
         Ok(())
     }
 }
 
 impl SchedulerState {
+    /// Sets a wake-up for the earliest firing when it is due within the next tick (later ones
+    /// are armed by a later tick), so firings happen at their time, not at a tick's.
+    fn arm(&mut self, myself: &ActorRef<SchedulerMessage>) {
+        let Some(&(next, _)) = self.queue.first() else {
+            return;
+        };
+        if self.armed_for == Some(next) {
+            return;
+        }
+        let delay = Duration::from_micros((next.0 - Timestamp::now().0).max(0) as u64);
+        if delay <= TICK {
+            self.armed_for = Some(next);
+            myself.send_after(delay, || SchedulerMessage::Tick);
+        }
+    }
+
     fn set(&mut self, job_id: Uuid, task_id: String, next: Timestamp) {
         self.remove(job_id);
         self.queue.insert((next, job_id));
