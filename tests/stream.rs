@@ -211,25 +211,33 @@ async fn the_stream_page_shows_the_lines_in_chromium() {
         "{}stream/",
         path_of(posted["jobUrl"].as_str().unwrap())
     ));
-    let profile = tempfile::tempdir().unwrap();
-    let output = tokio::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(&page)
-        .output()
-        .await
-        .expect("chromium (installed by scripts/testenv.sh)");
-    let dom = String::from_utf8_lossy(&output.stdout);
+    // `--dump-dom` does not wait for WebSocket traffic: under load the page may be dumped before
+    // the replay arrived. Each load is independent, so load it again until it reached `done`.
+    let mut dom = String::new();
+    for _ in 0..5 {
+        let profile = tempfile::tempdir().unwrap();
+        let output = tokio::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--virtual-time-budget=10000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--dump-dom")
+            .arg(&page)
+            .output()
+            .await
+            .expect("chromium (installed by scripts/testenv.sh)");
+        dom = String::from_utf8_lossy(&output.stdout).into_owned();
+        if dom.contains(r#"data-state="done""#) {
+            break;
+        }
+    }
     for line in ["line-1", "line-2", "line-3", "line-4"] {
         assert!(dom.contains(line), "{line} missing from the page: {dom}");
     }
