@@ -5,7 +5,8 @@ use crate::model::{Execution, Job};
 use crate::timestamp::Timestamp;
 use serde_json::{json, Value};
 
-fn iso(timestamp: Option<Timestamp>) -> Value {
+/// A timestamp as ISO text, or null.
+pub fn iso(timestamp: Option<Timestamp>) -> Value {
     timestamp.map_or(Value::Null, |timestamp| Value::String(timestamp.iso()))
 }
 

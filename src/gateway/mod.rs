@@ -751,8 +751,6 @@ async fn execution(
         operation: OPERATION,
         job_word: "job",
     };
-    let no_job = || route.no_job();
-    let no_execution = || route.no_execution();
     let (job_uuid, execution_uuid) = route.parse()?;
     let owned_task = task_id.to_string();
     let lookup = call(settings, OPERATION, |reply| ApiMessage::FindExecution {
@@ -764,8 +762,10 @@ async fn execution(
     .await?
     .map_err(api_failure(OPERATION))?;
     match lookup {
-        ExecutionLookup::NoJob => Err(no_job()),
-        ExecutionLookup::NoExecutions | ExecutionLookup::NoSuchExecution => Err(no_execution()),
+        ExecutionLookup::NoJob => Err(route.no_job()),
+        ExecutionLookup::NoExecutions | ExecutionLookup::NoSuchExecution => {
+            Err(route.no_execution())
+        }
         ExecutionLookup::Found(found) => ok(settings, &render::execution_details(&found, urls)),
     }
 }
@@ -899,8 +899,6 @@ async fn stop_execution(
         operation: OPERATION,
         job_word: "Job",
     };
-    let no_job = || route.no_job();
-    let no_execution = || route.no_execution();
     let (job_uuid, execution_uuid) = route.parse()?;
     let owned = task_id.to_string();
     let lookup = call(settings, OPERATION, |reply| ApiMessage::StopExecution {
@@ -912,7 +910,7 @@ async fn stop_execution(
     .await?
     .map_err(api_failure(OPERATION))?;
     match lookup {
-        ExecutionLookup::NoJob => Err(no_job()),
+        ExecutionLookup::NoJob => Err(route.no_job()),
         ExecutionLookup::Found(_) => ok(
             settings,
             &json!({
@@ -921,7 +919,7 @@ async fn stop_execution(
                 "execution": {"id": execution_id, "url": urls.execution(task_id, job_uuid, execution_uuid)},
             }),
         ),
-        _ => Err(no_execution()),
+        _ => Err(route.no_execution()),
     }
 }
 

@@ -6,7 +6,7 @@ use fastlane_actors::api::JobView;
 use fastlane_actors::ports::Paged;
 use fastlane_proto::redact::Redactor;
 use fastlane_proto::schedule::JobSchedule;
-use fastlane_proto::{Execution, Job, TaskSummary, Timestamp};
+use fastlane_proto::{Execution, Job, TaskSummary};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -29,11 +29,8 @@ impl Urls {
     }
 }
 
-fn iso(timestamp: Option<Timestamp>) -> Value {
-    timestamp.map_or(Value::Null, |timestamp| Value::String(timestamp.iso()))
-}
-
 pub use fastlane_proto::views::execution;
+use fastlane_proto::views::iso;
 
 /// The job's metadata with secret-looking env values redacted.
 pub fn job_metadata(job: &Job, redactor: &Redactor) -> Value {

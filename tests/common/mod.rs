@@ -137,19 +137,12 @@ impl Node {
 
     /// PUTs a job (create or update) and returns the answer.
     pub async fn put_job(&self, task: &str, job_id: &str, body: Value) -> Value {
-        let response = reqwest::Client::new()
-            .put(self.url(&format!("/tasks/{task}/jobs/{job_id}/")))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.status(),
-            200,
-            "PUT job: {:?}",
-            response.text().await
-        );
-        response.json().await.unwrap()
+        self.send_job(
+            reqwest::Method::PUT,
+            &format!("/tasks/{task}/jobs/{job_id}/"),
+            body,
+        )
+        .await
     }
 
     /// POSTs to `path` with an empty body and returns status and JSON.
@@ -223,8 +216,14 @@ impl Node {
 
     /// Posts a job and returns the enqueue response.
     pub async fn post_job(&self, task: &str, body: Value) -> Value {
+        self.send_job(reqwest::Method::POST, &format!("/tasks/{task}/"), body)
+            .await
+    }
+
+    /// Sends a job with `method` to `path`, asserts 200 and returns the answer.
+    async fn send_job(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let response = reqwest::Client::new()
-            .post(self.url(&format!("/tasks/{task}/")))
+            .request(method.clone(), self.url(path))
             .json(&body)
             .send()
             .await
@@ -232,7 +231,7 @@ impl Node {
         assert_eq!(
             response.status(),
             200,
-            "POST job: {:?}",
+            "{method} job: {:?}",
             response.text().await
         );
         response.json().await.unwrap()
