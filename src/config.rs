@@ -46,7 +46,8 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "DATA_DIR", group: "General", kind: Kind::Str, default: "\"./fastlane-data\"", help: "Where the embedded store and queue keep their files." },
     OptionSpec { name: "LOG_FORMAT", group: "General", kind: Kind::Str, default: "\"text\"", help: "'text' (human-readable) or 'json' (one JSON object per line). Verbosity: RUST_LOG." },
     OptionSpec { name: "LOG_LEVEL", group: "General", kind: Kind::Str, default: "\"info\"", help: "Log verbosity (error, warn, info, debug, trace, or a tracing filter); RUST_LOG wins when set." },
-    OptionSpec { name: "REDIS_URL", group: "Redis", kind: Kind::OptStr, default: "\"\"", help: "Queue backend; empty = the embedded queue under DATA_DIR." },
+    OptionSpec { name: "REDIS_URL", group: "Redis", kind: Kind::OptStr, default: "\"\"", help: "Queue backend shared by several nodes: redis://, rediss://, redis+sentinel://host:port[,host:port]/service[/db], redis+cluster://host:port[,host:port]; empty = the embedded queue under DATA_DIR." },
+    OptionSpec { name: "REDIS_KEY_PREFIX", group: "Redis", kind: Kind::Str, default: "\"fastlane\"", help: "Hash tag of every Redis key: deployments sharing one Redis use different prefixes." },
     OptionSpec { name: "WORKER_SLEEP_TIME_MS", group: "Worker", kind: Kind::UInt, default: "1000", help: "Kept for compatibility; the poller is woken on every enqueue." },
     OptionSpec { name: "HARD_EXECUTION_TIMEOUT_SECONDS", group: "Worker", kind: Kind::UInt, default: "1800", help: "Default and maximum execution timeout." },
     OptionSpec { name: "EXPONENTIAL_BACKOFF_MIN_MS", group: "Worker", kind: Kind::UInt, default: "1000", help: "Job retry base delay." },
@@ -61,7 +62,8 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "DOCKER_CIRCUIT_BREAKER_MAX_FAILS", group: "Docker Executor", kind: Kind::UInt, default: "5", help: "Consecutive host faults that open a host's circuit." },
     OptionSpec { name: "DOCKER_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS", group: "Docker Executor", kind: Kind::UInt, default: "60", help: "Open -> half-open delay." },
     OptionSpec { name: "DOCKER_CALL_TIMEOUT_SECONDS", group: "Docker Executor", kind: Kind::UInt, default: "30", help: "Timeout of one Docker API call (pulls get 20 times this)." },
-    OptionSpec { name: "MONGODB_CONFIG", group: "Models", kind: Kind::Json, default: "null", help: "Store backend; null = the embedded store under DATA_DIR." },
+    OptionSpec { name: "MONGODB_CONFIG", group: "Models", kind: Kind::Json, default: "null", help: "Store backend shared by several nodes: {\"host\": \"mongodb://…\", \"db\": \"fastlane\", \"serverSelectionTimeoutMS\": n}; null = MONGODB_URL, or the embedded store under DATA_DIR." },
+    OptionSpec { name: "MONGODB_URL", group: "Models", kind: Kind::OptStr, default: "\"\"", help: "Store backend as a plain mongodb:// URI (database from its path, else 'fastlane'); used when MONGODB_CONFIG is null." },
     OptionSpec { name: "ERROR_HANDLERS", group: "Errors", kind: Kind::Json, default: "[\"sentry\"]", help: "Error reporters." },
     OptionSpec { name: "SENTRY_DSN", group: "Errors", kind: Kind::OptStr, default: "\"\"", help: "Sentry DSN; empty disables reporting." },
     OptionSpec { name: "ENV_BLACKLISTED_WORDS", group: "API", kind: Kind::Str, default: "\"password,key,secret,client_id\"", help: "Env names containing one of these words are shown as ***." },
@@ -179,10 +181,18 @@ impl Config {
                 "invalid value for EXECUTOR: only 'docker' is supported".into(),
             ));
         }
-        if config.optional("REDIS_URL").is_some() || !config.json("MONGODB_CONFIG").is_null() {
+        if let Some(url) = config.optional("REDIS_URL") {
+            crate::adapters::redis::parse_url(&url).map_err(ConfigError)?;
+        }
+        crate::adapters::mongo::MongoSettings::from_options(
+            config.json("MONGODB_CONFIG"),
+            config.optional("MONGODB_URL").as_deref(),
+        )
+        .map_err(ConfigError)?;
+        let prefix = config.string("REDIS_KEY_PREFIX");
+        if prefix.is_empty() || prefix.contains(['{', '}']) {
             return Err(ConfigError(
-                "REDIS_URL and MONGODB_CONFIG are not supported by this build yet: leave them \
-                 unset to use the embedded store and queue"
+                "invalid value for REDIS_KEY_PREFIX: expected a non-empty name without braces"
                     .into(),
             ));
         }

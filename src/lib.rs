@@ -7,7 +7,6 @@ pub mod gateway;
 pub mod telemetry;
 
 use adapters::docker::DockerRuntime;
-use adapters::embedded::Embedded;
 use anyhow::Context;
 use config::Config;
 use fastlane_actors::ports::ContainerRuntime;
@@ -42,12 +41,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let _sentry = telemetry::sentry_reporting::init(config.optional("SENTRY_DSN"))?;
     let data_dir = config.data_dir();
-    let embedded = Embedded::open(&data_dir).with_context(|| {
-        format!(
-            "could not open the embedded store in {}",
-            data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("could not create DATA_DIR {}", data_dir.display()))?;
+    let backends = adapters::backends::Backends::open(&config).await?;
     let node_id = node_id(&data_dir)?;
 
     let hard_timeout = config.uint("HARD_EXECUTION_TIMEOUT_SECONDS");
@@ -78,7 +74,7 @@ pub async fn run(
 
     let redactor = Redactor::new(&config.string("ENV_BLACKLISTED_WORDS"));
     let settings = Settings {
-        node_id,
+        node_id: node_id.clone(),
         farms: config.farms.clone(),
         hard_timeout_seconds: hard_timeout,
         redactor: redactor.clone(),
@@ -109,8 +105,8 @@ pub async fn run(
         ),
     };
     let services = Services {
-        store: Arc::new(embedded.clone()),
-        queue: Arc::new(embedded),
+        store: backends.store.clone(),
+        queue: backends.queue.clone(),
         webhooks: Arc::new(adapters::webhooks::HttpWebhooks::new()?),
         mailer: Arc::new(adapters::smtp::SmtpMailer::new(
             config.optional("SMTP_HOST"),
@@ -153,6 +149,7 @@ pub async fn run(
         },
         call_timeout: Duration::from_millis(fastlane_actors::CALL_TIMEOUT_MS),
         farms: config.farms.clone(),
+        backends: backends.names.clone(),
     });
     let listener = TcpListener::bind(bind)
         .await
@@ -221,6 +218,13 @@ pub async fn run(
     root.stop_children_and_wait(None, Some(DRAIN_TIMEOUT)).await;
     root.stop(None);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, root_handle).await;
+    // Give up this node's leases so another node re-attaches to its running containers now,
+    // not when the leases expire; the next start of this node takes back what is left.
+    match tokio::time::timeout(DRAIN_TIMEOUT, backends.queue.release_all(&node_id, false)).await {
+        Ok(Ok(released)) => tracing::info!(released, "leases given back"),
+        Ok(Err(error)) => tracing::warn!(%error, "could not give back leases"),
+        Err(_) => tracing::warn!("giving back leases timed out"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

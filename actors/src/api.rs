@@ -11,7 +11,9 @@
 
 use crate::host::{HostMessage, HostStatus, LogWatch};
 use crate::lifecycle::stop_execution;
-use crate::ports::{Page, Paged, QueueMessage, QueueStats, StoreCounts, StoreError};
+use crate::ports::{
+    DeadLetter, Page, Paged, QueueMessage, QueueStats, StoreCounts, StoreError,
+};
 use crate::root::RootMessage;
 use crate::scheduler;
 use crate::Services;
@@ -93,8 +95,13 @@ pub struct NodeStatus {
     /// Scheduled jobs and the earliest firing.
     pub scheduled: (usize, Option<Timestamp>),
     pub queue: Result<QueueStats, String>,
+    /// The newest dead letters.
+    pub dead_letters: Vec<DeadLetter>,
     pub counts: Result<StoreCounts, String>,
 }
+
+/// Dead letters shown in `/status/`.
+pub const DEAD_LETTERS_SHOWN: usize = 20;
 
 /// Number of executions shown in the job details.
 pub const JOB_EXECUTIONS_SHOWN: u64 = 20;
@@ -669,6 +676,11 @@ async fn status(services: Services, root: ActorRef<RootMessage>) -> NodeStatus {
             .stats()
             .await
             .map_err(|error| error.to_string()),
+        dead_letters: services
+            .queue
+            .dead_letters(DEAD_LETTERS_SHOWN)
+            .await
+            .unwrap_or_default(),
         counts: services
             .store
             .counts()

@@ -328,8 +328,15 @@ impl JobState {
 
     async fn begin(&mut self, myself: &ActorRef<JobMessage>) -> Step {
         let Some((job, execution)) = &self.record else {
-            tracing::warn!(message_id = %self.delivery.message.id, "queue message refers to no execution, dropping it");
-            return self.ack().await;
+            tracing::warn!(message_id = %self.delivery.message.id, "queue message refers to no execution, dead-lettering it");
+            self.services
+                .queue
+                .dead_letter(
+                    &self.delivery.message.id,
+                    "the message refers to no stored execution",
+                )
+                .await?;
+            return Ok(true);
         };
         let recorded_host = (
             execution.metadata.docker_host.clone(),

@@ -153,7 +153,24 @@ pub struct QueueStats {
     pub delayed: u64,
     /// Leased by a consumer.
     pub leased: u64,
+    /// In the dead-letter list.
+    pub dead: u64,
 }
+
+/// A message taken out of circulation: it refers to nothing runnable, or every delivery of it
+/// failed (its runner crashed or lost the lease) [`MAX_FAILED_DELIVERIES`] times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub message: QueueMessage,
+    pub reason: String,
+    pub at: Timestamp,
+    pub deliveries: u32,
+}
+
+/// Failed deliveries (a crashed runner, an expired lease, a node restarting without having
+/// finished it) after which a message goes to the dead-letter list instead of looping. Voluntary
+/// releases (no host available, waiting out a host fault) do not count.
+pub const MAX_FAILED_DELIVERIES: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -164,12 +181,16 @@ pub enum QueueError {
 }
 
 /// A reliable FIFO queue with leases: a leased message is invisible to other consumers until it
-/// is acknowledged (gone), released (visible again after a delay) or its lease expires.
+/// is acknowledged (gone), released (visible again after a delay), failed, or its lease expires.
+/// An expired lease counts as a failed delivery; a message failed [`MAX_FAILED_DELIVERIES`]
+/// times is moved to the dead-letter list when it would next be delivered.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
-    /// Adds a message due at `due`; a message with the same id already present is left as is.
+    /// Adds a message due at `due`; a message with the same id already present (queued, leased
+    /// or dead-lettered) is left as is.
     async fn push(&self, message: &QueueMessage, due: Timestamp) -> Result<(), QueueError>;
-    /// Leases up to `max` due messages, oldest first, for `lease_for`.
+    /// Leases up to `max` due messages, oldest due first (FIFO among equal due times), for
+    /// `lease_for`.
     async fn lease(
         &self,
         consumer: &str,
@@ -185,10 +206,19 @@ pub trait Queue: Send + Sync + 'static {
     ) -> Result<(), QueueError>;
     /// Removes a message for good.
     async fn ack(&self, id: &str) -> Result<(), QueueError>;
-    /// Makes a leased message visible again after `delay`.
+    /// Makes a leased message visible again after `delay` (not a failure).
     async fn release(&self, id: &str, delay: Duration) -> Result<(), QueueError>;
-    /// Releases every lease `consumer` holds (a restarting node taking back its own work).
-    async fn release_all(&self, consumer: &str) -> Result<u64, QueueError>;
+    /// Records a failed delivery (its runner crashed): visible again after `delay`, or moved to
+    /// the dead-letter list with `reason` once it failed [`MAX_FAILED_DELIVERIES`] times.
+    /// `true` when dead-lettered.
+    async fn fail(&self, id: &str, delay: Duration, reason: &str) -> Result<bool, QueueError>;
+    /// Moves a message to the dead-letter list at once (it can never run).
+    async fn dead_letter(&self, id: &str, reason: &str) -> Result<(), QueueError>;
+    /// The newest `limit` dead letters, newest first.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
+    /// Releases every lease `consumer` holds: a node taking back its own work at start (`failed`:
+    /// its previous life ended without finishing them) or giving it up as it stops.
+    async fn release_all(&self, consumer: &str, failed: bool) -> Result<u64, QueueError>;
     async fn stats(&self) -> Result<QueueStats, QueueError>;
     async fn ping(&self) -> Result<(), QueueError>;
 

@@ -312,7 +312,7 @@ impl RootState {
             }
             Err(error) => {
                 tracing::error!(%message_id, %error, "could not start job actor");
-                self.job_gone(message_id, true);
+                self.job_gone(message_id, Some(format!("job actor could not start: {error}")));
             }
         }
     }
@@ -335,7 +335,7 @@ impl RootState {
                     .reporter
                     .report(&format!("job actor failed: {error}"), &extra);
             }
-            self.job_gone(message_id, error.is_some());
+            self.job_gone(message_id, error);
             return;
         }
         let Some(child) = self.children.remove(&id) else {
@@ -365,14 +365,20 @@ impl RootState {
     }
 
     /// Bookkeeping when a JobActor is gone; a crashed one's message is given back to the queue.
-    fn job_gone(&mut self, message_id: String, crashed: bool) {
+    /// A JobActor ended; `crash` says why when it failed: a failed delivery, which after
+    /// [`crate::ports::MAX_FAILED_DELIVERIES`] sends the message to the dead-letter list.
+    fn job_gone(&mut self, message_id: String, crash: Option<String>) {
         crate::gate::release(&message_id);
-        if crashed {
+        if let Some(reason) = crash {
             let queue = self.services.queue.clone();
             let id = message_id.clone();
             tokio::spawn(async move {
-                if let Err(error) = queue.release(&id, CRASHED_JOB_RETRY).await {
-                    tracing::warn!(message_id = %id, %error, "could not release message");
+                match queue.fail(&id, CRASHED_JOB_RETRY, &reason).await {
+                    Ok(true) => tracing::error!(message_id = %id, %reason, "message dead-lettered"),
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(message_id = %id, %error, "could not release message")
+                    }
                 }
             });
         }
@@ -402,7 +408,7 @@ impl RootState {
 async fn reconcile(services: &Services) -> Result<(), ActorProcessingErr> {
     let released = services
         .queue
-        .release_all(&services.settings.node_id)
+        .release_all(&services.settings.node_id, true)
         .await?;
     let unfinished = services
         .store

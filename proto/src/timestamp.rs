@@ -22,6 +22,11 @@ impl Timestamp {
         Timestamp(seconds.saturating_mul(1_000_000))
     }
 
+    /// From milliseconds since the epoch.
+    pub fn from_unix_millis(millis: i64) -> Self {
+        Timestamp(millis.saturating_mul(1_000))
+    }
+
     /// Whole seconds since the epoch, floored.
     pub fn unix_seconds(self) -> i64 {
         self.0.div_euclid(1_000_000)

@@ -1,7 +1,10 @@
 //! Adapters: the ports of `fastlane-actors` implemented over real backends. Only this module
-//! knows SQLite and Docker.
+//! knows SQLite, Redis, MongoDB and Docker.
 
+pub mod backends;
 pub mod docker;
 pub mod embedded;
+pub mod mongo;
+pub mod redis;
 pub mod smtp;
 pub mod webhooks;

@@ -44,6 +44,8 @@ pub struct GatewaySettings {
     pub basic_auth: Option<(String, String, String)>,
     pub call_timeout: Duration,
     pub farms: Vec<fastlane_proto::farm::Farm>,
+    /// What backs the queue and the store, e.g. `("redis", "mongodb")`, for `/healthcheck`.
+    pub backends: (String, String),
 }
 
 /// Serves one request. Never panics on input; every failure is a response.
@@ -414,7 +416,7 @@ async fn healthcheck(settings: &GatewaySettings) -> Result<HttpResponse, Failure
         "redis": health.queue.is_ok(),
         "mongo": health.store.is_ok(),
         "errors": errors,
-        "backends": {"queue": "embedded", "store": "embedded"},
+        "backends": {"queue": settings.backends.0, "store": settings.backends.1},
     });
     Ok(json_response(status, &body, settings.debug))
 }
@@ -490,6 +492,18 @@ async fn status(settings: &GatewaySettings) -> Result<HttpResponse, Failure> {
                 "jobs": {"length": queue.ready},
                 "delayed": {"length": queue.delayed},
                 "running": {"length": queue.leased},
+                "deadLetter": {
+                    "length": queue.dead,
+                    "newest": node.dead_letters.iter().map(|dead| json!({
+                        "id": dead.message.id,
+                        "taskId": dead.message.task_id,
+                        "jobId": dead.message.job_id.to_string(),
+                        "executionId": dead.message.execution_id.to_string(),
+                        "reason": dead.reason,
+                        "at": dead.at.iso(),
+                        "deliveries": dead.deliveries,
+                    })).collect::<Vec<_>>(),
+                },
                 "scheduled": {
                     "length": scheduled,
                     "nextTimeStamp": next.map(|next| next.0 as f64 / 1e6),

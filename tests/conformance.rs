@@ -1,0 +1,913 @@
+//! One conformance suite per port, written once and run against every implementation:
+//! - the queue: embedded (SQLite), Redis standalone, Redis Sentinel (with a failover during the
+//!   run) and Redis Cluster;
+//! - the store: embedded (SQLite) and MongoDB (SecantusDB here; a real MongoDB too when
+//!   `FASTLANE_TEST_MONGODB_URL` points at one).
+//!
+//! The backends come from `scripts/testenv.sh` (the README's test command starts them). Each run
+//! uses its own Redis key prefix or Mongo database, so runs do not see each other.
+
+use fastlane_actors::ports::{Page, Queue, QueueError, QueueMessage, Store, StoreError};
+use fastlane_node::adapters::embedded::Embedded;
+use fastlane_node::adapters::mongo::{MongoSettings, MongoStore};
+use fastlane_node::adapters::redis::{parse_url, RedisQueue};
+use fastlane_proto::model::{ExecutionMetadata, JobMetadata};
+use fastlane_proto::schedule::JobSchedule;
+use fastlane_proto::{Execution, ExecutionStatus, Job, Timestamp};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh (or source the env of scripts/testenv.sh up)")
+    })
+}
+
+fn namespace() -> String {
+    format!("test-{}", Uuid::new_v4().simple())
+}
+
+async fn redis_queue(url: &str) -> RedisQueue {
+    let config = parse_url(url).expect("valid url");
+    RedisQueue::connect(config, &namespace())
+        .await
+        .expect("redis reachable")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue suite
+
+fn message() -> QueueMessage {
+    let execution_id = Uuid::new_v4();
+    QueueMessage {
+        id: execution_id.to_string(),
+        task_id: "conformance".into(),
+        job_id: Uuid::new_v4(),
+        execution_id,
+    }
+}
+
+fn now_plus(duration: Duration) -> Timestamp {
+    Timestamp(Timestamp::now().0 + duration.as_micros() as i64)
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Retries a queue call while the backend is unavailable (a failover in progress), up to 30 s.
+async fn patiently<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(error) if std::time::Instant::now() < deadline => {
+                eprintln!("retrying: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("queue unavailable for 30 s: {error}"),
+        }
+    }
+}
+
+async fn queue_suite(queue: Arc<dyn Queue>) {
+    fifo_and_idempotent_push(&*queue).await;
+    delayed_messages(&*queue).await;
+    ack_release_and_expiry(&*queue).await;
+    dead_letters(&*queue).await;
+    release_all(&*queue).await;
+    slots(&*queue).await;
+    blacklist(&*queue).await;
+    concurrent_consumers(queue.clone()).await;
+    queue.ping().await.expect("ping");
+}
+
+async fn drain(queue: &dyn Queue) {
+    loop {
+        let leased = queue.lease("drain", 1000, LEASE).await.expect("lease");
+        if leased.is_empty() {
+            return;
+        }
+        for delivery in leased {
+            queue.ack(&delivery.message.id).await.expect("ack");
+        }
+    }
+}
+
+async fn fifo_and_idempotent_push(queue: &dyn Queue) {
+    drain(queue).await;
+    let messages: Vec<QueueMessage> = (0..20).map(|_| message()).collect();
+    let now = Timestamp::now();
+    for message in &messages {
+        queue.push(message, now).await.expect("push");
+    }
+    // Pushing again changes nothing.
+    queue.push(&messages[3], now).await.expect("push again");
+    let stats = queue.stats().await.expect("stats");
+    assert_eq!(stats.ready, 20, "{stats:?}");
+    let first = queue.lease("a", 5, LEASE).await.expect("lease");
+    let second = queue.lease("b", 100, LEASE).await.expect("lease");
+    let order: Vec<&QueueMessage> = first.iter().chain(&second).map(|d| &d.message).collect();
+    assert_eq!(order, messages.iter().collect::<Vec<_>>(), "FIFO, each once");
+    assert!(first.iter().chain(&second).all(|d| d.deliveries == 1));
+    assert!(queue.lease("c", 10, LEASE).await.expect("lease").is_empty());
+    let stats = queue.stats().await.expect("stats");
+    assert_eq!((stats.ready, stats.leased), (0, 20), "{stats:?}");
+    // Pushing a leased message again does not duplicate it.
+    queue.push(&messages[0], now).await.expect("push leased");
+    assert!(queue.lease("c", 10, LEASE).await.expect("lease").is_empty());
+    for message in &messages {
+        queue.ack(&message.id).await.expect("ack");
+    }
+    assert_eq!(queue.stats().await.expect("stats").leased, 0);
+}
+
+async fn delayed_messages(queue: &dyn Queue) {
+    let later = message();
+    let sooner = message();
+    queue
+        .push(&later, now_plus(Duration::from_millis(900)))
+        .await
+        .expect("push");
+    queue
+        .push(&sooner, now_plus(Duration::from_millis(600)))
+        .await
+        .expect("push");
+    let stats = queue.stats().await.expect("stats");
+    assert_eq!((stats.ready, stats.delayed), (0, 2), "{stats:?}");
+    assert!(queue.lease("a", 10, LEASE).await.expect("lease").is_empty());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let leased = queue.lease("a", 10, LEASE).await.expect("lease");
+    let ids: Vec<&str> = leased.iter().map(|d| d.message.id.as_str()).collect();
+    assert_eq!(ids, vec![sooner.id.as_str(), later.id.as_str()], "due order");
+    for id in ids {
+        queue.ack(id).await.expect("ack");
+    }
+}
+
+async fn ack_release_and_expiry(queue: &dyn Queue) {
+    let m = message();
+    queue.push(&m, Timestamp::now()).await.expect("push");
+    let leased = queue.lease("a", 10, LEASE).await.expect("lease");
+    assert_eq!(leased.len(), 1);
+    // Released with a delay: invisible, then delivered again (a voluntary release).
+    queue
+        .release(&m.id, Duration::from_millis(300))
+        .await
+        .expect("release");
+    assert!(queue.lease("b", 10, LEASE).await.expect("lease").is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = queue.lease("b", 10, LEASE).await.expect("lease");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].deliveries, 2);
+    // A lease that expires makes it visible to another consumer.
+    queue.release(&m.id, Duration::ZERO).await.expect("release");
+    let short = queue
+        .lease("c", 10, Duration::from_millis(300))
+        .await
+        .expect("lease");
+    assert_eq!(short.len(), 1);
+    // …unless renewed.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    queue
+        .renew("c", std::slice::from_ref(&m.id), Duration::from_millis(600))
+        .await
+        .expect("renew");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(queue.lease("d", 10, LEASE).await.expect("lease").is_empty());
+    // Renewing someone else's lease does nothing.
+    queue
+        .renew("d", std::slice::from_ref(&m.id), LEASE)
+        .await
+        .expect("renew");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let taken = queue.lease("d", 10, LEASE).await.expect("lease");
+    assert_eq!(taken.len(), 1, "expired lease delivered again");
+    assert_eq!(taken[0].deliveries, 4);
+    queue.ack(&m.id).await.expect("ack");
+    assert!(queue.lease("d", 10, LEASE).await.expect("lease").is_empty());
+    // An acknowledged message is gone: pushing its id again queues it anew.
+    queue.push(&m, Timestamp::now()).await.expect("push");
+    let anew = queue.lease("d", 10, LEASE).await.expect("lease");
+    assert_eq!(anew.len(), 1);
+    assert_eq!(anew[0].deliveries, 1);
+    queue.ack(&m.id).await.expect("ack");
+}
+
+async fn dead_letters(queue: &dyn Queue) {
+    let before = queue.stats().await.expect("stats").dead;
+    let poisoned = message();
+    queue.push(&poisoned, Timestamp::now()).await.expect("push");
+    let limit = fastlane_actors::ports::MAX_FAILED_DELIVERIES;
+    for attempt in 1..=limit {
+        let leased = queue.lease("a", 10, LEASE).await.expect("lease");
+        assert_eq!(leased.len(), 1, "attempt {attempt}");
+        let buried = queue
+            .fail(&poisoned.id, Duration::ZERO, "runner crashed")
+            .await
+            .expect("fail");
+        assert_eq!(buried, attempt == limit, "attempt {attempt}");
+    }
+    assert!(queue.lease("a", 10, LEASE).await.expect("lease").is_empty());
+    // Expired leases count as failed deliveries too.
+    let abandoned = message();
+    queue.push(&abandoned, Timestamp::now()).await.expect("push");
+    for _ in 0..limit {
+        let leased = queue
+            .lease("a", 10, Duration::from_millis(50))
+            .await
+            .expect("lease");
+        assert_eq!(leased.len(), 1);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    assert!(queue.lease("a", 10, LEASE).await.expect("lease").is_empty());
+    // And a message that can never run goes at once.
+    let orphan = message();
+    queue.push(&orphan, Timestamp::now()).await.expect("push");
+    queue.lease("a", 10, LEASE).await.expect("lease");
+    queue
+        .dead_letter(&orphan.id, "refers to nothing")
+        .await
+        .expect("dead letter");
+    let stats = queue.stats().await.expect("stats");
+    assert_eq!(stats.dead, before + 3, "{stats:?}");
+    assert_eq!(stats.leased, 0, "{stats:?}");
+    let dead = queue.dead_letters(3).await.expect("dead letters");
+    let reasons: Vec<(&str, &str)> = dead
+        .iter()
+        .map(|dead| (dead.message.id.as_str(), dead.reason.as_str()))
+        .collect();
+    assert_eq!(reasons[0], (orphan.id.as_str(), "refers to nothing"));
+    assert_eq!(reasons[1].0, abandoned.id);
+    assert!(reasons[1].1.contains("lease expired"), "{reasons:?}");
+    assert_eq!(reasons[2], (poisoned.id.as_str(), "runner crashed"));
+    assert_eq!(dead[2].message, poisoned, "the message is kept whole");
+    assert_eq!(dead[2].deliveries, limit);
+    // A dead-lettered message is not queued again by a push (reconciliation pushes blindly).
+    queue.push(&poisoned, Timestamp::now()).await.expect("push");
+    assert!(queue.lease("a", 10, LEASE).await.expect("lease").is_empty());
+}
+
+async fn release_all(queue: &dyn Queue) {
+    let mine: Vec<QueueMessage> = (0..3).map(|_| message()).collect();
+    for m in &mine {
+        queue.push(m, Timestamp::now()).await.expect("push");
+    }
+    assert_eq!(queue.lease("node-1", 10, LEASE).await.expect("lease").len(), 3);
+    let other = message();
+    queue.push(&other, Timestamp::now()).await.expect("push");
+    assert_eq!(queue.lease("node-2", 10, LEASE).await.expect("lease").len(), 1);
+    assert_eq!(queue.release_all("node-1", false).await.expect("release"), 3);
+    assert_eq!(queue.release_all("node-1", false).await.expect("release"), 0);
+    let back = queue.lease("node-3", 10, LEASE).await.expect("lease");
+    let ids: HashSet<&str> = back.iter().map(|d| d.message.id.as_str()).collect();
+    assert_eq!(ids, mine.iter().map(|m| m.id.as_str()).collect());
+    // At a restart, what the node held counts as failed deliveries.
+    let limit = fastlane_actors::ports::MAX_FAILED_DELIVERIES;
+    let before = queue.stats().await.expect("stats").dead;
+    for round in 1..=limit {
+        assert_eq!(
+            queue.release_all("node-3", true).await.expect("release"),
+            3,
+            "round {round}"
+        );
+        let leased = queue.lease("node-3", 10, LEASE).await.expect("lease");
+        assert_eq!(leased.len(), if round == limit { 0 } else { 3 });
+    }
+    assert_eq!(queue.stats().await.expect("stats").dead, before + 3);
+    queue.ack(&other.id).await.expect("ack");
+}
+
+async fn slots(queue: &dyn Queue) {
+    let farm = format!("farm:{}", Uuid::new_v4().simple());
+    let task = format!("task:{}", Uuid::new_v4().simple());
+    let both = vec![(farm.clone(), 2), (task.clone(), 1)];
+    assert!(queue.acquire_slots("h1", &both, LEASE).await.expect("acquire"));
+    assert!(
+        queue.acquire_slots("h1", &both, LEASE).await.expect("acquire"),
+        "a holder holding them already"
+    );
+    // The task pool is full: all or none, so the farm slot is not taken either.
+    assert!(!queue.acquire_slots("h2", &both, LEASE).await.expect("acquire"));
+    let farm_only = vec![(farm.clone(), 2)];
+    assert!(queue.acquire_slots("h3", &farm_only, LEASE).await.expect("acquire"));
+    assert!(!queue.acquire_slots("h4", &farm_only, LEASE).await.expect("acquire"));
+    let used: BTreeMap<String, u64> = queue
+        .slots_in_use()
+        .await
+        .expect("slots")
+        .into_iter()
+        .collect();
+    assert_eq!(used.get(&farm), Some(&2));
+    assert_eq!(used.get(&task), Some(&1));
+    queue.release_slots("h1").await.expect("release");
+    assert!(queue.acquire_slots("h2", &both, LEASE).await.expect("acquire"));
+    queue.release_slots("h2").await.expect("release");
+    queue.release_slots("h3").await.expect("release");
+    // Slots are leases too: an expired one frees its place; renew keeps it.
+    let short = Duration::from_millis(300);
+    assert!(queue.acquire_slots("h5", &farm_only, short).await.expect("acquire"));
+    assert!(queue.acquire_slots("h6", &farm_only, short).await.expect("acquire"));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    queue
+        .renew("nobody", &["h5".to_string()], Duration::from_secs(5))
+        .await
+        .expect("renew");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(queue.acquire_slots("h7", &farm_only, LEASE).await.expect("acquire"));
+    assert!(!queue.acquire_slots("h8", &farm_only, LEASE).await.expect("acquire"));
+    for holder in ["h5", "h7"] {
+        queue.release_slots(holder).await.expect("release");
+    }
+    let used: BTreeMap<String, u64> = queue
+        .slots_in_use()
+        .await
+        .expect("slots")
+        .into_iter()
+        .collect();
+    assert_eq!(used.get(&farm), None, "{used:?}");
+}
+
+async fn blacklist(queue: &dyn Queue) {
+    queue.blacklist_add("10.0.0.2:2375").await.expect("add");
+    queue.blacklist_add("10.0.0.1:2375").await.expect("add");
+    queue.blacklist_add("10.0.0.1:2375").await.expect("add twice");
+    assert_eq!(
+        queue.blacklist().await.expect("list"),
+        vec!["10.0.0.1:2375", "10.0.0.2:2375"]
+    );
+    queue.blacklist_remove("10.0.0.1:2375").await.expect("remove");
+    queue.blacklist_remove("10.0.0.9:2375").await.expect("remove absent");
+    assert_eq!(queue.blacklist().await.expect("list"), vec!["10.0.0.2:2375"]);
+    queue.blacklist_remove("10.0.0.2:2375").await.expect("remove");
+}
+
+/// Two consumers leasing at once: every message is delivered exactly once.
+async fn concurrent_consumers(queue: Arc<dyn Queue>) {
+    let messages: Vec<QueueMessage> = (0..300).map(|_| message()).collect();
+    for m in &messages {
+        queue.push(m, Timestamp::now()).await.expect("push");
+    }
+    let consumer = |name: &'static str| {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                let leased = queue.lease(name, 7, LEASE).await.expect("lease");
+                if leased.is_empty() {
+                    return seen;
+                }
+                for delivery in leased {
+                    queue.ack(&delivery.message.id).await.expect("ack");
+                    seen.push(delivery.message.id);
+                }
+            }
+        })
+    };
+    let (a, b) = (consumer("x"), consumer("y"));
+    let (a, b) = (a.await.expect("x"), b.await.expect("y"));
+    assert_eq!(a.len() + b.len(), messages.len(), "each once");
+    let all: HashSet<String> = a.into_iter().chain(b).collect();
+    assert_eq!(all.len(), messages.len());
+}
+
+#[tokio::test]
+async fn queue_embedded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    queue_suite(Arc::new(Embedded::open(dir.path()).expect("open"))).await;
+}
+
+#[tokio::test]
+async fn queue_redis_standalone() {
+    let queue = redis_queue(&env("FASTLANE_TEST_REDIS_URL")).await;
+    queue_suite(Arc::new(queue.clone())).await;
+    queue.clear().await.expect("clear");
+}
+
+#[tokio::test]
+async fn queue_redis_cluster() {
+    let queue = redis_queue(&env("FASTLANE_TEST_REDIS_CLUSTER_URL")).await;
+    queue_suite(Arc::new(queue.clone())).await;
+    queue.clear().await.expect("clear");
+}
+
+/// The Sentinel run: the suite, then a failover with messages in flight (none lost, none
+/// delivered twice), then the suite again against the new primary.
+#[tokio::test]
+async fn queue_redis_sentinel_with_failover() {
+    let url = env("FASTLANE_TEST_REDIS_SENTINEL_URL");
+    let queue = Arc::new(redis_queue(&url).await);
+    queue_suite(queue.clone()).await;
+
+    let messages: Vec<QueueMessage> = (0..50).map(|_| message()).collect();
+    for m in &messages {
+        queue.push(m, Timestamp::now()).await.expect("push");
+    }
+    let before = queue.lease("n", 10, LEASE).await.expect("lease");
+    assert_eq!(before.len(), 10);
+    // Wait until the replica has everything, then fail over.
+    let sentinel_port = url
+        .trim_start_matches("redis+sentinel://")
+        .split(['/', ','])
+        .next()
+        .and_then(|host| host.rsplit_once(':'))
+        .map(|(_, port)| port.to_string())
+        .expect("sentinel port");
+    let primary = |port: &str| {
+        let output = std::process::Command::new("redis-cli")
+            .args(["-p", port, "SENTINEL", "get-master-addr-by-name", "fastlane"])
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    let old = primary(&sentinel_port);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = std::process::Command::new("redis-cli")
+        .args(["-p", &sentinel_port, "SENTINEL", "FAILOVER", "fastlane"])
+        .output()
+        .expect("redis-cli");
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("OK"),
+        "failover refused: {status:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while primary(&sentinel_port) == old {
+        assert!(std::time::Instant::now() < deadline, "no failover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("failed over from {old:?} to {:?}", primary(&sentinel_port));
+    // The rest, leased from the new primary: nothing lost, nothing twice.
+    let mut seen: Vec<String> = before.iter().map(|d| d.message.id.clone()).collect();
+    loop {
+        let leased = patiently(|| queue.lease("n", 10, LEASE)).await;
+        if leased.is_empty() {
+            break;
+        }
+        seen.extend(leased.into_iter().map(|d| d.message.id));
+    }
+    assert_eq!(seen.len(), messages.len(), "each message once");
+    assert_eq!(
+        seen.iter().collect::<HashSet<_>>(),
+        messages.iter().map(|m| &m.id).collect::<HashSet<_>>()
+    );
+    for id in &seen {
+        patiently(|| queue.ack(id)).await;
+    }
+    queue_suite(queue.clone()).await;
+    queue.clear().await.expect("clear");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store suite
+
+fn job(task_id: &str) -> Job {
+    let now = Timestamp::now();
+    Job {
+        task_id: task_id.to_string(),
+        job_id: Uuid::new_v4(),
+        image: "fastlane-test:1".into(),
+        command: "echo hi".into(),
+        request_ip: Some("127.0.0.1".into()),
+        metadata: JobMetadata {
+            retries: 2,
+            retry_count: 0,
+            notify: serde_json::json!({}),
+            webhooks: serde_json::json!({"succeeds": ["http://127.0.0.1:1/hook"]}),
+            expiration: None,
+            timeout: 1800,
+            envs: BTreeMap::from([("A".to_string(), "1".to_string())]),
+            additional_dns_entries: vec![("db".into(), "10.0.0.1".into())],
+            custom: None,
+            enqueued_id: None,
+            cron: None,
+            max_concurrent: None,
+            backoff: None,
+        },
+        scheduled: false,
+        schedule: None,
+        created_at: now,
+        last_modified_at: now,
+    }
+}
+
+fn execution(job: &Job, at: i64) -> Execution {
+    Execution {
+        execution_id: Uuid::new_v4(),
+        task_id: job.task_id.clone(),
+        job_id: job.job_id,
+        image: job.image.clone(),
+        command: job.command.clone(),
+        request_ip: None,
+        status: ExecutionStatus::Enqueued,
+        created_at: Timestamp(at),
+        last_modified_at: Timestamp(at),
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        metadata: ExecutionMetadata::default(),
+        log: None,
+        error: None,
+    }
+}
+
+fn page(number: u64) -> Page {
+    Page {
+        number,
+        per_page: 2,
+    }
+}
+
+async fn store_suite(store: Arc<dyn Store>) {
+    tasks_and_jobs(&*store).await;
+    executions_and_outputs(&*store).await;
+    webhook_dispatch(store.clone()).await;
+    schedules(&*store).await;
+    store.ping().await.expect("ping");
+}
+
+async fn tasks_and_jobs(store: &dyn Store) {
+    let run = Uuid::new_v4().simple().to_string();
+    let names = [
+        format!("alpha-{run}"),
+        format!("beta-{run}"),
+        format!("Gamma.Report-{run}"),
+    ];
+    let mut jobs = Vec::new();
+    for name in &names {
+        let job = job(name);
+        let first = execution(&job, Timestamp::now().0);
+        store.create_job(&job, Some(&first)).await.expect("create");
+        jobs.push((job, first));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // A second job of the first task.
+    let extra = job(&names[0]);
+    store.create_job(&extra, None).await.expect("create");
+    let task = store.get_task(&names[0]).await.expect("get").expect("task");
+    assert_eq!(task.task_id, names[0]);
+    assert!(store.get_task("no-such-task").await.expect("get").is_none());
+    let listed = store.list_jobs(&names[0]).await.expect("jobs");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        store
+            .get_job(&names[0], jobs[0].0.job_id)
+            .await
+            .expect("get"),
+        Some(jobs[0].0.clone()),
+        "a job reads back as written"
+    );
+    assert!(
+        store
+            .get_job(&names[1], jobs[0].0.job_id)
+            .await
+            .expect("get")
+            .is_none(),
+        "a job is found under its own task only"
+    );
+    // The same job id under another task is refused.
+    let mut stolen = jobs[0].0.clone();
+    stolen.task_id = names[1].clone();
+    assert!(matches!(
+        store.create_job(&stolen, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Search: whole words, case-insensitive, in insertion order.
+    let found = store
+        .search_tasks(&["gamma".to_string(), run.clone()], page(1))
+        .await
+        .expect("search");
+    assert_eq!(found.total, 3);
+    let found = store
+        .search_tasks(&["report".to_string()], page(1))
+        .await
+        .expect("search");
+    let ids: Vec<&str> = found
+        .items
+        .iter()
+        .map(|summary| summary.task.task_id.as_str())
+        .filter(|id| id.ends_with(&run))
+        .collect();
+    assert_eq!(ids, vec![names[2].as_str()]);
+    let first = store.search_tasks(&[run.clone()], page(1)).await.expect("search");
+    let second = store.search_tasks(&[run.clone()], page(2)).await.expect("search");
+    let ordered: Vec<&str> = first
+        .items
+        .iter()
+        .chain(&second.items)
+        .map(|summary| summary.task.task_id.as_str())
+        .collect();
+    assert_eq!(ordered, names.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(first.items[0].jobs_count, 2);
+    let counts = store.counts().await.expect("counts");
+    assert!(counts.tasks >= 3 && counts.jobs >= 4, "{counts:?}");
+    let listed = store.list_tasks(page(1)).await.expect("tasks");
+    assert!(listed.total >= 3 && listed.items.len() <= 2);
+    // PUT: the job is rewritten, with a new execution.
+    let mut updated = jobs[1].0.clone();
+    updated.command = "echo changed".into();
+    updated.last_modified_at = Timestamp::now();
+    let second_run = execution(&updated, Timestamp::now().0);
+    store
+        .create_job(&updated, Some(&second_run))
+        .await
+        .expect("update");
+    let read = store
+        .get_job(&names[1], updated.job_id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(read.command, "echo changed");
+    assert_eq!(store.count_executions(updated.job_id).await.expect("count"), 2);
+    let mut changed = read.clone();
+    changed.image = "other:2".into();
+    store.update_job(&changed).await.expect("update job");
+    assert_eq!(
+        store
+            .get_job(&names[1], updated.job_id)
+            .await
+            .expect("get")
+            .expect("job")
+            .image,
+        "other:2"
+    );
+    // Deleting the last job of a task removes the task.
+    store.delete_job(jobs[2].0.job_id).await.expect("delete");
+    assert!(store.get_task(&names[2]).await.expect("get").is_none());
+    assert!(store
+        .get_execution(jobs[2].1.execution_id)
+        .await
+        .expect("get")
+        .is_none());
+    store.delete_job(jobs[2].0.job_id).await.expect("delete twice");
+    store.delete_job(extra.job_id).await.expect("delete");
+    assert_eq!(
+        store
+            .search_tasks(&["alpha".to_string(), run.clone()], page(1))
+            .await
+            .expect("search")
+            .items
+            .iter()
+            .find(|summary| summary.task.task_id == names[0])
+            .map(|summary| summary.jobs_count),
+        Some(1)
+    );
+}
+
+async fn executions_and_outputs(store: &dyn Store) {
+    let job = job(&format!("outputs-{}", Uuid::new_v4().simple()));
+    store.create_job(&job, None).await.expect("create");
+    let base = Timestamp::now().0;
+    let runs: Vec<Execution> = (0..4).map(|n| execution(&job, base + n)).collect();
+    for run in &runs {
+        assert!(store.create_execution(run).await.expect("create"));
+    }
+    assert!(!store.create_execution(&runs[0]).await.expect("again"));
+    let newest: Vec<Uuid> = store
+        .list_executions(job.job_id, 3)
+        .await
+        .expect("list")
+        .iter()
+        .map(|e| e.execution_id)
+        .collect();
+    assert_eq!(
+        newest,
+        vec![runs[3].execution_id, runs[2].execution_id, runs[1].execution_id]
+    );
+    // Terminal statuses are final.
+    let mut run = runs[0].clone();
+    run.status = ExecutionStatus::Running;
+    run.metadata.docker_host = Some("127.0.0.1".into());
+    run.metadata.docker_port = Some(2375);
+    store.update_execution(&run).await.expect("running");
+    run.status = ExecutionStatus::Done;
+    run.exit_code = Some(0);
+    // 20 MiB of output with bytes that are not UTF-8: more than a document can hold.
+    let log: Vec<u8> = (0..20 * 1024 * 1024).map(|n| (n % 251) as u8).collect();
+    run.log = Some(log.clone());
+    run.error = Some(Vec::new());
+    store.update_execution(&run).await.expect("done");
+    let read = store
+        .get_execution(run.execution_id)
+        .await
+        .expect("get")
+        .expect("execution");
+    assert_eq!(read.status, ExecutionStatus::Done);
+    assert_eq!(read.metadata.docker_port, Some(2375));
+    assert!(read.log.as_deref() == Some(log.as_slice()), "log kept whole");
+    assert_eq!(read.error, Some(Vec::new()));
+    store.update_execution(&run).await.expect("same status again");
+    let mut late = run.clone();
+    late.status = ExecutionStatus::Failed;
+    late.log = Some(b"overwritten".to_vec());
+    assert!(matches!(
+        store.update_execution(&late).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let read = store
+        .get_execution(run.execution_id)
+        .await
+        .expect("get")
+        .expect("execution");
+    assert_eq!(read.status, ExecutionStatus::Done);
+    assert_eq!(read.log.map(|log| log.len()), Some(log.len()));
+    // Smaller output replaces larger.
+    run.log = Some(b"short".to_vec());
+    store.update_execution(&run).await.expect("rewrite");
+    let read = store
+        .get_execution(run.execution_id)
+        .await
+        .expect("get")
+        .expect("execution");
+    assert_eq!(read.log.as_deref(), Some(&b"short"[..]));
+    // Unfinished executions, for reconciliation.
+    let mut second = runs[1].clone();
+    second.status = ExecutionStatus::Running;
+    store.update_execution(&second).await.expect("running");
+    let unfinished: HashSet<Uuid> = store
+        .executions_in(&[ExecutionStatus::Running, ExecutionStatus::Enqueued])
+        .await
+        .expect("in")
+        .into_iter()
+        .map(|e| e.execution_id)
+        .collect();
+    assert!(unfinished.contains(&runs[1].execution_id));
+    assert!(unfinished.contains(&runs[2].execution_id));
+    assert!(!unfinished.contains(&runs[0].execution_id));
+    // An update of an execution never created inserts it.
+    let fresh = execution(&job, base + 10);
+    store.update_execution(&fresh).await.expect("insert");
+    assert_eq!(store.count_executions(job.job_id).await.expect("count"), 5);
+    store.delete_job(job.job_id).await.expect("delete");
+}
+
+async fn webhook_dispatch(store: Arc<dyn Store>) {
+    let job = job(&format!("hooks-{}", Uuid::new_v4().simple()));
+    let run = execution(&job, Timestamp::now().0);
+    store.create_job(&job, Some(&run)).await.expect("create");
+    let mut appends = Vec::new();
+    for n in 0..5 {
+        let store = store.clone();
+        appends.push(tokio::spawn(async move {
+            store
+                .append_webhook_dispatch(run.execution_id, serde_json::json!({"n": n}), 3)
+                .await
+        }));
+    }
+    for append in appends {
+        append.await.expect("join").expect("append");
+    }
+    // A writer's copy of the execution does not replace the attempts.
+    let mut running = run.clone();
+    running.status = ExecutionStatus::Running;
+    store.update_execution(&running).await.expect("update");
+    let read = store
+        .get_execution(run.execution_id)
+        .await
+        .expect("get")
+        .expect("execution");
+    assert_eq!(read.status, ExecutionStatus::Running);
+    assert_eq!(read.metadata.webhook_dispatch.len(), 3, "newest 3 kept");
+    store.delete_job(job.job_id).await.expect("delete");
+}
+
+async fn schedules(store: &dyn Store) {
+    let mut first = job(&format!("cron-{}", Uuid::new_v4().simple()));
+    let mut second = job(&first.task_id);
+    let soon = Timestamp(Timestamp::now().0 + 60_000_000);
+    let later = Timestamp(soon.0 + 60_000_000);
+    let schedule = |next: Timestamp| JobSchedule {
+        cron: Some("* * * * *".into()),
+        timezone: None,
+        next_fire_at: Some(next),
+        misfire: Default::default(),
+        overlap: Default::default(),
+        missed: Vec::new(),
+        missed_count: 0,
+    };
+    first.schedule = Some(schedule(later));
+    first.scheduled = true;
+    second.schedule = Some(schedule(soon));
+    second.scheduled = true;
+    store.create_job(&first, None).await.expect("create");
+    store.create_job(&second, None).await.expect("create");
+    let ours = |jobs: Vec<Job>| -> Vec<Uuid> {
+        jobs.into_iter()
+            .filter(|job| job.task_id == first.task_id)
+            .map(|job| job.job_id)
+            .collect()
+    };
+    assert_eq!(
+        ours(store.scheduled_jobs().await.expect("scheduled")),
+        vec![second.job_id, first.job_id],
+        "soonest first"
+    );
+    // Compare-and-set: a stale expectation loses.
+    let next = Timestamp(later.0 + 60_000_000);
+    assert!(!store
+        .update_schedule(first.job_id, Some(soon), Some(&schedule(next)))
+        .await
+        .expect("cas"));
+    assert!(store
+        .update_schedule(first.job_id, Some(later), Some(&schedule(next)))
+        .await
+        .expect("cas"));
+    assert!(!store
+        .update_schedule(first.job_id, Some(later), Some(&schedule(next)))
+        .await
+        .expect("cas replayed"));
+    // A stopped schedule leaves the index.
+    assert!(store
+        .update_schedule(second.job_id, Some(soon), None)
+        .await
+        .expect("stop"));
+    let stopped = store
+        .get_job(&second.task_id, second.job_id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert!(!stopped.scheduled && stopped.schedule.is_none());
+    assert_eq!(
+        ours(store.scheduled_jobs().await.expect("scheduled")),
+        vec![first.job_id]
+    );
+    assert!(!store
+        .update_schedule(Uuid::new_v4(), None, None)
+        .await
+        .expect("absent job"));
+    store.delete_job(first.job_id).await.expect("delete");
+    store.delete_job(second.job_id).await.expect("delete");
+}
+
+#[tokio::test]
+async fn store_embedded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    store_suite(Arc::new(Embedded::open(dir.path()).expect("open"))).await;
+}
+
+async fn mongo_store(url: &str) -> MongoStore {
+    let database = format!("fastlane_{}", Uuid::new_v4().simple());
+    let config = serde_json::json!({"host": url, "db": database, "serverSelectionTimeoutMS": 5000});
+    let settings = MongoSettings::from_options(&config, None)
+        .expect("valid")
+        .expect("configured");
+    MongoStore::connect(&settings).await.expect("mongo reachable")
+}
+
+#[tokio::test]
+async fn store_mongodb_secantus() {
+    let store = mongo_store(&env("FASTLANE_TEST_SECANTUS_URL")).await;
+    store_suite(Arc::new(store.clone())).await;
+    store.drop_database().await.expect("drop");
+}
+
+/// Against a real MongoDB, when one is given.
+#[tokio::test]
+async fn store_mongodb_real() {
+    let Ok(url) = std::env::var("FASTLANE_TEST_MONGODB_URL") else {
+        eprintln!("FASTLANE_TEST_MONGODB_URL not set: no real MongoDB to run the suite against");
+        return;
+    };
+    let store = mongo_store(&url).await;
+    store_suite(Arc::new(store.clone())).await;
+    store.drop_database().await.expect("drop");
+}
+
+#[test]
+fn redis_urls() {
+    use fred::types::config::ServerConfig;
+    let sentinel = parse_url("redis+sentinel://:secret@10.0.0.1:26379,10.0.0.2:26380/mymaster/2")
+        .expect("sentinel");
+    assert_eq!(sentinel.password.as_deref(), Some("secret"));
+    assert_eq!(sentinel.database, Some(2));
+    match &sentinel.server {
+        ServerConfig::Sentinel {
+            hosts,
+            service_name,
+        } => {
+            assert_eq!(service_name, "mymaster");
+            assert_eq!(hosts.len(), 2);
+            assert_eq!(hosts[1].port, 26380);
+        }
+        other => panic!("{other:?}"),
+    }
+    let cluster = parse_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7001").expect("cluster");
+    assert!(matches!(cluster.server, ServerConfig::Clustered { ref hosts, .. } if hosts.len() == 2));
+    let plain = parse_url("redis://10.0.0.1:6380/3").expect("plain");
+    assert!(matches!(plain.server, ServerConfig::Centralized { .. }));
+    assert_eq!(plain.database, Some(3));
+    assert!(parse_url("rediss://10.0.0.1:6380/0").expect("tls").tls.is_some());
+    for bad in [
+        "10.0.0.1:6379",
+        "http://10.0.0.1",
+        "redis+sentinel://10.0.0.1/mymaster",
+        "redis+sentinel://10.0.0.1:notaport/mymaster",
+        "redis+cluster://10.0.0.1:7000/3",
+        "redis://10.0.0.1:1,10.0.0.2:2",
+    ] {
+        assert!(parse_url(bad).is_err(), "{bad} accepted");
+    }
+}
