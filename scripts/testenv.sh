@@ -44,6 +44,25 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# A free port P whose cluster bus port P+10000 is free too (Redis Cluster needs P <= 55535).
+free_cluster_port() {
+  python3 - <<'PY'
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+while True:
+    p = random.randint(20000, 45000)
+    if free(p) and free(p + 10000):
+        print(p); break
+PY
+}
+
 build_rootfs() {
   local root=$state/rootfs
   [ -f "$state/rootfs.tar" ] && return 0
@@ -91,7 +110,9 @@ wait_redis() {
     redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
     sleep 0.1
   done
-  echo "testenv: redis on port $1 did not start" >&2; exit 1
+  echo "testenv: redis on port $1 did not start; log:" >&2
+  tail -5 "$2" >&2 2>/dev/null || true
+  exit 1
 }
 
 # start_redis NAME [extra redis-server args…]: a redis-server in STATE_DIR/NAME; prints its port.
@@ -99,10 +120,14 @@ start_redis() {
   local name=$1 dir=$state/$1 port; shift
   mkdir -p "$dir"
   if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then cat "$dir/port"; return; fi
-  port=$(free_port); echo "$port" > "$dir/port"
+  case " $* " in
+    *" --cluster-enabled yes "*) port=$(free_cluster_port) ;;
+    *) port=$(free_port) ;;
+  esac
+  echo "$port" > "$dir/port"
   redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
     --pidfile "$dir/pid" --logfile "$dir/redis.log" --save '' --appendonly yes "$@" >&2
-  wait_redis "$port"
+  wait_redis "$port" "$dir/redis.log"
   echo "$port"
 }
 
@@ -130,7 +155,7 @@ sentinel down-after-milliseconds fastlane 2000
 sentinel failover-timeout fastlane 10000
 CONF
       redis-sentinel "$dir/sentinel.conf" >&2
-      wait_redis "$s"
+      wait_redis "$s" "$dir/sentinel.log"
     fi
     sentinels+=("127.0.0.1:$s")
   done

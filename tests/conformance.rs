@@ -112,7 +112,11 @@ async fn fifo_and_idempotent_push(queue: &dyn Queue) {
     let first = queue.lease("a", 5, LEASE).await.expect("lease");
     let second = queue.lease("b", 100, LEASE).await.expect("lease");
     let order: Vec<&QueueMessage> = first.iter().chain(&second).map(|d| &d.message).collect();
-    assert_eq!(order, messages.iter().collect::<Vec<_>>(), "FIFO, each once");
+    assert_eq!(
+        order,
+        messages.iter().collect::<Vec<_>>(),
+        "FIFO, each once"
+    );
     assert!(first.iter().chain(&second).all(|d| d.deliveries == 1));
     assert!(queue.lease("c", 10, LEASE).await.expect("lease").is_empty());
     let stats = queue.stats().await.expect("stats");
@@ -143,7 +147,11 @@ async fn delayed_messages(queue: &dyn Queue) {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let leased = queue.lease("a", 10, LEASE).await.expect("lease");
     let ids: Vec<&str> = leased.iter().map(|d| d.message.id.as_str()).collect();
-    assert_eq!(ids, vec![sooner.id.as_str(), later.id.as_str()], "due order");
+    assert_eq!(
+        ids,
+        vec![sooner.id.as_str(), later.id.as_str()],
+        "due order"
+    );
     for id in ids {
         queue.ack(id).await.expect("ack");
     }
@@ -215,7 +223,10 @@ async fn dead_letters(queue: &dyn Queue) {
     assert!(queue.lease("a", 10, LEASE).await.expect("lease").is_empty());
     // Expired leases count as failed deliveries too.
     let abandoned = message();
-    queue.push(&abandoned, Timestamp::now()).await.expect("push");
+    queue
+        .push(&abandoned, Timestamp::now())
+        .await
+        .expect("push");
     for _ in 0..limit {
         let leased = queue
             .lease("a", 10, Duration::from_millis(50))
@@ -257,12 +268,24 @@ async fn release_all(queue: &dyn Queue) {
     for m in &mine {
         queue.push(m, Timestamp::now()).await.expect("push");
     }
-    assert_eq!(queue.lease("node-1", 10, LEASE).await.expect("lease").len(), 3);
+    assert_eq!(
+        queue.lease("node-1", 10, LEASE).await.expect("lease").len(),
+        3
+    );
     let other = message();
     queue.push(&other, Timestamp::now()).await.expect("push");
-    assert_eq!(queue.lease("node-2", 10, LEASE).await.expect("lease").len(), 1);
-    assert_eq!(queue.release_all("node-1", false).await.expect("release"), 3);
-    assert_eq!(queue.release_all("node-1", false).await.expect("release"), 0);
+    assert_eq!(
+        queue.lease("node-2", 10, LEASE).await.expect("lease").len(),
+        1
+    );
+    assert_eq!(
+        queue.release_all("node-1", false).await.expect("release"),
+        3
+    );
+    assert_eq!(
+        queue.release_all("node-1", false).await.expect("release"),
+        0
+    );
     let back = queue.lease("node-3", 10, LEASE).await.expect("lease");
     let ids: HashSet<&str> = back.iter().map(|d| d.message.id.as_str()).collect();
     assert_eq!(ids, mine.iter().map(|m| m.id.as_str()).collect());
@@ -286,16 +309,31 @@ async fn slots(queue: &dyn Queue) {
     let farm = format!("farm:{}", Uuid::new_v4().simple());
     let task = format!("task:{}", Uuid::new_v4().simple());
     let both = vec![(farm.clone(), 2), (task.clone(), 1)];
-    assert!(queue.acquire_slots("h1", &both, LEASE).await.expect("acquire"));
+    assert!(queue
+        .acquire_slots("h1", &both, LEASE)
+        .await
+        .expect("acquire"));
     assert!(
-        queue.acquire_slots("h1", &both, LEASE).await.expect("acquire"),
+        queue
+            .acquire_slots("h1", &both, LEASE)
+            .await
+            .expect("acquire"),
         "a holder holding them already"
     );
     // The task pool is full: all or none, so the farm slot is not taken either.
-    assert!(!queue.acquire_slots("h2", &both, LEASE).await.expect("acquire"));
+    assert!(!queue
+        .acquire_slots("h2", &both, LEASE)
+        .await
+        .expect("acquire"));
     let farm_only = vec![(farm.clone(), 2)];
-    assert!(queue.acquire_slots("h3", &farm_only, LEASE).await.expect("acquire"));
-    assert!(!queue.acquire_slots("h4", &farm_only, LEASE).await.expect("acquire"));
+    assert!(queue
+        .acquire_slots("h3", &farm_only, LEASE)
+        .await
+        .expect("acquire"));
+    assert!(!queue
+        .acquire_slots("h4", &farm_only, LEASE)
+        .await
+        .expect("acquire"));
     let used: BTreeMap<String, u64> = queue
         .slots_in_use()
         .await
@@ -305,21 +343,36 @@ async fn slots(queue: &dyn Queue) {
     assert_eq!(used.get(&farm), Some(&2));
     assert_eq!(used.get(&task), Some(&1));
     queue.release_slots("h1").await.expect("release");
-    assert!(queue.acquire_slots("h2", &both, LEASE).await.expect("acquire"));
+    assert!(queue
+        .acquire_slots("h2", &both, LEASE)
+        .await
+        .expect("acquire"));
     queue.release_slots("h2").await.expect("release");
     queue.release_slots("h3").await.expect("release");
     // Slots are leases too: an expired one frees its place; renew keeps it.
     let short = Duration::from_millis(300);
-    assert!(queue.acquire_slots("h5", &farm_only, short).await.expect("acquire"));
-    assert!(queue.acquire_slots("h6", &farm_only, short).await.expect("acquire"));
+    assert!(queue
+        .acquire_slots("h5", &farm_only, short)
+        .await
+        .expect("acquire"));
+    assert!(queue
+        .acquire_slots("h6", &farm_only, short)
+        .await
+        .expect("acquire"));
     tokio::time::sleep(Duration::from_millis(150)).await;
     queue
         .renew("nobody", &["h5".to_string()], Duration::from_secs(5))
         .await
         .expect("renew");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(queue.acquire_slots("h7", &farm_only, LEASE).await.expect("acquire"));
-    assert!(!queue.acquire_slots("h8", &farm_only, LEASE).await.expect("acquire"));
+    assert!(queue
+        .acquire_slots("h7", &farm_only, LEASE)
+        .await
+        .expect("acquire"));
+    assert!(!queue
+        .acquire_slots("h8", &farm_only, LEASE)
+        .await
+        .expect("acquire"));
     for holder in ["h5", "h7"] {
         queue.release_slots(holder).await.expect("release");
     }
@@ -335,15 +388,30 @@ async fn slots(queue: &dyn Queue) {
 async fn blacklist(queue: &dyn Queue) {
     queue.blacklist_add("10.0.0.2:2375").await.expect("add");
     queue.blacklist_add("10.0.0.1:2375").await.expect("add");
-    queue.blacklist_add("10.0.0.1:2375").await.expect("add twice");
+    queue
+        .blacklist_add("10.0.0.1:2375")
+        .await
+        .expect("add twice");
     assert_eq!(
         queue.blacklist().await.expect("list"),
         vec!["10.0.0.1:2375", "10.0.0.2:2375"]
     );
-    queue.blacklist_remove("10.0.0.1:2375").await.expect("remove");
-    queue.blacklist_remove("10.0.0.9:2375").await.expect("remove absent");
-    assert_eq!(queue.blacklist().await.expect("list"), vec!["10.0.0.2:2375"]);
-    queue.blacklist_remove("10.0.0.2:2375").await.expect("remove");
+    queue
+        .blacklist_remove("10.0.0.1:2375")
+        .await
+        .expect("remove");
+    queue
+        .blacklist_remove("10.0.0.9:2375")
+        .await
+        .expect("remove absent");
+    assert_eq!(
+        queue.blacklist().await.expect("list"),
+        vec!["10.0.0.2:2375"]
+    );
+    queue
+        .blacklist_remove("10.0.0.2:2375")
+        .await
+        .expect("remove");
 }
 
 /// Two consumers leasing at once: every message is delivered exactly once.
@@ -419,21 +487,36 @@ async fn queue_redis_sentinel_with_failover() {
         .expect("sentinel port");
     let primary = |port: &str| {
         let output = std::process::Command::new("redis-cli")
-            .args(["-p", port, "SENTINEL", "get-master-addr-by-name", "fastlane"])
+            .args([
+                "-p",
+                port,
+                "SENTINEL",
+                "get-master-addr-by-name",
+                "fastlane",
+            ])
             .output()
             .expect("redis-cli");
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     };
     let old = primary(&sentinel_port);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = std::process::Command::new("redis-cli")
-        .args(["-p", &sentinel_port, "SENTINEL", "FAILOVER", "fastlane"])
-        .output()
-        .expect("redis-cli");
-    assert!(
-        String::from_utf8_lossy(&status.stdout).contains("OK"),
-        "failover refused: {status:?}"
-    );
+    // Sentinel refuses while a previous failover settles or no replica is good yet: ask again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = std::process::Command::new("redis-cli")
+            .args(["-p", &sentinel_port, "SENTINEL", "FAILOVER", "fastlane"])
+            .output()
+            .expect("redis-cli");
+        let answer = String::from_utf8_lossy(&status.stdout).to_string();
+        if answer.contains("OK") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "failover refused: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while primary(&sentinel_port) == old {
         assert!(std::time::Instant::now() < deadline, "no failover");
@@ -592,15 +675,24 @@ async fn tasks_and_jobs(store: &dyn Store) {
         .filter(|id| id.ends_with(&run))
         .collect();
     assert_eq!(ids, vec![names[2].as_str()]);
-    let first = store.search_tasks(&[run.clone()], page(1)).await.expect("search");
-    let second = store.search_tasks(&[run.clone()], page(2)).await.expect("search");
+    let first = store
+        .search_tasks(std::slice::from_ref(&run), page(1))
+        .await
+        .expect("search");
+    let second = store
+        .search_tasks(std::slice::from_ref(&run), page(2))
+        .await
+        .expect("search");
     let ordered: Vec<&str> = first
         .items
         .iter()
         .chain(&second.items)
         .map(|summary| summary.task.task_id.as_str())
         .collect();
-    assert_eq!(ordered, names.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        ordered,
+        names.iter().map(String::as_str).collect::<Vec<_>>()
+    );
     assert_eq!(first.items[0].jobs_count, 2);
     let counts = store.counts().await.expect("counts");
     assert!(counts.tasks >= 3 && counts.jobs >= 4, "{counts:?}");
@@ -621,7 +713,10 @@ async fn tasks_and_jobs(store: &dyn Store) {
         .expect("get")
         .expect("job");
     assert_eq!(read.command, "echo changed");
-    assert_eq!(store.count_executions(updated.job_id).await.expect("count"), 2);
+    assert_eq!(
+        store.count_executions(updated.job_id).await.expect("count"),
+        2
+    );
     let mut changed = read.clone();
     changed.image = "other:2".into();
     store.update_job(&changed).await.expect("update job");
@@ -642,7 +737,10 @@ async fn tasks_and_jobs(store: &dyn Store) {
         .await
         .expect("get")
         .is_none());
-    store.delete_job(jobs[2].0.job_id).await.expect("delete twice");
+    store
+        .delete_job(jobs[2].0.job_id)
+        .await
+        .expect("delete twice");
     store.delete_job(extra.job_id).await.expect("delete");
     assert_eq!(
         store
@@ -675,7 +773,11 @@ async fn executions_and_outputs(store: &dyn Store) {
         .collect();
     assert_eq!(
         newest,
-        vec![runs[3].execution_id, runs[2].execution_id, runs[1].execution_id]
+        vec![
+            runs[3].execution_id,
+            runs[2].execution_id,
+            runs[1].execution_id
+        ]
     );
     // Terminal statuses are final.
     let mut run = runs[0].clone();
@@ -697,9 +799,15 @@ async fn executions_and_outputs(store: &dyn Store) {
         .expect("execution");
     assert_eq!(read.status, ExecutionStatus::Done);
     assert_eq!(read.metadata.docker_port, Some(2375));
-    assert!(read.log.as_deref() == Some(log.as_slice()), "log kept whole");
+    assert!(
+        read.log.as_deref() == Some(log.as_slice()),
+        "log kept whole"
+    );
     assert_eq!(read.error, Some(Vec::new()));
-    store.update_execution(&run).await.expect("same status again");
+    store
+        .update_execution(&run)
+        .await
+        .expect("same status again");
     let mut late = run.clone();
     late.status = ExecutionStatus::Failed;
     late.log = Some(b"overwritten".to_vec());
@@ -854,7 +962,9 @@ async fn mongo_store(url: &str) -> MongoStore {
     let settings = MongoSettings::from_options(&config, None)
         .expect("valid")
         .expect("configured");
-    MongoStore::connect(&settings).await.expect("mongo reachable")
+    MongoStore::connect(&settings)
+        .await
+        .expect("mongo reachable")
 }
 
 #[tokio::test]
@@ -895,11 +1005,16 @@ fn redis_urls() {
         other => panic!("{other:?}"),
     }
     let cluster = parse_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7001").expect("cluster");
-    assert!(matches!(cluster.server, ServerConfig::Clustered { ref hosts, .. } if hosts.len() == 2));
+    assert!(
+        matches!(cluster.server, ServerConfig::Clustered { ref hosts, .. } if hosts.len() == 2)
+    );
     let plain = parse_url("redis://10.0.0.1:6380/3").expect("plain");
     assert!(matches!(plain.server, ServerConfig::Centralized { .. }));
     assert_eq!(plain.database, Some(3));
-    assert!(parse_url("rediss://10.0.0.1:6380/0").expect("tls").tls.is_some());
+    assert!(parse_url("rediss://10.0.0.1:6380/0")
+        .expect("tls")
+        .tls
+        .is_some());
     for bad in [
         "10.0.0.1:6379",
         "http://10.0.0.1",

@@ -11,9 +11,7 @@
 
 use crate::host::{HostMessage, HostStatus, LogWatch};
 use crate::lifecycle::stop_execution;
-use crate::ports::{
-    DeadLetter, Page, Paged, QueueMessage, QueueStats, StoreCounts, StoreError,
-};
+use crate::ports::{DeadLetter, Page, Paged, QueueMessage, QueueStats, StoreCounts, StoreError};
 use crate::root::RootMessage;
 use crate::scheduler;
 use crate::Services;

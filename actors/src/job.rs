@@ -46,6 +46,8 @@ pub enum JobMessage {
     },
     /// The execution's timeout passed.
     Timeout,
+    /// Look whether another node ended the execution (a stop request it received).
+    CheckStore,
     /// The gate granted the execution's farm and task slots.
     SlotsGranted,
     /// Still waiting for slots: ask the gate again (it may have restarted).
@@ -98,6 +100,8 @@ const HOST_RETRY_MAX_MS: u64 = 30_000;
 const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
 /// How often a parked JobActor asks the gate again.
 const SLOT_REQUEST_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a running execution's stored status is checked for a stop made on another node.
+const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(3);
 /// SIGTERM → SIGKILL grace for stopped executions.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -169,6 +173,7 @@ impl JobState {
                 }
                 JobMessage::SlotsGranted => Ok(false),
                 JobMessage::AskSlotsAgain => Ok(self.ask_for_slots(&myself)),
+                JobMessage::CheckStore => self.check_store().await,
                 JobMessage::Timeout => {
                     let timeout = self
                         .record
@@ -493,6 +498,30 @@ impl JobState {
         let started = execution.started_at.unwrap_or_else(Timestamp::now);
         let elapsed = Duration::from_micros((Timestamp::now().0 - started.0).max(0) as u64);
         myself.send_after(limit.saturating_sub(elapsed), || JobMessage::Timeout);
+        myself.send_interval(STORE_CHECK_INTERVAL, || JobMessage::CheckStore);
+    }
+
+    /// A stop received by another node is written to the store only: end the run here too.
+    async fn check_store(&mut self) -> Step {
+        let running = self
+            .record
+            .as_ref()
+            .is_some_and(|(_, execution)| !execution.status.is_terminal());
+        if !running || self.ending.is_some() {
+            return Ok(false);
+        }
+        let id = self.delivery.message.execution_id;
+        let Some(stored) = self.services.store.get_execution(id).await? else {
+            return Ok(false);
+        };
+        if !stored.status.is_terminal() {
+            return Ok(false);
+        }
+        let reason = stored
+            .error
+            .map(|error| String::from_utf8_lossy(&error).into_owned())
+            .unwrap_or_else(|| format!("Job execution was {} by another node.", stored.status));
+        self.end_early(Ending::Stopped(reason)).await
     }
 
     async fn started(&mut self, myself: &ActorRef<JobMessage>, started: StartedContainer) -> Step {

@@ -90,6 +90,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Jobs with a future firing, soonest first.
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// `(job id, task id, next firing)` of up to `limit` jobs firing at or before `before`,
+    /// soonest first: how a node learns of schedules another node created or moved.
+    async fn scheduled_before(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, String, Timestamp)>, StoreError>;
     /// Appends a webhook attempt to the execution's `webhookDispatch`, keeping the newest
     /// `keep` entries, atomically (several hooks of one execution are sent concurrently).
     async fn append_webhook_dispatch(

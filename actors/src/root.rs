@@ -312,7 +312,10 @@ impl RootState {
             }
             Err(error) => {
                 tracing::error!(%message_id, %error, "could not start job actor");
-                self.job_gone(message_id, Some(format!("job actor could not start: {error}")));
+                self.job_gone(
+                    message_id,
+                    Some(format!("job actor could not start: {error}")),
+                );
             }
         }
     }

@@ -2,7 +2,7 @@
 //! restarted by the RootActor, registered under [`SCHEDULER_NAME`].
 //!
 //! In: `Schedule` / `Unschedule` (ApiActor, after a job's schedule changed in the store), `Tick`
-//! (its own timer), `Next` (status). Out: executions and queue messages for due firings; the
+//! and `Sync` (its own timers; `Sync` picks up schedules other nodes wrote), `Next` (status). Out: executions and queue messages for due firings; the
 //! job's new schedule in the store; `Stop` to a JobActor for `overlap: replace`.
 //!
 //! The store is the truth; this actor keeps an index of (next firing, job) in memory, rebuilt
@@ -36,6 +36,8 @@ pub enum SchedulerMessage {
         job_id: Uuid,
     },
     Tick,
+    /// Learn from the store what is due soon: schedules created or moved by other nodes.
+    Sync,
     /// The number of scheduled jobs and the earliest firing.
     Next(RpcReplyPort<(usize, Option<Timestamp>)>),
 }
@@ -56,6 +58,13 @@ pub struct SchedulerState {
 const TICK: Duration = Duration::from_secs(1);
 /// Firings handled per tick, so that the mailbox stays responsive under a burst.
 const FIRINGS_PER_TICK: usize = 500;
+/// How often the store is asked what is due within [`SYNC_WINDOW`], and how many at most: a
+/// node fires (or takes over) schedules that another node created, moved or abandoned. Two
+/// nodes firing one slot create one execution (its id is derived from the slot) and one of
+/// them moves the schedule on (compare-and-set).
+const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+const SYNC_WINDOW: Duration = Duration::from_secs(5);
+const SYNC_LIMIT: usize = 1_000;
 
 impl Actor for SchedulerActor {
     type Msg = SchedulerMessage;
@@ -84,6 +93,7 @@ impl Actor for SchedulerActor {
         }
         tracing::info!(scheduled = state.entries.len(), "scheduler loaded");
         myself.send_interval(TICK, || SchedulerMessage::Tick);
+        myself.send_interval(SYNC_INTERVAL, || SchedulerMessage::Sync);
         state.arm(&myself);
         Ok(state)
     }
@@ -103,6 +113,7 @@ impl Actor for SchedulerActor {
             } => state.set(job_id, task_id, next),
             SchedulerMessage::Unschedule { job_id } => state.remove(job_id),
             SchedulerMessage::Tick => state.fire_due().await,
+            SchedulerMessage::Sync => state.sync().await,
             SchedulerMessage::Next(reply) => {
                 let _ = reply.send((
                     state.entries.len(),
@@ -144,6 +155,25 @@ impl SchedulerState {
     fn remove(&mut self, job_id: Uuid) {
         if let Some((next, _)) = self.entries.remove(&job_id) {
             self.queue.remove(&(next, job_id));
+        }
+    }
+
+    async fn sync(&mut self) {
+        let before = Timestamp(Timestamp::now().0 + SYNC_WINDOW.as_micros() as i64);
+        match self
+            .services
+            .store
+            .scheduled_before(before, SYNC_LIMIT)
+            .await
+        {
+            Ok(due) => {
+                for (job_id, task_id, next) in due {
+                    if self.entries.get(&job_id).map(|(at, _)| *at) != Some(next) {
+                        self.set(job_id, task_id, next);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not sync schedules from the store"),
         }
     }
 
@@ -204,7 +234,7 @@ impl SchedulerState {
             schedule.record_missed(*slot, "missed: the node was down or busy at that time");
         }
         for slot in &due.fire {
-            if cron.is_some() && !self.may_overlap(&job, schedule.overlap).await? {
+            if cron.is_some() && !self.may_overlap(&job, *slot, schedule.overlap).await? {
                 schedule.record_missed(
                     *slot,
                     "skipped: the previous execution was still running (overlap: forbid)",
@@ -228,15 +258,21 @@ impl SchedulerState {
 
     /// Whether a new firing may start now, given the job's last execution and the policy;
     /// `replace` stops the running one first.
-    async fn may_overlap(&self, job: &Job, overlap: Overlap) -> Result<bool, StoreError> {
+    async fn may_overlap(
+        &self,
+        job: &Job,
+        slot: Timestamp,
+        overlap: Overlap,
+    ) -> Result<bool, StoreError> {
         if overlap == Overlap::Allow {
             return Ok(true);
         }
         let last = self.services.store.list_executions(job.job_id, 1).await?;
-        let Some(running) = last
-            .first()
-            .filter(|execution| !execution.status.is_terminal())
-        else {
+        // This very firing, created by another node a moment ago, is no overlap.
+        let this_firing = firing_execution_id(job.job_id, slot);
+        let Some(running) = last.first().filter(|execution| {
+            !execution.status.is_terminal() && execution.execution_id != this_firing
+        }) else {
             return Ok(true);
         };
         if overlap == Overlap::Forbid {

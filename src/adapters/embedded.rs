@@ -645,6 +645,38 @@ impl Store for Embedded {
         .map_err(StoreError::from)
     }
 
+    async fn scheduled_before(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, String, Timestamp)>, StoreError> {
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT schedules.job_id, jobs.task_id, schedules.next_fire_at
+                 FROM schedules JOIN jobs ON jobs.job_id = schedules.job_id
+                 WHERE schedules.next_fire_at <= ?1 ORDER BY schedules.next_fire_at LIMIT ?2",
+            )?;
+            let rows = statement
+                .query_map(params![before.0, limit as i64], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(job_id, task_id, next)| {
+                    let job_id = Uuid::parse_str(&job_id)
+                        .map_err(|error| DbError::Corrupt(error.to_string()))?;
+                    Ok((job_id, task_id, Timestamp(next)))
+                })
+                .collect()
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
     async fn append_webhook_dispatch(
         &self,
         execution_id: Uuid,

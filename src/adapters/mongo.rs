@@ -142,21 +142,32 @@ impl MongoStore {
                 .options(IndexOptions::builder().unique(unique).build())
                 .build()
         };
-        bounded(self.tasks.create_index(index(doc! {"created_at": 1, "_id": 1}, false)))
-            .await?;
+        bounded(
+            self.tasks
+                .create_index(index(doc! {"created_at": 1, "_id": 1}, false)),
+        )
+        .await?;
         bounded(self.tasks.create_index(index(doc! {"words": 1}, false))).await?;
         bounded(
             self.jobs
                 .create_index(index(doc! {"task_id": 1, "last_modified_at": -1}, false)),
         )
         .await?;
-        bounded(self.jobs.create_index(index(doc! {"next_fire_at": 1}, false))).await?;
+        bounded(
+            self.jobs
+                .create_index(index(doc! {"next_fire_at": 1}, false)),
+        )
+        .await?;
         bounded(
             self.executions
                 .create_index(index(doc! {"job_id": 1, "created_at": -1}, false)),
         )
         .await?;
-        bounded(self.executions.create_index(index(doc! {"status": 1}, false))).await?;
+        bounded(
+            self.executions
+                .create_index(index(doc! {"status": 1}, false)),
+        )
+        .await?;
         bounded(
             self.outputs
                 .create_index(index(doc! {"execution_id": 1, "kind": 1, "n": 1}, true)),
@@ -282,8 +293,7 @@ impl MongoStore {
         &self,
         find: mongodb::action::Find<'_, Document>,
     ) -> Result<Vec<Document>, StoreError> {
-        match tokio::time::timeout(CALL_TIMEOUT, async { find.await?.try_collect().await }).await
-        {
+        match tokio::time::timeout(CALL_TIMEOUT, async { find.await?.try_collect().await }).await {
             Ok(result) => result.map_err(store_error),
             Err(_) => Err(StoreError::Unavailable("MongoDB find timed out".into())),
         }
@@ -714,6 +724,33 @@ impl Store for MongoStore {
         .await?
         .iter()
         .map(record_of)
+        .collect()
+    }
+
+    async fn scheduled_before(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, String, Timestamp)>, StoreError> {
+        self.collect(
+            self.jobs
+                .find(doc! {"next_fire_at": {"$ne": Bson::Null, "$lte": before.0}})
+                .projection(doc! {"task_id": 1, "next_fire_at": 1})
+                .sort(doc! {"next_fire_at": 1})
+                .limit(limit.min(i64::MAX as usize) as i64),
+        )
+        .await?
+        .iter()
+        .map(|document| {
+            let job_id =
+                Uuid::parse_str(document.get_str("_id").map_err(internal)?).map_err(internal)?;
+            let task_id = document.get_str("task_id").map_err(internal)?.to_string();
+            Ok((
+                job_id,
+                task_id,
+                Timestamp(integer(document, "next_fire_at")),
+            ))
+        })
         .collect()
     }
 

@@ -43,7 +43,7 @@ pub fn parse_url(url: &str) -> Result<Config, String> {
                     "several hosts need redis+sentinel:// or redis+cluster://",
                 ));
             }
-            return Config::from_url(url).map_err(|error| invalid(&error.details().to_string()));
+            return Config::from_url(url).map_err(|error| invalid(error.details()));
         }
         "redis+sentinel" => ("sentinel", false),
         "rediss+sentinel" => ("sentinel", true),
@@ -336,9 +336,12 @@ impl Queue for RedisQueue {
     }
 
     async fn dead_letter(&self, id: &str, reason: &str) -> Result<(), QueueError> {
-        self.integer(&scripts::DEAD_LETTER, vec![id.to_string(), reason.to_string()])
-            .await
-            .map(|_| ())
+        self.integer(
+            &scripts::DEAD_LETTER,
+            vec![id.to_string(), reason.to_string()],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {

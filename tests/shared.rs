@@ -1,0 +1,439 @@
+//! End-to-end: several nodes sharing one Redis queue and one MongoDB-compatible store (SecantusDB
+//! from `scripts/testenv.sh`) and one farm of real Docker engines. Each test uses its own Redis
+//! key prefix and Mongo database.
+
+mod common;
+
+use common::{docker_hosts, image, path_of, running_containers, wait_until, Node};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh (or source the env of scripts/testenv.sh up)")
+    })
+}
+
+/// The environment of a node of one shared deployment: Redis at `redis_url`, a database and a
+/// key prefix of its own, the given farms.
+struct Deployment {
+    vars: Vec<(String, String)>,
+}
+
+impl Deployment {
+    fn new(redis_url: &str, farms: Value) -> Deployment {
+        let name = format!("shared{}", Uuid::new_v4().simple());
+        let mongo = env("FASTLANE_TEST_SECANTUS_URL");
+        let base = mongo
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .unwrap_or(&mongo);
+        Deployment {
+            vars: vec![
+                ("REDIS_URL".into(), redis_url.to_string()),
+                ("REDIS_KEY_PREFIX".into(), name.clone()),
+                ("MONGODB_URL".into(), format!("{base}/{name}")),
+                ("DOCKER_HOSTS".into(), farms.to_string()),
+            ],
+        }
+    }
+
+    async fn node(&self) -> Node {
+        let vars: Vec<(&str, &str)> = self
+            .vars
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        Node::start(&vars).await
+    }
+}
+
+fn ran_on(execution: &Value) -> String {
+    format!(
+        "{}:{}",
+        execution["metadata"]["docker_host"].as_str().unwrap_or("?"),
+        execution["metadata"]["docker_port"]
+    )
+}
+
+/// Samples the number of running containers of `task` across `hosts` until dropped; keeps the
+/// maximum.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    max: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(hosts: Vec<String>, task: &str) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max = Arc::new(AtomicUsize::new(0));
+        let task = task.to_string();
+        let thread = {
+            let (stop, max) = (stop.clone(), max.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let running: usize = hosts
+                        .iter()
+                        .map(|host| running_containers(host, &task))
+                        .sum();
+                    max.fetch_max(running, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        Sampler {
+            stop,
+            max,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        self.max.load(Ordering::Relaxed)
+    }
+}
+
+/// 200 jobs posted round-robin to two nodes: each runs exactly once with the right output, and
+/// the farm's `maxRunning: 3` holds across both nodes (sampled from the engines).
+#[tokio::test]
+async fn two_nodes_share_200_jobs_exactly_once_within_max_running() {
+    let hosts = docker_hosts();
+    let deployment = Deployment::new(
+        &env("FASTLANE_TEST_REDIS_URL"),
+        json!([{"match": "", "hosts": [hosts[0], hosts[1]], "maxRunning": 3}]),
+    );
+    let nodes = [deployment.node().await, deployment.node().await];
+    let task = "shared-200";
+    let sampler = Sampler::start(hosts.clone(), task);
+    let mut posted = Vec::new();
+    for batch in (0..200).collect::<Vec<_>>().chunks(20) {
+        let answers = futures_util::future::join_all(batch.iter().map(|&n| {
+            nodes[n % 2].post_job(
+                task,
+                json!({"image": image(), "command": format!("echo job-{n}")}),
+            )
+        }))
+        .await;
+        posted.extend(batch.iter().copied().zip(answers));
+    }
+    let mut ran_by_host: BTreeMap<String, usize> = BTreeMap::new();
+    for (n, answer) in &posted {
+        let execution = nodes[(n + 1) % 2]
+            .wait_finished(answer["executionUrl"].as_str().unwrap())
+            .await;
+        assert_eq!(execution["status"], "done", "job {n}: {execution}");
+        assert_eq!(execution["log"], format!("job-{n}\n"), "job {n}");
+        *ran_by_host.entry(ran_on(&execution)).or_default() += 1;
+    }
+    let max = sampler.finish();
+    for (n, answer) in &posted {
+        let executions = nodes[n % 2]
+            .executions(answer["jobUrl"].as_str().unwrap())
+            .await;
+        assert_eq!(executions.len(), 1, "job {n} has exactly one execution");
+    }
+    eprintln!("at most {max} containers at once; per host {ran_by_host:?}");
+    assert!(max <= 3, "maxRunning 3 exceeded across nodes: {max}");
+    assert!(max >= 2, "the farm ran jobs in parallel: {max}");
+    let status = nodes[0].get_json("/status/").await;
+    assert_eq!(status["queues"]["deadLetter"]["length"], 0, "{status}");
+    let health = nodes[1].get_json("/healthcheck").await;
+    assert_eq!(
+        health,
+        json!({"redis": true, "mongo": true, "errors": [],
+               "backends": {"queue": "redis", "store": "mongodb"}})
+    );
+}
+
+/// A host blacklisted through one node gets nothing from the other.
+#[tokio::test]
+async fn blacklist_through_one_node_holds_on_the_other() {
+    let hosts = docker_hosts();
+    let deployment = Deployment::new(
+        &env("FASTLANE_TEST_REDIS_URL"),
+        json!([{"match": "", "hosts": [hosts[0], hosts[1]], "maxRunning": 6}]),
+    );
+    let (first, second) = (deployment.node().await, deployment.node().await);
+    let client = reqwest::Client::new();
+    let added = client
+        .post(first.url("/docker-executor/blacklist"))
+        .json(&json!({"host": hosts[0]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200);
+    let mut urls = Vec::new();
+    for n in 0..10 {
+        let answer = second
+            .post_job(
+                "shared-blacklist",
+                json!({"image": image(), "command": format!("echo {n}")}),
+            )
+            .await;
+        urls.push(answer["executionUrl"].as_str().unwrap().to_string());
+    }
+    for url in &urls {
+        let execution = first.wait_finished(url).await;
+        assert_eq!(execution["status"], "done");
+        assert_eq!(ran_on(&execution), hosts[1], "blacklisted host used");
+    }
+    let status = second.get_json("/status/").await;
+    let blacklisted: Vec<&Value> = status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|host| host["blacklisted"] == true)
+        .collect();
+    assert_eq!(blacklisted.len(), 1, "{status}");
+    let removed = client
+        .delete(second.url("/docker-executor/blacklist"))
+        .json(&json!({"host": hosts[0]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    assert_eq!(
+        first.get_json("/status/").await["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|host| host["blacklisted"] == true)
+            .count(),
+        0
+    );
+}
+
+/// A cron job fires once per slot with two nodes running; when the node that received it is
+/// killed, the other goes on firing it.
+#[tokio::test]
+async fn cron_fires_once_per_slot_across_nodes_and_survives_a_node() {
+    let hosts = docker_hosts();
+    let deployment = Deployment::new(
+        &env("FASTLANE_TEST_REDIS_URL"),
+        json!([{"match": "", "hosts": [hosts[0], hosts[1]], "maxRunning": 6}]),
+    );
+    let (mut first, second) = (deployment.node().await, deployment.node().await);
+    let posted = first
+        .post_job(
+            "shared-cron",
+            json!({"image": image(), "command": "echo tick", "cron": "*/2 * * * * *",
+                   "overlap": "allow"}),
+        )
+        .await;
+    let job_path = path_of(posted["jobUrl"].as_str().unwrap()).to_string();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    first.kill();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let job = second.get_json(&job_path).await;
+    let executions = job["job"]["executions"].as_array().unwrap().clone();
+    let slots: Vec<&str> = executions
+        .iter()
+        .map(|execution| execution["metadata"]["scheduled_at"].as_str().unwrap_or(""))
+        .collect();
+    let distinct: HashSet<&&str> = slots.iter().collect();
+    eprintln!("{} firings: {slots:?}", slots.len());
+    assert_eq!(distinct.len(), slots.len(), "a slot fired twice: {slots:?}");
+    // 16 s at one firing per 2 s: about 8 (the kill may cost one).
+    assert!(
+        (6..=9).contains(&slots.len()),
+        "expected ~8 firings, got {}: {slots:?}",
+        slots.len()
+    );
+    // Firings after the kill happened, through the second node.
+    let after_kill = executions
+        .iter()
+        .filter(|execution| execution["status"] == "done")
+        .count();
+    assert!(after_kill >= 5, "{executions:?}");
+}
+
+/// A node killed with SIGKILL while it runs jobs: once it is back, everything completes, each
+/// job once (it re-attaches to the containers it had started).
+#[tokio::test]
+async fn killed_node_work_completes_once() {
+    let hosts = docker_hosts();
+    let deployment = Deployment::new(
+        &env("FASTLANE_TEST_REDIS_URL"),
+        json!([{"match": "", "hosts": [hosts[0], hosts[1]], "maxRunning": 20}]),
+    );
+    let (mut first, second) = (deployment.node().await, deployment.node().await);
+    let mut posted = Vec::new();
+    for n in 0..12 {
+        let node = if n % 2 == 0 { &first } else { &second };
+        posted.push(
+            node.post_job(
+                "shared-kill",
+                json!({"image": image(), "command": format!("sh -c 'sleep 3; echo survived-{n}'")}),
+            )
+            .await,
+        );
+    }
+    // Wait until the first node runs some of them, then kill it.
+    wait_until(Duration::from_secs(20), "jobs running", || async {
+        hosts
+            .iter()
+            .map(|host| running_containers(host, "shared-kill"))
+            .sum::<usize>()
+            >= 6
+    })
+    .await;
+    first.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    first.start_again().await;
+    for (n, answer) in posted.iter().enumerate() {
+        let execution = second
+            .wait_finished(answer["executionUrl"].as_str().unwrap())
+            .await;
+        assert_eq!(execution["status"], "done", "job {n}: {execution}");
+        assert_eq!(execution["log"], format!("survived-{n}\n"), "job {n}");
+        let executions = second.executions(answer["jobUrl"].as_str().unwrap()).await;
+        assert_eq!(executions.len(), 1, "job {n} ran once");
+    }
+    let status = second.get_json("/status/").await;
+    assert_eq!(status["queues"]["deadLetter"]["length"], 0, "{status}");
+}
+
+/// A private Redis (append-only persistence on) that the test can restart.
+struct PrivateRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = PrivateRedis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis did not start");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Redis restarted in the middle of a burst: posts refused while it is down are retried by the
+/// client; once it is back, every job posted completes exactly once.
+#[tokio::test]
+async fn redis_restart_during_a_burst() {
+    let hosts = docker_hosts();
+    let mut redis = PrivateRedis::start();
+    let deployment = Deployment::new(
+        &redis.url(),
+        json!([{"match": "", "hosts": [hosts[0], hosts[1]], "maxRunning": 4}]),
+    );
+    let (first, second) = (deployment.node().await, deployment.node().await);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut posted = Vec::new();
+    let mut refused = 0;
+    for n in 0..60 {
+        if n == 20 {
+            redis.stop();
+        }
+        if n == 30 {
+            redis.spawn();
+        }
+        let node = if n % 2 == 0 { &first } else { &second };
+        loop {
+            let response = client
+                .post(node.url("/tasks/shared-redis-restart/"))
+                .json(&json!({"image": image(), "command": format!("echo burst-{n}")}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            if status == 200 {
+                posted.push((n, body));
+                break;
+            }
+            assert!(
+                status == 503 || status == 500,
+                "unexpected answer {status}: {body}"
+            );
+            assert_ne!(status, 500, "a 500 while Redis is down: {body}");
+            refused += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!("{refused} posts refused while Redis was down");
+    assert!(refused > 0, "Redis was down for some posts");
+    for (n, answer) in &posted {
+        let execution = second
+            .wait_finished(answer["executionUrl"].as_str().unwrap())
+            .await;
+        assert_eq!(execution["status"], "done", "job {n}: {execution}");
+        assert_eq!(execution["log"], format!("burst-{n}\n"));
+        let executions = first.executions(answer["jobUrl"].as_str().unwrap()).await;
+        assert_eq!(executions.len(), 1, "job {n} ran once");
+    }
+    let tasks = first.get_json("/tasks/shared-redis-restart/").await;
+    assert_eq!(
+        tasks["jobs"].as_array().map(Vec::len),
+        Some(60),
+        "no job left half-written by a refused post"
+    );
+}
