@@ -120,7 +120,8 @@ async fn two_nodes_share_200_jobs_exactly_once_within_max_running() {
         let answers = futures_util::future::join_all(batch.iter().map(|&n| {
             nodes[n % 2].post_job(
                 task,
-                json!({"image": image(), "command": format!("echo job-{n}")}),
+                // Long enough (0.3 s) for the sampler to see the farm's parallelism.
+                json!({"image": image(), "command": format!("sh -c 'sleep 0.3; echo job-{n}'")}),
             )
         }))
         .await;
@@ -389,12 +390,13 @@ async fn redis_restart_during_a_burst() {
         .unwrap();
     let mut posted = Vec::new();
     let mut refused = 0;
+    // Redis goes away at post 20 and comes back 3 s later; meanwhile posts are refused (503)
+    // and the client retries them, as a client of a production job runner would.
+    let mut down_since = None;
     for n in 0..60 {
         if n == 20 {
             redis.stop();
-        }
-        if n == 30 {
-            redis.spawn();
+            down_since = Some(std::time::Instant::now());
         }
         let node = if n % 2 == 0 { &first } else { &second };
         loop {
@@ -416,6 +418,10 @@ async fn redis_restart_during_a_burst() {
             );
             assert_ne!(status, 500, "a 500 while Redis is down: {body}");
             refused += 1;
+            if down_since.is_some_and(|since| since.elapsed() > Duration::from_secs(3)) {
+                redis.spawn();
+                down_since = None;
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

@@ -7,10 +7,13 @@
 //!   words, lowercased: the word-search index; `$text` would stem and stop-word them).
 //! - `jobs`: `_id` = job id, `task_id`, `last_modified_at`, `next_fire_at` (the schedule index),
 //!   `record` (the job as a document).
-//! - `executions`: `_id` = execution id, `job_id`, `status`, `created_at`, `record`, and
+//! - `executions`: `_id` = execution id, `job_id`, `status`, `created_at`, `record`,
+//!   `output` (`{log: version, error: version}`: which chunks are current), and
 //!   `webhook_dispatch` apart (appended atomically with `$push`/`$slice`).
-//! - `outputs`: stdout/stderr in 4 MiB binary chunks (`execution_id`, `kind`, `n`, `data`), so
-//!   output of any size fits under the 16 MiB document limit.
+//! - `outputs`: stdout/stderr in 4 MiB binary chunks (`execution_id`, `kind`, `v`, `n`, `data`),
+//!   so output of any size fits under the 16 MiB document limit. A write adds a new version's
+//!   chunks first, then points the execution at it in the same update that sets its status, then
+//!   drops older versions: a reader never sees a finished execution without its output.
 //!
 //! Without transactions, multi-document writes are ordered so a crash leaves nothing visible
 //! half-done: `create_job` undoes what it wrote when a later step fails; terminal statuses are
@@ -168,10 +171,10 @@ impl MongoStore {
                 .create_index(index(doc! {"status": 1}, false)),
         )
         .await?;
-        bounded(
-            self.outputs
-                .create_index(index(doc! {"execution_id": 1, "kind": 1, "n": 1}, true)),
-        )
+        bounded(self.outputs.create_index(index(
+            doc! {"execution_id": 1, "kind": 1, "v": 1, "n": 1},
+            true,
+        )))
         .await?;
         Ok(())
     }
@@ -278,6 +281,14 @@ fn task_summary(document: &Document) -> Result<TaskSummary, StoreError> {
     })
 }
 
+/// The execution's `output` field: `{kind: version}`.
+fn output_pointers(versions: &[(String, String)]) -> Document {
+    versions
+        .iter()
+        .map(|(kind, version)| (kind.clone(), Bson::String(version.clone())))
+        .collect()
+}
+
 /// An integer field whatever its BSON width.
 fn integer(document: &Document, field: &str) -> i64 {
     match document.get(field) {
@@ -308,10 +319,25 @@ impl MongoStore {
                 .map(|entry| entry.clone().into_relaxed_extjson())
                 .collect();
         }
+        let current: Vec<Document> = document
+            .get_document("output")
+            .map(|versions| {
+                versions
+                    .iter()
+                    .map(|(kind, version)| doc! {"kind": kind, "v": version.clone()})
+                    .collect()
+            })
+            .unwrap_or_default();
+        if current.is_empty() {
+            return Ok(execution);
+        }
         let chunks = self
             .collect(
                 self.outputs
-                    .find(doc! {"execution_id": execution.execution_id.to_string()})
+                    .find(doc! {
+                        "execution_id": execution.execution_id.to_string(),
+                        "$or": current,
+                    })
                     .sort(doc! {"kind": 1, "n": 1}),
             )
             .await?;
@@ -330,11 +356,54 @@ impl MongoStore {
         Ok(execution)
     }
 
-    /// Replaces the execution's stored `kind` output with `bytes`, in chunks.
+    /// Writes the execution's `log` and `error` (those set) as new output versions; returns
+    /// `(kind, version)` of each. Nothing reads them until the execution record points at them;
+    /// on failure, what was written is removed.
+    async fn write_outputs(
+        &self,
+        execution: &Execution,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let id = execution.execution_id.to_string();
+        let mut versions = Vec::new();
+        for (kind, bytes) in [("log", &execution.log), ("error", &execution.error)] {
+            let Some(bytes) = bytes else { continue };
+            // Time-ordered, so a writer only ever drops versions older than its own.
+            let version = Uuid::now_v7().to_string();
+            versions.push((kind.to_string(), version.clone()));
+            if let Err(error) = self.write_output(&id, kind, &version, bytes).await {
+                self.drop_outputs(&id, &versions, true).await;
+                return Err(error);
+            }
+        }
+        Ok(versions)
+    }
+
+    /// Removes the `versions` chunks (`these`) or the older versions of their kinds. Best
+    /// effort: a leftover chunk is never read, only wasted space.
+    async fn drop_outputs(&self, execution_id: &str, versions: &[(String, String)], these: bool) {
+        for (kind, version) in versions {
+            let v = if these {
+                Bson::String(version.clone())
+            } else {
+                Bson::Document(doc! {"$lt": version})
+            };
+            if let Err(error) = bounded(
+                self.outputs
+                    .delete_many(doc! {"execution_id": execution_id, "kind": kind, "v": v}),
+            )
+            .await
+            {
+                tracing::warn!(execution_id, kind, %error, "could not remove stale output chunks");
+            }
+        }
+    }
+
+    /// Writes one version of the execution's `kind` output, in chunks.
     async fn write_output(
         &self,
         execution_id: &str,
         kind: &str,
+        version: &str,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         let chunks: Vec<Document> = bytes
@@ -344,6 +413,7 @@ impl MongoStore {
                 doc! {
                     "execution_id": execution_id,
                     "kind": kind,
+                    "v": version,
                     "n": n as i64,
                     "data": Bson::Binary(mongodb::bson::Binary {
                         subtype: mongodb::bson::spec::BinarySubtype::Generic,
@@ -355,7 +425,7 @@ impl MongoStore {
         let chunks = if chunks.is_empty() {
             // Present but empty: one empty chunk, so it reads back as Some(empty).
             vec![doc! {
-                "execution_id": execution_id, "kind": kind, "n": 0_i64,
+                "execution_id": execution_id, "kind": kind, "v": version, "n": 0_i64,
                 "data": Bson::Binary(mongodb::bson::Binary {
                     subtype: mongodb::bson::spec::BinarySubtype::Generic,
                     bytes: Vec::new(),
@@ -364,24 +434,25 @@ impl MongoStore {
         } else {
             chunks
         };
-        bounded(
-            self.outputs
-                .delete_many(doc! {"execution_id": execution_id, "kind": kind}),
-        )
-        .await?;
         for chunk in chunks {
             bounded(self.outputs.insert_one(chunk)).await?;
         }
         Ok(())
     }
 
-    async fn insert_execution(&self, execution: &Execution) -> Result<(), StoreError> {
+    /// Inserts the execution record, pointing at the output `versions` already written.
+    async fn insert_execution(
+        &self,
+        execution: &Execution,
+        versions: &[(String, String)],
+    ) -> Result<(), StoreError> {
         bounded(self.executions.insert_one(doc! {
             "_id": execution.execution_id.to_string(),
             "job_id": execution.job_id.to_string(),
             "status": execution.status.as_str(),
             "created_at": execution.created_at.0,
             "record": execution_record(execution)?,
+            "output": output_pointers(versions),
             "webhook_dispatch": execution
                 .metadata
                 .webhook_dispatch
@@ -491,7 +562,7 @@ impl Store for MongoStore {
             // An update (PUT) of a job of this task: the execution first, so a failure leaves
             // the job as it was.
             if let Some(execution) = execution {
-                self.insert_execution(execution).await?;
+                self.insert_execution(execution, &[]).await?;
             }
             self.write_job(job).await?;
             bounded(self.tasks.update_one(
@@ -507,7 +578,7 @@ impl Store for MongoStore {
             return Err(error);
         }
         if let Some(execution) = execution {
-            if let Err(error) = self.insert_execution(execution).await {
+            if let Err(error) = self.insert_execution(execution, &[]).await {
                 let _ = self.delete_job(job.job_id).await;
                 return Err(error);
             }
@@ -635,40 +706,44 @@ impl Store for MongoStore {
             .filter(|status| status.is_terminal())
             .map(|status| status.as_str())
             .collect();
+        let record = execution_record(execution)?;
+        let versions = self.write_outputs(execution).await?;
+        let mut set = doc! {
+            "job_id": execution.job_id.to_string(),
+            "status": status,
+            "created_at": execution.created_at.0,
+            "record": record,
+        };
+        for (kind, version) in &versions {
+            set.insert(format!("output.{kind}"), version);
+        }
         // A terminal status is final: only an execution not yet terminal, or already in this
-        // very status, is written.
+        // very status, is written. Status and output pointers change in one update.
         let written = bounded(self.executions.update_one(
             doc! {"_id": &id, "$or": [{"status": {"$nin": terminal}}, {"status": status}]},
-            doc! {"$set": {
-                "job_id": execution.job_id.to_string(),
-                "status": status,
-                "created_at": execution.created_at.0,
-                "record": execution_record(execution)?,
-            }},
+            doc! {"$set": set},
         ))
-        .await?;
-        if written.matched_count == 0 {
-            match self.insert_execution(execution).await {
-                Ok(()) => {}
-                Err(StoreError::Conflict(_)) => {
-                    return Err(StoreError::Conflict(format!(
+        .await;
+        let written = match written {
+            Ok(written) if written.matched_count == 0 => {
+                match self.insert_execution(execution, &versions).await {
+                    Ok(()) => Ok(()),
+                    Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(format!(
                         "execution {id} is already terminal, it cannot become {status}"
-                    )))
+                    ))),
+                    Err(error) => Err(error),
                 }
-                Err(error) => return Err(error),
             }
-        }
-        if let Some(log) = &execution.log {
-            self.write_output(&id, "log", log).await?;
-        }
-        if let Some(error) = &execution.error {
-            self.write_output(&id, "error", error).await?;
-        }
-        Ok(())
+            Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        };
+        // The versions now pointed at stay and older ones go (or, refused, the new ones go).
+        self.drop_outputs(&id, &versions, written.is_err()).await;
+        written
     }
 
     async fn create_execution(&self, execution: &Execution) -> Result<bool, StoreError> {
-        match self.insert_execution(execution).await {
+        match self.insert_execution(execution, &[]).await {
             Ok(()) => Ok(true),
             Err(StoreError::Conflict(_)) => Ok(false),
             Err(error) => Err(error),
