@@ -2,6 +2,8 @@
 # Benchmarks of fastlane-node; results and method in BENCHMARKS.md.
 #   scripts/bench.sh latency [N]          N trivial jobs (default 100), POST -> done, vs `docker run --rm`
 #   scripts/bench.sh cron [N] [FIRING]    N cron jobs (default 100000): memory, idle CPU, firing lag
+#   scripts/bench.sh enqueue [N] [C]      N scheduled jobs (default 50000) posted with C in flight
+#                                         (default 64): embedded, then Redis + MongoDB (SecantusDB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-latency}
@@ -14,9 +16,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_node() { # $1 = DOCKER_HOSTS value
+start_node() { # $1 = DOCKER_HOSTS value; extra environment (REDIS_URL=…) before the call
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  DATA_DIR="$state/data" RUST_LOG=warn DOCKER_HOSTS="$1" \
+  DATA_DIR="$state/data-$RANDOM" RUST_LOG=warn DOCKER_HOSTS="$1" \
     target/release/fastlane-node start -b 127.0.0.1 -p "$port" 2>"$state/node.log" &
   node_pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthcheck" >/dev/null && break; sleep 0.1; done
@@ -42,5 +44,28 @@ case $mode in
     start_node '[{"match": "", "hosts": ["127.0.0.1:9"], "maxRunning": 10}]'
     target/release/examples/bench_cron "http://127.0.0.1:$port" "$node_pid" "$total" "$firing"
     ;;
-  *) echo "usage: scripts/bench.sh latency [N] | cron [N] [FIRING]" >&2; exit 2 ;;
+  enqueue)
+    total=${2:-50000}
+    concurrency=${3:-64}
+    cargo build --release --quiet --bin fastlane-node --example bench_enqueue
+    # No Docker needed: the jobs start in an hour.
+    farm='[{"match": "", "hosts": ["127.0.0.1:9"], "maxRunning": 10}]'
+    echo "== embedded store and queue"
+    start_node "$farm"
+    target/release/examples/bench_enqueue "http://127.0.0.1:$port" "$total" "$concurrency" "$node_pid"
+    kill "$node_pid"; wait "$node_pid" 2>/dev/null || true; node_pid=
+    FASTLANE_TEST_ENGINES=0 scripts/testenv.sh up "$state" >/dev/null
+    # shellcheck disable=SC1091
+    source "$state/env"
+    echo "== Redis $(redis-server --version | grep -o 'v=[0-9.]*') + SecantusDB $(secantusd-rs --version 2>/dev/null | head -1)"
+    REDIS_URL=$FASTLANE_TEST_REDIS_URL MONGODB_URL=$FASTLANE_TEST_SECANTUS_URL start_node "$farm"
+    target/release/examples/bench_enqueue "http://127.0.0.1:$port" "$total" "$concurrency" "$node_pid"
+    if [ -n "${FASTLANE_BENCH_MONGODB_URL:-}" ]; then
+      kill "$node_pid"; wait "$node_pid" 2>/dev/null || true; node_pid=
+      echo "== Redis + MongoDB at FASTLANE_BENCH_MONGODB_URL"
+      REDIS_URL=$FASTLANE_TEST_REDIS_URL MONGODB_URL=$FASTLANE_BENCH_MONGODB_URL start_node "$farm"
+      target/release/examples/bench_enqueue "http://127.0.0.1:$port" "$total" "$concurrency" "$node_pid"
+    fi
+    ;;
+  *) echo "usage: scripts/bench.sh latency [N] | cron [N] [FIRING] | enqueue [N] [C]" >&2; exit 2 ;;
 esac

@@ -2,8 +2,9 @@
 //! restarted by the RootActor, registered under [`SCHEDULER_NAME`].
 //!
 //! In: `Schedule` / `Unschedule` (ApiActor, after a job's schedule changed in the store), `Tick`
-//! and `Sync` (its own timers; `Sync` picks up schedules other nodes wrote), `Next` (status). Out: executions and queue messages for due firings; the
-//! job's new schedule in the store; `Stop` to a JobActor for `overlap: replace`.
+//! and `Sync` (its own timers; `Sync` picks up schedules other nodes wrote), `Next` (status).
+//! Out: executions and queue messages for due firings; the job's new schedule in the store;
+//! `Stop` to a JobActor for `overlap: replace`.
 //!
 //! The store is the truth; this actor keeps an index of (next firing, job) in memory, rebuilt
 //! from the store when it starts. A firing's execution id is derived from (job, scheduled time),

@@ -1,5 +1,5 @@
 //! The Redis queue: the [`Queue`] port on Redis standalone, Sentinel or Cluster, with fred.
-//! Key layout, scripts and the message state machine: `src/adapters/redis.md`.
+//! Key layout, scripts and the message state machine: `src/adapters/design.md`.
 //!
 //! Every operation that touches more than one key is one Lua script, so it is atomic; every key
 //! carries the hash tag `{prefix}`, so in a cluster they all live in one slot and the scripts are
