@@ -481,6 +481,42 @@ impl MongoStore {
     }
 
     /// Creates the task or counts one more job in it.
+    /// An update (PUT) of a job that exists: refused if it belongs to another task; the
+    /// execution is written first, so a failure leaves the job as it was.
+    async fn update_existing_job(
+        &self,
+        job: &Job,
+        execution: Option<&Execution>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let existing = bounded(
+            self.jobs
+                .find_one(doc! {"_id": job.job_id.to_string()})
+                .projection(doc! {"task_id": 1}),
+        )
+        .await?;
+        if existing
+            .as_ref()
+            .and_then(|job| job.get_str("task_id").ok())
+            != Some(job.task_id.as_str())
+        {
+            return Err(StoreError::Conflict(format!(
+                "job {} belongs to another task",
+                job.job_id
+            )));
+        }
+        if let Some(execution) = execution {
+            self.insert_execution(execution, &[]).await?;
+        }
+        self.write_job(job).await?;
+        bounded(self.tasks.update_one(
+            doc! {"_id": &job.task_id},
+            doc! {"$set": {"last_modified_at": now}},
+        ))
+        .await?;
+        Ok(())
+    }
+
     async fn add_job_to_task(&self, task_id: &str, now: i64) -> Result<(), StoreError> {
         let update = doc! {
             "$setOnInsert": {
@@ -545,37 +581,22 @@ impl MongoStore {
 #[async_trait]
 impl Store for MongoStore {
     async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError> {
-        let existing = bounded(
-            self.jobs
-                .find_one(doc! {"_id": job.job_id.to_string()})
-                .projection(doc! {"task_id": 1}),
-        )
-        .await?;
         let now = job.last_modified_at.0;
-        if let Some(existing) = existing {
-            if existing.get_str("task_id").ok() != Some(job.task_id.as_str()) {
-                return Err(StoreError::Conflict(format!(
-                    "job {} belongs to another task",
-                    job.job_id
-                )));
-            }
-            // An update (PUT) of a job of this task: the execution first, so a failure leaves
-            // the job as it was.
-            if let Some(execution) = execution {
-                self.insert_execution(execution, &[]).await?;
-            }
-            self.write_job(job).await?;
-            bounded(self.tasks.update_one(
-                doc! {"_id": &job.task_id},
-                doc! {"$set": {"last_modified_at": now}},
-            ))
-            .await?;
-            return Ok(());
-        }
+        // A new job (every POST) costs two writes: the task's count, then the job. Only when
+        // the job exists already (a PUT) is that undone and the job updated instead.
         self.add_job_to_task(&job.task_id, now).await?;
         if let Err(error) = bounded(self.jobs.insert_one(job_document(job)?)).await {
             let _ = self.remove_job_from_task(&job.task_id).await;
-            return Err(error);
+            if !is_duplicate(&error) {
+                return Err(error);
+            }
+            // The count's upsert may have created the task just now: it goes again if empty.
+            let _ = bounded(
+                self.tasks
+                    .delete_one(doc! {"_id": &job.task_id, "jobs_count": {"$lte": 0_i64}}),
+            )
+            .await;
+            return self.update_existing_job(job, execution, now).await;
         }
         if let Some(execution) = execution {
             if let Err(error) = self.insert_execution(execution, &[]).await {
