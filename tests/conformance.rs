@@ -664,7 +664,11 @@ async fn tasks_and_jobs(store: &dyn Store) {
         store.create_job(&stolen, None).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(store.get_task(&stolen.task_id).await.expect("get").is_none());
+    assert!(store
+        .get_task(&stolen.task_id)
+        .await
+        .expect("get")
+        .is_none());
     // Search: whole words, case-insensitive, in insertion order.
     let found = store
         .search_tasks(&["gamma".to_string(), run.clone()], page(1))
