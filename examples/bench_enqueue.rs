@@ -2,12 +2,13 @@
 //! the HTTP API with C requests in flight, and prints jobs/s and the request latency. Run
 //! through `scripts/bench.sh enqueue`.
 //!
-//!     cargo run --release --example bench_enqueue -- NODE_URL N C [NODE_PID]
+//!     cargo run --release --example bench_enqueue -- NODE_URL N C [NAME=PID ...]
 //!
 //! Jobs are spread over 100 task ids. Each of the C workers keeps one keep-alive connection and
 //! posts its next job as soon as the previous answer arrived (closed loop). The first 2% of
-//! the requests warm up and are not counted. With NODE_PID, the node's CPU time over the run is
-//! printed too, so the client's share of the two cores is known.
+//! the requests warm up and are not counted. Each NAME=PID (the node, the database servers) gets
+//! its CPU time over the run printed, next to the client's own, so it is known where the two
+//! cores went.
 
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
@@ -32,17 +33,18 @@ fn own_cpu_seconds() -> f64 {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (url, total, concurrency, pid) = match args.as_slice() {
-        [url, total, concurrency] => (url, total.parse()?, concurrency.parse()?, None),
-        [url, total, concurrency, pid] => (
-            url,
-            total.parse()?,
-            concurrency.parse()?,
-            Some(pid.parse::<u32>()?),
-        ),
-        _ => return Err("usage: bench_enqueue NODE_URL N C [NODE_PID]".into()),
+    let usage = "usage: bench_enqueue NODE_URL N C [NAME=PID ...]";
+    let [url, total, concurrency, processes @ ..] = args.as_slice() else {
+        return Err(usage.into());
     };
-    let (total, concurrency): (usize, usize) = (total, concurrency);
+    let (total, concurrency): (usize, usize) = (total.parse()?, concurrency.parse()?);
+    let processes = processes
+        .iter()
+        .map(|arg| {
+            let (name, pid) = arg.split_once('=').ok_or(usage)?;
+            Ok((name.to_string(), pid.parse::<u32>().map_err(|_| usage)?))
+        })
+        .collect::<Result<Vec<(String, u32)>, &str>>()?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
@@ -85,7 +87,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{failed_warmup} warm-up requests failed").into());
     }
 
-    let (node_cpu, client_cpu) = (pid.map(cpu_seconds), own_cpu_seconds());
+    let cpu_before: Vec<f64> = processes.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
+    let client_cpu = own_cpu_seconds();
     let started = Instant::now();
     let results: Vec<(bool, f64)> = stream::iter(warmup..warmup + total)
         .map(post)
@@ -106,13 +109,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         at(0.99),
         latencies.last().copied().unwrap_or_default(),
     );
-    let node = node_cpu.map(|before| cpu_seconds(pid.unwrap_or_default()) - before);
-    println!(
-        "cpu over the run: node {}, client {client_cpu:.2} s ({:.0} µs per job)",
-        node.map(|s| format!("{s:.2} s ({:.0} µs per job)", s * 1e6 / total as f64))
-            .unwrap_or_else(|| "?".into()),
-        client_cpu * 1e6 / total as f64,
-    );
+    let per_job = |seconds: f64| {
+        format!(
+            "{seconds:.2} s ({:.0} µs per job)",
+            seconds * 1e6 / total as f64
+        )
+    };
+    let mut cpu: Vec<String> = processes
+        .iter()
+        .zip(cpu_before)
+        .map(|((name, pid), before)| format!("{name} {}", per_job(cpu_seconds(*pid) - before)))
+        .collect();
+    cpu.push(format!("client {}", per_job(client_cpu)));
+    println!("cpu over the run: {}", cpu.join(", "));
     if failed > 0 {
         return Err(format!("{failed} requests failed").into());
     }

@@ -52,19 +52,21 @@ case $mode in
     farm='[{"match": "", "hosts": ["127.0.0.1:9"], "maxRunning": 10}]'
     echo "== embedded store and queue"
     start_node "$farm"
-    target/release/examples/bench_enqueue "http://127.0.0.1:$port" "$total" "$concurrency" "$node_pid"
+    target/release/examples/bench_enqueue "http://127.0.0.1:$port" "$total" "$concurrency" "node=$node_pid"
     kill "$node_pid"; wait "$node_pid" 2>/dev/null || true; node_pid=
     FASTLANE_TEST_ENGINES=0 scripts/testenv.sh up "$state" >/dev/null
     # shellcheck disable=SC1091
     source "$state/env"
     echo "== Redis $(redis-server --version | grep -o 'v=[0-9.]*') + SecantusDB $(secantusd-rs --version 2>/dev/null | head -1)"
     REDIS_URL=$FASTLANE_TEST_REDIS_URL MONGODB_URL=$FASTLANE_TEST_SECANTUS_URL start_node "$farm"
-    target/release/examples/bench_enqueue "http://127.0.0.1:$port" "$total" "$concurrency" "$node_pid"
+    target/release/examples/bench_enqueue "http://127.0.0.1:$port" "$total" "$concurrency" \
+      "node=$node_pid" "redis=$(cat "$state/redis/pid")" "secantusdb=$(cat "$state/secantus/pid")"
     if [ -n "${FASTLANE_BENCH_MONGODB_URL:-}" ]; then
       kill "$node_pid"; wait "$node_pid" 2>/dev/null || true; node_pid=
       echo "== Redis + MongoDB at FASTLANE_BENCH_MONGODB_URL"
       REDIS_URL=$FASTLANE_TEST_REDIS_URL MONGODB_URL=$FASTLANE_BENCH_MONGODB_URL start_node "$farm"
-      target/release/examples/bench_enqueue "http://127.0.0.1:$port" "$total" "$concurrency" "$node_pid"
+      target/release/examples/bench_enqueue "http://127.0.0.1:$port" "$total" "$concurrency" \
+        "node=$node_pid" "redis=$(cat "$state/redis/pid")"
     fi
     ;;
   *) echo "usage: scripts/bench.sh latency [N] | cron [N] [FIRING] | enqueue [N] [C]" >&2; exit 2 ;;

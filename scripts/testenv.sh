@@ -165,11 +165,16 @@ CONF
   done
   if ! redis-cli -p "${cluster_ports[0]}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then
     redis-cli --cluster create $(printf '127.0.0.1:%s ' "${cluster_ports[@]}") \
-      --cluster-replicas 0 --cluster-yes >&2
+      --cluster-replicas 0 --cluster-yes >"$state/cluster1/create.log" 2>&1
     for _ in $(seq 1 100); do
       redis-cli -p "${cluster_ports[0]}" cluster info | grep -q 'cluster_state:ok' && break
       sleep 0.1
     done
+    if ! redis-cli -p "${cluster_ports[0]}" cluster info | grep -q 'cluster_state:ok'; then
+      echo "testenv: the Redis cluster did not form:" >&2
+      cat "$state/cluster1/create.log" >&2
+      exit 1
+    fi
   fi
   local mongo dir=$state/secantus
   if ! command -v secantusd-rs >/dev/null; then

@@ -90,6 +90,10 @@ pub async fn run(
             max_ms: 3_600_000,
         },
         webhook_backoff_min_ms: config.uint("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS"),
+        queue_sweep_interval: match config.uint("QUEUE_SWEEP_INTERVAL_SECONDS") {
+            0 => None,
+            seconds => Some(Duration::from_secs(seconds)),
+        },
         webhook_backoff_factor: config.float("WEBHOOKS_EXPONENTIAL_BACKOFF_FACTOR").max(1.0),
         public_url: format!(
             "http://{}",

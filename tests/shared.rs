@@ -43,6 +43,16 @@ impl Deployment {
         }
     }
 
+    fn with(mut self, key: &str, value: &str) -> Deployment {
+        self.vars.push((key.into(), value.into()));
+        self
+    }
+
+    fn var(&self, key: &str) -> &str {
+        let (_, value) = self.vars.iter().find(|(k, _)| k == key).unwrap();
+        value
+    }
+
     async fn node(&self) -> Node {
         let vars: Vec<(&str, &str)> = self
             .vars
@@ -212,6 +222,64 @@ async fn blacklist_through_one_node_holds_on_the_other() {
             .count(),
         0
     );
+}
+
+/// A queue message lost while its execution waits (as the last writes of a Sentinel primary are
+/// lost in a failover) is pushed again by the nodes' periodic sweep: the job still runs, once.
+#[tokio::test]
+async fn lost_message_is_recovered_by_the_sweep() {
+    let hosts = docker_hosts();
+    let redis_url = env("FASTLANE_TEST_REDIS_URL");
+    let deployment = Deployment::new(
+        &redis_url,
+        json!([{"match": "", "hosts": [hosts[0]], "maxRunning": 2}]),
+    )
+    .with("QUEUE_SWEEP_INTERVAL_SECONDS", "2");
+    let node = deployment.node().await;
+    let client = reqwest::Client::new();
+    let blacklist = node.url("/docker-executor/blacklist");
+    let host = json!({"host": hosts[0]});
+    let added = client.post(&blacklist).json(&host).send().await.unwrap();
+    assert_eq!(added.status(), 200);
+    // The farm's only host is blacklisted: the message goes round between leases and delays.
+    let answer = node
+        .post_job(
+            "shared-lost",
+            json!({"image": image(), "command": "echo found"}),
+        )
+        .await;
+    let execution_id = answer["executionId"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Lose it: gone from every list, as if Redis had never had it.
+    let lose = r#"
+local p, id = '{' .. ARGV[1] .. '}:', ARGV[2]
+redis.call('LREM', p .. 'ready', 0, id)
+redis.call('ZREM', p .. 'delayed', id)
+redis.call('ZREM', p .. 'leased', id)
+local owner = redis.call('HGET', p .. 'm:' .. id, 'owner')
+if owner then redis.call('SREM', p .. 'owned:' .. owner, id) end
+return redis.call('DEL', p .. 'm:' .. id)
+"#;
+    let output = Command::new("redis-cli")
+        .args(["-u", &redis_url, "EVAL", lose, "0"])
+        .args([deployment.var("REDIS_KEY_PREFIX"), execution_id.as_str()])
+        .output()
+        .unwrap();
+    let deleted = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        deleted.trim(),
+        "1",
+        "the message was there to lose: {output:?}"
+    );
+    let removed = client.delete(&blacklist).json(&host).send().await.unwrap();
+    assert_eq!(removed.status(), 200);
+    let execution = node
+        .wait_finished(answer["executionUrl"].as_str().unwrap())
+        .await;
+    assert_eq!(execution["status"], "done", "{execution}");
+    assert_eq!(execution["log"], "found\n");
+    let executions = node.executions(answer["jobUrl"].as_str().unwrap()).await;
+    assert_eq!(executions.len(), 1);
 }
 
 /// A cron job fires once per slot with two nodes running; when the node that received it is

@@ -58,6 +58,10 @@ pub struct Settings {
     pub webhook_backoff_factor: f64,
     /// `http://host[:port]` for links in e-mails (`SERVER_NAME`, or the address listened on).
     pub public_url: String,
+    /// How often the root pushes every unfinished execution again (`None`: only at start), so
+    /// that a message a shared queue lost (a Sentinel failover drops the last writes of the old
+    /// primary) is recovered while the nodes run.
+    pub queue_sweep_interval: Option<std::time::Duration>,
 }
 
 /// Timeout of an actor call made by the gateway or between actors, in milliseconds.

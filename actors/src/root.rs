@@ -13,7 +13,8 @@
 //! In: `SpawnJob` (from the poller), `Respawn` (its own timers), `HostStatuses`,
 //! `PrepareShutdown` (from `run`, before it stops the children).
 //! Before anything runs it reconciles the queue with the store: this node's stale leases are
-//! released and every unfinished execution is pushed again (pushes are idempotent).
+//! released and every unfinished execution is pushed again (pushes are idempotent). The push
+//! is repeated every `queue_sweep_interval` while the node runs, in a task of its own.
 //!
 //! ractor's default supervision stops the parent when any child exits; this actor handles every
 //! child kind explicitly instead, so a JobActor finishing normally is just bookkeeping.
@@ -89,6 +90,8 @@ pub struct RootState {
     /// Running JobActors and the message each one owns.
     jobs: HashMap<ActorId, String>,
     stopping: bool,
+    /// The periodic sweep (see [`push_unfinished`]), aborted when the root stops.
+    sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 const RESTART_MIN_MS: u64 = 100;
@@ -118,6 +121,7 @@ impl Actor for RootActor {
             attempts: HashMap::new(),
             jobs: HashMap::new(),
             stopping: false,
+            sweeper: None,
         })
     }
 
@@ -134,6 +138,18 @@ impl Actor for RootActor {
         state.spawn_child(&myself, ChildKind::Gate).await?;
         state.spawn_child(&myself, ChildKind::Notifier).await?;
         state.spawn_child(&myself, ChildKind::Poller).await?;
+        if let Some(interval) = state.services.settings.queue_sweep_interval {
+            let services = state.services.clone();
+            state.sweeper = Some(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(interval).await;
+                    match push_unfinished(&services, SWEEP_SETTLE_MS).await {
+                        Ok(pushed) => tracing::debug!(pushed, "swept unfinished executions"),
+                        Err(error) => tracing::warn!(%error, "sweep of unfinished executions"),
+                    }
+                }
+            }));
+        }
         Ok(())
     }
 
@@ -143,6 +159,9 @@ impl Actor for RootActor {
         state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
         state.stopping = true;
+        if let Some(sweeper) = state.sweeper.take() {
+            sweeper.abort();
+        }
         Ok(())
     }
 
@@ -413,6 +432,21 @@ async fn reconcile(services: &Services) -> Result<(), ActorProcessingErr> {
         .queue
         .release_all(&services.settings.node_id, true)
         .await?;
+    let unfinished = push_unfinished(services, 0).await?;
+    tracing::info!(released, unfinished, "reconciled queue with store");
+    Ok(())
+}
+
+/// How old an execution must be before the periodic sweep pushes it: younger ones may be
+/// between being stored and being pushed (a retry with its back-off delay, say), and pushing
+/// them due now would start them early.
+const SWEEP_SETTLE_MS: i64 = 10_000;
+
+/// Pushes every execution that has not finished and was created at least `settle_ms` ago to
+/// the queue, due now; returns how many. Pushing an id that is queued, leased or dead changes
+/// nothing, so this only restores messages that were lost. An execution that finishes
+/// meanwhile and gets pushed is acknowledged by the JobActor that leases it, without running.
+async fn push_unfinished(services: &Services, settle_ms: i64) -> Result<usize, ActorProcessingErr> {
     let unfinished = services
         .store
         .executions_in(&[
@@ -422,16 +456,17 @@ async fn reconcile(services: &Services) -> Result<(), ActorProcessingErr> {
         ])
         .await?;
     let now = Timestamp::now();
-    for execution in &unfinished {
+    let settled = now.unix_millis() - settle_ms;
+    let mut pushed = 0;
+    for execution in unfinished
+        .iter()
+        .filter(|execution| execution.created_at.unix_millis() <= settled)
+    {
         services
             .queue
             .push(&QueueMessage::run(execution), now)
             .await?;
+        pushed += 1;
     }
-    tracing::info!(
-        released,
-        unfinished = unfinished.len(),
-        "reconciled queue with store"
-    );
-    Ok(())
+    Ok(pushed)
 }
