@@ -121,43 +121,48 @@ fn serve(mut connection: Connection, calls: mpsc::Receiver<Call>) {
                 Err(_) => break,
             }
         }
-        let begun = connection.execute_batch("BEGIN");
+        if let Err(error) = connection.execute_batch("BEGIN") {
+            // Nothing runs outside a transaction: the dropped calls answer their callers
+            // with an error.
+            tracing::error!(%error, "could not begin a transaction");
+            continue;
+        }
         let mut answers = Vec::with_capacity(group.len());
         for call in group {
-            if begun.is_ok() && connection.execute_batch("SAVEPOINT call").is_err() {
-                answers.push(None);
+            if let Err(error) = run_cached(&connection, "SAVEPOINT call") {
+                tracing::error!(%error, "could not open a savepoint");
                 continue;
             }
             let ran =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut connection)));
             let ok = matches!(ran, Ok((true, _)));
-            if begun.is_ok() {
-                let undo = if ok {
-                    "RELEASE call"
-                } else {
-                    "ROLLBACK TO call; RELEASE call"
-                };
-                if let Err(error) = connection.execute_batch(undo) {
-                    tracing::error!(%error, "could not end a savepoint");
-                }
+            let undo = if ok {
+                run_cached(&connection, "RELEASE call")
+            } else {
+                connection.execute_batch("ROLLBACK TO call; RELEASE call")
+            };
+            if let Err(error) = undo {
+                tracing::error!(%error, "could not end a savepoint");
             }
             // A call that panicked drops its answer: its caller gets an error.
             answers.push(ran.ok().map(|(_, answer)| answer));
         }
-        let failed = match begun {
-            Ok(()) => match connection.execute_batch("COMMIT") {
-                Ok(()) => None,
-                Err(error) => {
-                    let _ = connection.execute_batch("ROLLBACK");
-                    Some(format!("the transaction did not commit: {error}"))
-                }
-            },
-            Err(error) => Some(format!("could not begin a transaction: {error}")),
+        let failed = match connection.execute_batch("COMMIT") {
+            Ok(()) => None,
+            Err(error) => {
+                let _ = connection.execute_batch("ROLLBACK");
+                Some(format!("the transaction did not commit: {error}"))
+            }
         };
         for answer in answers.into_iter().flatten() {
             answer(failed.clone());
         }
     }
+}
+
+/// Runs a statement without parameters from the connection's statement cache.
+fn run_cached(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
+    connection.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +223,7 @@ impl Embedded {
         let connection = Connection::open(dir.join("fastlane.sqlite3"))?;
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
+        connection.set_prepared_statement_cache_capacity(64);
         let (calls, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("fastlane-db".into())
@@ -249,7 +255,7 @@ impl Embedded {
             .map_err(|_| DbError::Unavailable("the database thread has stopped".into()))?;
         answer
             .await
-            .map_err(|_| DbError::Corrupt("a database call failed (panicked)".into()))?
+            .map_err(|_| DbError::Unavailable("the database call did not complete".into()))?
     }
 }
 
@@ -308,12 +314,15 @@ fn index_schedule(connection: &Connection, job: &Job) -> Result<(), DbError> {
         .as_ref()
         .and_then(|schedule| schedule.next_fire_at)
     {
-        Some(next) => connection.execute(
-            "INSERT INTO schedules (job_id, next_fire_at) VALUES (?1, ?2)
-             ON CONFLICT (job_id) DO UPDATE SET next_fire_at = excluded.next_fire_at",
-            params![job_id, next.0],
-        )?,
-        None => connection.execute("DELETE FROM schedules WHERE job_id = ?1", params![job_id])?,
+        Some(next) => connection
+            .prepare_cached(
+                "INSERT INTO schedules (job_id, next_fire_at) VALUES (?1, ?2)
+                 ON CONFLICT (job_id) DO UPDATE SET next_fire_at = excluded.next_fire_at",
+            )?
+            .execute(params![job_id, next.0])?,
+        None => connection
+            .prepare_cached("DELETE FROM schedules WHERE job_id = ?1")?
+            .execute(params![job_id])?,
     };
     Ok(())
 }
@@ -337,15 +346,16 @@ fn write_job(connection: &Connection, job: &Job) -> Result<(), DbError> {
 }
 
 fn insert_execution(transaction: &Connection, execution: &Execution) -> Result<(), DbError> {
-    transaction.execute(
-        "INSERT INTO executions (execution_id, job_id, status, record) VALUES (?1, ?2, ?3, ?4)",
-        params![
+    transaction
+        .prepare_cached(
+            "INSERT INTO executions (execution_id, job_id, status, record) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
             execution.execution_id.to_string(),
             execution.job_id.to_string(),
             execution.status.as_str(),
             serde_json::to_string(execution)?
-        ],
-    )?;
+        ])?;
     Ok(())
 }
 
@@ -354,11 +364,14 @@ impl Store for Embedded {
     async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError> {
         let job = job.clone();
         let execution = execution.cloned();
+        // The hot path of every POST: cached statements, and no savepoint of its own (the
+        // database thread runs each call in one and rolls it back on an error).
         self.with(move |connection| {
-            let transaction = connection.savepoint()?;
             let now = job.last_modified_at.0;
-            let owner: Option<String> = transaction
-                .query_row("SELECT task_id FROM jobs WHERE job_id = ?1", params![job.job_id.to_string()], |row| row.get(0))
+            let job_id = job.job_id.to_string();
+            let owner: Option<String> = connection
+                .prepare_cached("SELECT task_id FROM jobs WHERE job_id = ?1")?
+                .query_row(params![job_id], |row| row.get(0))
                 .optional()?;
             match owner {
                 Some(owner) if owner != job.task_id => {
@@ -366,46 +379,38 @@ impl Store for Embedded {
                 }
                 Some(_) => {
                     // An update (PUT) of a job of this task.
-                    write_job(&transaction, &job)?;
-                    transaction.execute(
-                        "UPDATE tasks SET last_modified_at = ?2 WHERE task_id = ?1",
-                        params![job.task_id, now],
-                    )?;
+                    write_job(connection, &job)?;
+                    connection
+                        .prepare_cached("UPDATE tasks SET last_modified_at = ?2 WHERE task_id = ?1")?
+                        .execute(params![job.task_id, now])?;
                     if let Some(execution) = &execution {
-                        insert_execution(&transaction, execution)?;
+                        insert_execution(connection, execution)?;
                     }
-                    transaction.commit()?;
                     return Ok(());
                 }
                 None => {}
             }
-            transaction.execute(
-                "INSERT INTO tasks (task_id, created_at, last_modified_at, jobs_count)
-                 VALUES (?1, ?2, ?2, 1)
-                 ON CONFLICT (task_id) DO UPDATE
-                 SET last_modified_at = excluded.last_modified_at, jobs_count = jobs_count + 1",
-                params![job.task_id, now],
-            )?;
-            let task_seq: i64 = transaction.query_row(
-                "SELECT seq FROM tasks WHERE task_id = ?1",
-                params![job.task_id],
-                |row| row.get(0),
-            )?;
+            let task_seq: i64 = connection
+                .prepare_cached(
+                    "INSERT INTO tasks (task_id, created_at, last_modified_at, jobs_count)
+                     VALUES (?1, ?2, ?2, 1)
+                     ON CONFLICT (task_id) DO UPDATE
+                     SET last_modified_at = excluded.last_modified_at, jobs_count = jobs_count + 1
+                     RETURNING seq",
+                )?
+                .query_row(params![job.task_id, now], |row| row.get(0))?;
+            let mut add_word = connection.prepare_cached("INSERT OR IGNORE INTO task_words (word, task_seq) VALUES (?1, ?2)")?;
             for word in fastlane_proto::search::words(&job.task_id) {
-                transaction.execute(
-                    "INSERT OR IGNORE INTO task_words (word, task_seq) VALUES (?1, ?2)",
-                    params![word, task_seq],
-                )?;
+                add_word.execute(params![word, task_seq])?;
             }
-            transaction.execute(
-                "INSERT INTO jobs (job_id, task_id, last_modified_at, record) VALUES (?1, ?2, ?3, ?4)",
-                params![job.job_id.to_string(), job.task_id, job.last_modified_at.0, serde_json::to_string(&job)?],
-            )?;
+            drop(add_word);
+            connection
+                .prepare_cached("INSERT INTO jobs (job_id, task_id, last_modified_at, record) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![job_id, job.task_id, now, serde_json::to_string(&job)?])?;
             if let Some(execution) = &execution {
-                insert_execution(&transaction, execution)?;
+                insert_execution(connection, execution)?;
             }
-            index_schedule(&transaction, &job)?;
-            transaction.commit()?;
+            index_schedule(connection, &job)?;
             Ok(())
         })
         .await
