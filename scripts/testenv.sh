@@ -120,6 +120,9 @@ start_redis() {
   local name=$1 dir=$state/$1 port; shift
   mkdir -p "$dir"
   if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then cat "$dir/port"; return; fi
+  # A new port each start: what an earlier run left (a cluster's peers at their old ports, a
+  # replica's primary) would only get in the way.
+  rm -rf "${dir:?}"/nodes.conf "${dir:?}"/appendonlydir "${dir:?}"/*.aof
   case " $* " in
     *" --cluster-enabled yes "*) port=$(free_cluster_port) ;;
     *) port=$(free_port) ;;

@@ -224,6 +224,86 @@ async fn blacklist_through_one_node_holds_on_the_other() {
     );
 }
 
+/// Takes message `id` out of the deployment's Redis queue, as one script: lost when `bury` is
+/// `None`, else moved to the dead-letter list with that reason (as the queue does after
+/// five failed deliveries).
+fn take_message(deployment: &Deployment, id: &str, bury: Option<&str>) {
+    let script = r#"
+local p, id, reason = '{' .. ARGV[1] .. '}:', ARGV[2], ARGV[3]
+local m = p .. 'm:' .. id
+local body, deliveries = redis.call('HGET', m, 'body'), redis.call('HGET', m, 'deliveries')
+if not body then return 0 end
+redis.call('LREM', p .. 'ready', 0, id)
+redis.call('ZREM', p .. 'delayed', id)
+redis.call('ZREM', p .. 'leased', id)
+local owner = redis.call('HGET', m, 'owner')
+if owner then redis.call('SREM', p .. 'owned:' .. owner, id) end
+redis.call('DEL', m)
+if reason ~= '' then
+  redis.call('HSET', p .. 'd:' .. id, 'body', body, 'reason', reason, 'at', 0,
+    'deliveries', deliveries or '0')
+  redis.call('LPUSH', p .. 'dead', id)
+end
+return 1
+"#;
+    let output = Command::new("redis-cli")
+        .args(["-u", deployment.var("REDIS_URL"), "EVAL", script, "0"])
+        .args([deployment.var("REDIS_KEY_PREFIX"), id, bury.unwrap_or("")])
+        .output()
+        .unwrap();
+    let taken = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        taken.trim(),
+        "1",
+        "message {id} was there to take: {output:?}"
+    );
+}
+
+/// An execution whose message went to the dead-letter list ends `failed`, saying why, instead
+/// of waiting forever; `/status/` lists the dead letter.
+#[tokio::test]
+async fn dead_lettered_execution_ends_failed() {
+    let hosts = docker_hosts();
+    let deployment = Deployment::new(
+        &env("FASTLANE_TEST_REDIS_URL"),
+        json!([{"match": "", "hosts": [hosts[0]], "maxRunning": 2}]),
+    )
+    .with("QUEUE_SWEEP_INTERVAL_SECONDS", "1");
+    let node = deployment.node().await;
+    let client = reqwest::Client::new();
+    let blacklist = node.url("/docker-executor/blacklist");
+    let host = json!({"host": hosts[0]});
+    let added = client.post(&blacklist).json(&host).send().await.unwrap();
+    assert_eq!(added.status(), 200);
+    let answer = node
+        .post_job(
+            "shared-dead",
+            json!({"image": image(), "command": "echo never"}),
+        )
+        .await;
+    let execution_id = answer["executionId"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    take_message(&deployment, &execution_id, Some("crashed its runner"));
+    let execution = node
+        .wait_finished(answer["executionUrl"].as_str().unwrap())
+        .await;
+    assert_eq!(execution["status"], "failed", "{execution}");
+    let error = execution["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("dead-lettered after") && error.ends_with("crashed its runner"),
+        "{execution}"
+    );
+    let status = node.get_json("/status/").await;
+    assert_eq!(status["queues"]["deadLetter"]["length"], 1, "{status}");
+    // Put back into service, the host still gets nothing of it.
+    let removed = client.delete(&blacklist).json(&host).send().await.unwrap();
+    assert_eq!(removed.status(), 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let executions = node.executions(answer["jobUrl"].as_str().unwrap()).await;
+    assert_eq!(executions.len(), 1);
+    assert_eq!(executions[0]["status"], "failed");
+}
+
 /// A queue message lost while its execution waits (as the last writes of a Sentinel primary are
 /// lost in a failover) is pushed again by the nodes' periodic sweep: the job still runs, once.
 #[tokio::test]
@@ -251,26 +331,7 @@ async fn lost_message_is_recovered_by_the_sweep() {
     let execution_id = answer["executionId"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Lose it: gone from every list, as if Redis had never had it.
-    let lose = r#"
-local p, id = '{' .. ARGV[1] .. '}:', ARGV[2]
-redis.call('LREM', p .. 'ready', 0, id)
-redis.call('ZREM', p .. 'delayed', id)
-redis.call('ZREM', p .. 'leased', id)
-local owner = redis.call('HGET', p .. 'm:' .. id, 'owner')
-if owner then redis.call('SREM', p .. 'owned:' .. owner, id) end
-return redis.call('DEL', p .. 'm:' .. id)
-"#;
-    let output = Command::new("redis-cli")
-        .args(["-u", &redis_url, "EVAL", lose, "0"])
-        .args([deployment.var("REDIS_KEY_PREFIX"), execution_id.as_str()])
-        .output()
-        .unwrap();
-    let deleted = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        deleted.trim(),
-        "1",
-        "the message was there to lose: {output:?}"
-    );
+    take_message(&deployment, &execution_id, None);
     let removed = client.delete(&blacklist).json(&host).send().await.unwrap();
     assert_eq!(removed.status(), 200);
     let execution = node

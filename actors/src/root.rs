@@ -14,7 +14,8 @@
 //! `PrepareShutdown` (from `run`, before it stops the children).
 //! Before anything runs it reconciles the queue with the store: this node's stale leases are
 //! released and every unfinished execution is pushed again (pushes are idempotent). The push
-//! is repeated every `queue_sweep_interval` while the node runs, in a task of its own.
+//! is repeated every `queue_sweep_interval` while the node runs, in a task of its own, which
+//! also ends as `failed` the executions whose messages were dead-lettered.
 //!
 //! ractor's default supervision stops the parent when any child exits; this actor handles every
 //! child kind explicitly instead, so a JobActor finishing normally is just bookkeeping.
@@ -138,18 +139,23 @@ impl Actor for RootActor {
         state.spawn_child(&myself, ChildKind::Gate).await?;
         state.spawn_child(&myself, ChildKind::Notifier).await?;
         state.spawn_child(&myself, ChildKind::Poller).await?;
-        if let Some(interval) = state.services.settings.queue_sweep_interval {
-            let services = state.services.clone();
-            state.sweeper = Some(tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(interval).await;
-                    match push_unfinished(&services, SWEEP_SETTLE_MS).await {
-                        Ok(pushed) => tracing::debug!(pushed, "swept unfinished executions"),
-                        Err(error) => tracing::warn!(%error, "sweep of unfinished executions"),
-                    }
+        // Now that the notifier runs: dead letters, then every interval the sweep.
+        let services = state.services.clone();
+        state.sweeper = Some(tokio::spawn(async move {
+            loop {
+                if let Err(error) = finish_dead_lettered(&services).await {
+                    tracing::warn!(%error, "sweep of dead-lettered executions");
                 }
-            }));
-        }
+                let Some(interval) = services.settings.queue_sweep_interval else {
+                    return;
+                };
+                tokio::time::sleep(interval).await;
+                match push_unfinished(&services, SWEEP_SETTLE_MS).await {
+                    Ok(pushed) => tracing::debug!(pushed, "swept unfinished executions"),
+                    Err(error) => tracing::warn!(%error, "sweep of unfinished executions"),
+                }
+            }
+        }));
         Ok(())
     }
 
@@ -435,6 +441,70 @@ async fn reconcile(services: &Services) -> Result<(), ActorProcessingErr> {
     let unfinished = push_unfinished(services, 0).await?;
     tracing::info!(released, unfinished, "reconciled queue with store");
     Ok(())
+}
+
+/// Dead letters looked at by one sweep: the newest ones (older ones were looked at before).
+const DEAD_LETTERS_SWEPT: usize = 100;
+
+/// Ends as `failed` every execution whose message was dead-lettered (it failed
+/// [`MAX_FAILED_DELIVERIES`](crate::ports::MAX_FAILED_DELIVERIES) times, or could not be read)
+/// while the store still shows it unfinished, so that its API, its `fails` notifications and
+/// the error tracker tell what happened instead of it waiting forever. It is not retried: a
+/// message that crashed its runners repeatedly would crash the retry too. Returns how many.
+async fn finish_dead_lettered(services: &Services) -> Result<usize, ActorProcessingErr> {
+    let mut finished = 0;
+    for dead in services.queue.dead_letters(DEAD_LETTERS_SWEPT).await? {
+        let Some(mut execution) = services
+            .store
+            .get_execution(dead.message.execution_id)
+            .await?
+        else {
+            continue;
+        };
+        if execution.status.is_terminal() {
+            continue;
+        }
+        let reason = format!(
+            "dead-lettered after {} deliveries: {}",
+            dead.deliveries, dead.reason
+        );
+        let now = Timestamp::now();
+        execution.status = ExecutionStatus::Failed;
+        execution.finished_at = Some(now);
+        execution.last_modified_at = now;
+        execution.error = Some(reason.clone().into_bytes());
+        match services.store.update_execution(&execution).await {
+            Ok(()) => {}
+            Err(crate::ports::StoreError::Conflict(_)) => continue,
+            Err(error) => return Err(error.into()),
+        }
+        finished += 1;
+        tracing::warn!(
+            task_id = %execution.task_id,
+            job_id = %execution.job_id,
+            execution_id = %execution.execution_id,
+            %reason,
+            "execution dead-lettered"
+        );
+        let extra = std::collections::BTreeMap::from([
+            ("operation".to_string(), "dead-letter".to_string()),
+            ("task_id".to_string(), execution.task_id.clone()),
+            ("job_id".to_string(), execution.job_id.to_string()),
+            (
+                "execution_id".to_string(),
+                execution.execution_id.to_string(),
+            ),
+            ("image".to_string(), execution.image.clone()),
+            ("command".to_string(), execution.command.clone()),
+        ]);
+        services.reporter.report(&reason, &extra);
+        crate::notifier::tell(crate::notifier::NotifierMessage::Ended {
+            task_id: execution.task_id.clone(),
+            job_id: execution.job_id,
+            execution_id: execution.execution_id,
+        });
+    }
+    Ok(finished)
 }
 
 /// How old an execution must be before the periodic sweep pushes it: younger ones may be
