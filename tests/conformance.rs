@@ -305,35 +305,33 @@ async fn release_all(queue: &dyn Queue) {
     queue.ack(&other.id).await.expect("ack");
 }
 
+/// Whether `holder` got a slot in every pool of `pools` (all or none).
+async fn acquire(
+    queue: &dyn Queue,
+    holder: &str,
+    pools: &[(String, u32)],
+    lease: Duration,
+) -> bool {
+    queue
+        .acquire_slots(holder, pools, lease)
+        .await
+        .expect("acquire")
+}
+
 async fn slots(queue: &dyn Queue) {
     let farm = format!("farm:{}", Uuid::new_v4().simple());
     let task = format!("task:{}", Uuid::new_v4().simple());
     let both = vec![(farm.clone(), 2), (task.clone(), 1)];
-    assert!(queue
-        .acquire_slots("h1", &both, LEASE)
-        .await
-        .expect("acquire"));
+    assert!(acquire(queue, "h1", &both, LEASE).await);
     assert!(
-        queue
-            .acquire_slots("h1", &both, LEASE)
-            .await
-            .expect("acquire"),
+        acquire(queue, "h1", &both, LEASE).await,
         "a holder holding them already"
     );
     // The task pool is full: all or none, so the farm slot is not taken either.
-    assert!(!queue
-        .acquire_slots("h2", &both, LEASE)
-        .await
-        .expect("acquire"));
+    assert!(!acquire(queue, "h2", &both, LEASE).await);
     let farm_only = vec![(farm.clone(), 2)];
-    assert!(queue
-        .acquire_slots("h3", &farm_only, LEASE)
-        .await
-        .expect("acquire"));
-    assert!(!queue
-        .acquire_slots("h4", &farm_only, LEASE)
-        .await
-        .expect("acquire"));
+    assert!(acquire(queue, "h3", &farm_only, LEASE).await);
+    assert!(!acquire(queue, "h4", &farm_only, LEASE).await);
     let used: BTreeMap<String, u64> = queue
         .slots_in_use()
         .await
@@ -343,36 +341,21 @@ async fn slots(queue: &dyn Queue) {
     assert_eq!(used.get(&farm), Some(&2));
     assert_eq!(used.get(&task), Some(&1));
     queue.release_slots("h1").await.expect("release");
-    assert!(queue
-        .acquire_slots("h2", &both, LEASE)
-        .await
-        .expect("acquire"));
+    assert!(acquire(queue, "h2", &both, LEASE).await);
     queue.release_slots("h2").await.expect("release");
     queue.release_slots("h3").await.expect("release");
     // Slots are leases too: an expired one frees its place; renew keeps it.
     let short = Duration::from_millis(300);
-    assert!(queue
-        .acquire_slots("h5", &farm_only, short)
-        .await
-        .expect("acquire"));
-    assert!(queue
-        .acquire_slots("h6", &farm_only, short)
-        .await
-        .expect("acquire"));
+    assert!(acquire(queue, "h5", &farm_only, short).await);
+    assert!(acquire(queue, "h6", &farm_only, short).await);
     tokio::time::sleep(Duration::from_millis(150)).await;
     queue
         .renew("nobody", &["h5".to_string()], Duration::from_secs(5))
         .await
         .expect("renew");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(queue
-        .acquire_slots("h7", &farm_only, LEASE)
-        .await
-        .expect("acquire"));
-    assert!(!queue
-        .acquire_slots("h8", &farm_only, LEASE)
-        .await
-        .expect("acquire"));
+    assert!(acquire(queue, "h7", &farm_only, LEASE).await);
+    assert!(!acquire(queue, "h8", &farm_only, LEASE).await);
     for holder in ["h5", "h7"] {
         queue.release_slots(holder).await.expect("release");
     }

@@ -98,13 +98,7 @@ async fn blacklisted_hosts_get_no_new_work() {
     let node = Node::start(&[("DOCKER_HOSTS", &config)]).await;
     let client = reqwest::Client::new();
     let url = node.url("/docker-executor/blacklist");
-    let added = client
-        .post(&url)
-        .json(&json!({"host": hosts[0]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(added.status(), 200);
+    node.set_blacklisted(&hosts[0], true).await;
     let status = node.get_json("/status/").await;
     let blacklisted: Vec<&Value> = status["hosts"]
         .as_array()
@@ -128,13 +122,7 @@ async fn blacklisted_hosts_get_no_new_work() {
         assert_eq!(ran_on(&execution), hosts[1]);
     }
 
-    let removed = client
-        .delete(&url)
-        .json(&json!({"host": hosts[0]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(removed.status(), 200);
+    node.set_blacklisted(&hosts[0], false).await;
     let mut urls = Vec::new();
     for _ in 0..4 {
         let posted = node
@@ -260,14 +248,7 @@ async fn a_dead_host_is_routed_around_and_comes_back() {
     )
     .await;
     // With the other host blacklisted, new work can only go to the restarted one.
-    let blacklist = node.url("/docker-executor/blacklist");
-    let response = reqwest::Client::new()
-        .post(&blacklist)
-        .json(&json!({"host": second.address}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    node.set_blacklisted(&second.address, true).await;
     let posted = node
         .post_job(
             "dead-host",

@@ -175,14 +175,7 @@ async fn blacklist_through_one_node_holds_on_the_other() {
         json!([{"match": "", "hosts": [hosts[0], hosts[1]], "maxRunning": 6}]),
     );
     let (first, second) = (deployment.node().await, deployment.node().await);
-    let client = reqwest::Client::new();
-    let added = client
-        .post(first.url("/docker-executor/blacklist"))
-        .json(&json!({"host": hosts[0]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(added.status(), 200);
+    first.set_blacklisted(&hosts[0], true).await;
     let mut urls = Vec::new();
     for n in 0..10 {
         let answer = second
@@ -206,13 +199,7 @@ async fn blacklist_through_one_node_holds_on_the_other() {
         .filter(|host| host["blacklisted"] == true)
         .collect();
     assert_eq!(blacklisted.len(), 1, "{status}");
-    let removed = client
-        .delete(second.url("/docker-executor/blacklist"))
-        .json(&json!({"host": hosts[0]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(removed.status(), 200);
+    second.set_blacklisted(&hosts[0], false).await;
     assert_eq!(
         first.get_json("/status/").await["hosts"]
             .as_array()
@@ -222,6 +209,25 @@ async fn blacklist_through_one_node_holds_on_the_other() {
             .count(),
         0
     );
+}
+
+/// A node of a new deployment sweeping every `sweep_seconds`, whose farm's only host is
+/// blacklisted, and the answer to a job posted to it: the job waits, its message going round
+/// between leases and delays.
+async fn waiting_job(sweep_seconds: &str, task: &str, command: &str) -> (Deployment, Node, Value) {
+    let host = docker_hosts()[0].clone();
+    let deployment = Deployment::new(
+        &env("FASTLANE_TEST_REDIS_URL"),
+        json!([{"match": "", "hosts": [host], "maxRunning": 2}]),
+    )
+    .with("QUEUE_SWEEP_INTERVAL_SECONDS", sweep_seconds);
+    let node = deployment.node().await;
+    node.set_blacklisted(&host, true).await;
+    let answer = node
+        .post_job(task, json!({"image": image(), "command": command}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (deployment, node, answer)
 }
 
 /// Takes message `id` out of the deployment's Redis queue, as one script: lost when `bury` is
@@ -263,27 +269,9 @@ return 1
 /// of waiting forever; `/status/` lists the dead letter.
 #[tokio::test]
 async fn dead_lettered_execution_ends_failed() {
-    let hosts = docker_hosts();
-    let deployment = Deployment::new(
-        &env("FASTLANE_TEST_REDIS_URL"),
-        json!([{"match": "", "hosts": [hosts[0]], "maxRunning": 2}]),
-    )
-    .with("QUEUE_SWEEP_INTERVAL_SECONDS", "1");
-    let node = deployment.node().await;
-    let client = reqwest::Client::new();
-    let blacklist = node.url("/docker-executor/blacklist");
-    let host = json!({"host": hosts[0]});
-    let added = client.post(&blacklist).json(&host).send().await.unwrap();
-    assert_eq!(added.status(), 200);
-    let answer = node
-        .post_job(
-            "shared-dead",
-            json!({"image": image(), "command": "echo never"}),
-        )
-        .await;
-    let execution_id = answer["executionId"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    take_message(&deployment, &execution_id, Some("crashed its runner"));
+    let (deployment, node, answer) = waiting_job("1", "shared-dead", "echo never").await;
+    let execution_id = answer["executionId"].as_str().unwrap();
+    take_message(&deployment, execution_id, Some("crashed its runner"));
     let execution = node
         .wait_finished(answer["executionUrl"].as_str().unwrap())
         .await;
@@ -296,8 +284,7 @@ async fn dead_lettered_execution_ends_failed() {
     let status = node.get_json("/status/").await;
     assert_eq!(status["queues"]["deadLetter"]["length"], 1, "{status}");
     // Put back into service, the host still gets nothing of it.
-    let removed = client.delete(&blacklist).json(&host).send().await.unwrap();
-    assert_eq!(removed.status(), 200);
+    node.set_blacklisted(&docker_hosts()[0], false).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let executions = node.executions(answer["jobUrl"].as_str().unwrap()).await;
     assert_eq!(executions.len(), 1);
@@ -308,32 +295,10 @@ async fn dead_lettered_execution_ends_failed() {
 /// lost in a failover) is pushed again by the nodes' periodic sweep: the job still runs, once.
 #[tokio::test]
 async fn lost_message_is_recovered_by_the_sweep() {
-    let hosts = docker_hosts();
-    let redis_url = env("FASTLANE_TEST_REDIS_URL");
-    let deployment = Deployment::new(
-        &redis_url,
-        json!([{"match": "", "hosts": [hosts[0]], "maxRunning": 2}]),
-    )
-    .with("QUEUE_SWEEP_INTERVAL_SECONDS", "2");
-    let node = deployment.node().await;
-    let client = reqwest::Client::new();
-    let blacklist = node.url("/docker-executor/blacklist");
-    let host = json!({"host": hosts[0]});
-    let added = client.post(&blacklist).json(&host).send().await.unwrap();
-    assert_eq!(added.status(), 200);
-    // The farm's only host is blacklisted: the message goes round between leases and delays.
-    let answer = node
-        .post_job(
-            "shared-lost",
-            json!({"image": image(), "command": "echo found"}),
-        )
-        .await;
-    let execution_id = answer["executionId"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (deployment, node, answer) = waiting_job("2", "shared-lost", "echo found").await;
     // Lose it: gone from every list, as if Redis had never had it.
-    take_message(&deployment, &execution_id, None);
-    let removed = client.delete(&blacklist).json(&host).send().await.unwrap();
-    assert_eq!(removed.status(), 200);
+    take_message(&deployment, answer["executionId"].as_str().unwrap(), None);
+    node.set_blacklisted(&docker_hosts()[0], false).await;
     let execution = node
         .wait_finished(answer["executionUrl"].as_str().unwrap())
         .await;

@@ -257,17 +257,8 @@ impl JobState {
 
     /// Reports a failure of this execution to the error tracker, with its context.
     fn report(&self, operation: &str, message: &str) {
-        let ids = &self.delivery.message;
-        let mut extra = std::collections::BTreeMap::from([
-            ("operation".to_string(), operation.to_string()),
-            ("task_id".to_string(), ids.task_id.clone()),
-            ("job_id".to_string(), ids.job_id.to_string()),
-            ("execution_id".to_string(), ids.execution_id.to_string()),
-        ]);
-        if let Some((_, execution)) = &self.record {
-            extra.insert("image".into(), execution.image.clone());
-            extra.insert("command".into(), execution.command.clone());
-        }
+        let execution = self.record.as_ref().map(|(_, execution)| execution);
+        let extra = report_context(operation, &self.delivery.message, execution);
         self.services.reporter.report(message, &extra);
     }
 
@@ -812,4 +803,24 @@ pub fn container_spec(job: &Job, execution: &Execution) -> Result<ContainerSpec,
             .collect(),
         labels,
     })
+}
+
+/// The context of an error report about the execution of `message`: the operation, the ids,
+/// and the image and command when the execution is known.
+pub(crate) fn report_context(
+    operation: &str,
+    message: &QueueMessage,
+    execution: Option<&Execution>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut extra = std::collections::BTreeMap::from([
+        ("operation".to_string(), operation.to_string()),
+        ("task_id".to_string(), message.task_id.clone()),
+        ("job_id".to_string(), message.job_id.to_string()),
+        ("execution_id".to_string(), message.execution_id.to_string()),
+    ]);
+    if let Some(execution) = execution {
+        extra.insert("image".into(), execution.image.clone());
+        extra.insert("command".into(), execution.command.clone());
+    }
+    extra
 }

@@ -9,7 +9,7 @@
 use crate::job::{job_actor_name, JobMessage};
 use crate::ports::StoreError;
 use crate::Services;
-use fastlane_proto::{ExecutionStatus, Timestamp};
+use fastlane_proto::{Execution, ExecutionStatus, Timestamp};
 use ractor::ActorRef;
 use uuid::Uuid;
 
@@ -32,19 +32,31 @@ pub async fn stop_execution(
     if execution.status.is_terminal() {
         return Ok(());
     }
-    let now = Timestamp::now();
-    execution.status = ExecutionStatus::Stopped;
-    execution.finished_at = Some(now);
-    execution.last_modified_at = now;
-    execution.error = Some(reason.as_bytes().to_vec());
-    match services.store.update_execution(&execution).await {
-        Ok(()) | Err(StoreError::Conflict(_)) => {}
-        Err(error) => return Err(error),
-    }
+    end_unowned(services, &mut execution, ExecutionStatus::Stopped, reason).await?;
     // A message not yet leased goes; a leased one is acknowledged by its JobActor, which finds
     // the execution stopped (and removes any container it had started).
     if let Err(error) = services.queue.ack(&execution_id.to_string()).await {
         tracing::warn!(%execution_id, %error, "could not remove the queue message of a stopped execution");
     }
     Ok(())
+}
+
+/// Ends `execution`, which no JobActor runs, as `status` with `reason` in its `error`. `false`
+/// when the store refused because it had ended meanwhile (a terminal status is final).
+pub async fn end_unowned(
+    services: &Services,
+    execution: &mut Execution,
+    status: ExecutionStatus,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let now = Timestamp::now();
+    execution.status = status;
+    execution.finished_at = Some(now);
+    execution.last_modified_at = now;
+    execution.error = Some(reason.as_bytes().to_vec());
+    match services.store.update_execution(execution).await {
+        Ok(()) => Ok(true),
+        Err(StoreError::Conflict(_)) => Ok(false),
+        Err(error) => Err(error),
+    }
 }

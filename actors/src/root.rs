@@ -23,7 +23,8 @@
 use crate::api::{ApiActor, ApiArgs, API_NAME};
 use crate::gate::{GateActor, GATE_NAME};
 use crate::host::{HostActor, HostArgs, HostMessage, HostStatus};
-use crate::job::{JobActor, JobArgs};
+use crate::job::{report_context, JobActor, JobArgs};
+use crate::lifecycle::end_unowned;
 use crate::poller::{PollerActor, PollerArgs, PollerMessage, POLLER_NAME};
 use crate::ports::{ContainerRuntime, Delivery, QueueMessage};
 use crate::scheduler::{SchedulerActor, SCHEDULER_NAME};
@@ -468,15 +469,8 @@ async fn finish_dead_lettered(services: &Services) -> Result<usize, ActorProcess
             "dead-lettered after {} deliveries: {}",
             dead.deliveries, dead.reason
         );
-        let now = Timestamp::now();
-        execution.status = ExecutionStatus::Failed;
-        execution.finished_at = Some(now);
-        execution.last_modified_at = now;
-        execution.error = Some(reason.clone().into_bytes());
-        match services.store.update_execution(&execution).await {
-            Ok(()) => {}
-            Err(crate::ports::StoreError::Conflict(_)) => continue,
-            Err(error) => return Err(error.into()),
+        if !end_unowned(services, &mut execution, ExecutionStatus::Failed, &reason).await? {
+            continue;
         }
         finished += 1;
         tracing::warn!(
@@ -486,17 +480,7 @@ async fn finish_dead_lettered(services: &Services) -> Result<usize, ActorProcess
             %reason,
             "execution dead-lettered"
         );
-        let extra = std::collections::BTreeMap::from([
-            ("operation".to_string(), "dead-letter".to_string()),
-            ("task_id".to_string(), execution.task_id.clone()),
-            ("job_id".to_string(), execution.job_id.to_string()),
-            (
-                "execution_id".to_string(),
-                execution.execution_id.to_string(),
-            ),
-            ("image".to_string(), execution.image.clone()),
-            ("command".to_string(), execution.command.clone()),
-        ]);
+        let extra = report_context("dead-letter", &dead.message, Some(&execution));
         services.reporter.report(&reason, &extra);
         crate::notifier::tell(crate::notifier::NotifierMessage::Ended {
             task_id: execution.task_id.clone(),

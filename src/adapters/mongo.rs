@@ -480,7 +480,6 @@ impl MongoStore {
         Ok(())
     }
 
-    /// Creates the task or counts one more job in it.
     /// An update (PUT) of a job that exists: refused if it belongs to another task; the
     /// execution is written first, so a failure leaves the job as it was.
     async fn update_existing_job(
@@ -517,6 +516,7 @@ impl MongoStore {
         Ok(())
     }
 
+    /// Creates the task or counts one more job in it.
     async fn add_job_to_task(&self, task_id: &str, now: i64) -> Result<(), StoreError> {
         let update = doc! {
             "$setOnInsert": {

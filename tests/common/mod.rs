@@ -3,7 +3,7 @@
 //! to it over HTTP.
 #![allow(dead_code)]
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -202,6 +202,19 @@ impl Node {
             assert!(status.success(), "node exited with {status}");
         }
         self.spawn().await;
+    }
+
+    /// Blacklists `host` through this node, or puts it back into service.
+    pub async fn set_blacklisted(&self, host: &str, blacklisted: bool) {
+        let client = reqwest::Client::new();
+        let url = self.url("/docker-executor/blacklist");
+        let request = if blacklisted {
+            client.post(url)
+        } else {
+            client.delete(url)
+        };
+        let answer = request.json(&json!({"host": host})).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "blacklisted {host}: {blacklisted}");
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
