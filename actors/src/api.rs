@@ -9,170 +9,28 @@
 //! Each request is served by a spawned task that replies on the call's port, so a slow query
 //! never holds up the mailbox; the handler itself only dispatches.
 
-use crate::host::{HostMessage, HostStatus, LogWatch};
 use crate::lifecycle::stop_execution;
-use crate::ports::{DeadLetter, Page, Paged, QueueMessage, QueueStats, StoreCounts, StoreError};
-use crate::root::RootMessage;
-use crate::scheduler;
+use crate::messages::{
+    schedule_changed, wake_poller, ApiResult, Enqueued, Health, HostMessage, NodeStatus,
+    RootMessage, SchedulerMessage, TaskView, SCHEDULER_NAME,
+};
+use crate::ports::QueueMessage;
 use crate::Services;
 use fastlane_proto::payload::{EnqueueRequest, ScheduleRequest};
 use fastlane_proto::schedule::{firing_execution_id, CronSchedule, JobSchedule};
-use fastlane_proto::{ErrorKind, Execution, Job, JobMetadata, Task, TaskSummary, Timestamp};
+use fastlane_proto::{ErrorKind, Execution, Job, JobMetadata, Timestamp};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::future::Future;
 use uuid::Uuid;
 
-/// The registered name of the ApiActor.
-pub const API_NAME: &str = "fastlane-api";
-
-/// A failed API call, mapped to an HTTP status by the gateway.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiError {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        ApiError {
-            kind: match error {
-                StoreError::Unavailable(_) => ErrorKind::Unavailable,
-                StoreError::Conflict(_) => ErrorKind::Conflict,
-                StoreError::Internal(_) => ErrorKind::Internal,
-            },
-            message: error.to_string(),
-        }
-    }
-}
-
-pub type ApiResult<T> = Result<T, ApiError>;
-
-/// A job created by an enqueue.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Enqueued {
-    pub task_id: String,
-    pub job_id: Uuid,
-    pub execution_id: Option<Uuid>,
-    pub queue_message_id: String,
-}
-
-/// A task with its jobs, most recently modified first.
-pub type TaskView = (Task, Vec<Job>);
-
-/// A job with its newest executions, for the job details route.
-#[derive(Clone, Debug, PartialEq)]
-pub struct JobView {
-    pub job: Job,
-    pub executions: Vec<Execution>,
-    pub execution_count: u64,
-}
-
-/// The outcome of looking an execution up.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ExecutionLookup {
-    NoJob,
-    NoExecutions,
-    NoSuchExecution,
-    Found(Box<Execution>),
-}
-
-/// What `/healthcheck` reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Health {
-    pub store: Result<(), String>,
-    pub queue: Result<(), String>,
-}
-
-/// What `/status/` reports, from the actors' live state.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NodeStatus {
-    pub hosts: Vec<HostStatus>,
-    pub blacklist: Vec<String>,
-    /// Slots in use per pool (`farm:N`, `task:ID`).
-    pub slots: Vec<(String, u64)>,
-    /// Scheduled jobs and the earliest firing.
-    pub scheduled: (usize, Option<Timestamp>),
-    pub queue: Result<QueueStats, String>,
-    /// The newest dead letters.
-    pub dead_letters: Vec<DeadLetter>,
-    pub counts: Result<StoreCounts, String>,
-}
+// Old paths of the gateway's imports, until it imports `messages` directly.
+pub use crate::messages::{ApiError, ApiMessage, ExecutionLookup, JobView, WatchOutcome, API_NAME};
 
 /// Dead letters shown in `/status/`.
 pub const DEAD_LETTERS_SHOWN: usize = 20;
 
 /// Number of executions shown in the job details.
 pub const JOB_EXECUTIONS_SHOWN: u64 = 20;
-
-pub enum ApiMessage {
-    /// Creates a job (`job_id` `None`) or creates/updates the job with that id (PUT).
-    Enqueue {
-        task_id: String,
-        job_id: Option<Uuid>,
-        request: Box<EnqueueRequest>,
-        request_ip: Option<String>,
-        reply: RpcReplyPort<ApiResult<Enqueued>>,
-    },
-    /// Stops the job: no more firings or retries; its last execution is stopped.
-    StopJob {
-        task_id: String,
-        job_id: Uuid,
-        reply: RpcReplyPort<ApiResult<Option<()>>>,
-    },
-    /// Stops one execution (no more retries of the job; the schedule stays).
-    StopExecution {
-        task_id: String,
-        job_id: Uuid,
-        execution_id: Uuid,
-        reply: RpcReplyPort<ApiResult<ExecutionLookup>>,
-    },
-    /// Runs the job again now (stopping its last execution if it still runs).
-    Retry {
-        task_id: String,
-        job_id: Uuid,
-        reply: RpcReplyPort<ApiResult<Option<Enqueued>>>,
-    },
-    ListTasks {
-        page: Page,
-        reply: RpcReplyPort<ApiResult<Paged<TaskSummary>>>,
-    },
-    SearchTasks {
-        words: Vec<String>,
-        page: Page,
-        reply: RpcReplyPort<ApiResult<Paged<TaskSummary>>>,
-    },
-    GetTask {
-        task_id: String,
-        reply: RpcReplyPort<ApiResult<Option<TaskView>>>,
-    },
-    GetJob {
-        task_id: String,
-        job_id: Uuid,
-        reply: RpcReplyPort<ApiResult<Option<JobView>>>,
-    },
-    /// An execution of a job by id, or the job's last one when `execution_id` is `None`.
-    FindExecution {
-        task_id: String,
-        job_id: Uuid,
-        execution_id: Option<Uuid>,
-        reply: RpcReplyPort<ApiResult<ExecutionLookup>>,
-    },
-    Health(RpcReplyPort<Health>),
-    Status(RpcReplyPort<NodeStatus>),
-    /// Watch an execution's output (the job's last one when `execution_id` is `None`).
-    Watch {
-        task_id: String,
-        job_id: Uuid,
-        execution_id: Option<Uuid>,
-        reply: RpcReplyPort<ApiResult<WatchOutcome>>,
-    },
-    /// Adds (`add`) or removes a `host:port` from the blacklist.
-    Blacklist {
-        host: String,
-        add: bool,
-        reply: RpcReplyPort<ApiResult<()>>,
-    },
-}
 
 pub struct ApiActor;
 
@@ -356,7 +214,7 @@ async fn enqueue(
         metadata: JobMetadata {
             retries: request.retries,
             retry_count: 0,
-            notify: request.notify,
+            emails: request.emails,
             webhooks: request.webhooks,
             expiration: request.expiration,
             timeout: request.timeout.unwrap_or(hard_timeout).min(hard_timeout),
@@ -411,9 +269,9 @@ async fn enqueue(
                 message: error.to_string(),
             });
         }
-        crate::poller::wake();
+        wake_poller();
     }
-    scheduler::notify(&job);
+    schedule_changed(&job);
     tracing::info!(%task_id, job_id = %job.job_id, updated = existing.is_some(), scheduled = job.schedule.is_some(), "job enqueued");
     Ok(Enqueued {
         task_id,
@@ -432,7 +290,7 @@ async fn stop_job(services: Services, task_id: String, job_id: Uuid) -> ApiResul
     job.scheduled = false;
     job.last_modified_at = Timestamp::now();
     services.store.update_job(&job).await?;
-    scheduler::notify(&job);
+    schedule_changed(&job);
     if let Some(last) = services.store.list_executions(job_id, 1).await?.pop() {
         stop_execution(&services, last.execution_id, STOPPED).await?;
     }
@@ -505,7 +363,7 @@ async fn retry(services: Services, task_id: String, job_id: Uuid) -> ApiResult<O
             kind: ErrorKind::Unavailable,
             message: error.to_string(),
         })?;
-    crate::poller::wake();
+    wake_poller();
     job.metadata.enqueued_id = Some(message.id.clone());
     job.last_modified_at = now;
     services.store.update_job(&job).await?;
@@ -571,18 +429,6 @@ async fn find_execution(
         }
         None => ExecutionLookup::NoSuchExecution,
     })
-}
-
-/// What a watcher of an execution's output gets.
-pub enum WatchOutcome {
-    NoJob,
-    NoExecution,
-    /// Not started yet: come back later.
-    Pending,
-    /// Finished (or ended): its stored output.
-    Finished(Box<Execution>),
-    /// Running: its output so far and then live.
-    Live(LogWatch),
 }
 
 async fn watch(
@@ -654,16 +500,12 @@ async fn health(services: Services) -> Health {
 async fn status(services: Services, root: ActorRef<RootMessage>) -> NodeStatus {
     let hosts =
         call_t!(root, RootMessage::HostStatuses, crate::CALL_TIMEOUT_MS).unwrap_or_default();
-    let scheduled =
-        match ActorRef::<scheduler::SchedulerMessage>::where_is(scheduler::SCHEDULER_NAME) {
-            Some(scheduler) => call_t!(
-                scheduler,
-                scheduler::SchedulerMessage::Next,
-                crate::CALL_TIMEOUT_MS
-            )
-            .unwrap_or((0, None)),
-            None => (0, None),
-        };
+    let scheduled = match ActorRef::<SchedulerMessage>::where_is(SCHEDULER_NAME) {
+        Some(scheduler) => {
+            call_t!(scheduler, SchedulerMessage::Next, crate::CALL_TIMEOUT_MS).unwrap_or((0, None))
+        }
+        None => (0, None),
+    };
     NodeStatus {
         hosts,
         blacklist: services.queue.blacklist().await.unwrap_or_default(),

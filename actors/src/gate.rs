@@ -11,27 +11,12 @@
 //! the message leases, all-or-none; so the count is exact, and holds across nodes once the
 //! backend is shared. A restarted gate has lost its waiters; waiting JobActors ask again.
 
-use crate::job::JobMessage;
+use crate::messages::{GateMessage, JobMessage};
 use crate::ports::LEASE_DURATION;
 use crate::Services;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
-
-/// The registered name of the gate.
-pub const GATE_NAME: &str = "fastlane-gate";
-
-pub enum GateMessage {
-    Acquire {
-        holder: String,
-        pools: Vec<(String, u32)>,
-        job: ActorRef<JobMessage>,
-    },
-    Release {
-        holder: String,
-    },
-    Tick,
-}
 
 struct Waiter {
     holder: String,
@@ -131,28 +116,5 @@ impl GateState {
                 }
             }
         }
-    }
-}
-
-/// Asks the gate for `pools` on behalf of `job`.
-pub fn request(holder: &str, pools: Vec<(String, u32)>, job: ActorRef<JobMessage>) -> bool {
-    match ActorRef::<GateMessage>::where_is(GATE_NAME) {
-        Some(gate) => gate
-            .cast(GateMessage::Acquire {
-                holder: holder.to_string(),
-                pools,
-                job,
-            })
-            .is_ok(),
-        None => false,
-    }
-}
-
-/// Tells the gate `holder` is done with its slots.
-pub fn release(holder: &str) {
-    if let Some(gate) = ActorRef::<GateMessage>::where_is(GATE_NAME) {
-        let _ = gate.cast(GateMessage::Release {
-            holder: holder.to_string(),
-        });
     }
 }

@@ -11,7 +11,7 @@
 //! the next delivery continues from (see `design.md`). A write the store refuses (the execution
 //! was stopped meanwhile: terminal statuses are final) makes the actor clean up and leave.
 
-use crate::host::HostMessage;
+use crate::messages::{request_slots, tell_notifier, HostMessage, JobMessage, NotifierMessage};
 use crate::placement::{least_loaded, HostLoad};
 use crate::ports::{
     ContainerExit, ContainerSpec, Delivery, QueueMessage, RuntimeError, StartedContainer,
@@ -27,37 +27,6 @@ use ractor::{call_t, Actor, ActorProcessingErr, ActorRef};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tracing::Instrument;
-use uuid::Uuid;
-
-/// Messages of the JobActor.
-#[derive(Debug)]
-pub enum JobMessage {
-    /// Look at the execution and start, re-attach or finish it.
-    Begin,
-    ImageReady {
-        warnings: Vec<String>,
-    },
-    Started(StartedContainer),
-    Exited(ContainerExit),
-    Failed(RuntimeError),
-    /// Stop the execution (user request, replaced by a newer firing, …).
-    Stop {
-        reason: String,
-    },
-    /// The execution's timeout passed.
-    Timeout,
-    /// Look whether another node ended the execution (a stop request it received).
-    CheckStore,
-    /// The gate granted the execution's farm and task slots.
-    SlotsGranted,
-    /// Still waiting for slots: ask the gate again (it may have restarted).
-    AskSlotsAgain,
-}
-
-/// The registered name of the JobActor of `execution_id`.
-pub fn job_actor_name(execution_id: Uuid) -> String {
-    format!("job-{execution_id}")
-}
 
 pub struct JobActor;
 
@@ -270,14 +239,14 @@ impl JobState {
             message.job_id,
             message.execution_id,
         );
-        crate::notifier::tell(if started {
-            crate::notifier::NotifierMessage::Started {
+        tell_notifier(if started {
+            NotifierMessage::Started {
                 task_id,
                 job_id,
                 execution_id,
             }
         } else {
-            crate::notifier::NotifierMessage::Ended {
+            NotifierMessage::Ended {
                 task_id,
                 job_id,
                 execution_id,
@@ -410,7 +379,7 @@ impl JobState {
             return false;
         };
         let pools = slot_pools(&self.services.settings, job);
-        if !crate::gate::request(&self.delivery.message.id, pools, myself.clone()) {
+        if !request_slots(&self.delivery.message.id, pools, myself.clone()) {
             tracing::debug!("gate not available, asking again");
         }
         myself.send_after(SLOT_REQUEST_INTERVAL, || JobMessage::AskSlotsAgain);

@@ -19,6 +19,7 @@ pub mod gate;
 pub mod host;
 pub mod job;
 pub mod lifecycle;
+pub mod messages;
 pub mod notifier;
 pub mod placement;
 pub mod poller;

@@ -6,7 +6,7 @@
 //! store and its queue message removed; should a JobActor take it at the same moment, its next
 //! write is refused (a terminal status is final) and it cleans up.
 
-use crate::job::{job_actor_name, JobMessage};
+use crate::messages::{job_actor_name, JobMessage};
 use crate::ports::StoreError;
 use crate::Services;
 use fastlane_proto::{Execution, ExecutionStatus, Timestamp};

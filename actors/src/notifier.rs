@@ -9,6 +9,7 @@
 //! error, no host); `finishes` only for `stopped`. The original sent nothing for failures before
 //! a container started, and no start hooks (its bug 29).
 
+use crate::messages::NotifierMessage;
 use crate::ports::{Email, WebhookRequest};
 use crate::Services;
 use fastlane_proto::backoff::capped_exponential;
@@ -19,22 +20,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use uuid::Uuid;
-
-/// The registered name of the notifier.
-pub const NOTIFIER_NAME: &str = "fastlane-notifier";
-
-pub enum NotifierMessage {
-    Started {
-        task_id: String,
-        job_id: Uuid,
-        execution_id: Uuid,
-    },
-    Ended {
-        task_id: String,
-        job_id: Uuid,
-        execution_id: Uuid,
-    },
-}
 
 pub struct NotifierActor;
 
@@ -77,8 +62,9 @@ impl Actor for NotifierActor {
         };
         let services = services.clone();
         tokio::spawn(async move {
-            if let Err(error) = notify(&services, &task_id, job_id, execution_id, started).await {
-                tracing::warn!(%execution_id, %error, "could not notify");
+            if let Err(error) = send_owed(&services, &task_id, job_id, execution_id, started).await
+            {
+                tracing::warn!(%execution_id, %error, "could not send notifications");
             }
         });
         Ok(())
@@ -100,7 +86,9 @@ fn lists_for(started: bool, status: ExecutionStatus) -> &'static [&'static str] 
     }
 }
 
-async fn notify(
+/// Sends what the execution's outcome makes owed: the webhooks and e-mails of each list that
+/// applies, each in a task of its own.
+async fn send_owed(
     services: &Services,
     task_id: &str,
     job_id: Uuid,
@@ -135,7 +123,7 @@ async fn notify(
         }
         for address in job
             .metadata
-            .notify
+            .emails
             .get(list)
             .and_then(Value::as_array)
             .into_iter()
@@ -300,12 +288,5 @@ async fn send_email(services: &Services, email: Email) {
                 tracing::warn!(to = %email.to, attempt = attempt + 1, %error, "could not send e-mail")
             }
         }
-    }
-}
-
-/// Tells the notifier (if running) about an execution.
-pub fn tell(message: NotifierMessage) {
-    if let Some(notifier) = ActorRef::<NotifierMessage>::where_is(NOTIFIER_NAME) {
-        let _ = notifier.cast(message);
     }
 }

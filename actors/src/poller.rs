@@ -7,24 +7,12 @@
 //! It holds the set of messages this node has in flight, renews their leases so a long run is
 //! not delivered twice, and never leases more than `max_in_flight`.
 
+use crate::messages::{PollerMessage, RootMessage};
 use crate::ports::LEASE_DURATION;
-use crate::root::RootMessage;
 use crate::Services;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashSet;
 use std::time::Duration;
-
-/// The registered name of the poller, so producers can wake it.
-pub const POLLER_NAME: &str = "fastlane-poller";
-
-pub enum PollerMessage {
-    Poll,
-    /// A JobActor is done with this message (acknowledged or released).
-    Finished {
-        message_id: String,
-    },
-    Renew,
-}
 
 pub struct PollerActor;
 
@@ -125,12 +113,5 @@ impl PollerState {
         {
             tracing::warn!(%error, "could not renew leases");
         }
-    }
-}
-
-/// Wakes the poller, if it is running, to look at the queue now.
-pub fn wake() {
-    if let Some(poller) = ractor::registry::where_is(POLLER_NAME) {
-        let _ = poller.send_message(PollerMessage::Poll);
     }
 }

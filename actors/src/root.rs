@@ -20,14 +20,20 @@
 //! ractor's default supervision stops the parent when any child exits; this actor handles every
 //! child kind explicitly instead, so a JobActor finishing normally is just bookkeeping.
 
-use crate::api::{ApiActor, ApiArgs, API_NAME};
-use crate::gate::{GateActor, GATE_NAME};
-use crate::host::{HostActor, HostArgs, HostMessage, HostStatus};
+use crate::api::{ApiActor, ApiArgs};
+use crate::gate::GateActor;
+use crate::host::{HostActor, HostArgs};
 use crate::job::{report_context, JobActor, JobArgs};
 use crate::lifecycle::end_unowned;
-use crate::poller::{PollerActor, PollerArgs, PollerMessage, POLLER_NAME};
+pub use crate::messages::RootMessage;
+use crate::messages::{
+    job_actor_name, slots_done, tell_notifier, ChildKind, HostMessage, HostStatus, NotifierMessage,
+    PollerMessage, API_NAME, GATE_NAME, NOTIFIER_NAME, POLLER_NAME, SCHEDULER_NAME,
+};
+use crate::notifier::NotifierActor;
+use crate::poller::{PollerActor, PollerArgs};
 use crate::ports::{ContainerRuntime, Delivery, QueueMessage};
-use crate::scheduler::{SchedulerActor, SCHEDULER_NAME};
+use crate::scheduler::SchedulerActor;
 use crate::Services;
 use fastlane_proto::backoff::capped_exponential;
 use fastlane_proto::farm::DockerEndpoint;
@@ -38,36 +44,6 @@ use ractor::{
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The long-lived children the root restarts.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ChildKind {
-    Api,
-    Poller,
-    Scheduler,
-    Gate,
-    Notifier,
-    Host(usize),
-}
-
-pub enum RootMessage {
-    /// Run a leased message in a new JobActor.
-    SpawnJob(Delivery),
-    /// Start a long-lived child again (after a failure), `attempt` counting from 1.
-    Respawn {
-        child: ChildKind,
-        attempt: u32,
-    },
-    HostStatuses(RpcReplyPort<Vec<HostStatus>>),
-    /// The HostActor of `host:port`, if configured.
-    HostFor {
-        host: String,
-        port: u16,
-        reply: RpcReplyPort<Option<ActorRef<HostMessage>>>,
-    },
-    /// The node is stopping: children that end from now on are not restarted.
-    PrepareShutdown(RpcReplyPort<()>),
-}
 
 pub struct RootActor;
 
@@ -267,8 +243,8 @@ impl RootState {
             }
             ChildKind::Notifier => {
                 let (actor, _) = Actor::spawn_linked(
-                    Some(crate::notifier::NOTIFIER_NAME.to_string()),
-                    crate::notifier::NotifierActor,
+                    Some(NOTIFIER_NAME.to_string()),
+                    NotifierActor,
                     self.services.clone(),
                     supervisor,
                 )
@@ -320,7 +296,7 @@ impl RootState {
 
     async fn spawn_job(&mut self, myself: &ActorRef<RootMessage>, delivery: Delivery) {
         let message_id = delivery.message.id.clone();
-        let name = crate::job::job_actor_name(delivery.message.execution_id);
+        let name = job_actor_name(delivery.message.execution_id);
         let hosts: Vec<(DockerEndpoint, ActorRef<HostMessage>)> = self
             .runtimes
             .iter()
@@ -397,7 +373,7 @@ impl RootState {
     /// A JobActor ended; `crash` says why when it failed: a failed delivery, which after
     /// [`crate::ports::MAX_FAILED_DELIVERIES`] sends the message to the dead-letter list.
     fn job_gone(&mut self, message_id: String, crash: Option<String>) {
-        crate::gate::release(&message_id);
+        slots_done(&message_id);
         if let Some(reason) = crash {
             let queue = self.services.queue.clone();
             let id = message_id.clone();
@@ -482,7 +458,7 @@ async fn finish_dead_lettered(services: &Services) -> Result<usize, ActorProcess
         );
         let extra = report_context("dead-letter", &dead.message, Some(&execution));
         services.reporter.report(&reason, &extra);
-        crate::notifier::tell(crate::notifier::NotifierMessage::Ended {
+        tell_notifier(NotifierMessage::Ended {
             task_id: execution.task_id.clone(),
             job_id: execution.job_id,
             execution_id: execution.execution_id,

@@ -13,35 +13,15 @@
 //! concurrent update of the job (PUT, stop) always wins over a firing in progress.
 
 use crate::lifecycle::stop_execution;
+use crate::messages::{wake_poller, SchedulerMessage};
 use crate::ports::{QueueMessage, StoreError};
 use crate::Services;
 use fastlane_proto::schedule::{due_firings, firing_execution_id, CronSchedule, Overlap};
 use fastlane_proto::{Execution, Job, Timestamp};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 use uuid::Uuid;
-
-/// The registered name of the scheduler.
-pub const SCHEDULER_NAME: &str = "fastlane-scheduler";
-
-pub enum SchedulerMessage {
-    /// The job's schedule changed: fire it at `next`, replacing any previous entry.
-    Schedule {
-        job_id: Uuid,
-        task_id: String,
-        next: Timestamp,
-    },
-    /// The job has no schedule any more.
-    Unschedule {
-        job_id: Uuid,
-    },
-    Tick,
-    /// Learn from the store what is due soon: schedules created or moved by other nodes.
-    Sync,
-    /// The number of scheduled jobs and the earliest firing.
-    Next(RpcReplyPort<(usize, Option<Timestamp>)>),
-}
 
 pub struct SchedulerActor;
 
@@ -305,27 +285,7 @@ impl SchedulerState {
             .push(&QueueMessage::run(&execution), now)
             .await
             .map_err(|error| StoreError::Unavailable(error.to_string()))?;
-        crate::poller::wake();
+        wake_poller();
         Ok(())
     }
-}
-
-/// Tells the scheduler (if running) that `job`'s schedule changed in the store.
-pub fn notify(job: &Job) {
-    let Some(scheduler) = ActorRef::<SchedulerMessage>::where_is(SCHEDULER_NAME) else {
-        return;
-    };
-    let message = match job
-        .schedule
-        .as_ref()
-        .and_then(|schedule| schedule.next_fire_at)
-    {
-        Some(next) => SchedulerMessage::Schedule {
-            job_id: job.job_id,
-            task_id: job.task_id.clone(),
-            next,
-        },
-        None => SchedulerMessage::Unschedule { job_id: job.job_id },
-    };
-    let _ = scheduler.cast(message);
 }

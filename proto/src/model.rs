@@ -64,7 +64,10 @@ impl Backoff {
 pub struct JobMetadata {
     pub retries: u32,
     pub retry_count: u32,
-    pub notify: Value,
+    /// E-mail recipients per outcome list (`starts`, `succeeds`, `fails`, `finishes`); the
+    /// original's `notify` field.
+    #[serde(rename = "notify")]
+    pub emails: Value,
     pub webhooks: Value,
     pub expiration: Option<i64>,
     /// Effective timeout in seconds: `min(requested, HARD_EXECUTION_TIMEOUT_SECONDS)`.

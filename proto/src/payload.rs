@@ -24,7 +24,8 @@ pub struct EnqueueRequest {
     pub expiration: Option<i64>,
     /// Requested timeout in whole seconds (rounded up), before the hard limit applies.
     pub timeout: Option<u64>,
-    pub notify: Value,
+    /// The `notify` field: e-mail recipients per outcome list.
+    pub emails: Value,
     pub webhooks: Value,
     pub additional_dns_entries: Vec<(String, String)>,
     /// When to run; `None` runs it now.
@@ -196,7 +197,7 @@ pub fn parse_enqueue(body: &[u8]) -> Result<EnqueueRequest, PayloadError> {
                     })?,
             ),
         },
-        notify: parse_lists(object.get("notify"), "notify", |item| {
+        emails: parse_lists(object.get("notify"), "notify", |item| {
             item.as_str()
                 .filter(|address| address.contains('@'))
                 .map(|_| ())
@@ -394,8 +395,8 @@ mod tests {
         assert_eq!(request.envs["N"], "2");
         assert_eq!(request.timeout, Some(3));
         assert_eq!(request.retries, 2);
-        assert_eq!(request.notify["fails"][0], "a@b.c");
-        assert_eq!(request.notify["succeeds"], Value::Array(vec![]));
+        assert_eq!(request.emails["fails"][0], "a@b.c");
+        assert_eq!(request.emails["succeeds"], Value::Array(vec![]));
         assert_eq!(
             request.additional_dns_entries,
             vec![("db".into(), "10.0.0.2".into())]

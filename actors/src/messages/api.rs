@@ -1,0 +1,166 @@
+//! The ApiActor's calls (one per gateway route family) and the values they answer with.
+
+use super::host::{HostStatus, LogWatch};
+use crate::ports::{DeadLetter, Page, Paged, QueueStats, StoreCounts, StoreError};
+use fastlane_proto::payload::EnqueueRequest;
+use fastlane_proto::{ErrorKind, Execution, Job, Task, TaskSummary, Timestamp};
+use ractor::RpcReplyPort;
+use uuid::Uuid;
+
+/// The registered name of the ApiActor.
+pub const API_NAME: &str = "fastlane-api";
+
+/// A failed API call, mapped to an HTTP status by the gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError {
+            kind: match error {
+                StoreError::Unavailable(_) => ErrorKind::Unavailable,
+                StoreError::Conflict(_) => ErrorKind::Conflict,
+                StoreError::Internal(_) => ErrorKind::Internal,
+            },
+            message: error.to_string(),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A job created by an enqueue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    pub task_id: String,
+    pub job_id: Uuid,
+    pub execution_id: Option<Uuid>,
+    pub queue_message_id: String,
+}
+
+/// A task with its jobs, most recently modified first.
+pub type TaskView = (Task, Vec<Job>);
+
+/// A job with its newest executions, for the job details route.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobView {
+    pub job: Job,
+    pub executions: Vec<Execution>,
+    pub execution_count: u64,
+}
+
+/// The outcome of looking an execution up.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExecutionLookup {
+    NoJob,
+    NoExecutions,
+    NoSuchExecution,
+    Found(Box<Execution>),
+}
+
+/// What `/healthcheck` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub store: Result<(), String>,
+    pub queue: Result<(), String>,
+}
+
+/// What `/status/` reports, from the actors' live state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeStatus {
+    pub hosts: Vec<HostStatus>,
+    pub blacklist: Vec<String>,
+    /// Slots in use per pool (`farm:N`, `task:ID`).
+    pub slots: Vec<(String, u64)>,
+    /// Scheduled jobs and the earliest firing.
+    pub scheduled: (usize, Option<Timestamp>),
+    pub queue: Result<QueueStats, String>,
+    /// The newest dead letters.
+    pub dead_letters: Vec<DeadLetter>,
+    pub counts: Result<StoreCounts, String>,
+}
+
+pub enum ApiMessage {
+    /// Creates a job (`job_id` `None`) or creates/updates the job with that id (PUT).
+    Enqueue {
+        task_id: String,
+        job_id: Option<Uuid>,
+        request: Box<EnqueueRequest>,
+        request_ip: Option<String>,
+        reply: RpcReplyPort<ApiResult<Enqueued>>,
+    },
+    /// Stops the job: no more firings or retries; its last execution is stopped.
+    StopJob {
+        task_id: String,
+        job_id: Uuid,
+        reply: RpcReplyPort<ApiResult<Option<()>>>,
+    },
+    /// Stops one execution (no more retries of the job; the schedule stays).
+    StopExecution {
+        task_id: String,
+        job_id: Uuid,
+        execution_id: Uuid,
+        reply: RpcReplyPort<ApiResult<ExecutionLookup>>,
+    },
+    /// Runs the job again now (stopping its last execution if it still runs).
+    Retry {
+        task_id: String,
+        job_id: Uuid,
+        reply: RpcReplyPort<ApiResult<Option<Enqueued>>>,
+    },
+    ListTasks {
+        page: Page,
+        reply: RpcReplyPort<ApiResult<Paged<TaskSummary>>>,
+    },
+    SearchTasks {
+        words: Vec<String>,
+        page: Page,
+        reply: RpcReplyPort<ApiResult<Paged<TaskSummary>>>,
+    },
+    GetTask {
+        task_id: String,
+        reply: RpcReplyPort<ApiResult<Option<TaskView>>>,
+    },
+    GetJob {
+        task_id: String,
+        job_id: Uuid,
+        reply: RpcReplyPort<ApiResult<Option<JobView>>>,
+    },
+    /// An execution of a job by id, or the job's last one when `execution_id` is `None`.
+    FindExecution {
+        task_id: String,
+        job_id: Uuid,
+        execution_id: Option<Uuid>,
+        reply: RpcReplyPort<ApiResult<ExecutionLookup>>,
+    },
+    Health(RpcReplyPort<Health>),
+    Status(RpcReplyPort<NodeStatus>),
+    /// Watch an execution's output (the job's last one when `execution_id` is `None`).
+    Watch {
+        task_id: String,
+        job_id: Uuid,
+        execution_id: Option<Uuid>,
+        reply: RpcReplyPort<ApiResult<WatchOutcome>>,
+    },
+    /// Adds (`add`) or removes a `host:port` from the blacklist.
+    Blacklist {
+        host: String,
+        add: bool,
+        reply: RpcReplyPort<ApiResult<()>>,
+    },
+}
+
+/// What a watcher of an execution's output gets.
+pub enum WatchOutcome {
+    NoJob,
+    NoExecution,
+    /// Not started yet: come back later.
+    Pending,
+    /// Finished (or ended): its stored output.
+    Finished(Box<Execution>),
+    /// Running: its output so far and then live.
+    Live(LogWatch),
+}

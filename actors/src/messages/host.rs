@@ -1,0 +1,83 @@
+//! The HostActor's messages: container operations for JobActors, load and status for placement
+//! and `/status/`, live output for watchers, and the actor's own progress reports.
+
+use super::job::JobMessage;
+use crate::placement::{CircuitState, HostLoad};
+use crate::ports::{ContainerSpec, RuntimeError};
+use bytes::Bytes;
+use fastlane_proto::farm::DockerEndpoint;
+use ractor::{ActorRef, RpcReplyPort};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Messages of the HostActor.
+pub enum HostMessage {
+    /// Pull (if needed), create, start and wait for a container, then collect its output.
+    Run {
+        spec: ContainerSpec,
+        wait_limit: Duration,
+        job: ActorRef<JobMessage>,
+    },
+    /// Wait for an already started container (after a restart of the node), then collect it.
+    Attach {
+        container_id: String,
+        wait_limit: Duration,
+        job: ActorRef<JobMessage>,
+    },
+    /// Stop a running container (SIGTERM, SIGKILL after `grace`); its run then reports `Exited`.
+    StopContainer {
+        container_id: String,
+        grace: Duration,
+    },
+    /// Remove a container whose result has been stored.
+    Remove {
+        container_id: String,
+    },
+    /// A spawned run ended; `fault` is set when it ended on a host fault.
+    RunEnded {
+        key: String,
+        fault: Option<String>,
+    },
+    /// A cheap operation succeeded or failed on the host.
+    Observed {
+        fault: Option<String>,
+    },
+    /// A probe of a half-open circuit ended.
+    Probed {
+        fault: Option<String>,
+    },
+    Load(RpcReplyPort<HostLoad>),
+    Status(RpcReplyPort<HostStatus>),
+    /// Watch a running container's output: everything so far, then live. All watchers of one
+    /// container share one Docker log stream.
+    Watch {
+        container_id: String,
+        reply: RpcReplyPort<Result<LogWatch, RuntimeError>>,
+    },
+    /// A container's log stream ended.
+    FeedEnded {
+        container_id: String,
+    },
+    /// Its own timer: when the circuit is half-open, one ping decides (so a recovered host is
+    /// closed again without risking a job on it); a closed one is pinged now and then.
+    Probe,
+}
+
+/// The host as `/status/` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostStatus {
+    pub endpoint: DockerEndpoint,
+    /// Names (or ids) of the containers it runs for this node.
+    pub containers: Vec<String>,
+    pub available: bool,
+    pub circuit: CircuitState,
+    pub running: usize,
+    pub error: Option<String>,
+}
+
+/// What a watcher gets: the output so far, then the live chunks (the receiver closes when the
+/// container's output ends).
+pub struct LogWatch {
+    pub history: Vec<Bytes>,
+    pub live: Option<broadcast::Receiver<Bytes>>,
+}
