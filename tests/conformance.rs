@@ -541,7 +541,7 @@ fn job(task_id: &str) -> Job {
         metadata: JobMetadata {
             retries: 2,
             retry_count: 0,
-            notify: serde_json::json!({}),
+            emails: serde_json::json!({}),
             webhooks: serde_json::json!({"succeeds": ["http://127.0.0.1:1/hook"]}),
             expiration: None,
             timeout: 1800,
