@@ -1,0 +1,294 @@
+//! An in-memory `Store`: jobs and executions in maps behind one mutex.
+//!
+//! The operations a JobActor uses follow the port's contract as the real stores implement it
+//! (see `src/adapters/embedded.rs`): a write that would change a terminal status is refused with
+//! `Conflict`, output is replaced only when `log` or `error` is set, webhook attempts survive a
+//! writer's copy, `create_execution` inserts only when absent. The listing and scheduling
+//! queries no JobActor makes answer `Internal`, so a test that starts needing one fails loudly
+//! instead of passing on a made-up answer.
+
+use async_trait::async_trait;
+use fastlane_actors::ports::{Page, Paged, Store, StoreCounts, StoreError};
+use fastlane_proto::schedule::JobSchedule;
+use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// The records, and every status each execution was written with, in order.
+#[derive(Default)]
+struct Records {
+    jobs: HashMap<Uuid, Job>,
+    executions: HashMap<Uuid, Execution>,
+    status_history: HashMap<Uuid, Vec<ExecutionStatus>>,
+    /// Writes refused because they would have changed a terminal status.
+    conflicts: u32,
+}
+
+/// The fake store. Tests read it synchronously (`execution`, `job`, …) while actors use it
+/// through the port.
+#[derive(Default)]
+pub struct FakeStore {
+    records: Mutex<Records>,
+}
+
+fn not_faked(operation: &str) -> StoreError {
+    StoreError::Internal(format!("{operation} is not implemented by the fake store"))
+}
+
+impl FakeStore {
+    fn records(&self) -> std::sync::MutexGuard<'_, Records> {
+        // A panicking test must not turn every later read into a second panic.
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Seeds a job and its executions, as an enqueue (or an earlier life of the node) left them.
+    pub fn seed(&self, job: &Job, executions: &[&Execution]) {
+        let mut records = self.records();
+        records.jobs.insert(job.job_id, job.clone());
+        for execution in executions {
+            records
+                .executions
+                .insert(execution.execution_id, (*execution).clone());
+        }
+    }
+
+    /// The stored execution, with its output.
+    pub fn execution(&self, execution_id: Uuid) -> Option<Execution> {
+        self.records().executions.get(&execution_id).cloned()
+    }
+
+    pub fn status(&self, execution_id: Uuid) -> Option<ExecutionStatus> {
+        self.execution(execution_id)
+            .map(|execution| execution.status)
+    }
+
+    pub fn job(&self, job_id: Uuid) -> Option<Job> {
+        self.records().jobs.get(&job_id).cloned()
+    }
+
+    /// The job's executions, oldest first.
+    pub fn executions_of(&self, job_id: Uuid) -> Vec<Execution> {
+        let mut executions: Vec<Execution> = self
+            .records()
+            .executions
+            .values()
+            .filter(|execution| execution.job_id == job_id)
+            .cloned()
+            .collect();
+        executions.sort_by_key(|execution| execution.created_at);
+        executions
+    }
+
+    /// Every status the execution was written with through `update_execution`, in order.
+    pub fn status_history(&self, execution_id: Uuid) -> Vec<ExecutionStatus> {
+        self.records()
+            .status_history
+            .get(&execution_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How many writes were refused because the execution had ended already.
+    pub fn conflicts(&self) -> u32 {
+        self.records().conflicts
+    }
+}
+
+#[async_trait]
+impl Store for FakeStore {
+    async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError> {
+        let mut records = self.records();
+        if records.jobs.contains_key(&job.job_id) {
+            return Err(StoreError::Conflict(format!("job {} exists", job.job_id)));
+        }
+        records.jobs.insert(job.job_id, job.clone());
+        if let Some(execution) = execution {
+            records
+                .executions
+                .insert(execution.execution_id, execution.clone());
+        }
+        Ok(())
+    }
+
+    async fn delete_job(&self, job_id: Uuid) -> Result<(), StoreError> {
+        let mut records = self.records();
+        records.jobs.remove(&job_id);
+        records
+            .executions
+            .retain(|_, execution| execution.job_id != job_id);
+        Ok(())
+    }
+
+    async fn list_tasks(&self, _page: Page) -> Result<Paged<TaskSummary>, StoreError> {
+        Err(not_faked("list_tasks"))
+    }
+
+    async fn search_tasks(
+        &self,
+        _words: &[String],
+        _page: Page,
+    ) -> Result<Paged<TaskSummary>, StoreError> {
+        Err(not_faked("search_tasks"))
+    }
+
+    async fn get_task(&self, _task_id: &str) -> Result<Option<Task>, StoreError> {
+        Err(not_faked("get_task"))
+    }
+
+    async fn list_jobs(&self, task_id: &str) -> Result<Vec<Job>, StoreError> {
+        let mut jobs: Vec<Job> = self
+            .records()
+            .jobs
+            .values()
+            .filter(|job| job.task_id == task_id)
+            .cloned()
+            .collect();
+        jobs.sort_by_key(|job| std::cmp::Reverse(job.last_modified_at));
+        Ok(jobs)
+    }
+
+    async fn get_job(&self, task_id: &str, job_id: Uuid) -> Result<Option<Job>, StoreError> {
+        Ok(self
+            .records()
+            .jobs
+            .get(&job_id)
+            .filter(|job| job.task_id == task_id)
+            .cloned())
+    }
+
+    async fn count_executions(&self, job_id: Uuid) -> Result<u64, StoreError> {
+        Ok(self.executions_of(job_id).len() as u64)
+    }
+
+    async fn list_executions(
+        &self,
+        job_id: Uuid,
+        limit: u64,
+    ) -> Result<Vec<Execution>, StoreError> {
+        let mut executions = self.executions_of(job_id);
+        executions.reverse();
+        executions.truncate(limit as usize);
+        Ok(executions)
+    }
+
+    async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError> {
+        Ok(self.execution(execution_id))
+    }
+
+    async fn update_execution(&self, execution: &Execution) -> Result<(), StoreError> {
+        let mut records = self.records();
+        let id = execution.execution_id;
+        let mut written = execution.clone();
+        if let Some(stored) = records.executions.get(&id) {
+            if stored.status.is_terminal() && stored.status != execution.status {
+                let refusal = format!(
+                    "execution {id} is already {}, it cannot become {}",
+                    stored.status, execution.status
+                );
+                records.conflicts += 1;
+                return Err(StoreError::Conflict(refusal));
+            }
+            // Webhook attempts are appended on their own; a writer's copy never replaces them.
+            written.metadata.webhook_dispatch = stored.metadata.webhook_dispatch.clone();
+            // The output is kept apart from the record: written only when the write carries it.
+            if execution.log.is_none() && execution.error.is_none() {
+                written.log = stored.log.clone();
+                written.error = stored.error.clone();
+            }
+        }
+        records.executions.insert(id, written);
+        records
+            .status_history
+            .entry(id)
+            .or_default()
+            .push(execution.status);
+        Ok(())
+    }
+
+    async fn create_execution(&self, execution: &Execution) -> Result<bool, StoreError> {
+        let mut records = self.records();
+        if records.executions.contains_key(&execution.execution_id) {
+            return Ok(false);
+        }
+        records
+            .executions
+            .insert(execution.execution_id, execution.clone());
+        Ok(true)
+    }
+
+    async fn update_job(&self, job: &Job) -> Result<(), StoreError> {
+        self.records().jobs.insert(job.job_id, job.clone());
+        Ok(())
+    }
+
+    async fn update_schedule(
+        &self,
+        _job_id: Uuid,
+        _expected: Option<Timestamp>,
+        _schedule: Option<&JobSchedule>,
+    ) -> Result<bool, StoreError> {
+        Err(not_faked("update_schedule"))
+    }
+
+    async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        Err(not_faked("scheduled_jobs"))
+    }
+
+    async fn scheduled_before(
+        &self,
+        _before: Timestamp,
+        _limit: usize,
+    ) -> Result<Vec<(Uuid, String, Timestamp)>, StoreError> {
+        Err(not_faked("scheduled_before"))
+    }
+
+    async fn append_webhook_dispatch(
+        &self,
+        execution_id: Uuid,
+        entry: serde_json::Value,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let mut records = self.records();
+        let Some(execution) = records.executions.get_mut(&execution_id) else {
+            return Ok(());
+        };
+        let dispatch = &mut execution.metadata.webhook_dispatch;
+        dispatch.push(entry);
+        let excess = dispatch.len().saturating_sub(keep);
+        dispatch.drain(..excess);
+        Ok(())
+    }
+
+    async fn executions_in(
+        &self,
+        statuses: &[ExecutionStatus],
+    ) -> Result<Vec<Execution>, StoreError> {
+        Ok(self
+            .records()
+            .executions
+            .values()
+            .filter(|execution| statuses.contains(&execution.status))
+            .cloned()
+            .collect())
+    }
+
+    async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let records = self.records();
+        let tasks: std::collections::HashSet<&str> = records
+            .jobs
+            .values()
+            .map(|job| job.task_id.as_str())
+            .collect();
+        Ok(StoreCounts {
+            tasks: tasks.len() as u64,
+            jobs: records.jobs.len() as u64,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
