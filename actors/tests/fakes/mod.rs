@@ -15,10 +15,12 @@ pub mod runtime;
 pub mod store;
 
 use async_trait::async_trait;
-use fastlane_actors::gate::{GateActor, GATE_NAME};
-use fastlane_actors::host::{HostActor, HostArgs, HostMessage};
-use fastlane_actors::job::{job_actor_name, JobActor, JobArgs, JobMessage};
-use fastlane_actors::notifier::{NotifierMessage, NOTIFIER_NAME};
+use fastlane_actors::gate::GateActor;
+use fastlane_actors::host::{HostActor, HostArgs};
+use fastlane_actors::job::{JobActor, JobArgs};
+use fastlane_actors::messages::{
+    job_actor_name, HostMessage, JobMessage, NotifierMessage, GATE_NAME, NOTIFIER_NAME,
+};
 use fastlane_actors::ports::{
     Delivery, Email, ErrorReporter, Mailer, QueueMessage, WebhookClient, WebhookRequest,
     WebhookResponse,
@@ -354,7 +356,7 @@ pub fn job(timeout: u64, retries: u32, backoff: Option<Backoff>) -> Job {
         metadata: JobMetadata {
             retries,
             retry_count: 0,
-            notify: serde_json::Value::Null,
+            emails: serde_json::Value::Null,
             webhooks: serde_json::Value::Null,
             expiration: None,
             timeout,
