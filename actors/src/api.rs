@@ -16,9 +16,9 @@ use crate::messages::{
 };
 use crate::ports::QueueMessage;
 use crate::Services;
-use fastlane_proto::payload::{EnqueueRequest, ScheduleRequest};
-use fastlane_proto::schedule::{firing_execution_id, CronSchedule, JobSchedule};
-use fastlane_proto::{ErrorKind, Execution, Job, JobMetadata, Timestamp};
+use fastlane_proto::build::{new_job, NewJob, Origin};
+use fastlane_proto::payload::EnqueueRequest;
+use fastlane_proto::{ErrorKind, Execution, Timestamp};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::future::Future;
 use uuid::Uuid;
@@ -171,80 +171,22 @@ async fn enqueue(
     request_ip: Option<String>,
 ) -> ApiResult<Enqueued> {
     let now = Timestamp::now();
-    let hard_timeout = services.settings.hard_timeout_seconds;
     let existing = match job_id {
         Some(job_id) => services.store.get_job(&task_id, job_id).await?,
         None => None,
     };
-    let schedule = request.schedule.as_ref().map(|requested| {
-        let (cron, timezone, next) = match requested {
-            ScheduleRequest::StartAt(at) => (None, None, Some(*at)),
-            ScheduleRequest::StartIn(delay) => (
-                None,
-                None,
-                Some(Timestamp(now.0 + delay.as_micros() as i64)),
-            ),
-            ScheduleRequest::Cron {
-                expression,
-                timezone,
-            } => {
-                let next = CronSchedule::parse(expression, timezone.as_deref())
-                    .ok()
-                    .and_then(|cron| cron.next_after(now));
-                (Some(expression.clone()), timezone.clone(), next)
-            }
-        };
-        JobSchedule {
-            cron,
-            timezone,
-            next_fire_at: next,
-            misfire: request.misfire,
-            overlap: request.overlap,
-            missed: Vec::new(),
-            missed_count: 0,
-        }
-    });
-    let cron = schedule.as_ref().and_then(|schedule| schedule.cron.clone());
-    let job = Job {
+    let origin = Origin {
         task_id: task_id.clone(),
         job_id: job_id.unwrap_or_else(Uuid::new_v4),
-        image: request.image,
-        command: request.command,
-        request_ip: request_ip.clone(),
-        metadata: JobMetadata {
-            retries: request.retries,
-            retry_count: 0,
-            emails: request.emails,
-            webhooks: request.webhooks,
-            expiration: request.expiration,
-            timeout: request.timeout.unwrap_or(hard_timeout).min(hard_timeout),
-            envs: request.envs,
-            additional_dns_entries: request.additional_dns_entries,
-            custom: request.custom,
-            enqueued_id: None,
-            cron: cron.clone(),
-            backoff: request.backoff,
-            max_concurrent: request.max_concurrent,
-        },
-        scheduled: cron.is_some(),
-        schedule,
+        request_ip,
         created_at: existing.as_ref().map_or(now, |job| job.created_at),
-        last_modified_at: now,
+        now,
     };
-    let mut job = job;
-    let execution = job
-        .schedule
-        .is_none()
-        .then(|| Execution::new(&job, request_ip, now));
-    // The queue message of an immediate job; the id of the next firing of a scheduled one.
-    let queue_id = match (&execution, &job.schedule) {
-        (Some(execution), _) => execution.execution_id.to_string(),
-        (None, Some(schedule)) => {
-            firing_execution_id(job.job_id, schedule.next_fire_at.unwrap_or(now)).to_string()
-        }
-        (None, None) => unreachable!("a job is either immediate or scheduled"),
-    };
-    job.metadata.enqueued_id = Some(queue_id.clone());
+    let NewJob {
+        job,
+        execution,
+        queue_id,
+    } = new_job(origin, request, services.settings.hard_timeout_seconds);
     if existing.is_some() {
         // An update replaces what the job had pending: its queued (not started) execution.
         if let Some(last) = services.store.list_executions(job.job_id, 1).await?.pop() {

@@ -5,6 +5,7 @@
 //! Everything here is plain values and plain functions, tested with plain unit tests.
 
 pub mod backoff;
+pub mod build;
 pub mod command;
 pub mod error;
 pub mod farm;
