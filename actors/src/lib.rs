@@ -26,6 +26,7 @@ pub mod poller;
 pub mod ports;
 pub mod root;
 pub mod scheduler;
+mod sweep;
 
 use fastlane_proto::farm::Farm;
 use fastlane_proto::redact::Redactor;

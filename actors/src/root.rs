@@ -23,21 +23,20 @@
 use crate::api::{ApiActor, ApiArgs};
 use crate::gate::GateActor;
 use crate::host::{HostActor, HostArgs};
-use crate::job::{report_context, JobActor, JobArgs};
-use crate::lifecycle::end_unowned;
+use crate::job::{JobActor, JobArgs};
 pub use crate::messages::RootMessage;
 use crate::messages::{
-    job_actor_name, slots_done, tell_notifier, ChildKind, HostMessage, HostStatus, NotifierMessage,
-    PollerMessage, API_NAME, GATE_NAME, NOTIFIER_NAME, POLLER_NAME, SCHEDULER_NAME,
+    job_actor_name, slots_done, ChildKind, HostMessage, HostStatus, PollerMessage, API_NAME,
+    GATE_NAME, NOTIFIER_NAME, POLLER_NAME, SCHEDULER_NAME,
 };
 use crate::notifier::NotifierActor;
 use crate::poller::{PollerActor, PollerArgs};
-use crate::ports::{ContainerRuntime, Delivery, QueueMessage};
+use crate::ports::{ContainerRuntime, Delivery};
 use crate::scheduler::SchedulerActor;
+use crate::sweep;
 use crate::Services;
 use fastlane_proto::backoff::capped_exponential;
 use fastlane_proto::farm::DockerEndpoint;
-use fastlane_proto::{ExecutionStatus, Timestamp};
 use ractor::{
     call_t, Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
@@ -87,7 +86,7 @@ impl Actor for RootActor {
         _myself: ActorRef<RootMessage>,
         args: RootArgs,
     ) -> Result<RootState, ActorProcessingErr> {
-        reconcile(&args.services).await?;
+        sweep::reconcile(&args.services).await?;
         Ok(RootState {
             hosts: vec![None; args.runtimes.len()],
             services: args.services,
@@ -117,22 +116,7 @@ impl Actor for RootActor {
         state.spawn_child(&myself, ChildKind::Notifier).await?;
         state.spawn_child(&myself, ChildKind::Poller).await?;
         // Now that the notifier runs: dead letters, then every interval the sweep.
-        let services = state.services.clone();
-        state.sweeper = Some(tokio::spawn(async move {
-            loop {
-                if let Err(error) = finish_dead_lettered(&services).await {
-                    tracing::warn!(%error, "sweep of dead-lettered executions");
-                }
-                let Some(interval) = services.settings.queue_sweep_interval else {
-                    return;
-                };
-                tokio::time::sleep(interval).await;
-                match push_unfinished(&services, SWEEP_SETTLE_MS).await {
-                    Ok(pushed) => tracing::debug!(pushed, "swept unfinished executions"),
-                    Err(error) => tracing::warn!(%error, "sweep of unfinished executions"),
-                }
-            }
-        }));
+        state.sweeper = Some(tokio::spawn(sweep::run(state.services.clone())));
         Ok(())
     }
 
@@ -404,99 +388,4 @@ impl RootState {
             let _ = reply.send(statuses);
         });
     }
-}
-
-/// Brings the queue in line with the store before anything runs: this node's leases from a
-/// previous life are released, and every execution that has not finished is pushed again (a
-/// no-op when its message is still there). This is what makes a crash between writing an
-/// execution and queueing it harmless.
-async fn reconcile(services: &Services) -> Result<(), ActorProcessingErr> {
-    let released = services
-        .queue
-        .release_all(&services.settings.node_id, true)
-        .await?;
-    let unfinished = push_unfinished(services, 0).await?;
-    tracing::info!(released, unfinished, "reconciled queue with store");
-    Ok(())
-}
-
-/// Dead letters looked at by one sweep: the newest ones (older ones were looked at before).
-const DEAD_LETTERS_SWEPT: usize = 100;
-
-/// Ends as `failed` every execution whose message was dead-lettered (it failed
-/// [`MAX_FAILED_DELIVERIES`](crate::ports::MAX_FAILED_DELIVERIES) times, or could not be read)
-/// while the store still shows it unfinished, so that its API, its `fails` notifications and
-/// the error tracker tell what happened instead of it waiting forever. It is not retried: a
-/// message that crashed its runners repeatedly would crash the retry too. Returns how many.
-async fn finish_dead_lettered(services: &Services) -> Result<usize, ActorProcessingErr> {
-    let mut finished = 0;
-    for dead in services.queue.dead_letters(DEAD_LETTERS_SWEPT).await? {
-        let Some(mut execution) = services
-            .store
-            .get_execution(dead.message.execution_id)
-            .await?
-        else {
-            continue;
-        };
-        if execution.status.is_terminal() {
-            continue;
-        }
-        let reason = format!(
-            "dead-lettered after {} deliveries: {}",
-            dead.deliveries, dead.reason
-        );
-        if !end_unowned(services, &mut execution, ExecutionStatus::Failed, &reason).await? {
-            continue;
-        }
-        finished += 1;
-        tracing::warn!(
-            task_id = %execution.task_id,
-            job_id = %execution.job_id,
-            execution_id = %execution.execution_id,
-            %reason,
-            "execution dead-lettered"
-        );
-        let extra = report_context("dead-letter", &dead.message, Some(&execution));
-        services.reporter.report(&reason, &extra);
-        tell_notifier(NotifierMessage::Ended {
-            task_id: execution.task_id.clone(),
-            job_id: execution.job_id,
-            execution_id: execution.execution_id,
-        });
-    }
-    Ok(finished)
-}
-
-/// How old an execution must be before the periodic sweep pushes it: younger ones may be
-/// between being stored and being pushed (a retry with its back-off delay, say), and pushing
-/// them due now would start them early.
-const SWEEP_SETTLE_MS: i64 = 10_000;
-
-/// Pushes every execution that has not finished and was created at least `settle_ms` ago to
-/// the queue, due now; returns how many. Pushing an id that is queued, leased or dead changes
-/// nothing, so this only restores messages that were lost. An execution that finishes
-/// meanwhile and gets pushed is acknowledged by the JobActor that leases it, without running.
-async fn push_unfinished(services: &Services, settle_ms: i64) -> Result<usize, ActorProcessingErr> {
-    let unfinished = services
-        .store
-        .executions_in(&[
-            ExecutionStatus::Enqueued,
-            ExecutionStatus::Pulling,
-            ExecutionStatus::Running,
-        ])
-        .await?;
-    let now = Timestamp::now();
-    let settled = now.unix_millis() - settle_ms;
-    let mut pushed = 0;
-    for execution in unfinished
-        .iter()
-        .filter(|execution| execution.created_at.unix_millis() <= settled)
-    {
-        services
-            .queue
-            .push(&QueueMessage::run(execution), now)
-            .await?;
-        pushed += 1;
-    }
-    Ok(pushed)
 }

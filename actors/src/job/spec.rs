@@ -1,0 +1,82 @@
+//! What an execution needs from the outside, as plain values: its container, its slots, and the
+//! context of an error report about it.
+
+use crate::ports::{ContainerSpec, QueueMessage};
+use fastlane_proto::image::ImageRef;
+use fastlane_proto::{command, Execution, Job};
+use std::collections::BTreeMap;
+
+/// The slots an execution of `job` needs: its task's `maxConcurrent` (if set) and its farm's
+/// `maxRunning`.
+pub fn slot_pools(settings: &crate::Settings, job: &Job) -> Vec<(String, u32)> {
+    let mut pools = Vec::new();
+    if let Some(max) = job.metadata.max_concurrent {
+        pools.push((format!("task:{}", job.task_id), max));
+    }
+    if let Some(index) = settings
+        .farms
+        .iter()
+        .position(|farm| farm.matches(&job.task_id))
+    {
+        pools.push((format!("farm:{index}"), settings.farms[index].max_running));
+    }
+    pools
+}
+
+/// The container to run for `execution`, or why it cannot run.
+pub fn container_spec(job: &Job, execution: &Execution) -> Result<ContainerSpec, String> {
+    let image = ImageRef::parse(&execution.image)
+        .ok_or_else(|| format!("Invalid image reference {:?}.", execution.image))?;
+    let argv = command::split(&execution.command).ok_or_else(|| {
+        format!(
+            "Invalid command {:?}: unbalanced quotes.",
+            execution.command
+        )
+    })?;
+    let labels = BTreeMap::from([
+        ("fastlane.task_id".to_string(), execution.task_id.clone()),
+        ("fastlane.job_id".to_string(), execution.job_id.to_string()),
+        (
+            "fastlane.execution_id".to_string(),
+            execution.execution_id.to_string(),
+        ),
+    ]);
+    Ok(ContainerSpec {
+        name: format!("fastlane-job-{}", execution.execution_id),
+        image,
+        argv,
+        env: job
+            .metadata
+            .envs
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect(),
+        extra_hosts: job
+            .metadata
+            .additional_dns_entries
+            .iter()
+            .map(|(host, ip)| format!("{host}:{ip}"))
+            .collect(),
+        labels,
+    })
+}
+
+/// The context of an error report about the execution of `message`: the operation, the ids,
+/// and the image and command when the execution is known.
+pub(crate) fn report_context(
+    operation: &str,
+    message: &QueueMessage,
+    execution: Option<&Execution>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut extra = std::collections::BTreeMap::from([
+        ("operation".to_string(), operation.to_string()),
+        ("task_id".to_string(), message.task_id.clone()),
+        ("job_id".to_string(), message.job_id.to_string()),
+        ("execution_id".to_string(), message.execution_id.to_string()),
+    ]);
+    if let Some(execution) = execution {
+        extra.insert("image".into(), execution.image.clone());
+        extra.insert("command".into(), execution.command.clone());
+    }
+    extra
+}
