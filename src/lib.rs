@@ -14,8 +14,6 @@ use fastlane_actors::root::{RootActor, RootArgs};
 use fastlane_actors::{Services, Settings};
 use fastlane_proto::redact::Redactor;
 use gateway::GatewaySettings;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use ractor::Actor;
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -160,60 +158,7 @@ pub async fn run(
         .with_context(|| format!("could not listen on {bind}"))?;
     tracing::info!(address = %listener.local_addr()?, "fastlane-node listening");
 
-    // Each connection watches `stop`: on shutdown it finishes the request in flight and closes.
-    // (hyper-util's GracefulShutdown does not take connections that can be upgraded to
-    // WebSockets, so this is done by hand.)
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                while connections.try_join_next().is_some() {}
-                let settings = gateway_settings.clone();
-                let mut stopped = stopped.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |request| gateway::handle(settings.clone(), request, peer));
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(30))
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades();
-                    let mut connection = std::pin::pin!(connection);
-                    tokio::select! {
-                        result = connection.as_mut() => {
-                            if let Err(error) = result {
-                                tracing::debug!(%error, "connection ended with an error");
-                            }
-                        }
-                        _ = stopped.changed() => {
-                            connection.as_mut().graceful_shutdown();
-                            let _ = connection.await;
-                        }
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    tracing::info!("shutting down: no new requests, draining the ones in flight");
-    drop(listener);
-    let _ = stop.send(true);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("some requests did not finish in time");
-    }
+    gateway::server::serve(listener, gateway_settings, shutdown, DRAIN_TIMEOUT).await;
     let _ = ractor::call_t!(
         root,
         fastlane_actors::root::RootMessage::PrepareShutdown,

@@ -9,10 +9,11 @@ use hyper::{HeaderMap, Response, StatusCode};
 use serde_json::Value;
 use std::net::SocketAddr;
 
-pub type HttpResponse = Response<Full<Bytes>>;
+/// Every answer of the gateway: a whole body in memory.
+pub(crate) type HttpResponse = Response<Full<Bytes>>;
 
 /// The one mapping of error kinds to HTTP statuses.
-pub fn status_of(kind: ErrorKind) -> StatusCode {
+pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::Invalid => StatusCode::BAD_REQUEST,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -25,14 +26,19 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 
 /// A failed request: status, message and the operation it was part of.
 #[derive(Debug)]
-pub struct Failure {
-    pub status: StatusCode,
-    pub message: String,
-    pub operation: &'static str,
+pub(crate) struct Failure {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+    pub(crate) operation: &'static str,
 }
 
 impl Failure {
-    pub fn new(status: StatusCode, operation: &'static str, message: impl Into<String>) -> Self {
+    /// A failure with any status.
+    pub(crate) fn new(
+        status: StatusCode,
+        operation: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Failure {
             status,
             message: message.into(),
@@ -40,22 +46,25 @@ impl Failure {
         }
     }
 
-    pub fn invalid(operation: &'static str, message: impl Into<String>) -> Self {
+    /// 400: the request itself is wrong.
+    pub(crate) fn invalid(operation: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, operation, message)
     }
 
-    pub fn not_found(operation: &'static str, message: impl Into<String>) -> Self {
+    /// 404: what the request names does not exist.
+    pub(crate) fn not_found(operation: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, operation, message)
     }
 
     /// `{"error", "operation"}` served as JSON (the original served it as text/html, its bug 16).
-    pub fn into_response(self) -> HttpResponse {
+    pub(crate) fn into_response(self) -> HttpResponse {
         let body = serde_json::json!({"error": self.message, "operation": self.operation});
         json_response(self.status, &body, false)
     }
 }
 
-pub fn json_response(status: StatusCode, body: &Value, pretty: bool) -> HttpResponse {
+/// `body` as `application/json` with a trailing newline (pretty-printed when `pretty`).
+pub(crate) fn json_response(status: StatusCode, body: &Value, pretty: bool) -> HttpResponse {
     let mut text = if pretty {
         serde_json::to_vec_pretty(body)
     } else {
@@ -71,7 +80,8 @@ pub fn json_response(status: StatusCode, body: &Value, pretty: bool) -> HttpResp
     response
 }
 
-pub fn text_response(
+/// `body` as it is, with `content_type`.
+pub(crate) fn text_response(
     status: StatusCode,
     body: Vec<u8>,
     content_type: &'static str,
@@ -86,7 +96,7 @@ pub fn text_response(
 
 /// Decodes `%XX` escapes (and `+` as space when `plus_is_space`). `None` for bad escapes or
 /// a result that is not UTF-8.
-pub fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
+pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -111,7 +121,7 @@ pub fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
 }
 
 /// Encodes everything but unreserved characters, for a path segment or a query value.
-pub fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -124,7 +134,7 @@ pub fn percent_encode(text: &str) -> String {
 }
 
 /// The first value of `name` in a query string, decoded.
-pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         (percent_decode(key, true).as_deref() == Some(name))
@@ -133,7 +143,7 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 /// The client's address: `X-Real-Ip`, else the first `X-Forwarded-For` entry, else the peer.
-pub fn request_ip(headers: &HeaderMap, peer: SocketAddr) -> String {
+pub(crate) fn request_ip(headers: &HeaderMap, peer: SocketAddr) -> String {
     let header = |name: &str| {
         headers
             .get(name)

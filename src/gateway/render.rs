@@ -1,46 +1,47 @@
-//! JSON DTOs: how tasks, jobs and executions look in the API. Field names, nesting and URLs are
-//! the original's (spec §1); keys come out sorted, as Flask's `jsonify` sorted them.
+//! JSON DTOs: every JSON shape the API answers with (tasks, jobs, executions, enqueue and stop
+//! answers, health and node status). Field names, nesting and URLs are the original's (spec §1);
+//! keys come out sorted, as Flask's `jsonify` sorted them. Error bodies are `http::Failure`'s.
 
 use super::http::percent_encode;
-use fastlane_actors::api::JobView;
-use fastlane_actors::ports::Paged;
+use fastlane_actors::api::{Enqueued, Health, JobView, NodeStatus};
+use fastlane_actors::ports::{DeadLetter, Paged};
+use fastlane_proto::farm::Farm;
 use fastlane_proto::redact::Redactor;
 use fastlane_proto::schedule::JobSchedule;
+use fastlane_proto::views::{execution, iso};
 use fastlane_proto::{Execution, Job, TaskSummary};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// Builds absolute URLs from `http://{host}`.
-pub struct Urls {
-    pub base: String,
+pub(crate) struct Urls {
+    pub(crate) base: String,
 }
 
 impl Urls {
-    pub fn task(&self, task_id: &str) -> String {
+    pub(crate) fn task(&self, task_id: &str) -> String {
         format!("{}/tasks/{}/", self.base, percent_encode(task_id))
     }
 
-    pub fn job(&self, task_id: &str, job_id: Uuid) -> String {
+    pub(crate) fn job(&self, task_id: &str, job_id: Uuid) -> String {
         format!("{}jobs/{job_id}/", self.task(task_id))
     }
 
-    pub fn execution(&self, task_id: &str, job_id: Uuid, execution_id: Uuid) -> String {
+    pub(crate) fn execution(&self, task_id: &str, job_id: Uuid, execution_id: Uuid) -> String {
         format!("{}executions/{execution_id}/", self.job(task_id, job_id))
     }
 }
 
-pub use fastlane_proto::views::execution;
-use fastlane_proto::views::iso;
-
 /// The job's metadata with secret-looking env values redacted.
-pub fn job_metadata(job: &Job, redactor: &Redactor) -> Value {
+fn job_metadata(job: &Job, redactor: &Redactor) -> Value {
     let mut metadata = serde_json::to_value(&job.metadata).unwrap_or_default();
     metadata["envs"] =
         serde_json::to_value(redactor.redact(&job.metadata.envs)).unwrap_or_default();
     metadata
 }
 
-pub fn job_details(view: &JobView, urls: &Urls, redactor: &Redactor) -> Value {
+/// `GET …/jobs/{id}/`: the job, its metadata (envs redacted), newest executions and schedule.
+pub(crate) fn job_details(view: &JobView, urls: &Urls, redactor: &Redactor) -> Value {
     let job = &view.job;
     let executions: Vec<Value> = view
         .executions
@@ -71,7 +72,7 @@ pub fn job_details(view: &JobView, urls: &Urls, redactor: &Redactor) -> Value {
 }
 
 /// A job's schedule: when it fires next, its policies, the firings it missed.
-pub fn schedule(schedule: &JobSchedule) -> Value {
+fn schedule(schedule: &JobSchedule) -> Value {
     let missed: Vec<Value> = schedule
         .missed
         .iter()
@@ -88,7 +89,8 @@ pub fn schedule(schedule: &JobSchedule) -> Value {
     })
 }
 
-pub fn execution_details(item: &Execution, urls: &Urls) -> Value {
+/// `GET …/executions/{id}/`: the execution with links to its task and job.
+pub(crate) fn execution_details(item: &Execution, urls: &Urls) -> Value {
     json!({
         "task": {"id": item.task_id, "url": urls.task(&item.task_id)},
         "job": {"id": item.job_id.to_string(), "url": urls.job(&item.task_id, item.job_id)},
@@ -96,7 +98,8 @@ pub fn execution_details(item: &Execution, urls: &Urls) -> Value {
     })
 }
 
-pub fn task_details(task_id: &str, jobs: &[Job], urls: &Urls) -> Value {
+/// `GET /tasks/{id}/`: the task's jobs with their links.
+pub(crate) fn task_details(task_id: &str, jobs: &[Job], urls: &Urls) -> Value {
     let jobs: Vec<Value> = jobs
         .iter()
         .map(|job| {
@@ -111,7 +114,7 @@ pub fn task_details(task_id: &str, jobs: &[Job], urls: &Urls) -> Value {
 }
 
 /// A page of tasks; `page_url` builds the URL of another page.
-pub fn task_page(
+pub(crate) fn task_page(
     paged: &Paged<TaskSummary>,
     page: u64,
     per_page: u64,
@@ -144,5 +147,174 @@ pub fn task_page(
         "hasPrev": has_prev,
         "nextUrl": if has_next { Value::String(page_url(page + 1)) } else { Value::Null },
         "prevUrl": if has_prev { Value::String(page_url(page - 1)) } else { Value::Null },
+    })
+}
+
+/// `/healthcheck`: whether the queue and the store answer (under the original's names `redis`
+/// and `mongo`, whatever backs them), their errors, and what backs them.
+pub(crate) fn health(health: &Health, backends: &(String, String)) -> Value {
+    let mut errors = Vec::new();
+    if let Err(message) = &health.queue {
+        errors.push(json!({"source": "redis", "message": message}));
+    }
+    if let Err(message) = &health.store {
+        errors.push(json!({"source": "mongo", "message": message}));
+    }
+    json!({
+        "redis": health.queue.is_ok(),
+        "mongo": health.store.is_ok(),
+        "errors": errors,
+        "backends": {"queue": backends.0, "store": backends.1},
+    })
+}
+
+/// `/status/`: hosts (available ones first, as the original), their running containers, farm
+/// slots, queue lengths with the newest dead letters, schedules and counts.
+pub(crate) fn node_status(node: &NodeStatus, farms: &[Farm]) -> Value {
+    let queue = node.queue.clone().unwrap_or_default();
+    let counts = node.counts.clone().unwrap_or_default();
+    let (scheduled, next) = node.scheduled;
+    json!({
+        "hosts": host_statuses(node),
+        "containers": {"running": running_containers(node)},
+        "farms": farm_usage(node, farms),
+        "queues": {
+            "jobs": {"length": queue.ready},
+            "delayed": {"length": queue.delayed},
+            "running": {"length": queue.leased},
+            "deadLetter": {
+                "length": queue.dead,
+                "newest": node.dead_letters.iter().map(dead_letter).collect::<Vec<_>>(),
+            },
+            "scheduled": {
+                "length": scheduled,
+                "nextTimeStamp": next.map(|next| next.0 as f64 / 1e6),
+                "nextHumanReadableDate": next.map(|next| next.iso()),
+            },
+        },
+        "tasks": {"count": counts.tasks},
+        "jobs": {"count": counts.jobs},
+        "fastlane": {"version": env!("CARGO_PKG_VERSION"), "executor": "docker"},
+    })
+}
+
+/// Each Docker host of the node; a blacklisted one is unavailable, draining while it still
+/// runs containers and drained once it runs none.
+fn host_statuses(node: &NodeStatus) -> Vec<Value> {
+    let mut hosts: Vec<Value> = node
+        .hosts
+        .iter()
+        .map(|host| {
+            let name = host.endpoint.to_string();
+            let blacklisted = node.blacklist.contains(&name);
+            let error = if blacklisted {
+                Some("server is blacklisted".to_string())
+            } else {
+                host.error.clone()
+            };
+            json!({
+                "host": host.endpoint.host(),
+                "port": host.endpoint.port(),
+                "available": host.available && !blacklisted,
+                "blacklisted": blacklisted,
+                "draining": blacklisted && host.running > 0,
+                "drained": blacklisted && host.running == 0,
+                "circuit": host.circuit.as_str(),
+                "error": error,
+                "running": host.running,
+            })
+        })
+        .collect();
+    // Available hosts first, as the original.
+    hosts.sort_by_key(|host| !host["available"].as_bool().unwrap_or(false));
+    hosts
+}
+
+fn running_containers(node: &NodeStatus) -> Vec<Value> {
+    node.hosts
+        .iter()
+        .flat_map(|host| {
+            host.containers.iter().map(move |id| {
+                json!({"host": host.endpoint.host(), "port": host.endpoint.port(), "id": id})
+            })
+        })
+        .collect()
+}
+
+/// Each farm with the slots (`farm:{index}`) in use of its `maxRunning`.
+fn farm_usage(node: &NodeStatus, farms: &[Farm]) -> Vec<Value> {
+    let used = |pool: &str| {
+        node.slots
+            .iter()
+            .find(|(name, _)| name == pool)
+            .map_or(0, |(_, used)| *used)
+    };
+    farms
+        .iter()
+        .enumerate()
+        .map(|(index, farm)| {
+            json!({
+                "match": farm.pattern,
+                "hosts": farm.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "maxRunning": farm.max_running,
+                "running": used(&format!("farm:{index}")),
+            })
+        })
+        .collect()
+}
+
+fn dead_letter(dead: &DeadLetter) -> Value {
+    json!({
+        "id": dead.message.id,
+        "taskId": dead.message.task_id,
+        "jobId": dead.message.job_id.to_string(),
+        "executionId": dead.message.execution_id.to_string(),
+        "reason": dead.reason,
+        "at": dead.at.iso(),
+        "deliveries": dead.deliveries,
+    })
+}
+
+/// The answer to an enqueue (`POST /tasks/{id}/`, `PUT …/jobs/{id}/`).
+pub(crate) fn enqueued(enqueued: &Enqueued, urls: &Urls) -> Value {
+    let execution_url = enqueued
+        .execution_id
+        .map(|execution_id| urls.execution(&enqueued.task_id, enqueued.job_id, execution_id));
+    json!({
+        "taskId": enqueued.task_id,
+        "jobId": enqueued.job_id.to_string(),
+        "executionId": enqueued.execution_id.map(|id| id.to_string()),
+        "executionUrl": execution_url,
+        "queueJobId": enqueued.queue_message_id,
+        "jobUrl": urls.job(&enqueued.task_id, enqueued.job_id),
+        "taskUrl": urls.task(&enqueued.task_id),
+    })
+}
+
+/// The answer to a job's `stop` and `retry`: the ids as they were written in the path, the
+/// URLs from the parsed ids.
+pub(crate) fn job_links(task_id: &str, job: (&str, Uuid), urls: &Urls) -> Value {
+    let (job_id, job_uuid) = job;
+    json!({
+        "taskId": task_id,
+        "jobId": job_id,
+        "jobUrl": urls.job(task_id, job_uuid),
+        "taskUrl": urls.task(task_id),
+    })
+}
+
+/// The answer to an execution's `stop`: the ids as they were written in the path, the URLs
+/// from the parsed ids.
+pub(crate) fn execution_links(
+    task_id: &str,
+    job: (&str, Uuid),
+    execution: (&str, Uuid),
+    urls: &Urls,
+) -> Value {
+    let ((job_id, job_uuid), (execution_id, execution_uuid)) = (job, execution);
+    json!({
+        "task": {"id": task_id, "url": urls.task(task_id)},
+        "job": {"id": job_id, "url": urls.job(task_id, job_uuid)},
+        "execution": {"id": execution_id, "url": urls.execution(task_id, job_uuid, execution_uuid)},
     })
 }

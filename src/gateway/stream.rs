@@ -5,7 +5,7 @@
 //! reason `done` when there is nothing more to come (the execution ended: its stored output is
 //! replayed first) or `retry` when the execution has not started yet (the page reconnects).
 
-use super::http::{text_response, HttpResponse};
+use super::http::{text_response, Failure, HttpResponse};
 use super::{call, GatewaySettings};
 use bytes::Bytes;
 use fastlane_actors::api::{ApiMessage, WatchOutcome};
@@ -24,14 +24,14 @@ use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
 
 /// The execution a socket or page is about.
-pub struct Target {
-    pub task_id: String,
-    pub job_id: String,
-    pub execution_id: Option<String>,
+pub(crate) struct Target {
+    pub(crate) task_id: String,
+    pub(crate) job_id: String,
+    pub(crate) execution_id: Option<String>,
 }
 
 /// Answers the WebSocket handshake and serves the socket in its own task.
-pub fn accept(
+pub(crate) fn accept(
     settings: Arc<GatewaySettings>,
     mut request: Request<Incoming>,
     target: Target,
@@ -46,7 +46,7 @@ pub fn accept(
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
     let (Some(accept_key), true) = (key, upgrade) else {
-        return super::http::Failure::invalid("stream_logs", "This route only speaks WebSocket.")
+        return Failure::invalid("stream_logs", "This route only speaks WebSocket.")
             .into_response();
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
@@ -166,7 +166,7 @@ fn escape_html(text: &str) -> String {
 
 /// The stream page: shows the output as it arrives (as text, never as HTML), reconnects on
 /// `retry`, stops on `done`.
-pub fn page(target: &Target, ws_path: &str) -> HttpResponse {
+pub(crate) fn page(target: &Target, ws_path: &str) -> HttpResponse {
     let title = match &target.execution_id {
         Some(execution_id) => format!(
             "{} - {} - {} - Fastlane",

@@ -1,0 +1,274 @@
+//! The router: which handler serves a method and a path. [`ROUTES`] is the whole API; a path
+//! no row matches is 404, a method no row of a matching path takes is 405 with `Allow`.
+//!
+//! Paths are compared segment by segment after percent-decoding; empty segments are ignored,
+//! so a trailing slash is optional everywhere. `HEAD` is served as `GET` (with the body
+//! dropped by `handle`), `OPTIONS` answers `Allow`, and the original's non-standard `DEL` is
+//! taken wherever `DELETE` is.
+
+use super::guard::{host, read_body};
+use super::http::{percent_decode, text_response, Failure, HttpResponse};
+use super::render::Urls;
+use super::routes::jobs::{self, ExecutionAction, JobAction, OutputKind};
+use super::routes::{node, tasks};
+use super::GatewaySettings;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW};
+use hyper::{Method, Request, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What a row of [`ROUTES`] does.
+#[derive(Clone, Copy, Debug)]
+enum Endpoint {
+    Healthcheck,
+    Status,
+    Blacklist {
+        add: bool,
+    },
+    ListTasks,
+    SearchTasks,
+    TaskDetails,
+    /// `POST /tasks/{task}/`: a new job.
+    CreateJob,
+    /// `PUT …/jobs/{job}/`: creates or replaces the job with that id.
+    PutJob,
+    JobDetails,
+    Job(JobAction),
+    Execution(ExecutionAction),
+    /// `stdout`/`stderr`/`logs` of an execution, or of the job's last one.
+    Output(OutputKind),
+    /// The stream page, of an execution or of the job's last one.
+    StreamPage,
+    /// The WebSocket the stream page reads.
+    WebSocket,
+}
+
+/// One route: a method, a path pattern (`:task`, `:job` and `:execution` capture a segment)
+/// and what serves it.
+struct Route {
+    method: Method,
+    pattern: &'static str,
+    endpoint: Endpoint,
+}
+
+const fn row(method: Method, pattern: &'static str, endpoint: Endpoint) -> Route {
+    Route {
+        method,
+        pattern,
+        endpoint,
+    }
+}
+
+/// The API. The order of a path's rows is the order of its methods in `Allow`.
+#[rustfmt::skip]
+const ROUTES: &[Route] = {
+    use Endpoint::*;
+    &[
+        row(Method::GET,    "/",                                                   Healthcheck),
+        row(Method::GET,    "/healthcheck",                                        Healthcheck),
+        row(Method::GET,    "/status",                                             Status),
+        row(Method::GET,    "/tasks",                                              ListTasks),
+        row(Method::GET,    "/search",                                             SearchTasks),
+        row(Method::GET,    "/tasks/:task",                                        TaskDetails),
+        row(Method::POST,   "/tasks/:task",                                        CreateJob),
+        row(Method::GET,    "/tasks/:task/jobs/:job",                              JobDetails),
+        row(Method::PUT,    "/tasks/:task/jobs/:job",                              PutJob),
+        row(Method::POST,   "/tasks/:task/jobs/:job/stop",                         Job(JobAction::Stop)),
+        row(Method::POST,   "/tasks/:task/jobs/:job/retry",                        Job(JobAction::Retry)),
+        row(Method::GET,    "/tasks/:task/jobs/:job/stdout",                       Output(OutputKind::Stdout)),
+        row(Method::GET,    "/tasks/:task/jobs/:job/stderr",                       Output(OutputKind::Stderr)),
+        row(Method::GET,    "/tasks/:task/jobs/:job/logs",                         Output(OutputKind::Logs)),
+        row(Method::GET,    "/tasks/:task/jobs/:job/stream",                       StreamPage),
+        row(Method::GET,    "/tasks/:task/jobs/:job/ws",                           WebSocket),
+        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution",        Execution(ExecutionAction::Show)),
+        row(Method::POST,   "/tasks/:task/jobs/:job/executions/:execution/stop",   Execution(ExecutionAction::Stop)),
+        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/stdout", Output(OutputKind::Stdout)),
+        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/stderr", Output(OutputKind::Stderr)),
+        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/logs",   Output(OutputKind::Logs)),
+        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/stream", StreamPage),
+        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/ws",     WebSocket),
+        row(Method::POST,   "/docker-executor/blacklist",                          Blacklist { add: true }),
+        row(Method::PUT,    "/docker-executor/blacklist",                          Blacklist { add: true }),
+        row(Method::DELETE, "/docker-executor/blacklist",                          Blacklist { add: false }),
+    ]
+};
+
+/// The ids a path captured; the ones its pattern does not capture are empty.
+#[derive(Default)]
+struct PathIds<'a> {
+    task: &'a str,
+    job: &'a str,
+    execution: Option<&'a str>,
+}
+
+/// The ids `segments` give `pattern`'s captures, or `None` when they do not fit it.
+fn capture<'a>(pattern: &str, segments: &[&'a str]) -> Option<PathIds<'a>> {
+    let parts: Vec<&str> = pattern.split('/').filter(|part| !part.is_empty()).collect();
+    if parts.len() != segments.len() {
+        return None;
+    }
+    let mut ids = PathIds::default();
+    for (part, segment) in parts.into_iter().zip(segments) {
+        match part {
+            ":task" => ids.task = segment,
+            ":job" => ids.job = segment,
+            ":execution" => ids.execution = Some(segment),
+            literal if literal == *segment => {}
+            _ => return None,
+        }
+    }
+    Some(ids)
+}
+
+/// The rows `segments` fit, in table order, with what each captured.
+fn matching<'a>(segments: &[&'a str]) -> Vec<(&'static Route, PathIds<'a>)> {
+    ROUTES
+        .iter()
+        .filter_map(|route| Some((route, capture(route.pattern, segments)?)))
+        .collect()
+}
+
+/// Finds the route of `request` and serves it.
+pub(crate) async fn route(
+    settings: &Arc<GatewaySettings>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<HttpResponse, Failure> {
+    let path = request.uri().path().to_string();
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| percent_decode(segment, false))
+        .collect::<Option<_>>()
+        .ok_or_else(|| Failure::invalid("route", "The path is not valid percent-encoded UTF-8."))?;
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let matching = matching(&segments);
+    if matching.is_empty() {
+        return Err(Failure::not_found("route", format!("No route for {path}.")));
+    }
+    let allow: Vec<Method> = matching
+        .iter()
+        .map(|(route, _)| route.method.clone())
+        .collect();
+    let method = request.method().clone();
+    if method == Method::OPTIONS {
+        return Ok(allow_response(StatusCode::OK, &allow));
+    }
+    let wanted = match method.as_str() {
+        "HEAD" => Method::GET,
+        // The original accepts the non-standard `DEL` wherever it accepts DELETE.
+        "DEL" => Method::DELETE,
+        _ => method.clone(),
+    };
+    let Some((route, ids)) = matching
+        .into_iter()
+        .find(|(route, _)| route.method == wanted)
+    else {
+        let mut response = allow_response(StatusCode::METHOD_NOT_ALLOWED, &allow);
+        let body = Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "route",
+            format!("Method {method} is not allowed on {path}."),
+        );
+        *response.body_mut() = body.into_response().into_body();
+        response
+            .headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        return Ok(response);
+    };
+    let urls = Urls {
+        base: format!("http://{}", host(settings, &request)),
+    };
+    let query = request.uri().query().map(str::to_string);
+    let query = query.as_deref();
+    let PathIds {
+        task,
+        job,
+        execution,
+    } = ids;
+    match route.endpoint {
+        Endpoint::Healthcheck => node::healthcheck(settings).await,
+        Endpoint::Status => node::status(settings).await,
+        Endpoint::Blacklist { add } => {
+            let body = read_body(request).await?;
+            node::blacklist(settings, add, &body).await
+        }
+        Endpoint::ListTasks => tasks::list(settings, &urls, query).await,
+        Endpoint::SearchTasks => tasks::search(settings, &urls, query).await,
+        Endpoint::TaskDetails => tasks::details(settings, &urls, task).await,
+        Endpoint::CreateJob => tasks::enqueue(settings, &urls, request, peer, task, None).await,
+        Endpoint::PutJob => tasks::enqueue(settings, &urls, request, peer, task, Some(job)).await,
+        Endpoint::JobDetails => jobs::details(settings, &urls, task, job).await,
+        Endpoint::Job(action) => jobs::stop_or_retry(settings, &urls, action, task, job).await,
+        Endpoint::Execution(action) => {
+            let execution = execution.unwrap_or_default();
+            jobs::execution(settings, &urls, action, task, job, execution).await
+        }
+        Endpoint::Output(output) => jobs::output(settings, output, task, job, execution).await,
+        Endpoint::StreamPage => Ok(jobs::stream_page(task, job, execution)),
+        Endpoint::WebSocket => Ok(jobs::websocket(settings, request, task, job, execution)),
+    }
+}
+
+/// An empty answer with `Allow` (and `Access-Control-Allow-Methods`, for preflights): `HEAD`
+/// wherever `GET` is, `OPTIONS` everywhere.
+fn allow_response(status: StatusCode, allow: &[Method]) -> HttpResponse {
+    let mut methods: Vec<&str> = allow.iter().map(Method::as_str).collect();
+    if allow.contains(&Method::GET) {
+        methods.push("HEAD");
+    }
+    methods.push("OPTIONS");
+    let mut response = text_response(status, Vec::new(), "text/plain; charset=utf-8");
+    if let Ok(value) = HeaderValue::from_str(&methods.join(", ")) {
+        response.headers_mut().insert(ALLOW, value.clone());
+        response
+            .headers_mut()
+            .insert("access-control-allow-methods", value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn methods(path: &str) -> Vec<String> {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        matching(&segments)
+            .iter()
+            .map(|(route, _)| route.method.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn each_path_allows_its_methods_in_order() {
+        assert_eq!(methods("/"), ["GET"]);
+        assert_eq!(methods("/status/"), ["GET"]);
+        assert_eq!(methods("/tasks/t/"), ["GET", "POST"]);
+        assert_eq!(methods("/tasks/t/jobs/j"), ["GET", "PUT"]);
+        assert_eq!(methods("/tasks/t/jobs/j/retry"), ["POST"]);
+        assert_eq!(methods("/tasks/t/jobs/j/executions/e"), ["GET"]);
+        assert_eq!(methods("/tasks/t/jobs/j/executions/e/stop/"), ["POST"]);
+        assert_eq!(methods("/tasks/t/jobs/j/executions/e/ws"), ["GET"]);
+        assert_eq!(
+            methods("/docker-executor/blacklist"),
+            ["POST", "PUT", "DELETE"]
+        );
+        assert!(methods("/tasks/t/jobs").is_empty());
+        assert!(methods("/tasks/t/jobs/j/executions/e/retry").is_empty());
+    }
+
+    #[test]
+    fn captures_name_the_ids() {
+        let segments = ["tasks", "t", "jobs", "j", "executions", "e", "stdout"];
+        let (route, ids) = matching(&segments).pop().unwrap();
+        assert!(matches!(
+            route.endpoint,
+            Endpoint::Output(OutputKind::Stdout)
+        ));
+        assert_eq!((ids.task, ids.job, ids.execution), ("t", "j", Some("e")));
+        let (_, ids) = matching(&["tasks", "t"]).pop().unwrap();
+        assert_eq!((ids.task, ids.job, ids.execution), ("t", "", None));
+    }
+}
