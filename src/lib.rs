@@ -161,7 +161,7 @@ pub async fn run(
     gateway::server::serve(listener, gateway_settings, shutdown, DRAIN_TIMEOUT).await;
     let _ = ractor::call_t!(
         root,
-        fastlane_actors::root::RootMessage::PrepareShutdown,
+        fastlane_actors::messages::RootMessage::PrepareShutdown,
         2_000
     );
     root.stop_children_and_wait(None, Some(DRAIN_TIMEOUT)).await;

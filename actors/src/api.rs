@@ -11,8 +11,9 @@
 
 use crate::lifecycle::stop_execution;
 use crate::messages::{
-    schedule_changed, wake_poller, ApiResult, Enqueued, Health, HostMessage, NodeStatus,
-    RootMessage, SchedulerMessage, TaskView, SCHEDULER_NAME,
+    schedule_changed, wake_poller, ApiError, ApiMessage, ApiResult, Enqueued, ExecutionLookup,
+    Health, HostMessage, JobView, NodeStatus, RootMessage, SchedulerMessage, TaskView,
+    WatchOutcome, SCHEDULER_NAME,
 };
 use crate::ports::QueueMessage;
 use crate::Services;
@@ -22,9 +23,6 @@ use fastlane_proto::{ErrorKind, Execution, Timestamp};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::future::Future;
 use uuid::Uuid;
-
-// Old paths of the gateway's imports, until it imports `messages` directly.
-pub use crate::messages::{ApiError, ApiMessage, ExecutionLookup, JobView, WatchOutcome, API_NAME};
 
 /// Dead letters shown in `/status/`.
 pub const DEAD_LETTERS_SHOWN: usize = 20;

@@ -24,10 +24,9 @@ use crate::api::{ApiActor, ApiArgs};
 use crate::gate::GateActor;
 use crate::host::{HostActor, HostArgs};
 use crate::job::{JobActor, JobArgs};
-pub use crate::messages::RootMessage;
 use crate::messages::{
-    job_actor_name, slots_done, ChildKind, HostMessage, HostStatus, PollerMessage, API_NAME,
-    GATE_NAME, NOTIFIER_NAME, POLLER_NAME, SCHEDULER_NAME,
+    job_actor_name, slots_done, ChildKind, HostMessage, HostStatus, PollerMessage, RootMessage,
+    API_NAME, GATE_NAME, NOTIFIER_NAME, POLLER_NAME, SCHEDULER_NAME,
 };
 use crate::notifier::NotifierActor;
 use crate::poller::{PollerActor, PollerArgs};

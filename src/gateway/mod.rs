@@ -18,7 +18,7 @@ pub(crate) mod server;
 mod stream;
 
 use bytes::Bytes;
-use fastlane_actors::api::{ApiError, ApiMessage, API_NAME};
+use fastlane_actors::messages::{ApiError, ApiMessage, API_NAME};
 use fastlane_proto::redact::Redactor;
 use http::{json_response, Failure, HttpResponse};
 use http_body_util::Full;

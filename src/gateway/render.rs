@@ -3,7 +3,7 @@
 //! keys come out sorted, as Flask's `jsonify` sorted them. Error bodies are `http::Failure`'s.
 
 use super::http::percent_encode;
-use fastlane_actors::api::{Enqueued, Health, JobView, NodeStatus};
+use fastlane_actors::messages::{Enqueued, Health, JobView, NodeStatus};
 use fastlane_actors::ports::{DeadLetter, Paged};
 use fastlane_proto::farm::Farm;
 use fastlane_proto::redact::Redactor;

@@ -8,7 +8,7 @@
 use super::http::{text_response, Failure, HttpResponse};
 use super::{call, GatewaySettings};
 use bytes::Bytes;
-use fastlane_actors::api::{ApiMessage, WatchOutcome};
+use fastlane_actors::messages::{ApiMessage, WatchOutcome};
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, UPGRADE};

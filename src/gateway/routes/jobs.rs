@@ -6,7 +6,7 @@ use crate::gateway::http::{percent_encode, text_response, Failure, HttpResponse}
 use crate::gateway::render::{self, Urls};
 use crate::gateway::stream::{self, Target};
 use crate::gateway::{api_failure, call, ok, GatewaySettings};
-use fastlane_actors::api::{ApiMessage, ApiResult, ExecutionLookup};
+use fastlane_actors::messages::{ApiMessage, ApiResult, ExecutionLookup};
 use fastlane_proto::ExecutionStatus;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;

@@ -4,7 +4,7 @@
 use crate::gateway::http::{json_response, text_response, Failure, HttpResponse};
 use crate::gateway::render;
 use crate::gateway::{api_failure, call, ok, GatewaySettings};
-use fastlane_actors::api::ApiMessage;
+use fastlane_actors::messages::ApiMessage;
 use hyper::StatusCode;
 
 /// `/healthcheck/`: 200 when the queue and the store answer, 503 when either does not.

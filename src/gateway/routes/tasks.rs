@@ -5,7 +5,7 @@ use crate::gateway::guard::read_body;
 use crate::gateway::http::{percent_encode, query_param, request_ip, Failure, HttpResponse};
 use crate::gateway::render::{self, Urls};
 use crate::gateway::{api_failure, call, ok, GatewaySettings};
-use fastlane_actors::api::ApiMessage;
+use fastlane_actors::messages::ApiMessage;
 use fastlane_actors::ports::Page;
 use fastlane_proto::payload::parse_enqueue;
 use hyper::body::Incoming;
