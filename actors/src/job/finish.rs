@@ -67,7 +67,11 @@ impl JobState {
             }
             // Still pulling: `started` stops the container once it exists.
             (Some(_), None) => Ok(false),
-            (None, _) => self.ack().await,
+            // Not placed yet (waiting for slots): nothing runs, the end is final now.
+            (None, _) => {
+                self.tell_notifier(false);
+                self.ack().await
+            }
         }
     }
 
@@ -118,6 +122,7 @@ impl JobState {
             // Already stored as stopped/timed out; nothing more to collect.
             tracing::info!(?ending, %error, "container gone after an early end");
             self.remove_container();
+            self.tell_notifier(false);
             return self.ack().await;
         }
         if error.is_host_fault() {

@@ -190,11 +190,16 @@ impl JobState {
         myself: &ActorRef<JobMessage>,
         started: StartedContainer,
     ) -> Step {
+        let ending = self.ending.is_some();
         let execution = self.execution();
-        execution.status = ExecutionStatus::Running;
+        // An execution stopped or timed out meanwhile keeps its final status: its output is
+        // added to it when the container has exited.
+        if !ending {
+            execution.status = ExecutionStatus::Running;
+        }
         execution.started_at = Some(Timestamp::now());
         execution.metadata.container_id = Some(started.container_id.clone());
-        if self.ending.is_none() {
+        if !ending {
             self.persist().await?;
             self.arm_timeout(myself);
             self.tell_notifier(true);
