@@ -4,6 +4,8 @@
 //! Invariant: this crate does no I/O and knows no async runtime, HTTP, database or Docker crate.
 //! Everything here is plain values and plain functions, tested with plain unit tests.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod backoff;
 pub mod build;
 pub mod command;
