@@ -11,19 +11,26 @@ use uuid::Uuid;
 /// and the id of the queue message it waits on (the execution's, or the next firing's).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewJob {
+    /// The job record, with `metadata.enqueuedId` set to `queue_id`.
     pub job: Job,
+    /// The execution that runs now; `None` when the job waits for its schedule.
     pub execution: Option<Execution>,
+    /// The queue message the job waits on: its execution's id, or its next firing's.
     pub queue_id: String,
 }
 
 /// Where a job comes from: its ids, who asked, and when.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Origin {
+    /// The task the job belongs to (created with the job when new).
     pub task_id: String,
+    /// A new id for a POST; the id in the URL for a PUT.
     pub job_id: Uuid,
+    /// The client's address, stored as `requestIPAddress`.
     pub request_ip: Option<String>,
     /// When the job was first created (kept by a PUT that replaces it).
     pub created_at: Timestamp,
+    /// The time of the request: the job's `lastModifiedAt`, and where schedules count from.
     pub now: Timestamp,
 }
 
