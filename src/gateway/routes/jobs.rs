@@ -65,22 +65,22 @@ pub(crate) async fn stop_or_retry(
     let job_uuid = Uuid::parse_str(job_id).map_err(|_| not_found())?;
     let owned = task_id.to_string();
     let found = match action {
-        JobAction::Stop => call(settings, operation, |reply| ApiMessage::StopJob {
-            task_id: owned,
-            job_id: job_uuid,
-            reply,
-        })
-        .await?
-        .map_err(api_failure(operation))?
-        .is_some(),
-        JobAction::Retry => call(settings, operation, |reply| ApiMessage::Retry {
-            task_id: owned,
-            job_id: job_uuid,
-            reply,
-        })
-        .await?
-        .map_err(api_failure(operation))?
-        .is_some(),
+        JobAction::Stop => {
+            job_found(settings, operation, |reply| ApiMessage::StopJob {
+                task_id: owned,
+                job_id: job_uuid,
+                reply,
+            })
+            .await?
+        }
+        JobAction::Retry => {
+            job_found(settings, operation, |reply| ApiMessage::Retry {
+                task_id: owned,
+                job_id: job_uuid,
+                reply,
+            })
+            .await?
+        }
     };
     if !found {
         return Err(not_found());
@@ -89,6 +89,18 @@ pub(crate) async fn stop_or_retry(
         settings,
         &render::job_links(task_id, (job_id, job_uuid), urls),
     )
+}
+
+/// Sends a call about one job; `false` when the job does not exist.
+async fn job_found<T: Send + 'static>(
+    settings: &GatewaySettings,
+    operation: &'static str,
+    message: impl FnOnce(RpcReplyPort<ApiResult<Option<T>>>) -> ApiMessage,
+) -> Result<bool, Failure> {
+    let answer = call(settings, operation, message)
+        .await?
+        .map_err(api_failure(operation))?;
+    Ok(answer.is_some())
 }
 
 /// The two routes of one execution, `GET …/executions/{execution}/` and `POST …/stop/`: they
