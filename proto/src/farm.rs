@@ -9,7 +9,14 @@ use std::fmt;
 pub enum DockerEndpoint {
     /// `host:port` over plain HTTP, or over TLS (`https://host:port`) with the client
     /// certificate of the configuration.
-    Tcp { host: String, port: u16, tls: bool },
+    Tcp {
+        /// Host name or IP address (IPv6 without brackets).
+        host: String,
+        /// TCP port of the engine's API, never 0.
+        port: u16,
+        /// Whether the configuration used `https://`, so the engine is reached over TLS.
+        tls: bool,
+    },
     /// The local engine: `DOCKER_HOST` or the default socket.
     Local,
 }
@@ -58,6 +65,7 @@ impl DockerEndpoint {
         }
     }
 
+    /// Whether the engine needs the configured client certificate (`https://` hosts).
     pub fn is_tls(&self) -> bool {
         matches!(self, DockerEndpoint::Tcp { tls: true, .. })
     }
@@ -83,7 +91,9 @@ pub struct Farm {
     /// The pattern as configured (empty = catch-all).
     pub pattern: String,
     matcher: Option<Regex>,
+    /// The farm's engines (`hosts`); its tasks are placed on any of them.
     pub hosts: Vec<DockerEndpoint>,
+    /// `maxRunning`: executions of this farm running at once, across all its hosts.
     pub max_running: u32,
 }
 
@@ -91,6 +101,8 @@ pub struct Farm {
 pub const DEFAULT_MAX_RUNNING: u32 = 10;
 
 impl Farm {
+    /// A farm whose `pattern` (a regex anchored at the start of the task id; empty matches
+    /// every task) is checked here, so a bad `match` fails at start-up.
     pub fn new(
         pattern: &str,
         hosts: Vec<DockerEndpoint>,
@@ -123,10 +135,12 @@ impl Farm {
         }
     }
 
+    /// Whether the farm has no `match` pattern and so takes every task; it belongs last.
     pub fn is_catch_all(&self) -> bool {
         self.matcher.is_none()
     }
 
+    /// Whether this farm runs `task_id`: its pattern matches the start of the id.
     pub fn matches(&self, task_id: &str) -> bool {
         self.matcher
             .as_ref()

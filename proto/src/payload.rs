@@ -16,22 +16,33 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// A fully validated enqueue request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EnqueueRequest {
+    /// The container image reference, e.g. `ubuntu:22.04`.
     pub image: String,
+    /// The command line run in the container, split shell-style later.
     pub command: String,
+    /// `envs`: environment variables of the container; numbers and booleans become text.
     pub envs: BTreeMap<String, String>,
+    /// `metadata`: the client's own fields, stored and shown back; `None` when absent or empty.
     pub custom: Option<Map<String, Value>>,
+    /// How many times a failed execution is retried (0 to 1000).
     pub retries: u32,
+    /// Unix time in seconds after which a still-enqueued execution expires instead of running.
     pub expiration: Option<i64>,
     /// Requested timeout in whole seconds (rounded up), before the hard limit applies.
     pub timeout: Option<u64>,
     /// The `notify` field: e-mail recipients per outcome list.
     pub emails: Value,
+    /// The `webhooks` field: `{url, ..}` objects per outcome list, like `emails`.
     pub webhooks: Value,
+    /// `additionalDNSEntries`: host name and IP pairs added to the container's hosts file.
     pub additional_dns_entries: Vec<(String, String)>,
     /// When to run; `None` runs it now.
     pub schedule: Option<ScheduleRequest>,
+    /// The `misfire` policy; only cron jobs may set it.
     pub misfire: Misfire,
+    /// The `overlap` policy; only cron jobs may set it.
     pub overlap: Overlap,
+    /// `backoff`: the delay between retries; `None` uses the node's default.
     pub backoff: Option<Backoff>,
     /// At most this many executions of the task at once.
     pub max_concurrent: Option<u32>,
@@ -40,10 +51,15 @@ pub struct EnqueueRequest {
 /// When a job should run, as requested.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ScheduleRequest {
+    /// `startAt`: run once at this time (given as unix seconds).
     StartAt(Timestamp),
+    /// `startIn`: run once this long after the request (`2h30m50s`).
     StartIn(Duration),
+    /// `cron`: run at every firing of the expression.
     Cron {
+        /// The validated cron expression, trimmed.
         expression: String,
+        /// The request's `timezone` (IANA name); `None` means UTC.
         timezone: Option<String>,
     },
 }

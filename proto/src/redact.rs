@@ -27,6 +27,7 @@ impl Redactor {
         }
     }
 
+    /// Whether the value of environment variable `key` must not be shown.
     pub fn is_secret(&self, key: &str) -> bool {
         let key = key.to_lowercase();
         self.words.iter().any(|word| key.contains(word.as_str()))

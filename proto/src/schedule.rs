@@ -27,6 +27,7 @@ pub enum Misfire {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Overlap {
+    /// Run the firing beside the previous execution.
     Allow,
     /// Skip the firing (recorded as missed).
     #[default]
@@ -45,7 +46,9 @@ pub const MISSED_KEPT: usize = 20;
 /// A firing that did not run, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MissedFiring {
+    /// The time the firing was due (`scheduledAt` in the API).
     pub scheduled_at: Timestamp,
+    /// Why it did not run, as shown to the client.
     pub reason: String,
 }
 
@@ -54,18 +57,24 @@ pub struct MissedFiring {
 pub struct JobSchedule {
     /// `None` for a one-off (`startAt`/`startIn`).
     pub cron: Option<String>,
+    /// The IANA time zone the cron expression is read in; `None` means UTC.
     pub timezone: Option<String>,
     /// When it fires next; `None` once a one-off has fired.
     pub next_fire_at: Option<Timestamp>,
+    /// What to do with firings missed while the node was down or busy.
     pub misfire: Misfire,
+    /// What a firing does while the previous execution still runs.
     pub overlap: Overlap,
+    /// The latest missed firings, oldest first, at most [`MISSED_KEPT`].
     #[serde(default)]
     pub missed: Vec<MissedFiring>,
+    /// Every firing missed since the job was created (`missedCount`), beyond those kept.
     #[serde(default)]
     pub missed_count: u64,
 }
 
 impl JobSchedule {
+    /// Counts a firing that did not run and keeps it, dropping the oldest past [`MISSED_KEPT`].
     pub fn record_missed(&mut self, scheduled_at: Timestamp, reason: &str) {
         self.missed_count += 1;
         self.missed.push(MissedFiring {

@@ -6,13 +6,21 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionStatus {
+    /// Waiting in the queue for a free slot on its farm.
     Enqueued,
+    /// Placed on a host, which is pulling the image; no container exists yet.
     Pulling,
+    /// The container runs.
     Running,
+    /// The container exited with code 0.
     Done,
+    /// The container exited non-zero, or the execution could not be started; may be retried.
     Failed,
+    /// Ended by the node because it ran past the job's timeout.
     Timedout,
+    /// Never started because its `expiration` had passed when it left the queue.
     Expired,
+    /// Ended early on request: the stop or retry routes, or a cron firing with `overlap: replace`.
     Stopped,
 }
 
@@ -29,6 +37,7 @@ impl ExecutionStatus {
         Self::Stopped,
     ];
 
+    /// The lower-case name used in JSON and in the stores.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Enqueued => "enqueued",
@@ -42,6 +51,7 @@ impl ExecutionStatus {
         }
     }
 
+    /// The status named by `text` (exact lower-case name), `None` for anything else.
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|status| status.as_str() == text)
     }
