@@ -102,6 +102,7 @@ pub struct Embedded {
     calls: connection::Calls,
 }
 
+/// What a call on the database thread fails with; each port maps it to its own error.
 #[derive(Debug, thiserror::Error)]
 enum DbError {
     #[error(transparent)]
