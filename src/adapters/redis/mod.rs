@@ -130,7 +130,7 @@ pub fn parse_url(url: &str) -> Result<Config, String> {
 }
 
 /// What kind of deployment a URL names, for `/healthcheck`.
-pub fn describe(config: &Config) -> &'static str {
+pub(crate) fn describe(config: &Config) -> &'static str {
     match config.server {
         ServerConfig::Sentinel { .. } => "redis-sentinel",
         ServerConfig::Clustered { .. } => "redis-cluster",
