@@ -6,6 +6,8 @@ pub mod config;
 pub mod gateway;
 pub mod telemetry;
 
+pub use adapters::docker::prune;
+
 use adapters::docker::DockerRuntime;
 use anyhow::Context;
 use config::Config;
@@ -37,7 +39,7 @@ pub async fn run(
     bind: SocketAddr,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let _sentry = telemetry::sentry_reporting::init(config.optional("SENTRY_DSN"))?;
+    let _sentry = adapters::sentry::init(config.optional("SENTRY_DSN"))?;
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("could not create DATA_DIR {}", data_dir.display()))?;
@@ -52,7 +54,7 @@ pub async fn run(
         .iter()
         .flat_map(|farm| farm.hosts.iter().cloned())
         .collect();
-    let tls = tls_files(&config);
+    let tls = adapters::docker::TlsFiles::from_config(&config);
     let runtimes = endpoints
         .iter()
         .map(|endpoint| {
@@ -109,6 +111,8 @@ pub async fn run(
     let services = Services {
         store: backends.store.clone(),
         queue: backends.queue.clone(),
+        slots: backends.slots.clone(),
+        blacklist: backends.blacklist.clone(),
         webhooks: Arc::new(adapters::webhooks::HttpWebhooks::new()?),
         mailer: Arc::new(adapters::smtp::SmtpMailer::new(
             config.optional("SMTP_HOST"),
@@ -118,7 +122,7 @@ pub async fn run(
             config.optional("SMTP_PASSWORD"),
             config.optional("SMTP_FROM"),
         )?),
-        reporter: Arc::new(telemetry::sentry_reporting::SentryReporter),
+        reporter: Arc::new(adapters::sentry::SentryReporter),
         settings: Arc::new(settings),
     };
     let root_args = RootArgs {
@@ -176,58 +180,6 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// `fastlane-node prune`: removes leftover job containers (not running, created more than
-/// `older_than` ago) on every configured host, one host after another, going on past a host
-/// that fails. Exit code 1 when any host failed.
-pub async fn prune(config: &Config, older_than: Duration) -> std::process::ExitCode {
-    let call_timeout = Duration::from_secs(config.uint("DOCKER_CALL_TIMEOUT_SECONDS").max(1));
-    let endpoints: BTreeSet<_> = config
-        .farms
-        .iter()
-        .flat_map(|farm| farm.hosts.iter().cloned())
-        .collect();
-    let mut failed = false;
-    for endpoint in endpoints {
-        let result = match DockerRuntime::connect(
-            &endpoint,
-            tls_files(config).as_ref(),
-            call_timeout,
-            call_timeout,
-        ) {
-            Ok(runtime) => runtime
-                .prune(older_than)
-                .await
-                .map_err(|error| error.to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-        match result {
-            Ok(pruned) => {
-                for container in pruned {
-                    println!("{}", serde_json::to_string(&container).unwrap_or_default());
-                }
-            }
-            Err(error) => {
-                failed = true;
-                eprintln!("fastlane-node: prune of {endpoint} failed: {error}");
-            }
-        }
-    }
-    if failed {
-        std::process::ExitCode::FAILURE
-    } else {
-        std::process::ExitCode::SUCCESS
-    }
-}
-
-/// The client certificate for `https://` hosts, when configured.
-fn tls_files(config: &Config) -> Option<adapters::docker::TlsFiles> {
-    Some(adapters::docker::TlsFiles {
-        ca: config.optional("DOCKER_TLS_CA")?.into(),
-        cert: config.optional("DOCKER_TLS_CERT")?.into(),
-        key: config.optional("DOCKER_TLS_KEY")?.into(),
-    })
 }
 
 /// This node's stable id (its queue consumer name), kept in the data directory so that a

@@ -1,16 +1,18 @@
 //! One conformance suite per port, written once and run against every implementation:
-//! - the queue: embedded (SQLite), Redis standalone, Redis Sentinel (with a failover during the
-//!   run) and Redis Cluster;
+//! - the queue, the slots and the host blacklist (three ports, one backend): embedded (SQLite),
+//!   Redis standalone, Redis Sentinel (with a failover during the run) and Redis Cluster;
 //! - the store: embedded (SQLite) and MongoDB (SecantusDB here; a real MongoDB too when
 //!   `FASTLANE_TEST_MONGODB_URL` points at one).
 //!
 //! The backends come from `scripts/testenv.sh` (the README's test command starts them). Each run
 //! uses its own Redis key prefix or Mongo database, so runs do not see each other.
 
-use fastlane_actors::ports::{Page, Queue, QueueError, QueueMessage, Store, StoreError};
+use fastlane_actors::ports::{
+    HostBlacklist, Page, Queue, QueueError, QueueMessage, Slots, Store, StoreError,
+};
 use fastlane_node::adapters::embedded::Embedded;
 use fastlane_node::adapters::mongo::{MongoSettings, MongoStore};
-use fastlane_node::adapters::redis::{parse_url, RedisQueue};
+use fastlane_node::adapters::redis::{parse_url, RedisBackend};
 use fastlane_proto::model::{ExecutionMetadata, JobMetadata};
 use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::{Execution, ExecutionStatus, Job, Timestamp};
@@ -29,9 +31,9 @@ fn namespace() -> String {
     format!("test-{}", Uuid::new_v4().simple())
 }
 
-async fn redis_queue(url: &str) -> RedisQueue {
+async fn redis_backend(url: &str) -> RedisBackend {
     let config = parse_url(url).expect("valid url");
-    RedisQueue::connect(config, &namespace())
+    RedisBackend::connect(config, &namespace())
         .await
         .expect("redis reachable")
 }
@@ -80,8 +82,6 @@ async fn queue_suite(queue: Arc<dyn Queue>) {
     ack_release_and_expiry(&*queue).await;
     dead_letters(&*queue).await;
     release_all(&*queue).await;
-    slots(&*queue).await;
-    blacklist(&*queue).await;
     concurrent_consumers(queue.clone()).await;
     queue.ping().await.expect("ping");
 }
@@ -305,98 +305,6 @@ async fn release_all(queue: &dyn Queue) {
     queue.ack(&other.id).await.expect("ack");
 }
 
-/// Whether `holder` got a slot in every pool of `pools` (all or none).
-async fn acquire(
-    queue: &dyn Queue,
-    holder: &str,
-    pools: &[(String, u32)],
-    lease: Duration,
-) -> bool {
-    queue
-        .acquire_slots(holder, pools, lease)
-        .await
-        .expect("acquire")
-}
-
-async fn slots(queue: &dyn Queue) {
-    let farm = format!("farm:{}", Uuid::new_v4().simple());
-    let task = format!("task:{}", Uuid::new_v4().simple());
-    let both = vec![(farm.clone(), 2), (task.clone(), 1)];
-    assert!(acquire(queue, "h1", &both, LEASE).await);
-    assert!(
-        acquire(queue, "h1", &both, LEASE).await,
-        "a holder holding them already"
-    );
-    // The task pool is full: all or none, so the farm slot is not taken either.
-    assert!(!acquire(queue, "h2", &both, LEASE).await);
-    let farm_only = vec![(farm.clone(), 2)];
-    assert!(acquire(queue, "h3", &farm_only, LEASE).await);
-    assert!(!acquire(queue, "h4", &farm_only, LEASE).await);
-    let used: BTreeMap<String, u64> = queue
-        .slots_in_use()
-        .await
-        .expect("slots")
-        .into_iter()
-        .collect();
-    assert_eq!(used.get(&farm), Some(&2));
-    assert_eq!(used.get(&task), Some(&1));
-    queue.release_slots("h1").await.expect("release");
-    assert!(acquire(queue, "h2", &both, LEASE).await);
-    queue.release_slots("h2").await.expect("release");
-    queue.release_slots("h3").await.expect("release");
-    // Slots are leases too: an expired one frees its place; renew keeps it.
-    let short = Duration::from_millis(300);
-    assert!(acquire(queue, "h5", &farm_only, short).await);
-    assert!(acquire(queue, "h6", &farm_only, short).await);
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    queue
-        .renew("nobody", &["h5".to_string()], Duration::from_secs(5))
-        .await
-        .expect("renew");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(acquire(queue, "h7", &farm_only, LEASE).await);
-    assert!(!acquire(queue, "h8", &farm_only, LEASE).await);
-    for holder in ["h5", "h7"] {
-        queue.release_slots(holder).await.expect("release");
-    }
-    let used: BTreeMap<String, u64> = queue
-        .slots_in_use()
-        .await
-        .expect("slots")
-        .into_iter()
-        .collect();
-    assert_eq!(used.get(&farm), None, "{used:?}");
-}
-
-async fn blacklist(queue: &dyn Queue) {
-    queue.blacklist_add("10.0.0.2:2375").await.expect("add");
-    queue.blacklist_add("10.0.0.1:2375").await.expect("add");
-    queue
-        .blacklist_add("10.0.0.1:2375")
-        .await
-        .expect("add twice");
-    assert_eq!(
-        queue.blacklist().await.expect("list"),
-        vec!["10.0.0.1:2375", "10.0.0.2:2375"]
-    );
-    queue
-        .blacklist_remove("10.0.0.1:2375")
-        .await
-        .expect("remove");
-    queue
-        .blacklist_remove("10.0.0.9:2375")
-        .await
-        .expect("remove absent");
-    assert_eq!(
-        queue.blacklist().await.expect("list"),
-        vec!["10.0.0.2:2375"]
-    );
-    queue
-        .blacklist_remove("10.0.0.2:2375")
-        .await
-        .expect("remove");
-}
-
 /// Two consumers leasing at once: every message is delivered exactly once.
 async fn concurrent_consumers(queue: Arc<dyn Queue>) {
     let messages: Vec<QueueMessage> = (0..300).map(|_| message()).collect();
@@ -434,25 +342,26 @@ async fn queue_embedded() {
 
 #[tokio::test]
 async fn queue_redis_standalone() {
-    let queue = redis_queue(&env("FASTLANE_TEST_REDIS_URL")).await;
+    let queue = redis_backend(&env("FASTLANE_TEST_REDIS_URL")).await;
     queue_suite(Arc::new(queue.clone())).await;
     queue.clear().await.expect("clear");
 }
 
 #[tokio::test]
 async fn queue_redis_cluster() {
-    let queue = redis_queue(&env("FASTLANE_TEST_REDIS_CLUSTER_URL")).await;
+    let queue = redis_backend(&env("FASTLANE_TEST_REDIS_CLUSTER_URL")).await;
     queue_suite(Arc::new(queue.clone())).await;
     queue.clear().await.expect("clear");
 }
 
-/// The Sentinel run: the suite, then a failover with messages in flight (none lost, none
-/// delivered twice), then the suite again against the new primary.
+/// The Sentinel run: the queue, slots and blacklist suites, then a failover with messages in
+/// flight (none lost, none delivered twice), then the suites again against the new primary. One
+/// test, so that no other suite runs on Sentinel while it fails over.
 #[tokio::test]
-async fn queue_redis_sentinel_with_failover() {
+async fn redis_sentinel_with_failover() {
     let url = env("FASTLANE_TEST_REDIS_SENTINEL_URL");
-    let queue = Arc::new(redis_queue(&url).await);
-    queue_suite(queue.clone()).await;
+    let queue = Arc::new(redis_backend(&url).await);
+    all_suites(queue.clone()).await;
 
     let messages: Vec<QueueMessage> = (0..50).map(|_| message()).collect();
     for m in &messages {
@@ -523,8 +432,130 @@ async fn queue_redis_sentinel_with_failover() {
     for id in &seen {
         patiently(|| queue.ack(id)).await;
     }
-    queue_suite(queue.clone()).await;
+    all_suites(queue.clone()).await;
     queue.clear().await.expect("clear");
+}
+
+/// The queue, slots and blacklist suites on one backend, in turn.
+async fn all_suites<B: Queue + Slots + HostBlacklist>(backend: Arc<B>) {
+    queue_suite(backend.clone()).await;
+    slots_suite(&*backend, &*backend).await;
+    blacklist_suite(&*backend).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slots suite
+
+/// Whether `holder` got a slot in every pool of `pools` (all or none).
+async fn acquire(
+    slots: &dyn Slots,
+    holder: &str,
+    pools: &[(String, u32)],
+    lease: Duration,
+) -> bool {
+    slots.acquire(holder, pools, lease).await.expect("acquire")
+}
+
+/// Slots: all or none, leased, renewed by the queue's renew (`queue` is the same backend).
+async fn slots_suite(queue: &dyn Queue, slots: &dyn Slots) {
+    let farm = format!("farm:{}", Uuid::new_v4().simple());
+    let task = format!("task:{}", Uuid::new_v4().simple());
+    let both = vec![(farm.clone(), 2), (task.clone(), 1)];
+    assert!(acquire(slots, "h1", &both, LEASE).await);
+    assert!(
+        acquire(slots, "h1", &both, LEASE).await,
+        "a holder holding them already"
+    );
+    // The task pool is full: all or none, so the farm slot is not taken either.
+    assert!(!acquire(slots, "h2", &both, LEASE).await);
+    let farm_only = vec![(farm.clone(), 2)];
+    assert!(acquire(slots, "h3", &farm_only, LEASE).await);
+    assert!(!acquire(slots, "h4", &farm_only, LEASE).await);
+    let used: BTreeMap<String, u64> = slots.in_use().await.expect("slots").into_iter().collect();
+    assert_eq!(used.get(&farm), Some(&2));
+    assert_eq!(used.get(&task), Some(&1));
+    slots.release("h1").await.expect("release");
+    assert!(acquire(slots, "h2", &both, LEASE).await);
+    slots.release("h2").await.expect("release");
+    slots.release("h3").await.expect("release");
+    // Slots are leases too: an expired one frees its place; renew keeps it.
+    let short = Duration::from_millis(300);
+    assert!(acquire(slots, "h5", &farm_only, short).await);
+    assert!(acquire(slots, "h6", &farm_only, short).await);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    queue
+        .renew("nobody", &["h5".to_string()], Duration::from_secs(5))
+        .await
+        .expect("renew");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(acquire(slots, "h7", &farm_only, LEASE).await);
+    assert!(!acquire(slots, "h8", &farm_only, LEASE).await);
+    for holder in ["h5", "h7"] {
+        slots.release(holder).await.expect("release");
+    }
+    let used: BTreeMap<String, u64> = slots.in_use().await.expect("slots").into_iter().collect();
+    assert_eq!(used.get(&farm), None, "{used:?}");
+}
+
+#[tokio::test]
+async fn slots_embedded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = Embedded::open(dir.path()).expect("open");
+    slots_suite(&embedded, &embedded).await;
+}
+
+#[tokio::test]
+async fn slots_redis_standalone() {
+    let redis = redis_backend(&env("FASTLANE_TEST_REDIS_URL")).await;
+    slots_suite(&redis, &redis).await;
+    redis.clear().await.expect("clear");
+}
+
+#[tokio::test]
+async fn slots_redis_cluster() {
+    let redis = redis_backend(&env("FASTLANE_TEST_REDIS_CLUSTER_URL")).await;
+    slots_suite(&redis, &redis).await;
+    redis.clear().await.expect("clear");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host blacklist suite
+
+async fn blacklist_suite(blacklist: &dyn HostBlacklist) {
+    blacklist.add("10.0.0.2:2375").await.expect("add");
+    blacklist.add("10.0.0.1:2375").await.expect("add");
+    blacklist.add("10.0.0.1:2375").await.expect("add twice");
+    assert_eq!(
+        blacklist.list().await.expect("list"),
+        vec!["10.0.0.1:2375", "10.0.0.2:2375"]
+    );
+    blacklist.remove("10.0.0.1:2375").await.expect("remove");
+    blacklist
+        .remove("10.0.0.9:2375")
+        .await
+        .expect("remove absent");
+    assert_eq!(blacklist.list().await.expect("list"), vec!["10.0.0.2:2375"]);
+    blacklist.remove("10.0.0.2:2375").await.expect("remove");
+}
+
+#[tokio::test]
+async fn blacklist_embedded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    blacklist_suite(&Embedded::open(dir.path()).expect("open")).await;
+}
+
+#[tokio::test]
+async fn blacklist_redis_standalone() {
+    let redis = redis_backend(&env("FASTLANE_TEST_REDIS_URL")).await;
+    blacklist_suite(&redis).await;
+    redis.clear().await.expect("clear");
+}
+
+#[tokio::test]
+async fn blacklist_redis_cluster() {
+    let redis = redis_backend(&env("FASTLANE_TEST_REDIS_CLUSTER_URL")).await;
+    blacklist_suite(&redis).await;
+    redis.clear().await.expect("clear");
 }
 
 // ---------------------------------------------------------------------------------------------

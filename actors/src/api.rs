@@ -132,9 +132,9 @@ impl Actor for ApiActor {
             ),
             ApiMessage::Blacklist { host, add, reply } => serve(reply, async move {
                 let result = if add {
-                    services.queue.blacklist_add(&host).await
+                    services.blacklist.add(&host).await
                 } else {
-                    services.queue.blacklist_remove(&host).await
+                    services.blacklist.remove(&host).await
                 };
                 tracing::info!(%host, add, "blacklist changed");
                 result.map_err(|error| ApiError {
@@ -448,8 +448,8 @@ async fn status(services: Services, root: ActorRef<RootMessage>) -> NodeStatus {
     };
     NodeStatus {
         hosts,
-        blacklist: services.queue.blacklist().await.unwrap_or_default(),
-        slots: services.queue.slots_in_use().await.unwrap_or_default(),
+        blacklist: services.blacklist.list().await.unwrap_or_default(),
+        slots: services.slots.in_use().await.unwrap_or_default(),
         scheduled,
         queue: services
             .queue

@@ -7,7 +7,7 @@
 //! slots freed by expired leases or, with a shared backend, by other nodes).
 //! Out: `SlotsGranted` to a waiting JobActor.
 //!
-//! The slots themselves live in the queue backend (`Queue::acquire_slots`): leased, renewed with
+//! The slots themselves live in the queue backend (`Slots::acquire`): leased, renewed with
 //! the message leases, all-or-none; so the count is exact, and holds across nodes once the
 //! backend is shared. A restarted gate has lost its waiters; waiting JobActors ask again.
 
@@ -70,7 +70,7 @@ impl Actor for GateActor {
             }
             GateMessage::Release { holder } => {
                 state.waiting.retain(|waiter| waiter.holder != holder);
-                if let Err(error) = state.services.queue.release_slots(&holder).await {
+                if let Err(error) = state.services.slots.release(&holder).await {
                     tracing::warn!(%holder, %error, "could not release slots");
                 }
                 state.grant().await;
@@ -95,15 +95,15 @@ impl GateState {
             }
             match self
                 .services
-                .queue
-                .acquire_slots(&waiter.holder, &waiter.pools, LEASE_DURATION)
+                .slots
+                .acquire(&waiter.holder, &waiter.pools, LEASE_DURATION)
                 .await
             {
                 Ok(true) => {
                     let waiter = self.waiting.remove(index).expect("index in range");
                     if waiter.job.cast(JobMessage::SlotsGranted).is_err() {
                         // The JobActor is gone: give the slots back.
-                        let _ = self.services.queue.release_slots(&waiter.holder).await;
+                        let _ = self.services.slots.release(&waiter.holder).await;
                     }
                 }
                 Ok(false) => {

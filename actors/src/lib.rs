@@ -37,6 +37,9 @@ use std::sync::Arc;
 pub struct Services {
     pub store: Arc<dyn ports::Store>,
     pub queue: Arc<dyn ports::Queue>,
+    /// Served by the queue's backend: `queue.renew` extends them.
+    pub slots: Arc<dyn ports::Slots>,
+    pub blacklist: Arc<dyn ports::HostBlacklist>,
     pub webhooks: Arc<dyn ports::WebhookClient>,
     pub mailer: Arc<dyn ports::Mailer>,
     pub reporter: Arc<dyn ports::ErrorReporter>,

@@ -1,5 +1,6 @@
 //! The ports: everything the actors need from the outside world, as traits. Adapters in the
-//! node crate implement them (embedded SQLite, Docker via bollard; Redis and MongoDB later).
+//! node crate implement them: the embedded SQLite database (store, queue, slots, blacklist),
+//! Redis (queue, slots, blacklist), MongoDB (store), Docker via bollard, SMTP, webhooks, Sentry.
 //! Nothing in this crate imports a database, HTTP or Docker crate.
 
 use async_trait::async_trait;
@@ -179,10 +180,14 @@ pub struct DeadLetter {
 /// releases (no host available, waiting out a host fault) do not count.
 pub const MAX_FAILED_DELIVERIES: u32 = 5;
 
+/// A failure of the queue's backend; [`Slots`] and [`HostBlacklist`], kept by the same backend,
+/// fail with it too.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// The backend cannot be reached or cannot take writes for now (e.g. a failover).
     #[error("queue unavailable: {0}")]
     Unavailable(String),
+    /// Anything else: a bug or corrupt data.
     #[error("queue error: {0}")]
     Internal(String),
 }
@@ -204,7 +209,8 @@ pub trait Queue: Send + Sync + 'static {
         max: usize,
         lease_for: Duration,
     ) -> Result<Vec<Delivery>, QueueError>;
-    /// Extends the leases `consumer` holds on `ids`.
+    /// Extends the leases `consumer` holds on `ids`, and the [`Slots`] held by `ids` (as
+    /// holders, whoever the consumer), in one operation.
     async fn renew(
         &self,
         consumer: &str,
@@ -226,27 +232,46 @@ pub trait Queue: Send + Sync + 'static {
     /// Releases every lease `consumer` holds: a node taking back its own work at start (`failed`:
     /// its previous life ended without finishing them) or giving it up as it stops.
     async fn release_all(&self, consumer: &str, failed: bool) -> Result<u64, QueueError>;
+    /// Queue sizes.
     async fn stats(&self) -> Result<QueueStats, QueueError>;
+    /// A cheap round trip, for `/healthcheck`.
     async fn ping(&self) -> Result<(), QueueError>;
+}
 
+/// Concurrency slots: the semaphore behind a farm's `maxRunning` and a task's `maxConcurrent`.
+/// A slot is leased, like a queue message; in a shared backend the count holds across nodes.
+///
+/// A backend implements it together with [`Queue`], on the same data: [`Queue::renew`] extends
+/// the slots of the holders it renews (a holder is a message id), in the same round trip, so a
+/// JobActor's slots live exactly as long as its lease. Hence `Slots` has no renew of its own, and
+/// the node takes its slots from the backend that serves its queue. Errors are [`QueueError`]s.
+#[async_trait]
+pub trait Slots: Send + Sync + 'static {
     /// Takes one slot of every `(pool, limit)` for `holder`, all or none, each leased for
-    /// `lease_for`; `true` when held (also when `holder` held them already). This is the
-    /// semaphore behind `maxRunning` and per-task caps; in a shared backend it holds across
-    /// nodes. `renew` extends the slots of the holders it renews.
-    async fn acquire_slots(
+    /// `lease_for`; `true` when held (also when `holder` held them already).
+    async fn acquire(
         &self,
         holder: &str,
         pools: &[(String, u32)],
         lease_for: Duration,
     ) -> Result<bool, QueueError>;
     /// Gives back every slot `holder` has.
-    async fn release_slots(&self, holder: &str) -> Result<(), QueueError>;
-    /// Slots in use per pool.
-    async fn slots_in_use(&self) -> Result<Vec<(String, u64)>, QueueError>;
-    /// Adds a Docker host (`host:port`) to the blacklist: it gets no new executions.
-    async fn blacklist_add(&self, host: &str) -> Result<(), QueueError>;
-    async fn blacklist_remove(&self, host: &str) -> Result<(), QueueError>;
-    async fn blacklist(&self) -> Result<Vec<String>, QueueError>;
+    async fn release(&self, holder: &str) -> Result<(), QueueError>;
+    /// Slots in use per pool, by pool name; pools with none in use are left out.
+    async fn in_use(&self) -> Result<Vec<(String, u64)>, QueueError>;
+}
+
+/// The Docker hosts (`host:port`) taken out of placement: a blacklisted host gets no new
+/// executions (those it runs finish). Kept by the queue's backend, so shared by every node that
+/// shares the queue. Errors are [`QueueError`]s.
+#[async_trait]
+pub trait HostBlacklist: Send + Sync + 'static {
+    /// Adds a host; adding it again changes nothing.
+    async fn add(&self, host: &str) -> Result<(), QueueError>;
+    /// Removes a host; removing an absent one changes nothing.
+    async fn remove(&self, host: &str) -> Result<(), QueueError>;
+    /// Every blacklisted host, sorted.
+    async fn list(&self) -> Result<Vec<String>, QueueError>;
 }
 
 /// What to run in a container.

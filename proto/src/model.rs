@@ -43,6 +43,34 @@ pub struct Job {
     pub last_modified_at: Timestamp,
 }
 
+impl Job {
+    /// The compare-and-set of a schedule, as every store does it: when this (stored) job's next
+    /// firing is still `expected`, the job with `schedule` in its place (`scheduled` while it is
+    /// a cron) and modified at `now`; `None` when another writer moved the schedule first.
+    pub fn rescheduled(
+        &self,
+        expected: Option<Timestamp>,
+        schedule: Option<JobSchedule>,
+        now: Timestamp,
+    ) -> Option<Job> {
+        let current = self
+            .schedule
+            .as_ref()
+            .and_then(|current| current.next_fire_at);
+        if current != expected {
+            return None;
+        }
+        Some(Job {
+            scheduled: schedule
+                .as_ref()
+                .is_some_and(|schedule| schedule.cron.is_some()),
+            schedule,
+            last_modified_at: now,
+            ..self.clone()
+        })
+    }
+}
+
 /// Retry back-off of a job: `minMs × factor^n`, capped at `maxMs` (n = 1 for the first retry).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -174,5 +202,86 @@ impl Execution {
             log: None,
             error: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job_firing_at(next: Option<Timestamp>) -> Job {
+        Job {
+            task_id: "task".into(),
+            job_id: Uuid::new_v4(),
+            image: "image:1".into(),
+            command: "true".into(),
+            request_ip: None,
+            metadata: JobMetadata {
+                retries: 0,
+                retry_count: 0,
+                notify: Value::Null,
+                webhooks: Value::Null,
+                expiration: None,
+                timeout: 60,
+                envs: BTreeMap::new(),
+                additional_dns_entries: Vec::new(),
+                custom: None,
+                enqueued_id: None,
+                cron: None,
+                max_concurrent: None,
+                backoff: None,
+            },
+            scheduled: true,
+            schedule: Some(schedule(Some("* * * * *"), next)),
+            created_at: Timestamp(1),
+            last_modified_at: Timestamp(1),
+        }
+    }
+
+    fn schedule(cron: Option<&str>, next: Option<Timestamp>) -> JobSchedule {
+        JobSchedule {
+            cron: cron.map(String::from),
+            timezone: None,
+            next_fire_at: next,
+            misfire: Default::default(),
+            overlap: Default::default(),
+            missed: Vec::new(),
+            missed_count: 0,
+        }
+    }
+
+    /// The schedule's compare-and-set holds only against the stored next firing, and a job
+    /// stays `scheduled` only while its new schedule is a cron.
+    #[test]
+    fn rescheduled_compares_the_next_firing() {
+        let job = job_firing_at(Some(Timestamp(100)));
+        let next = schedule(Some("* * * * *"), Some(Timestamp(200)));
+        assert_eq!(
+            job.rescheduled(Some(Timestamp(99)), Some(next.clone()), Timestamp(5)),
+            None,
+            "a stale expectation loses"
+        );
+        assert_eq!(job.rescheduled(None, None, Timestamp(5)), None);
+        let moved = job
+            .rescheduled(Some(Timestamp(100)), Some(next.clone()), Timestamp(5))
+            .expect("holds");
+        assert_eq!(moved.schedule, Some(next));
+        assert!(moved.scheduled);
+        assert_eq!(moved.last_modified_at, Timestamp(5));
+        assert_eq!((moved.job_id, &moved.command), (job.job_id, &job.command));
+        let one_off = job
+            .rescheduled(
+                Some(Timestamp(100)),
+                Some(schedule(None, None)),
+                Timestamp(6),
+            )
+            .expect("holds");
+        assert!(!one_off.scheduled);
+        let stopped = job
+            .rescheduled(Some(Timestamp(100)), None, Timestamp(7))
+            .expect("holds");
+        assert!(!stopped.scheduled && stopped.schedule.is_none());
+        // A job without a schedule matches an expectation of none.
+        assert!(stopped.rescheduled(None, None, Timestamp(8)).is_some());
     }
 }

@@ -1,24 +1,42 @@
 //! Chooses the store and queue from the configuration: the embedded SQLite database under
 //! `DATA_DIR` by default, Redis when `REDIS_URL` is set, MongoDB when `MONGODB_CONFIG` or
 //! `MONGODB_URL` is. Each is chosen on its own (e.g. Redis queue with the embedded store is
-//! legal, though only Redis + MongoDB lets several nodes share work).
+//! legal, though only Redis + MongoDB lets several nodes share work). The slots and the host
+//! blacklist always come from the queue's backend: renewing a lease renews its slots there.
 
 use super::embedded::Embedded;
 use super::mongo::{MongoSettings, MongoStore};
-use super::redis::{self, RedisQueue};
+use super::redis::{self, RedisBackend};
 use crate::config::Config;
 use anyhow::Context;
-use fastlane_actors::ports::{Queue, Store};
+use fastlane_actors::ports::{HostBlacklist, Queue, Slots, Store};
 use std::sync::Arc;
 
-/// The node's store and queue, and their names for `/healthcheck`.
+/// The node's store, queue, slots and blacklist, and the names of the queue's and the store's
+/// backends for `/healthcheck`.
 pub struct Backends {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn Queue>,
+    pub slots: Arc<dyn Slots>,
+    pub blacklist: Arc<dyn HostBlacklist>,
     pub names: (String, String),
 }
 
+/// The ports one backend serves together.
+type QueuePorts = (Arc<dyn Queue>, Arc<dyn Slots>, Arc<dyn HostBlacklist>);
+
+/// The three ports on one backend.
+fn queue_ports<B: Queue + Slots + HostBlacklist + Clone>(backend: B) -> QueuePorts {
+    (
+        Arc::new(backend.clone()),
+        Arc::new(backend.clone()),
+        Arc::new(backend),
+    )
+}
+
 impl Backends {
+    /// Opens (connects to) every backend the configuration names; the embedded database once,
+    /// when it serves the queue, the store or both.
     pub async fn open(config: &Config) -> anyhow::Result<Backends> {
         let data_dir = config.data_dir();
         let mut embedded = None;
@@ -35,16 +53,16 @@ impl Backends {
             embedded = Some(opened.clone());
             Ok(opened)
         };
-        let (queue, queue_name): (Arc<dyn Queue>, String) = match config.optional("REDIS_URL") {
+        let ((queue, slots, blacklist), queue_name) = match config.optional("REDIS_URL") {
             Some(url) => {
                 let redis_config = redis::parse_url(&url).map_err(anyhow::Error::msg)?;
                 let name = redis::describe(&redis_config).to_string();
-                let queue = RedisQueue::connect(redis_config, &config.string("REDIS_KEY_PREFIX"))
+                let redis = RedisBackend::connect(redis_config, &config.string("REDIS_KEY_PREFIX"))
                     .await
                     .context("could not connect to Redis (REDIS_URL)")?;
-                (Arc::new(queue), name)
+                (queue_ports(redis), name)
             }
-            None => (Arc::new(open_embedded()?), "embedded".into()),
+            None => (queue_ports(open_embedded()?), "embedded".to_string()),
         };
         let mongo = MongoSettings::from_options(
             config.json("MONGODB_CONFIG"),
@@ -63,6 +81,8 @@ impl Backends {
         Ok(Backends {
             store,
             queue,
+            slots,
+            blacklist,
             names: (queue_name, store_name),
         })
     }

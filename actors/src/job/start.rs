@@ -72,8 +72,8 @@ impl JobState {
             let (job, _) = self.record.as_ref().expect("record checked");
             let pools = slot_pools(&self.services.settings, job);
             self.services
-                .queue
-                .acquire_slots(
+                .slots
+                .acquire(
                     &self.delivery.message.id,
                     &pools,
                     crate::ports::LEASE_DURATION,
@@ -143,7 +143,7 @@ impl JobState {
         task_id: &str,
     ) -> Option<(DockerEndpoint, ActorRef<HostMessage>)> {
         let farm = farm_for(&self.services.settings.farms, task_id)?;
-        let blacklist = match self.services.queue.blacklist().await {
+        let blacklist = match self.services.blacklist.list().await {
             Ok(blacklist) => blacklist,
             Err(error) => {
                 tracing::warn!(%error, "could not read the blacklist");

@@ -206,6 +206,8 @@ impl Harness {
         let services = Services {
             store: store.clone(),
             queue: queue.clone(),
+            slots: queue.slots.clone(),
+            blacklist: queue.blacklist.clone(),
             webhooks: Arc::new(NoWebhooks),
             mailer: Arc::new(NoMailer),
             reporter: reporter.clone(),

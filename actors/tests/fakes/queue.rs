@@ -1,19 +1,21 @@
 //! An in-memory `Queue` that records what the actors did to it: pushes (with their due time),
 //! acks, releases, failures, dead letters, slot acquisitions.
 //!
-//! It is three parts, as the port is going to be three ports: [`FakeMessages`] (the message
-//! verbs), [`FakeSlots`] (the concurrency semaphore) and [`FakeBlacklist`]. `impl Queue for
-//! FakeQueue` only delegates, so splitting it means moving each group of delegations into an
-//! `impl` of its own port on the part itself.
+//! Three parts, as the ports are three: [`FakeMessages`] behind `Queue` (the message verbs),
+//! [`FakeSlots`] implementing `Slots` (the concurrency semaphore) and [`FakeBlacklist`]
+//! implementing `HostBlacklist`.
 //!
 //! Leasing is the poller's business, not the JobActor's: tests hand a JobActor its `Delivery`
 //! directly, and `lease`, `renew` and the like answer `Internal` so that a test that starts
 //! relying on them fails loudly.
 
 use async_trait::async_trait;
-use fastlane_actors::ports::{DeadLetter, Delivery, Queue, QueueError, QueueMessage, QueueStats};
+use fastlane_actors::ports::{
+    DeadLetter, Delivery, HostBlacklist, Queue, QueueError, QueueMessage, QueueStats, Slots,
+};
 use fastlane_proto::Timestamp;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -95,7 +97,7 @@ impl FakeSlots {
         lock(&self.log).clone()
     }
 
-    fn acquire(&self, holder: &str, pools: &[(String, u32)]) -> bool {
+    fn take(&self, holder: &str, pools: &[(String, u32)]) -> bool {
         let mut log = lock(&self.log);
         if log.held.contains_key(holder) {
             return true;
@@ -120,13 +122,13 @@ impl FakeSlots {
         true
     }
 
-    fn release(&self, holder: &str) {
+    fn give_back(&self, holder: &str) {
         let mut log = lock(&self.log);
         log.held.remove(holder);
         log.releases.push(holder.to_string());
     }
 
-    fn in_use(&self) -> Vec<(String, u64)> {
+    fn counts(&self) -> Vec<(String, u64)> {
         let log = lock(&self.log);
         let mut counts: HashMap<String, u64> = HashMap::new();
         for pool in log.held.values().flatten() {
@@ -145,25 +147,25 @@ pub struct FakeBlacklist {
 }
 
 impl FakeBlacklist {
-    fn add(&self, host: &str) {
+    fn insert(&self, host: &str) {
         lock(&self.hosts).insert(host.to_string());
     }
 
-    fn remove(&self, host: &str) {
+    fn delete(&self, host: &str) {
         lock(&self.hosts).remove(host);
     }
 
-    fn list(&self) -> Vec<String> {
+    fn hosts(&self) -> Vec<String> {
         lock(&self.hosts).iter().cloned().collect()
     }
 }
 
-/// The fake queue: the three parts behind the one port the actors use today.
+/// The fake queue backend: its three parts, one per port.
 #[derive(Default)]
 pub struct FakeQueue {
     pub messages: FakeMessages,
-    pub slots: FakeSlots,
-    pub blacklist: FakeBlacklist,
+    pub slots: Arc<FakeSlots>,
+    pub blacklist: Arc<FakeBlacklist>,
 }
 
 #[async_trait]
@@ -226,40 +228,42 @@ impl Queue for FakeQueue {
     async fn ping(&self) -> Result<(), QueueError> {
         Ok(())
     }
+}
 
-    // The `Slots` port to be.
-
-    async fn acquire_slots(
+#[async_trait]
+impl Slots for FakeSlots {
+    async fn acquire(
         &self,
         holder: &str,
         pools: &[(String, u32)],
         _lease_for: Duration,
     ) -> Result<bool, QueueError> {
-        Ok(self.slots.acquire(holder, pools))
+        Ok(self.take(holder, pools))
     }
 
-    async fn release_slots(&self, holder: &str) -> Result<(), QueueError> {
-        self.slots.release(holder);
+    async fn release(&self, holder: &str) -> Result<(), QueueError> {
+        self.give_back(holder);
         Ok(())
     }
 
-    async fn slots_in_use(&self) -> Result<Vec<(String, u64)>, QueueError> {
-        Ok(self.slots.in_use())
+    async fn in_use(&self) -> Result<Vec<(String, u64)>, QueueError> {
+        Ok(self.counts())
     }
+}
 
-    // The `HostBlacklist` port to be.
-
-    async fn blacklist_add(&self, host: &str) -> Result<(), QueueError> {
-        self.blacklist.add(host);
+#[async_trait]
+impl HostBlacklist for FakeBlacklist {
+    async fn add(&self, host: &str) -> Result<(), QueueError> {
+        self.insert(host);
         Ok(())
     }
 
-    async fn blacklist_remove(&self, host: &str) -> Result<(), QueueError> {
-        self.blacklist.remove(host);
+    async fn remove(&self, host: &str) -> Result<(), QueueError> {
+        self.delete(host);
         Ok(())
     }
 
-    async fn blacklist(&self) -> Result<Vec<String>, QueueError> {
-        Ok(self.blacklist.list())
+    async fn list(&self) -> Result<Vec<String>, QueueError> {
+        Ok(self.hosts())
     }
 }

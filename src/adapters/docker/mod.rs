@@ -4,6 +4,12 @@
 //! times out, or answers 5xx to a container operation; a missing image, a failed pull from a
 //! registry, a bad command or a name conflict is the job's own failure and never counts against
 //! the host (the original counted everything, its bug 30).
+//!
+//! `prune.rs` holds `fastlane-node prune`, which removes leftover job containers.
+
+mod prune;
+
+pub use prune::prune;
 
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
@@ -11,8 +17,8 @@ use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StartContainerOptions, StopContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveContainerOptions,
+    StartContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use fastlane_actors::ports::{
@@ -31,6 +37,18 @@ pub struct TlsFiles {
     pub ca: std::path::PathBuf,
     pub cert: std::path::PathBuf,
     pub key: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// The files `DOCKER_TLS_CA`, `DOCKER_TLS_CERT` and `DOCKER_TLS_KEY` name, when all three
+    /// are configured.
+    pub fn from_config(config: &crate::config::Config) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            ca: config.optional("DOCKER_TLS_CA")?.into(),
+            cert: config.optional("DOCKER_TLS_CERT")?.into(),
+            key: config.optional("DOCKER_TLS_KEY")?.into(),
+        })
+    }
 }
 
 /// One Docker host.
@@ -219,70 +237,6 @@ impl DockerRuntime {
             container_id: container_id.to_string(),
             start_error,
         })
-    }
-}
-
-/// A container removed by `prune`.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct PrunedContainer {
-    pub host: String,
-    pub name: String,
-    pub id: String,
-    pub image: String,
-}
-
-impl DockerRuntime {
-    /// Removes every fastlane job container on this host that is not running and was created
-    /// more than `older_than` ago (left behind by a crash, or whose result was stored but whose
-    /// removal failed). Younger ones may still be collected by a node.
-    pub async fn prune(&self, older_than: Duration) -> Result<Vec<PrunedContainer>, RuntimeError> {
-        let cutoff = fastlane_proto::Timestamp::now().unix_seconds() - older_than.as_secs() as i64;
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([
-                (
-                    "label".to_string(),
-                    vec!["fastlane.execution_id".to_string()],
-                ),
-                (
-                    "status".to_string(),
-                    vec![
-                        "created".to_string(),
-                        "exited".to_string(),
-                        "dead".to_string(),
-                    ],
-                ),
-            ])),
-            ..Default::default()
-        };
-        let containers = self
-            .bounded(
-                self.call_timeout,
-                self.docker.list_containers(Some(options)),
-            )
-            .await?;
-        let mut pruned = Vec::new();
-        for container in containers {
-            if container.created.unwrap_or(i64::MAX) > cutoff {
-                continue;
-            }
-            let Some(id) = container.id else { continue };
-            self.remove(&id).await?;
-            pruned.push(PrunedContainer {
-                host: self.endpoint.to_string(),
-                name: container
-                    .names
-                    .unwrap_or_default()
-                    .first()
-                    .cloned()
-                    .unwrap_or_default()
-                    .trim_start_matches('/')
-                    .to_string(),
-                id,
-                image: container.image.unwrap_or_default(),
-            });
-        }
-        Ok(pruned)
     }
 }
 

@@ -1,250 +1,14 @@
-//! The MongoDB store: the [`Store`] port with the official `mongodb` driver, using standard
-//! MongoDB features only (no transactions, no `$text`), so a replica set, a standalone server
-//! and wire-compatible servers behave the same.
-//!
-//! Collections (created with their indexes at start):
-//! - `tasks`: `_id` = task id, `created_at`, `last_modified_at`, `jobs_count`, `words` (the id's
-//!   words, lowercased: the word-search index; `$text` would stem and stop-word them).
-//! - `jobs`: `_id` = job id, `task_id`, `last_modified_at`, `next_fire_at` (the schedule index),
-//!   `record` (the job as a document).
-//! - `executions`: `_id` = execution id, `job_id`, `status`, `created_at`, `record`,
-//!   `output` (`{log: version, error: version}`: which chunks are current), and
-//!   `webhook_dispatch` apart (appended atomically with `$push`/`$slice`).
-//! - `outputs`: stdout/stderr in 4 MiB binary chunks (`execution_id`, `kind`, `v`, `n`, `data`),
-//!   so output of any size fits under the 16 MiB document limit. A write adds a new version's
-//!   chunks first, then points the execution at it in the same update that sets its status, then
-//!   drops older versions: a reader never sees a finished execution without its output.
-//!
-//! Without transactions, multi-document writes are ordered so a crash leaves nothing visible
-//! half-done: `create_job` undoes what it wrote when a later step fails; terminal statuses are
-//! final through a conditional update.
+//! The [`Store`] port on MongoDB: tasks, jobs and executions, written in an order that leaves
+//! nothing visible half-done (see the module comment of `mod.rs`).
 
+use super::outputs::output_pointers;
+use super::{bounded, integer, internal, is_duplicate, record_of, to_document, MongoStore};
 use async_trait::async_trait;
 use fastlane_actors::ports::{Page, Paged, Store, StoreCounts, StoreError};
 use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
-use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions};
-use mongodb::{Client, Collection, Database, IndexModel};
-use std::future::IntoFuture;
-use std::time::Duration;
 use uuid::Uuid;
-
-/// Bound on every MongoDB call (server selection, reconnection and retries included).
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Output chunk size: well under the 16 MiB document limit.
-const CHUNK_BYTES: usize = 4 * 1024 * 1024;
-
-/// Where the store lives: a connection URI and a database name.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MongoSettings {
-    pub uri: String,
-    pub database: String,
-    pub server_selection_timeout: Duration,
-}
-
-impl MongoSettings {
-    /// From `MONGODB_CONFIG` (the original's `{"host": URI, "db": NAME,
-    /// "serverSelectionTimeoutMS": N}`, as an object or a JSON string) or, when that is null,
-    /// `MONGODB_URL` (the database from the URI's path, else `fastlane`). `None` when neither.
-    pub fn from_options(
-        config: &serde_json::Value,
-        url: Option<&str>,
-    ) -> Result<Option<MongoSettings>, String> {
-        let config = match config {
-            serde_json::Value::String(text) if !text.trim().is_empty() => {
-                serde_json::from_str(text)
-                    .map_err(|error| format!("invalid MONGODB_CONFIG: {error}"))?
-            }
-            serde_json::Value::String(_) => serde_json::Value::Null,
-            other => other.clone(),
-        };
-        let (uri, database, timeout) = match (&config, url) {
-            (serde_json::Value::Object(object), _) => {
-                let uri = object
-                    .get("host")
-                    .and_then(|host| host.as_str())
-                    .ok_or("invalid MONGODB_CONFIG: \"host\" (a mongodb:// URI) is required")?;
-                let database = object
-                    .get("db")
-                    .and_then(|db| db.as_str())
-                    .map(String::from)
-                    .or_else(|| database_of(uri))
-                    .unwrap_or_else(|| "fastlane".into());
-                let timeout = object
-                    .get("serverSelectionTimeoutMS")
-                    .and_then(|timeout| timeout.as_u64());
-                (uri.to_string(), database, timeout)
-            }
-            (serde_json::Value::Null, Some(url)) => (
-                url.to_string(),
-                database_of(url).unwrap_or_else(|| "fastlane".into()),
-                None,
-            ),
-            (serde_json::Value::Null, None) => return Ok(None),
-            _ => return Err("invalid MONGODB_CONFIG: expected a JSON object".into()),
-        };
-        if !uri.starts_with("mongodb://") && !uri.starts_with("mongodb+srv://") {
-            return Err(format!(
-                "invalid MongoDB URI {uri:?}: expected mongodb:// or mongodb+srv://"
-            ));
-        }
-        Ok(Some(MongoSettings {
-            uri,
-            database,
-            // The original's 100 ms is too tight for a busy server; never below 1 s.
-            server_selection_timeout: Duration::from_millis(timeout.unwrap_or(5_000).max(1_000)),
-        }))
-    }
-}
-
-/// The database named in a URI's path, if any.
-fn database_of(uri: &str) -> Option<String> {
-    let rest = uri.split_once("://")?.1;
-    let path = rest.split_once('/')?.1;
-    let name = path.split('?').next()?;
-    (!name.is_empty()).then(|| name.to_string())
-}
-
-/// The MongoDB store. Cheap to clone.
-#[derive(Clone)]
-pub struct MongoStore {
-    database: Database,
-    tasks: Collection<Document>,
-    jobs: Collection<Document>,
-    executions: Collection<Document>,
-    outputs: Collection<Document>,
-}
-
-impl MongoStore {
-    /// Connects and creates the collections' indexes. The driver reconnects on its own.
-    pub async fn connect(settings: &MongoSettings) -> anyhow::Result<MongoStore> {
-        let mut options = ClientOptions::parse(&settings.uri).await?;
-        options.server_selection_timeout = Some(settings.server_selection_timeout);
-        options.connect_timeout = Some(Duration::from_secs(5));
-        options.app_name = Some("fastlane-node".into());
-        let client = Client::with_options(options)?;
-        let database = client.database(&settings.database);
-        let store = MongoStore {
-            tasks: database.collection("tasks"),
-            jobs: database.collection("jobs"),
-            executions: database.collection("executions"),
-            outputs: database.collection("outputs"),
-            database,
-        };
-        store.create_indexes().await?;
-        Ok(store)
-    }
-
-    async fn create_indexes(&self) -> anyhow::Result<()> {
-        let index = |keys: Document, unique: bool| {
-            IndexModel::builder()
-                .keys(keys)
-                .options(IndexOptions::builder().unique(unique).build())
-                .build()
-        };
-        bounded(
-            self.tasks
-                .create_index(index(doc! {"created_at": 1, "_id": 1}, false)),
-        )
-        .await?;
-        bounded(self.tasks.create_index(index(doc! {"words": 1}, false))).await?;
-        bounded(
-            self.jobs
-                .create_index(index(doc! {"task_id": 1, "last_modified_at": -1}, false)),
-        )
-        .await?;
-        bounded(
-            self.jobs
-                .create_index(index(doc! {"next_fire_at": 1}, false)),
-        )
-        .await?;
-        bounded(
-            self.executions
-                .create_index(index(doc! {"job_id": 1, "created_at": -1}, false)),
-        )
-        .await?;
-        bounded(
-            self.executions
-                .create_index(index(doc! {"status": 1}, false)),
-        )
-        .await?;
-        bounded(self.outputs.create_index(index(
-            doc! {"execution_id": 1, "kind": 1, "v": 1, "n": 1},
-            true,
-        )))
-        .await?;
-        Ok(())
-    }
-
-    /// Drops the database (tests only use it, on their own database).
-    pub async fn drop_database(&self) -> Result<(), StoreError> {
-        bounded(self.database.drop()).await
-    }
-}
-
-/// Runs one driver call with [`CALL_TIMEOUT`].
-async fn bounded<T>(
-    call: impl IntoFuture<Output = mongodb::error::Result<T>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(CALL_TIMEOUT, call.into_future()).await {
-        Ok(result) => result.map_err(store_error),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "MongoDB did not answer within {} s",
-            CALL_TIMEOUT.as_secs()
-        ))),
-    }
-}
-
-fn is_duplicate(error: &StoreError) -> bool {
-    matches!(error, StoreError::Conflict(_))
-}
-
-fn store_error(error: mongodb::error::Error) -> StoreError {
-    match &*error.kind {
-        ErrorKind::Write(WriteFailure::WriteError(write)) if write.code == 11000 => {
-            StoreError::Conflict(error.to_string())
-        }
-        ErrorKind::Command(command) if command.code == 11000 => {
-            StoreError::Conflict(error.to_string())
-        }
-        ErrorKind::Write(_)
-        | ErrorKind::Command(_)
-        | ErrorKind::InvalidArgument { .. }
-        | ErrorKind::BsonDeserialization(_)
-        | ErrorKind::BsonSerialization(_) => StoreError::Internal(error.to_string()),
-        _ => StoreError::Unavailable(error.to_string()),
-    }
-}
-
-fn internal(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(error.to_string())
-}
-
-/// A record as a BSON document, through JSON so ids stay strings and the document reads
-/// naturally in a Mongo shell.
-fn to_document<T: serde::Serialize>(record: &T) -> Result<Document, StoreError> {
-    let json = serde_json::to_value(record).map_err(internal)?;
-    match mongodb::bson::to_bson(&json).map_err(internal)? {
-        Bson::Document(document) => Ok(document),
-        _ => Err(internal("record is not an object")),
-    }
-}
-
-fn from_document<T: serde::de::DeserializeOwned>(document: &Document) -> Result<T, StoreError> {
-    let json = Bson::Document(document.clone()).into_relaxed_extjson();
-    serde_json::from_value(json).map_err(internal)
-}
-
-fn record_of<T: serde::de::DeserializeOwned>(document: &Document) -> Result<T, StoreError> {
-    from_document(
-        document
-            .get_document("record")
-            .map_err(|_| internal("document without record"))?,
-    )
-}
 
 fn job_document(job: &Job) -> Result<Document, StoreError> {
     Ok(doc! {
@@ -281,35 +45,7 @@ fn task_summary(document: &Document) -> Result<TaskSummary, StoreError> {
     })
 }
 
-/// The execution's `output` field: `{kind: version}`.
-fn output_pointers(versions: &[(String, String)]) -> Document {
-    versions
-        .iter()
-        .map(|(kind, version)| (kind.clone(), Bson::String(version.clone())))
-        .collect()
-}
-
-/// An integer field whatever its BSON width.
-fn integer(document: &Document, field: &str) -> i64 {
-    match document.get(field) {
-        Some(Bson::Int32(value)) => i64::from(*value),
-        Some(Bson::Int64(value)) => *value,
-        Some(Bson::Double(value)) => *value as i64,
-        _ => 0,
-    }
-}
-
 impl MongoStore {
-    async fn collect(
-        &self,
-        find: mongodb::action::Find<'_, Document>,
-    ) -> Result<Vec<Document>, StoreError> {
-        match tokio::time::timeout(CALL_TIMEOUT, async { find.await?.try_collect().await }).await {
-            Ok(result) => result.map_err(store_error),
-            Err(_) => Err(StoreError::Unavailable("MongoDB find timed out".into())),
-        }
-    }
-
     /// The execution with its output and webhook attempts.
     async fn read_execution(&self, document: &Document) -> Result<Execution, StoreError> {
         let mut execution: Execution = record_of(document)?;
@@ -319,125 +55,8 @@ impl MongoStore {
                 .map(|entry| entry.clone().into_relaxed_extjson())
                 .collect();
         }
-        let current: Vec<Document> = document
-            .get_document("output")
-            .map(|versions| {
-                versions
-                    .iter()
-                    .map(|(kind, version)| doc! {"kind": kind, "v": version.clone()})
-                    .collect()
-            })
-            .unwrap_or_default();
-        if current.is_empty() {
-            return Ok(execution);
-        }
-        let chunks = self
-            .collect(
-                self.outputs
-                    .find(doc! {
-                        "execution_id": execution.execution_id.to_string(),
-                        "$or": current,
-                    })
-                    .sort(doc! {"kind": 1, "n": 1}),
-            )
-            .await?;
-        for chunk in chunks {
-            let data = match chunk.get("data") {
-                Some(Bson::Binary(binary)) => binary.bytes.as_slice(),
-                _ => &[],
-            };
-            let target = match chunk.get_str("kind") {
-                Ok("log") => &mut execution.log,
-                Ok("error") => &mut execution.error,
-                _ => continue,
-            };
-            target.get_or_insert_with(Vec::new).extend_from_slice(data);
-        }
+        self.read_outputs(&mut execution, document).await?;
         Ok(execution)
-    }
-
-    /// Writes the execution's `log` and `error` (those set) as new output versions; returns
-    /// `(kind, version)` of each. Nothing reads them until the execution record points at them;
-    /// on failure, what was written is removed.
-    async fn write_outputs(
-        &self,
-        execution: &Execution,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let id = execution.execution_id.to_string();
-        let mut versions = Vec::new();
-        for (kind, bytes) in [("log", &execution.log), ("error", &execution.error)] {
-            let Some(bytes) = bytes else { continue };
-            // Time-ordered, so a writer only ever drops versions older than its own.
-            let version = Uuid::now_v7().to_string();
-            versions.push((kind.to_string(), version.clone()));
-            if let Err(error) = self.write_output(&id, kind, &version, bytes).await {
-                self.drop_outputs(&id, &versions, true).await;
-                return Err(error);
-            }
-        }
-        Ok(versions)
-    }
-
-    /// Removes the `versions` chunks (`these`) or the older versions of their kinds. Best
-    /// effort: a leftover chunk is never read, only wasted space.
-    async fn drop_outputs(&self, execution_id: &str, versions: &[(String, String)], these: bool) {
-        for (kind, version) in versions {
-            let v = if these {
-                Bson::String(version.clone())
-            } else {
-                Bson::Document(doc! {"$lt": version})
-            };
-            if let Err(error) = bounded(
-                self.outputs
-                    .delete_many(doc! {"execution_id": execution_id, "kind": kind, "v": v}),
-            )
-            .await
-            {
-                tracing::warn!(execution_id, kind, %error, "could not remove stale output chunks");
-            }
-        }
-    }
-
-    /// Writes one version of the execution's `kind` output, in chunks.
-    async fn write_output(
-        &self,
-        execution_id: &str,
-        kind: &str,
-        version: &str,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
-        let chunks: Vec<Document> = bytes
-            .chunks(CHUNK_BYTES)
-            .enumerate()
-            .map(|(n, data)| {
-                doc! {
-                    "execution_id": execution_id,
-                    "kind": kind,
-                    "v": version,
-                    "n": n as i64,
-                    "data": Bson::Binary(mongodb::bson::Binary {
-                        subtype: mongodb::bson::spec::BinarySubtype::Generic,
-                        bytes: data.to_vec(),
-                    }),
-                }
-            })
-            .collect();
-        let chunks = if chunks.is_empty() {
-            // Present but empty: one empty chunk, so it reads back as Some(empty).
-            vec![doc! {
-                "execution_id": execution_id, "kind": kind, "v": version, "n": 0_i64,
-                "data": Bson::Binary(mongodb::bson::Binary {
-                    subtype: mongodb::bson::spec::BinarySubtype::Generic,
-                    bytes: Vec::new(),
-                }),
-            }]
-        } else {
-            chunks
-        };
-        for chunk in chunks {
-            bounded(self.outputs.insert_one(chunk)).await?;
-        }
-        Ok(())
     }
 
     /// Inserts the execution record, pointing at the output `versions` already written.
@@ -785,19 +404,13 @@ impl Store for MongoStore {
         let Some(document) = bounded(self.jobs.find_one(doc! {"_id": &id})).await? else {
             return Ok(false);
         };
-        let mut job: Job = record_of(&document)?;
-        if job
-            .schedule
-            .as_ref()
-            .and_then(|current| current.next_fire_at)
-            != expected
-        {
-            return Ok(false);
-        }
+        let stored: Job = record_of(&document)?;
         let read_version = integer(&document, "last_modified_at");
-        job.scheduled = schedule.is_some_and(|schedule| schedule.cron.is_some());
-        job.schedule = schedule.cloned();
-        job.last_modified_at = Timestamp::now().max(Timestamp(read_version + 1));
+        // A new version even when the clock has not moved since the read.
+        let now = Timestamp::now().max(Timestamp(read_version + 1));
+        let Some(job) = stored.rescheduled(expected, schedule.cloned(), now) else {
+            return Ok(false);
+        };
         // Compare-and-set: written only if nobody changed the job since it was read.
         let written = bounded(self.jobs.replace_one(
             doc! {

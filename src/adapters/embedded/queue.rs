@@ -1,0 +1,295 @@
+//! The [`Queue`] port on the embedded database: messages in `queue`, leases as columns of their
+//! rows, dead letters in `dead_letters`. Every operation is one call to the database thread, so
+//! it runs in one transaction.
+
+use super::{DbError, Embedded};
+use crate::adapters::message::{self, millis};
+use async_trait::async_trait;
+use fastlane_actors::ports::{
+    DeadLetter, Delivery, Queue, QueueError, QueueMessage, QueueStats, Store, MAX_FAILED_DELIVERIES,
+};
+use fastlane_proto::Timestamp;
+use rusqlite::{params, Connection};
+use std::time::Duration;
+
+#[async_trait]
+impl Queue for Embedded {
+    async fn push(&self, message: &QueueMessage, due: Timestamp) -> Result<(), QueueError> {
+        let body = message::encode(message).map_err(|e| QueueError::Internal(e.to_string()))?;
+        let id = message.id.clone();
+        self.with(move |connection| {
+            connection.execute(
+                "INSERT OR IGNORE INTO queue (id, body, due_at)
+                 SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM dead_letters WHERE id = ?1)",
+                params![id, body, due.unix_millis()],
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn lease(
+        &self,
+        consumer: &str,
+        max: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let consumer = consumer.to_string();
+        self.with(move |connection| {
+            let transaction = connection.savepoint()?;
+            let now = Timestamp::now().unix_millis();
+            // An expired lease is a failed delivery, counted once.
+            transaction.execute(
+                "UPDATE queue SET lease_owner = NULL, lease_until = NULL, failures = failures + 1,
+                 last_error = 'its lease expired: the node running it stopped answering'
+                 WHERE lease_until < ?1",
+                params![now],
+            )?;
+            bury_failed(&transaction, now)?;
+            let deliveries = lease_due(&transaction, &consumer, now, lease_for, max)?;
+            transaction.commit()?;
+            Ok(deliveries)
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    // The ids' slots are extended in the same call (see `Slots`).
+    async fn renew(
+        &self,
+        consumer: &str,
+        ids: &[String],
+        lease_for: Duration,
+    ) -> Result<(), QueueError> {
+        let consumer = consumer.to_string();
+        let ids = serde_json::to_string(ids).map_err(|e| QueueError::Internal(e.to_string()))?;
+        self.with(move |connection| {
+            let until = Timestamp::now().unix_millis() + millis(lease_for);
+            connection.execute(
+                "UPDATE queue SET lease_until = ?1
+                 WHERE lease_owner = ?2 AND id IN (SELECT value FROM json_each(?3))",
+                params![until, consumer, ids],
+            )?;
+            connection.execute(
+                "UPDATE slots SET until = ?1 WHERE holder IN (SELECT value FROM json_each(?2))",
+                params![until, ids],
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn ack(&self, id: &str) -> Result<(), QueueError> {
+        let id = id.to_string();
+        self.with(move |connection| {
+            connection.execute("DELETE FROM queue WHERE id = ?1", params![id])?;
+            Ok(())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn release(&self, id: &str, delay: Duration) -> Result<(), QueueError> {
+        let id = id.to_string();
+        self.with(move |connection| {
+            let due = Timestamp::now().unix_millis() + millis(delay);
+            connection.execute(
+                "UPDATE queue SET lease_owner = NULL, lease_until = NULL, due_at = ?2 WHERE id = ?1",
+                params![id, due],
+            )?;
+            Ok(())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn fail(&self, id: &str, delay: Duration, reason: &str) -> Result<bool, QueueError> {
+        let id = id.to_string();
+        let reason = reason.to_string();
+        self.with(move |connection| {
+            let transaction = connection.savepoint()?;
+            let now = Timestamp::now().unix_millis();
+            transaction.execute(
+                "UPDATE queue SET lease_owner = NULL, lease_until = NULL, due_at = ?2,
+                 failures = failures + 1, last_error = ?3 WHERE id = ?1",
+                params![id, now + millis(delay), reason],
+            )?;
+            let buried = bury_failed(&transaction, now)? > 0;
+            transaction.commit()?;
+            Ok(buried)
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn dead_letter(&self, id: &str, reason: &str) -> Result<(), QueueError> {
+        let id = id.to_string();
+        let reason = reason.to_string();
+        self.with(move |connection| {
+            let transaction = connection.savepoint()?;
+            bury(&transaction, &id, &reason, Timestamp::now().unix_millis())?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT id, body, reason, at, deliveries FROM dead_letters ORDER BY seq DESC LIMIT ?1",
+            )?;
+            let rows = statement
+                .query_map(params![limit as i64], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, i64>(3)?,
+                        row.get::<_, i64>(4)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, body, reason, at, deliveries)| DeadLetter {
+                    message: message::decode_leniently(&id, &body),
+                    reason,
+                    at: Timestamp::from_unix_millis(at),
+                    deliveries: deliveries as u32,
+                })
+                .collect())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn release_all(&self, consumer: &str, failed: bool) -> Result<u64, QueueError> {
+        let consumer = consumer.to_string();
+        self.with(move |connection| {
+            let transaction = connection.savepoint()?;
+            let released = transaction.execute(
+                "UPDATE queue SET lease_owner = NULL, lease_until = NULL,
+                 failures = failures + ?2,
+                 last_error = CASE WHEN ?2 = 1 THEN 'the node running it restarted before it finished' ELSE last_error END
+                 WHERE lease_owner = ?1",
+                params![consumer, i64::from(failed)],
+            )?;
+            bury_failed(&transaction, Timestamp::now().unix_millis())?;
+            transaction.commit()?;
+            Ok(released as u64)
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.with(|connection| {
+            let now = Timestamp::now().unix_millis();
+            let (ready, delayed, leased, dead): (i64, i64, i64, i64) = connection.query_row(
+                "SELECT
+                   COALESCE(SUM(due_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1)), 0),
+                   COALESCE(SUM(due_at > ?1 AND (lease_until IS NULL OR lease_until < ?1)), 0),
+                   COALESCE(SUM(lease_until >= ?1), 0),
+                   (SELECT COUNT(*) FROM dead_letters)
+                 FROM queue",
+                params![now],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )?;
+            Ok(QueueStats {
+                ready: ready as u64,
+                delayed: delayed as u64,
+                leased: leased as u64,
+                dead: dead as u64,
+            })
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        Store::ping(self)
+            .await
+            .map_err(|error| QueueError::Unavailable(error.to_string()))
+    }
+}
+
+/// Leases up to `max` due messages, oldest first. A message whose body cannot be read is
+/// dead-lettered instead of failing every lease after it.
+fn lease_due(
+    connection: &Connection,
+    consumer: &str,
+    now: i64,
+    lease_for: Duration,
+    max: usize,
+) -> Result<Vec<Delivery>, DbError> {
+    let mut statement = connection.prepare_cached(
+        "UPDATE queue SET lease_owner = ?1, lease_until = ?2, deliveries = deliveries + 1
+         WHERE seq IN (
+             SELECT seq FROM queue
+             WHERE due_at <= ?3 AND lease_until IS NULL
+             ORDER BY due_at, seq LIMIT ?4)
+         RETURNING id, body, deliveries, due_at, seq",
+    )?;
+    let mut rows = statement
+        .query_map(
+            params![consumer, now + millis(lease_for), now, max as i64],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?,
+                ))
+            },
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    // RETURNING gives no order guarantee: restore FIFO.
+    rows.sort_by_key(|row| (row.3, row.4));
+    let mut deliveries = Vec::with_capacity(rows.len());
+    for (id, body, count, _, _) in rows {
+        match message::decode(&id, &body) {
+            Ok(message) => deliveries.push(Delivery {
+                message,
+                deliveries: count as u32,
+            }),
+            Err(error) => bury(
+                connection,
+                &id,
+                &format!("unreadable message: {error}"),
+                now,
+            )?,
+        }
+    }
+    Ok(deliveries)
+}
+
+/// Moves one message to the dead-letter list.
+fn bury(connection: &Connection, id: &str, reason: &str, now: i64) -> Result<(), DbError> {
+    connection.execute(
+        "INSERT OR IGNORE INTO dead_letters (id, body, reason, at, deliveries)
+         SELECT id, body, ?2, ?3, deliveries FROM queue WHERE id = ?1",
+        params![id, reason, now],
+    )?;
+    connection.execute("DELETE FROM queue WHERE id = ?1", params![id])?;
+    Ok(())
+}
+
+/// Moves every message that failed [`MAX_FAILED_DELIVERIES`] times to the dead-letter list.
+fn bury_failed(connection: &Connection, now: i64) -> Result<u64, DbError> {
+    connection.execute(
+        "INSERT OR IGNORE INTO dead_letters (id, body, reason, at, deliveries)
+         SELECT id, body, COALESCE(last_error, 'failed'), ?1, deliveries FROM queue
+         WHERE failures >= ?2",
+        params![now, MAX_FAILED_DELIVERIES],
+    )?;
+    let buried = connection.execute(
+        "DELETE FROM queue WHERE failures >= ?1",
+        params![MAX_FAILED_DELIVERIES],
+    )?;
+    Ok(buried as u64)
+}

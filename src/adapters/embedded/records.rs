@@ -1,0 +1,109 @@
+//! Rows to records and back: the JSON records of jobs and executions, executions' outputs kept
+//! apart, and the schedule index kept in line with each job written.
+
+use super::DbError;
+use fastlane_proto::{Execution, Job, Task, TaskSummary, Timestamp};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Runs `sql` and parses the JSON record in the first column of every row.
+pub(super) fn records<T: serde::de::DeserializeOwned>(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<T>, DbError> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let rows = statement
+        .query_map(params, |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.iter()
+        .map(|record| serde_json::from_str(record).map_err(DbError::from))
+        .collect()
+}
+
+pub(super) fn read_execution(connection: &Connection, record: &str) -> Result<Execution, DbError> {
+    let mut execution: Execution = serde_json::from_str(record)?;
+    let output = connection
+        .query_row(
+            "SELECT log, error FROM outputs WHERE execution_id = ?1",
+            params![execution.execution_id.to_string()],
+            |row| {
+                Ok((
+                    row.get::<_, Option<Vec<u8>>>(0)?,
+                    row.get::<_, Option<Vec<u8>>>(1)?,
+                ))
+            },
+        )
+        .optional()?;
+    if let Some((log, error)) = output {
+        execution.log = log;
+        execution.error = error;
+    }
+    Ok(execution)
+}
+
+pub(super) fn task_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskSummary> {
+    Ok(TaskSummary {
+        task: Task {
+            task_id: row.get(0)?,
+            created_at: Timestamp(row.get(1)?),
+            last_modified_at: Timestamp(row.get(2)?),
+        },
+        jobs_count: row.get::<_, i64>(3)? as u64,
+    })
+}
+
+/// Keeps the `schedules` index in line with the job's schedule.
+pub(super) fn index_schedule(connection: &Connection, job: &Job) -> Result<(), DbError> {
+    let job_id = job.job_id.to_string();
+    match job
+        .schedule
+        .as_ref()
+        .and_then(|schedule| schedule.next_fire_at)
+    {
+        Some(next) => connection
+            .prepare_cached(
+                "INSERT INTO schedules (job_id, next_fire_at) VALUES (?1, ?2)
+                 ON CONFLICT (job_id) DO UPDATE SET next_fire_at = excluded.next_fire_at",
+            )?
+            .execute(params![job_id, next.0])?,
+        None => connection
+            .prepare_cached("DELETE FROM schedules WHERE job_id = ?1")?
+            .execute(params![job_id])?,
+    };
+    Ok(())
+}
+
+pub(super) fn write_job(connection: &Connection, job: &Job) -> Result<(), DbError> {
+    let updated = connection.execute(
+        "UPDATE jobs SET last_modified_at = ?2, record = ?3 WHERE job_id = ?1",
+        params![
+            job.job_id.to_string(),
+            job.last_modified_at.0,
+            serde_json::to_string(job)?
+        ],
+    )?;
+    if updated == 0 {
+        return Err(DbError::Conflict(format!(
+            "job {} does not exist",
+            job.job_id
+        )));
+    }
+    index_schedule(connection, job)
+}
+
+pub(super) fn insert_execution(
+    transaction: &Connection,
+    execution: &Execution,
+) -> Result<(), DbError> {
+    transaction
+        .prepare_cached(
+            "INSERT INTO executions (execution_id, job_id, status, record) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            execution.execution_id.to_string(),
+            execution.job_id.to_string(),
+            execution.status.as_str(),
+            serde_json::to_string(execution)?
+        ])?;
+    Ok(())
+}

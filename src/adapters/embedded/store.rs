@@ -1,0 +1,482 @@
+//! The [`Store`] port on the embedded database: tasks, jobs, executions and their outputs.
+
+use super::records::{
+    index_schedule, insert_execution, read_execution, records, task_from_row, write_job,
+};
+use super::{DbError, Embedded};
+use async_trait::async_trait;
+use fastlane_actors::ports::{Page, Paged, Store, StoreCounts, StoreError};
+use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
+use rusqlite::{params, OptionalExtension};
+use uuid::Uuid;
+
+#[async_trait]
+impl Store for Embedded {
+    async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError> {
+        let job = job.clone();
+        let execution = execution.cloned();
+        // The hot path of every POST: cached statements, and no savepoint of its own (the
+        // database thread runs each call in one and rolls it back on an error).
+        self.with(move |connection| {
+            let now = job.last_modified_at.0;
+            let job_id = job.job_id.to_string();
+            let owner: Option<String> = connection
+                .prepare_cached("SELECT task_id FROM jobs WHERE job_id = ?1")?
+                .query_row(params![job_id], |row| row.get(0))
+                .optional()?;
+            match owner {
+                Some(owner) if owner != job.task_id => {
+                    return Err(DbError::Conflict(format!("job {} belongs to another task", job.job_id)));
+                }
+                Some(_) => {
+                    // An update (PUT) of a job of this task.
+                    write_job(connection, &job)?;
+                    connection
+                        .prepare_cached("UPDATE tasks SET last_modified_at = ?2 WHERE task_id = ?1")?
+                        .execute(params![job.task_id, now])?;
+                    if let Some(execution) = &execution {
+                        insert_execution(connection, execution)?;
+                    }
+                    return Ok(());
+                }
+                None => {}
+            }
+            let task_seq: i64 = connection
+                .prepare_cached(
+                    "INSERT INTO tasks (task_id, created_at, last_modified_at, jobs_count)
+                     VALUES (?1, ?2, ?2, 1)
+                     ON CONFLICT (task_id) DO UPDATE
+                     SET last_modified_at = excluded.last_modified_at, jobs_count = jobs_count + 1
+                     RETURNING seq",
+                )?
+                .query_row(params![job.task_id, now], |row| row.get(0))?;
+            let mut add_word = connection.prepare_cached("INSERT OR IGNORE INTO task_words (word, task_seq) VALUES (?1, ?2)")?;
+            for word in fastlane_proto::search::words(&job.task_id) {
+                add_word.execute(params![word, task_seq])?;
+            }
+            drop(add_word);
+            connection
+                .prepare_cached("INSERT INTO jobs (job_id, task_id, last_modified_at, record) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![job_id, job.task_id, now, serde_json::to_string(&job)?])?;
+            if let Some(execution) = &execution {
+                insert_execution(connection, execution)?;
+            }
+            index_schedule(connection, &job)?;
+            Ok(())
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn delete_job(&self, job_id: Uuid) -> Result<(), StoreError> {
+        self.with(move |connection| {
+            let transaction = connection.savepoint()?;
+            let job_id = job_id.to_string();
+            let task_id: Option<String> = transaction
+                .query_row("SELECT task_id FROM jobs WHERE job_id = ?1", params![job_id], |row| row.get(0))
+                .optional()?;
+            let Some(task_id) = task_id else {
+                return Ok(());
+            };
+            transaction.execute(
+                "DELETE FROM outputs WHERE execution_id IN (SELECT execution_id FROM executions WHERE job_id = ?1)",
+                params![job_id],
+            )?;
+            transaction.execute("DELETE FROM executions WHERE job_id = ?1", params![job_id])?;
+            transaction.execute("DELETE FROM jobs WHERE job_id = ?1", params![job_id])?;
+            transaction.execute("DELETE FROM schedules WHERE job_id = ?1", params![job_id])?;
+            transaction.execute(
+                "UPDATE tasks SET jobs_count = jobs_count - 1 WHERE task_id = ?1",
+                params![task_id],
+            )?;
+            // A task is only ever created with a job: without jobs it goes too.
+            transaction.execute(
+                "DELETE FROM task_words WHERE task_seq IN (SELECT seq FROM tasks WHERE task_id = ?1 AND jobs_count <= 0)",
+                params![task_id],
+            )?;
+            transaction.execute("DELETE FROM tasks WHERE task_id = ?1 AND jobs_count <= 0", params![task_id])?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn list_tasks(&self, page: Page) -> Result<Paged<TaskSummary>, StoreError> {
+        self.with(move |connection| {
+            let total: i64 =
+                connection.query_row("SELECT COUNT(*) FROM tasks", [], |row| row.get(0))?;
+            let mut statement = connection.prepare_cached(
+                "SELECT task_id, created_at, last_modified_at, jobs_count FROM tasks
+                 ORDER BY seq LIMIT ?1 OFFSET ?2",
+            )?;
+            let items = statement
+                .query_map(
+                    params![page.per_page as i64, page.offset() as i64],
+                    task_from_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Paged {
+                items,
+                total: total as u64,
+            })
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn search_tasks(
+        &self,
+        words: &[String],
+        page: Page,
+    ) -> Result<Paged<TaskSummary>, StoreError> {
+        let words =
+            serde_json::to_string(words).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.with(move |connection| {
+            let matching = "SELECT DISTINCT task_seq FROM task_words WHERE word IN (SELECT value FROM json_each(?1))";
+            let total: i64 = connection.query_row(
+                &format!("SELECT COUNT(*) FROM ({matching})"),
+                params![words],
+                |row| row.get(0),
+            )?;
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT task_id, created_at, last_modified_at, jobs_count FROM tasks
+                 WHERE seq IN ({matching}) ORDER BY seq LIMIT ?2 OFFSET ?3"
+            ))?;
+            let items = statement
+                .query_map(params![words, page.per_page as i64, page.offset() as i64], task_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Paged { items, total: total as u64 })
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn get_task(&self, task_id: &str) -> Result<Option<Task>, StoreError> {
+        let task_id = task_id.to_string();
+        self.with(move |connection| {
+            Ok(connection
+                .query_row(
+                    "SELECT task_id, created_at, last_modified_at, jobs_count FROM tasks WHERE task_id = ?1",
+                    params![task_id],
+                    task_from_row,
+                )
+                .optional()?
+                .map(|summary| summary.task))
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn list_jobs(&self, task_id: &str) -> Result<Vec<Job>, StoreError> {
+        let task_id = task_id.to_string();
+        self.with(move |connection| {
+            records(
+                connection,
+                "SELECT record FROM jobs WHERE task_id = ?1 ORDER BY last_modified_at DESC",
+                params![task_id],
+            )
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn get_job(&self, task_id: &str, job_id: Uuid) -> Result<Option<Job>, StoreError> {
+        let task_id = task_id.to_string();
+        self.with(move |connection| {
+            let record: Option<String> = connection
+                .query_row(
+                    "SELECT record FROM jobs WHERE job_id = ?1 AND task_id = ?2",
+                    params![job_id.to_string(), task_id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(record
+                .map(|record| serde_json::from_str(&record))
+                .transpose()?)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn count_executions(&self, job_id: Uuid) -> Result<u64, StoreError> {
+        self.with(move |connection| {
+            let count: i64 = connection.query_row(
+                "SELECT COUNT(*) FROM executions WHERE job_id = ?1",
+                params![job_id.to_string()],
+                |row| row.get(0),
+            )?;
+            Ok(count as u64)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn list_executions(
+        &self,
+        job_id: Uuid,
+        limit: u64,
+    ) -> Result<Vec<Execution>, StoreError> {
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT record FROM executions WHERE job_id = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            let records = statement
+                .query_map(params![job_id.to_string(), limit as i64], |row| {
+                    row.get::<_, String>(0)
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            records
+                .iter()
+                .map(|record| read_execution(connection, record))
+                .collect()
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError> {
+        self.with(move |connection| {
+            let record: Option<String> = connection
+                .query_row(
+                    "SELECT record FROM executions WHERE execution_id = ?1",
+                    params![execution_id.to_string()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            record
+                .map(|record| read_execution(connection, &record))
+                .transpose()
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn update_execution(&self, execution: &Execution) -> Result<(), StoreError> {
+        let execution = execution.clone();
+        self.with(move |connection| {
+            let transaction = connection.savepoint()?;
+            let id = execution.execution_id.to_string();
+            let stored: Option<(String, String)> = transaction
+                .query_row("SELECT status, record FROM executions WHERE execution_id = ?1", params![id], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            let mut execution = execution;
+            match stored.as_ref().and_then(|(status, record)| Some((ExecutionStatus::parse(status)?, record))) {
+                Some((stored, _)) if stored.is_terminal() && stored != execution.status => {
+                    return Err(DbError::Conflict(format!(
+                        "execution {id} is already {stored}, it cannot become {}",
+                        execution.status
+                    )));
+                }
+                Some((_, record)) => {
+                    // Webhook attempts are appended on their own (`append_webhook_dispatch`):
+                    // a writer's copy of the execution never replaces them.
+                    let stored: Execution = serde_json::from_str(record)?;
+                    execution.metadata.webhook_dispatch = stored.metadata.webhook_dispatch;
+                    transaction.execute(
+                        "UPDATE executions SET status = ?2, record = ?3 WHERE execution_id = ?1",
+                        params![id, execution.status.as_str(), serde_json::to_string(&execution)?],
+                    )?;
+                }
+                None => insert_execution(&transaction, &execution)?,
+            }
+            if execution.log.is_some() || execution.error.is_some() {
+                transaction.execute(
+                    "INSERT INTO outputs (execution_id, log, error) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (execution_id) DO UPDATE SET log = excluded.log, error = excluded.error",
+                    params![id, execution.log, execution.error],
+                )?;
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn create_execution(&self, execution: &Execution) -> Result<bool, StoreError> {
+        let execution = execution.clone();
+        self.with(move |connection| {
+            let inserted = connection.execute(
+                "INSERT OR IGNORE INTO executions (execution_id, job_id, status, record) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    execution.execution_id.to_string(),
+                    execution.job_id.to_string(),
+                    execution.status.as_str(),
+                    serde_json::to_string(&execution)?
+                ],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn update_job(&self, job: &Job) -> Result<(), StoreError> {
+        let job = job.clone();
+        self.with(move |connection| {
+            let transaction = connection.savepoint()?;
+            write_job(&transaction, &job)?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn update_schedule(
+        &self,
+        job_id: Uuid,
+        expected: Option<Timestamp>,
+        schedule: Option<&fastlane_proto::schedule::JobSchedule>,
+    ) -> Result<bool, StoreError> {
+        let schedule = schedule.cloned();
+        self.with(move |connection| {
+            let transaction = connection.savepoint()?;
+            let record: Option<String> = transaction
+                .query_row(
+                    "SELECT record FROM jobs WHERE job_id = ?1",
+                    params![job_id.to_string()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let Some(record) = record else {
+                return Ok(false);
+            };
+            let stored: Job = serde_json::from_str(&record)?;
+            let Some(job) = stored.rescheduled(expected, schedule, Timestamp::now()) else {
+                return Ok(false);
+            };
+            write_job(&transaction, &job)?;
+            transaction.commit()?;
+            Ok(true)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.with(|connection| {
+            records(
+                connection,
+                "SELECT jobs.record FROM schedules JOIN jobs ON jobs.job_id = schedules.job_id
+                 ORDER BY schedules.next_fire_at",
+                [],
+            )
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn scheduled_before(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, String, Timestamp)>, StoreError> {
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT schedules.job_id, jobs.task_id, schedules.next_fire_at
+                 FROM schedules JOIN jobs ON jobs.job_id = schedules.job_id
+                 WHERE schedules.next_fire_at <= ?1 ORDER BY schedules.next_fire_at LIMIT ?2",
+            )?;
+            let rows = statement
+                .query_map(params![before.0, limit as i64], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(job_id, task_id, next)| {
+                    let job_id = Uuid::parse_str(&job_id)
+                        .map_err(|error| DbError::Corrupt(error.to_string()))?;
+                    Ok((job_id, task_id, Timestamp(next)))
+                })
+                .collect()
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn append_webhook_dispatch(
+        &self,
+        execution_id: Uuid,
+        entry: serde_json::Value,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        self.with(move |connection| {
+            let transaction = connection.savepoint()?;
+            let id = execution_id.to_string();
+            let record: Option<String> = transaction
+                .query_row(
+                    "SELECT record FROM executions WHERE execution_id = ?1",
+                    params![id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let Some(record) = record else { return Ok(()) };
+            let mut execution: Execution = serde_json::from_str(&record)?;
+            let dispatch = &mut execution.metadata.webhook_dispatch;
+            dispatch.push(entry);
+            if dispatch.len() > keep {
+                let excess = dispatch.len() - keep;
+                dispatch.drain(..excess);
+            }
+            transaction.execute(
+                "UPDATE executions SET record = ?2 WHERE execution_id = ?1",
+                params![id, serde_json::to_string(&execution)?],
+            )?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn executions_in(
+        &self,
+        statuses: &[ExecutionStatus],
+    ) -> Result<Vec<Execution>, StoreError> {
+        let statuses: Vec<&'static str> = statuses.iter().map(|status| status.as_str()).collect();
+        let statuses =
+            serde_json::to_string(&statuses).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.with(move |connection| {
+            records(
+                connection,
+                "SELECT record FROM executions WHERE status IN (SELECT value FROM json_each(?1)) ORDER BY seq",
+                params![statuses],
+            )
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        self.with(|connection| {
+            let (tasks, jobs): (i64, i64) = connection.query_row(
+                "SELECT (SELECT COUNT(*) FROM tasks), (SELECT COUNT(*) FROM jobs)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            Ok(StoreCounts {
+                tasks: tasks as u64,
+                jobs: jobs as u64,
+            })
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(
+            |connection| Ok(connection.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))?),
+        )
+        .await
+        .map(|_| ())
+        .map_err(StoreError::from)
+    }
+}

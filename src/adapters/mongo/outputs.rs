@@ -1,0 +1,154 @@
+//! Output of executions in MongoDB: stdout and stderr in 4 MiB binary chunks of the `outputs`
+//! collection, each write a new version, so output of any size fits under the 16 MiB document
+//! limit and a reader never sees a version half written (see the module comment of `mod.rs`).
+
+use super::{bounded, MongoStore};
+use fastlane_actors::ports::StoreError;
+use fastlane_proto::Execution;
+use mongodb::bson::{doc, Bson, Document};
+use uuid::Uuid;
+
+/// Output chunk size: well under the 16 MiB document limit.
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// The execution's `output` field: `{kind: version}`.
+pub(super) fn output_pointers(versions: &[(String, String)]) -> Document {
+    versions
+        .iter()
+        .map(|(kind, version)| (kind.clone(), Bson::String(version.clone())))
+        .collect()
+}
+
+impl MongoStore {
+    /// Reads into `execution` the output versions the execution `document` points at.
+    pub(super) async fn read_outputs(
+        &self,
+        execution: &mut Execution,
+        document: &Document,
+    ) -> Result<(), StoreError> {
+        let current: Vec<Document> = document
+            .get_document("output")
+            .map(|versions| {
+                versions
+                    .iter()
+                    .map(|(kind, version)| doc! {"kind": kind, "v": version.clone()})
+                    .collect()
+            })
+            .unwrap_or_default();
+        if current.is_empty() {
+            return Ok(());
+        }
+        let chunks = self
+            .collect(
+                self.outputs
+                    .find(doc! {
+                        "execution_id": execution.execution_id.to_string(),
+                        "$or": current,
+                    })
+                    .sort(doc! {"kind": 1, "n": 1}),
+            )
+            .await?;
+        for chunk in chunks {
+            let data = match chunk.get("data") {
+                Some(Bson::Binary(binary)) => binary.bytes.as_slice(),
+                _ => &[],
+            };
+            let target = match chunk.get_str("kind") {
+                Ok("log") => &mut execution.log,
+                Ok("error") => &mut execution.error,
+                _ => continue,
+            };
+            target.get_or_insert_with(Vec::new).extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    /// Writes the execution's `log` and `error` (those set) as new output versions; returns
+    /// `(kind, version)` of each. Nothing reads them until the execution record points at them;
+    /// on failure, what was written is removed.
+    pub(super) async fn write_outputs(
+        &self,
+        execution: &Execution,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let id = execution.execution_id.to_string();
+        let mut versions = Vec::new();
+        for (kind, bytes) in [("log", &execution.log), ("error", &execution.error)] {
+            let Some(bytes) = bytes else { continue };
+            // Time-ordered, so a writer only ever drops versions older than its own.
+            let version = Uuid::now_v7().to_string();
+            versions.push((kind.to_string(), version.clone()));
+            if let Err(error) = self.write_output(&id, kind, &version, bytes).await {
+                self.drop_outputs(&id, &versions, true).await;
+                return Err(error);
+            }
+        }
+        Ok(versions)
+    }
+
+    /// Removes the `versions` chunks (`these`) or the older versions of their kinds. Best
+    /// effort: a leftover chunk is never read, only wasted space.
+    pub(super) async fn drop_outputs(
+        &self,
+        execution_id: &str,
+        versions: &[(String, String)],
+        these: bool,
+    ) {
+        for (kind, version) in versions {
+            let v = if these {
+                Bson::String(version.clone())
+            } else {
+                Bson::Document(doc! {"$lt": version})
+            };
+            if let Err(error) = bounded(
+                self.outputs
+                    .delete_many(doc! {"execution_id": execution_id, "kind": kind, "v": v}),
+            )
+            .await
+            {
+                tracing::warn!(execution_id, kind, %error, "could not remove stale output chunks");
+            }
+        }
+    }
+
+    /// Writes one version of the execution's `kind` output, in chunks.
+    async fn write_output(
+        &self,
+        execution_id: &str,
+        kind: &str,
+        version: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let chunks: Vec<Document> = bytes
+            .chunks(CHUNK_BYTES)
+            .enumerate()
+            .map(|(n, data)| {
+                doc! {
+                    "execution_id": execution_id,
+                    "kind": kind,
+                    "v": version,
+                    "n": n as i64,
+                    "data": Bson::Binary(mongodb::bson::Binary {
+                        subtype: mongodb::bson::spec::BinarySubtype::Generic,
+                        bytes: data.to_vec(),
+                    }),
+                }
+            })
+            .collect();
+        let chunks = if chunks.is_empty() {
+            // Present but empty: one empty chunk, so it reads back as Some(empty).
+            vec![doc! {
+                "execution_id": execution_id, "kind": kind, "v": version, "n": 0_i64,
+                "data": Bson::Binary(mongodb::bson::Binary {
+                    subtype: mongodb::bson::spec::BinarySubtype::Generic,
+                    bytes: Vec::new(),
+                }),
+            }]
+        } else {
+            chunks
+        };
+        for chunk in chunks {
+            bounded(self.outputs.insert_one(chunk)).await?;
+        }
+        Ok(())
+    }
+}
