@@ -14,6 +14,8 @@
 //! Invariant: actors reach the outside world only through [`ports`]; this crate imports no
 //! database, HTTP or Docker crate.
 
+#![warn(unreachable_pub)]
+
 pub mod api;
 pub mod gate;
 pub mod host;
@@ -23,6 +25,7 @@ pub mod messages;
 pub mod notifier;
 pub mod placement;
 pub mod poller;
+#[warn(missing_docs)]
 pub mod ports;
 pub mod root;
 pub mod scheduler;
