@@ -1,6 +1,8 @@
 //! fastlane-node: the node. Wires configuration, adapters, actors and the gateway together in
 //! one entry point, [`run`].
 
+#![warn(unreachable_pub)]
+
 pub mod adapters;
 pub mod config;
 pub mod gateway;

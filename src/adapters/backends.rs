@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 /// The node's store, queue, slots and blacklist, and the names of the queue's and the store's
 /// backends for `/healthcheck`.
-pub struct Backends {
+pub(crate) struct Backends {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn Queue>,
     pub slots: Arc<dyn Slots>,
@@ -37,7 +37,7 @@ fn queue_ports<B: Queue + Slots + HostBlacklist + Clone>(backend: B) -> QueuePor
 impl Backends {
     /// Opens (connects to) every backend the configuration names; the embedded database once,
     /// when it serves the queue, the store or both.
-    pub async fn open(config: &Config) -> anyhow::Result<Backends> {
+    pub(crate) async fn open(config: &Config) -> anyhow::Result<Backends> {
         let data_dir = config.data_dir();
         let mut embedded = None;
         let mut open_embedded = || -> anyhow::Result<Embedded> {

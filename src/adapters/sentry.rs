@@ -55,7 +55,7 @@ impl Transport for HttpTransport {
 
 /// Starts the Sentry client when `dsn` is set; keep the guard alive while the node runs.
 /// Must be called inside the tokio runtime.
-pub fn init(dsn: Option<String>) -> anyhow::Result<Option<ClientInitGuard>> {
+pub(crate) fn init(dsn: Option<String>) -> anyhow::Result<Option<ClientInitGuard>> {
     let Some(dsn) = dsn else { return Ok(None) };
     let parsed: sentry::types::Dsn = dsn
         .parse()
@@ -77,7 +77,7 @@ pub fn init(dsn: Option<String>) -> anyhow::Result<Option<ClientInitGuard>> {
 }
 
 /// Reports through the Sentry client (a no-op when it was not started).
-pub struct SentryReporter;
+pub(crate) struct SentryReporter;
 
 impl ErrorReporter for SentryReporter {
     fn report(&self, message: &str, extra: &BTreeMap<String, String>) {

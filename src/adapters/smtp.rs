@@ -8,7 +8,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::time::Duration;
 
-pub struct SmtpMailer {
+pub(crate) struct SmtpMailer {
     transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
     from: Option<String>,
 }
@@ -17,7 +17,7 @@ pub struct SmtpMailer {
 const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl SmtpMailer {
-    pub fn new(
+    pub(crate) fn new(
         host: Option<String>,
         port: u16,
         starttls: bool,

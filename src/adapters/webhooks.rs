@@ -5,12 +5,12 @@ use async_trait::async_trait;
 use fastlane_actors::ports::{WebhookClient, WebhookRequest, WebhookResponse};
 use std::collections::BTreeMap;
 
-pub struct HttpWebhooks {
+pub(crate) struct HttpWebhooks {
     client: reqwest::Client,
 }
 
 impl HttpWebhooks {
-    pub fn new() -> anyhow::Result<HttpWebhooks> {
+    pub(crate) fn new() -> anyhow::Result<HttpWebhooks> {
         Ok(HttpWebhooks {
             client: reqwest::Client::builder()
                 .user_agent(concat!("fastlane-node/", env!("CARGO_PKG_VERSION")))

@@ -15,7 +15,6 @@ mod finish;
 mod spec;
 mod start;
 
-pub use spec::container_spec;
 pub(crate) use spec::report_context;
 
 use crate::messages::{tell_notifier, HostMessage, JobMessage, NotifierMessage};

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 /// The slots an execution of `job` needs: its task's `maxConcurrent` (if set) and its farm's
 /// `maxRunning`.
-pub fn slot_pools(settings: &crate::Settings, job: &Job) -> Vec<(String, u32)> {
+pub(crate) fn slot_pools(settings: &crate::Settings, job: &Job) -> Vec<(String, u32)> {
     let mut pools = Vec::new();
     if let Some(max) = job.metadata.max_concurrent {
         pools.push((format!("task:{}", job.task_id), max));
@@ -24,7 +24,7 @@ pub fn slot_pools(settings: &crate::Settings, job: &Job) -> Vec<(String, u32)> {
 }
 
 /// The container to run for `execution`, or why it cannot run.
-pub fn container_spec(job: &Job, execution: &Execution) -> Result<ContainerSpec, String> {
+pub(crate) fn container_spec(job: &Job, execution: &Execution) -> Result<ContainerSpec, String> {
     let image = ImageRef::parse(&execution.image)
         .ok_or_else(|| format!("Invalid image reference {:?}.", execution.image))?;
     let argv = command::split(&execution.command).ok_or_else(|| {

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 /// The client certificate for `https://` Docker hosts (PEM files).
 #[derive(Clone, Debug)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     pub ca: std::path::PathBuf,
     pub cert: std::path::PathBuf,
     pub key: std::path::PathBuf,
@@ -42,7 +42,7 @@ pub struct TlsFiles {
 impl TlsFiles {
     /// The files `DOCKER_TLS_CA`, `DOCKER_TLS_CERT` and `DOCKER_TLS_KEY` name, when all three
     /// are configured.
-    pub fn from_config(config: &crate::config::Config) -> Option<TlsFiles> {
+    pub(crate) fn from_config(config: &crate::config::Config) -> Option<TlsFiles> {
         Some(TlsFiles {
             ca: config.optional("DOCKER_TLS_CA")?.into(),
             cert: config.optional("DOCKER_TLS_CERT")?.into(),
@@ -52,7 +52,7 @@ impl TlsFiles {
 }
 
 /// One Docker host.
-pub struct DockerRuntime {
+pub(crate) struct DockerRuntime {
     endpoint: DockerEndpoint,
     docker: Docker,
     call_timeout: Duration,
@@ -63,7 +63,7 @@ const PULL_TIMEOUT_FACTOR: u32 = 20;
 
 impl DockerRuntime {
     /// A client for `endpoint`. `wait_limit` bounds the longest call (waiting for a container).
-    pub fn connect(
+    pub(crate) fn connect(
         endpoint: &DockerEndpoint,
         tls_files: Option<&TlsFiles>,
         call_timeout: Duration,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// A container removed by `prune`.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct PrunedContainer {
+pub(crate) struct PrunedContainer {
     pub host: String,
     pub name: String,
     pub id: String,
@@ -21,7 +21,10 @@ impl DockerRuntime {
     /// Removes every fastlane job container on this host that is not running and was created
     /// more than `older_than` ago (left behind by a crash, or whose result was stored but whose
     /// removal failed). Younger ones may still be collected by a node.
-    pub async fn prune(&self, older_than: Duration) -> Result<Vec<PrunedContainer>, RuntimeError> {
+    pub(crate) async fn prune(
+        &self,
+        older_than: Duration,
+    ) -> Result<Vec<PrunedContainer>, RuntimeError> {
         let cutoff = fastlane_proto::Timestamp::now().unix_seconds() - older_than.as_secs() as i64;
         let options = ListContainersOptions {
             all: true,
