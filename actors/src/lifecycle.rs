@@ -1,5 +1,6 @@
 //! Stopping an execution, wherever it is in its life. Used by the ApiActor (stop and retry
-//! routes) and the SchedulerActor (`overlap: replace`).
+//! routes) and the SchedulerActor (`overlap: replace`); ending one no JobActor runs (also used
+//! by the dead-letter sweep); and the context of an error report about an execution.
 //!
 //! An execution run by a JobActor on this node is stopped by that actor (it stops the container
 //! and stores the result as `stopped`). One that no JobActor owns yet is marked `stopped` in the
@@ -7,7 +8,7 @@
 //! write is refused (a terminal status is final) and it cleans up.
 
 use crate::messages::{job_actor_name, JobMessage};
-use crate::ports::StoreError;
+use crate::ports::{QueueMessage, StoreError};
 use crate::Services;
 use fastlane_proto::{Execution, ExecutionStatus, Timestamp};
 use ractor::ActorRef;
@@ -59,4 +60,24 @@ pub async fn end_unowned(
         Err(StoreError::Conflict(_)) => Ok(false),
         Err(error) => Err(error),
     }
+}
+
+/// The context of an error report about the execution of `message`: the operation, the ids,
+/// and the image and command when the execution is known.
+pub(crate) fn report_context(
+    operation: &str,
+    message: &QueueMessage,
+    execution: Option<&Execution>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut extra = std::collections::BTreeMap::from([
+        ("operation".to_string(), operation.to_string()),
+        ("task_id".to_string(), message.task_id.clone()),
+        ("job_id".to_string(), message.job_id.to_string()),
+        ("execution_id".to_string(), message.execution_id.to_string()),
+    ]);
+    if let Some(execution) = execution {
+        extra.insert("image".into(), execution.image.clone());
+        extra.insert("command".into(), execution.command.clone());
+    }
+    extra
 }

@@ -7,8 +7,7 @@
 //! - Executions whose message was dead-lettered end `failed`, with their `fails` notifications
 //!   and an error report.
 
-use crate::job::report_context;
-use crate::lifecycle::end_unowned;
+use crate::lifecycle::{end_unowned, report_context};
 use crate::messages::{tell_notifier, NotifierMessage};
 use crate::ports::QueueMessage;
 use crate::Services;

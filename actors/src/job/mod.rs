@@ -15,8 +15,7 @@ mod finish;
 mod spec;
 mod start;
 
-pub(crate) use spec::report_context;
-
+use crate::lifecycle::report_context;
 use crate::messages::{tell_notifier, HostMessage, JobMessage, NotifierMessage};
 use crate::ports::{Delivery, StoreError};
 use crate::Services;

@@ -1,7 +1,6 @@
-//! What an execution needs from the outside, as plain values: its container, its slots, and the
-//! context of an error report about it.
+//! What an execution needs from the outside, as plain values: its container and its slots.
 
-use crate::ports::{ContainerSpec, QueueMessage};
+use crate::ports::ContainerSpec;
 use fastlane_proto::image::ImageRef;
 use fastlane_proto::{command, Execution, Job};
 use std::collections::BTreeMap;
@@ -59,24 +58,4 @@ pub(crate) fn container_spec(job: &Job, execution: &Execution) -> Result<Contain
             .collect(),
         labels,
     })
-}
-
-/// The context of an error report about the execution of `message`: the operation, the ids,
-/// and the image and command when the execution is known.
-pub(crate) fn report_context(
-    operation: &str,
-    message: &QueueMessage,
-    execution: Option<&Execution>,
-) -> std::collections::BTreeMap<String, String> {
-    let mut extra = std::collections::BTreeMap::from([
-        ("operation".to_string(), operation.to_string()),
-        ("task_id".to_string(), message.task_id.clone()),
-        ("job_id".to_string(), message.job_id.to_string()),
-        ("execution_id".to_string(), message.execution_id.to_string()),
-    ]);
-    if let Some(execution) = execution {
-        extra.insert("image".into(), execution.image.clone());
-        extra.insert("command".into(), execution.command.clone());
-    }
-    extra
 }
