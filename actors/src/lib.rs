@@ -1,15 +1,5 @@
-//! The actors of fastlane-node and the ports they need.
-//!
-//! ```text
-//! RootActor (supervisor; restarts Api, Poller and Host actors with capped back-off)
-//! ├── ApiActor        answers the gateway's calls; commands and queries
-//! ├── PollerActor     leases due queue messages while there is capacity
-//! ├── SchedulerActor  owns every future firing (startAt, startIn, cron)
-//! ├── GateActor       admits executions to their farm (maxRunning) and task (maxConcurrent)
-//! ├── NotifierActor   webhooks and e-mails about executions
-//! ├── HostActor × N   one per Docker host: health, load, container operations
-//! └── JobActor × M    one per execution being run, from lease to acknowledgement
-//! ```
+//! The actors of fastlane-node and the ports they need. The supervision tree is drawn in
+//! [`root`]; the messages the actors exchange are in [`messages`].
 //!
 //! Invariant: actors reach the outside world only through [`ports`]; this crate imports no
 //! database, HTTP or Docker crate.

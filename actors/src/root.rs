@@ -1,21 +1,26 @@
 //! RootActor: the supervisor of the node. Started by `run` in the node crate.
 //!
+//! The node's supervision tree (drawn here only):
+//!
 //! ```text
-//! RootActor
-//! ├── ApiActor        restarted with capped back-off if it fails
-//! ├── PollerActor     restarted with capped back-off, keeping the in-flight set
-//! ├── SchedulerActor  restarted with capped back-off; rebuilds its index from the store
-//! ├── GateActor       restarted with capped back-off; waiting JobActors ask again
-//! ├── HostActor × N   restarted with capped back-off (one per host)
-//! └── JobActor × M    never restarted: a failed one releases its message for a later delivery
+//! RootActor           started by `run`; reconciles the queue with the store before any child
+//! ├── ApiActor        "fastlane-api"; answers the gateway's calls; restarted with back-off
+//! ├── PollerActor     "fastlane-poller"; leases while there is capacity; restarted with
+//! │                   back-off, keeping the in-flight set
+//! ├── SchedulerActor  "fastlane-scheduler"; every future firing; restarted, rebuilds its index
+//! ├── GateActor       "fastlane-gate"; farm and task slots, FIFO; restarted, waiters ask again
+//! ├── NotifierActor   "fastlane-notifier"; webhooks and e-mails; restarted with back-off
+//! ├── HostActor × N   one per configured Docker host; restarted with back-off
+//! └── JobActor × M    "job-{execution_id}", one per leased message; never restarted: a failed
+//!                     one's message is released for a later delivery
 //! ```
 //!
 //! In: `SpawnJob` (from the poller), `Respawn` (its own timers), `HostStatuses`,
 //! `PrepareShutdown` (from `run`, before it stops the children).
-//! Before anything runs it reconciles the queue with the store: this node's stale leases are
-//! released and every unfinished execution is pushed again (pushes are idempotent). The push
-//! is repeated every `queue_sweep_interval` while the node runs, in a task of its own, which
-//! also ends as `failed` the executions whose messages were dead-lettered.
+//! Before anything runs it reconciles the queue with the store (`sweep.rs`): this
+//! node's stale leases are released and every unfinished execution is pushed again (pushes are
+//! idempotent). The push is repeated every `queue_sweep_interval` while the node runs, in a task
+//! of its own, which also ends as `failed` the executions whose messages were dead-lettered.
 //!
 //! ractor's default supervision stops the parent when any child exits; this actor handles every
 //! child kind explicitly instead, so a JobActor finishing normally is just bookkeeping.

@@ -1,7 +1,7 @@
 //! An in-memory `Store`: jobs and executions in maps behind one mutex.
 //!
 //! The operations a JobActor uses follow the port's contract as the real stores implement it
-//! (see `src/adapters/embedded.rs`): a write that would change a terminal status is refused with
+//! (see `src/adapters/embedded/store.rs`): a write that would change a terminal status is refused with
 //! `Conflict`, output is replaced only when `log` or `error` is set, webhook attempts survive a
 //! writer's copy, `create_execution` inserts only when absent. The listing and scheduling
 //! queries no JobActor makes answer `Internal`, so a test that starts needing one fails loudly
