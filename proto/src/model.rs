@@ -219,7 +219,7 @@ mod tests {
             metadata: JobMetadata {
                 retries: 0,
                 retry_count: 0,
-                notify: Value::Null,
+                emails: Value::Null,
                 webhooks: Value::Null,
                 expiration: None,
                 timeout: 60,
