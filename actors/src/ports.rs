@@ -14,11 +14,14 @@ use uuid::Uuid;
 /// A page request: 1-based page number and page size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Page {
+    /// The 1-based page number, from the `page` query parameter.
     pub number: u64,
+    /// Items per page: the node's configured page size (`perPage` in the answer).
     pub per_page: u64,
 }
 
 impl Page {
+    /// How many items come before this page.
     pub fn offset(self) -> u64 {
         (self.number.saturating_sub(1)).saturating_mul(self.per_page)
     }
@@ -27,7 +30,9 @@ impl Page {
 /// One page of results and the total number of matches.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Paged<T> {
+    /// The matches on this page, in the listing's order.
     pub items: Vec<T>,
+    /// Matches across all pages.
     pub total: u64,
 }
 
@@ -63,10 +68,13 @@ pub trait Store: Send + Sync + 'static {
         words: &[String],
         page: Page,
     ) -> Result<Paged<TaskSummary>, StoreError>;
+    /// The task, or `None` when no job was ever posted to it.
     async fn get_task(&self, task_id: &str) -> Result<Option<Task>, StoreError>;
     /// The task's jobs, most recently modified first.
     async fn list_jobs(&self, task_id: &str) -> Result<Vec<Job>, StoreError>;
+    /// The job, or `None` when no job has this id in this task.
     async fn get_job(&self, task_id: &str, job_id: Uuid) -> Result<Option<Job>, StoreError>;
+    /// How many executions the job has had (`executionCount`).
     async fn count_executions(&self, job_id: Uuid) -> Result<u64, StoreError>;
     /// The job's newest `limit` executions, newest first, with their output.
     async fn list_executions(&self, job_id: Uuid, limit: u64)
@@ -120,7 +128,9 @@ pub trait Store: Send + Sync + 'static {
 /// Record counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreCounts {
+    /// Tasks stored (`tasks.count` in `/status/`).
     pub tasks: u64,
+    /// Jobs stored (`jobs.count` in `/status/`).
     pub jobs: u64,
 }
 
@@ -128,13 +138,18 @@ pub struct StoreCounts {
 /// pushing idempotent (reconciliation may push again what is already queued).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueMessage {
+    /// The execution id as text: pushing the same execution twice queues it once.
     pub id: String,
+    /// The task of the execution, carried for logs and dead letters.
     pub task_id: String,
+    /// The job of the execution.
     pub job_id: Uuid,
+    /// The execution to run.
     pub execution_id: Uuid,
 }
 
 impl QueueMessage {
+    /// The message that runs `execution`.
     pub fn run(execution: &Execution) -> QueueMessage {
         QueueMessage {
             id: execution.execution_id.to_string(),
@@ -148,7 +163,9 @@ impl QueueMessage {
 /// A leased message and how many times it has been delivered (1 on the first lease).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
+    /// The leased message.
     pub message: QueueMessage,
+    /// Leases of the message so far, this one included.
     pub deliveries: u32,
 }
 
@@ -169,9 +186,13 @@ pub struct QueueStats {
 /// failed (its runner crashed or lost the lease) [`MAX_FAILED_DELIVERIES`] times.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
+    /// The message as it was queued.
     pub message: QueueMessage,
+    /// Why it left circulation, shown among the newest dead letters of `/status/`.
     pub reason: String,
+    /// When it was dead-lettered.
     pub at: Timestamp,
+    /// How many times it had been leased by then.
     pub deliveries: u32,
 }
 
@@ -279,18 +300,22 @@ pub trait HostBlacklist: Send + Sync + 'static {
 pub struct ContainerSpec {
     /// `fastlane-job-{execution_id}`.
     pub name: String,
+    /// The image to run, pulled first when absent or `latest`.
     pub image: ImageRef,
+    /// The job's command split shell-style into Docker's `Cmd`; the image's entrypoint is kept.
     pub argv: Vec<String>,
     /// `KEY=VALUE` entries.
     pub env: Vec<String>,
     /// `host:ip` entries.
     pub extra_hosts: Vec<String>,
+    /// `fastlane.task_id`, `fastlane.job_id` and `fastlane.execution_id`: whose run a container is.
     pub labels: BTreeMap<String, String>,
 }
 
 /// A container that has been created (and, unless `start_error` says otherwise, started).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StartedContainer {
+    /// Docker's id of the container.
     pub container_id: String,
     /// Why Docker refused to start it (e.g. the command does not exist); it will be collected
     /// as an exited container with that message.
@@ -300,8 +325,11 @@ pub struct StartedContainer {
 /// An exited container's result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerExit {
+    /// The exit code Docker reports; 0 makes the execution `done`, anything else `failed`.
     pub exit_code: i64,
+    /// Everything the container wrote to stdout: the execution's `log`.
     pub stdout: Vec<u8>,
+    /// Everything the container wrote to stderr: the end of the execution's `error`.
     pub stderr: Vec<u8>,
     /// Docker's `State.Error`, when set.
     pub state_error: Option<String>,
@@ -313,7 +341,12 @@ pub struct ContainerExit {
 pub enum RuntimeError {
     /// The host did not answer, answered 5xx, or timed out.
     #[error("Connection to host {endpoint} failed with error: {message}")]
-    HostFault { endpoint: String, message: String },
+    HostFault {
+        /// The host as `host:port`.
+        endpoint: String,
+        /// What went wrong, as the Docker client reported it.
+        message: String,
+    },
     /// The image could not be found or pulled and is not present on the host.
     #[error("{0}")]
     Image(String),
@@ -326,6 +359,7 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// Whether this counts against the host's health and may be retried on another host.
     pub fn is_host_fault(&self) -> bool {
         matches!(self, RuntimeError::HostFault { .. })
     }
@@ -334,7 +368,9 @@ impl RuntimeError {
 /// One Docker host. Every call has its own timeout inside the adapter.
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync + 'static {
+    /// The host and port this runtime talks to.
     fn endpoint(&self) -> &DockerEndpoint;
+    /// A cheap round trip: the host's health probe and its circuit breaker's half-open test.
     async fn ping(&self) -> Result<(), RuntimeError>;
     /// Makes the image available: pulls when absent or `latest`. When a pull fails but the
     /// image is present, returns the pull error as a warning instead of failing.
@@ -361,18 +397,26 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 /// One webhook call.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebhookRequest {
+    /// The hook's `method`, upper-cased; `POST` when absent.
     pub method: String,
+    /// The hook's `url`.
     pub url: String,
+    /// The hook's `headers`, with `Content-Type: application/json` added unless given.
     pub headers: BTreeMap<String, String>,
+    /// The execution as JSON, with the job's custom metadata (the webhook payload).
     pub body: Vec<u8>,
+    /// How long one attempt waits for an answer.
     pub timeout: Duration,
 }
 
 /// The answer to a webhook call.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebhookResponse {
+    /// The HTTP status (`statusCode` in `webhookDispatch`); 400 and above fail the attempt.
     pub status: u16,
+    /// The response body as text; `webhookDispatch` keeps its first 2,000 characters.
     pub body: String,
+    /// The response headers, recorded in `webhookDispatch`.
     pub headers: BTreeMap<String, String>,
 }
 
@@ -386,9 +430,13 @@ pub trait WebhookClient: Send + Sync + 'static {
 /// An e-mail: plain text and HTML parts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Email {
+    /// One recipient's address, from one of the job's `notify` lists.
     pub to: String,
+    /// The subject line, naming the job (`task/job`) and its outcome.
     pub subject: String,
+    /// The plain-text part.
     pub text: String,
+    /// The HTML part.
     pub html: String,
 }
 

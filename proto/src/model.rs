@@ -14,32 +14,46 @@ use uuid::Uuid;
 /// A group of jobs, created on the first job posted to its id.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Task {
+    /// The user-chosen id from the URL (`taskId` in the API).
     pub task_id: String,
+    /// When the first job of the task was posted (`createdAt`).
     pub created_at: Timestamp,
+    /// When a job of the task was last created or replaced (`lastModifiedAt`).
     pub last_modified_at: Timestamp,
 }
 
 /// A task with the number of its jobs, as listed by `/tasks/` and `/search/`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskSummary {
+    /// The task itself.
     pub task: Task,
+    /// How many jobs the task holds (`jobsCount`).
     pub jobs_count: u64,
 }
 
 /// A job: what to run and how. Field names of `metadata` are the original's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
+    /// The task the job belongs to (`taskId`).
     pub task_id: String,
+    /// The job's id: new for a POST, the URL's for a PUT.
     pub job_id: Uuid,
+    /// The Docker image reference to run, as requested.
     pub image: String,
+    /// The command line, split shell-style into the container's argv when it runs.
     pub command: String,
+    /// The address of the client that posted the job (`requestIPAddress`).
     pub request_ip: Option<String>,
+    /// The job's options and retry bookkeeping, shown as `metadata`.
     pub metadata: JobMetadata,
+    /// Whether the job fires on a cron; cleared when the job is stopped.
     pub scheduled: bool,
     /// Future firings (`startAt`, `startIn`, `cron`), owned by the scheduler.
     #[serde(default)]
     pub schedule: Option<JobSchedule>,
+    /// When the job was first created (`createdAt`); a PUT that replaces the job keeps it.
     pub created_at: Timestamp,
+    /// When a request, a stop, a retry or a new schedule last changed the job (`lastModifiedAt`).
     pub last_modified_at: Timestamp,
 }
 
@@ -75,8 +89,11 @@ impl Job {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Backoff {
+    /// The first retry's delay in milliseconds (`minMs`).
     pub min_ms: u64,
+    /// The multiplier from one retry's delay to the next.
     pub factor: f64,
+    /// The cap on any retry's delay in milliseconds (`maxMs`).
     pub max_ms: u64,
 }
 
@@ -90,22 +107,31 @@ impl Backoff {
 /// The job's options, stored and shown under `metadata` with the original's key names.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobMetadata {
+    /// How many automatic retries a failed execution may have.
     pub retries: u32,
+    /// Retries made so far; set past `retries` when the job is stopped, so nothing retries again.
     pub retry_count: u32,
     /// E-mail recipients per outcome list (`starts`, `succeeds`, `fails`, `finishes`); the
     /// original's `notify` field.
     #[serde(rename = "notify")]
     pub emails: Value,
+    /// Webhooks per outcome list (`starts`, `succeeds`, `fails`, `finishes`), as `{url, ..}`.
     pub webhooks: Value,
+    /// Unix time in seconds: an execution not started by then ends `expired` without running.
     pub expiration: Option<i64>,
     /// Effective timeout in seconds: `min(requested, HARD_EXECUTION_TIMEOUT_SECONDS)`.
     pub timeout: u64,
+    /// Environment variables of the container by name; the API redacts secret-looking values.
     pub envs: BTreeMap<String, String>,
+    /// Host name and IP pairs for the container's hosts file (`additionalDNSEntries` in requests).
     pub additional_dns_entries: Vec<(String, String)>,
+    /// The request's own `metadata` object, kept as is; webhooks carry it as `metadata.custom`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom: Option<Map<String, Value>>,
+    /// Id of the queue message the job last waited on: its execution's, a retry's or a firing's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enqueued_id: Option<String>,
+    /// The cron expression of a cron job, as requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
     /// At most this many executions of the task run at once (set by the job, applies to the
@@ -120,18 +146,32 @@ pub struct JobMetadata {
 /// One run of a job in one container.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Execution {
+    /// The execution's id (`executionId`): random for a request; derived from the job and slot
+    /// for a firing and from the failed execution for a retry, so every node derives the same.
     pub execution_id: Uuid,
+    /// The task of the job, shown as `task.id` beside the execution.
     pub task_id: String,
+    /// The job this execution runs.
     pub job_id: Uuid,
+    /// The image this run uses, copied from the job (a retry keeps its failed run's).
     pub image: String,
+    /// The command this run uses, copied from the job (a retry keeps its failed run's).
     pub command: String,
+    /// The client that asked for this run (`requestIPAddress`); `None` for firings and retries.
     pub request_ip: Option<String>,
+    /// Where the run stands; once terminal it never changes again.
     pub status: ExecutionStatus,
+    /// When the execution was created, i.e. enqueued (`createdAt`).
     pub created_at: Timestamp,
+    /// When the execution was last written to the store; not shown by the API.
     pub last_modified_at: Timestamp,
+    /// When its container started (`startedAt`); `None` until then.
     pub started_at: Option<Timestamp>,
+    /// When it reached a terminal status (`finishedAt`); `None` until then.
     pub finished_at: Option<Timestamp>,
+    /// The container's exit code (`exitCode`); `None` when no container exited.
     pub exit_code: Option<i64>,
+    /// Where it ran, its warnings, firing and retry links, webhook attempts.
     pub metadata: ExecutionMetadata,
     /// The container's whole stdout, bytes as written (not necessarily UTF-8). Kept apart from
     /// the record by the stores.
@@ -145,10 +185,13 @@ pub struct Execution {
 /// Where and how an execution ran.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecutionMetadata {
+    /// The Docker host it was placed on, set at placement; a restarted node collects it there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_host: Option<String>,
+    /// The Docker port of that host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_port: Option<u16>,
+    /// The Docker container's id, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
     /// Things that went wrong but did not stop the run (e.g. a failed pull of a present image).
