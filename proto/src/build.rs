@@ -11,7 +11,7 @@ use uuid::Uuid;
 /// and the id of the queue message it waits on (the execution's, or the next firing's).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewJob {
-    /// The job record, with `metadata.enqueuedId` set to `queue_id`.
+    /// The job record, with `metadata.enqueued_id` set to `queue_id`.
     pub job: Job,
     /// The execution that runs now; `None` when the job waits for its schedule.
     pub execution: Option<Execution>,
