@@ -424,17 +424,14 @@ async fn watch(
 
 async fn health(services: Services) -> Health {
     Health {
-        store: services
-            .store
-            .ping()
-            .await
-            .map_err(|error| error.to_string()),
-        queue: services
-            .queue
-            .ping()
-            .await
-            .map_err(|error| error.to_string()),
+        store: described(services.store.ping().await),
+        queue: described(services.queue.ping().await),
     }
+}
+
+/// A backend's answer for `/healthcheck` and `/status/`: the error as its message.
+fn described<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, String> {
+    result.map_err(|error| error.to_string())
 }
 
 async fn status(services: Services, root: ActorRef<RootMessage>) -> NodeStatus {
@@ -451,20 +448,12 @@ async fn status(services: Services, root: ActorRef<RootMessage>) -> NodeStatus {
         blacklist: services.blacklist.list().await.unwrap_or_default(),
         slots: services.slots.in_use().await.unwrap_or_default(),
         scheduled,
-        queue: services
-            .queue
-            .stats()
-            .await
-            .map_err(|error| error.to_string()),
+        queue: described(services.queue.stats().await),
         dead_letters: services
             .queue
             .dead_letters(DEAD_LETTERS_SHOWN)
             .await
             .unwrap_or_default(),
-        counts: services
-            .store
-            .counts()
-            .await
-            .map_err(|error| error.to_string()),
+        counts: described(services.store.counts().await),
     }
 }
