@@ -55,6 +55,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "EXPONENTIAL_BACKOFF_FACTOR", group: "Worker", kind: Kind::Float, default: "2", help: "Job retry delay factor." },
     OptionSpec { name: "WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", group: "Worker", kind: Kind::UInt, default: "5000", help: "Webhook retry base delay." },
     OptionSpec { name: "WEBHOOKS_EXPONENTIAL_BACKOFF_FACTOR", group: "Worker", kind: Kind::Float, default: "2", help: "Webhook retry delay factor." },
+    OptionSpec { name: "WEBHOOKS_ALLOW_NETWORKS", group: "Worker", kind: Kind::Str, default: "\"\"", help: "Comma-separated CIDRs webhooks may reach although refused by default (loopback, link-local, unspecified, multicast, broadcast, and the machines of the Docker hosts, Redis, MongoDB and SMTP server), e.g. 127.0.0.0/8,10.0.0.0/8. The exact address and port of those services stay refused." },
     OptionSpec { name: "EXECUTOR", group: "Worker", kind: Kind::Str, default: "\"docker\"", help: "Container executor (only 'docker')." },
     OptionSpec { name: "DOCKER_HOSTS", group: "Docker Executor", kind: Kind::Json, default: "null", help: "Farms: [{\"match\": regex, \"hosts\": [\"host:port\"], \"maxRunning\": n}]; null = the local engine (DOCKER_HOST or the default socket)." },
     OptionSpec { name: "DOCKER_TLS_CA", group: "Docker Executor", kind: Kind::OptStr, default: "\"\"", help: "CA certificate (PEM) that signed the https:// hosts' certificates." },
@@ -182,6 +183,8 @@ impl Config {
                 "invalid value for EXECUTOR: only 'docker' is supported".into(),
             ));
         }
+        crate::adapters::webhooks::parse_networks(&config.string("WEBHOOKS_ALLOW_NETWORKS"))
+            .map_err(ConfigError)?;
         if let Some(url) = config.optional("REDIS_URL") {
             crate::adapters::redis::parse_url(&url).map_err(ConfigError)?;
         }

@@ -110,12 +110,15 @@ pub async fn run(
             ))
         ),
     };
+    // Resolved once: the addresses webhooks may not reach (the farm's Docker hosts, Redis,
+    // MongoDB, SMTP) besides the classes refused by default.
+    let webhook_policy = adapters::webhooks::policy_from_config(&config).await?;
     let services = Services {
         store: backends.store.clone(),
         queue: backends.queue.clone(),
         slots: backends.slots.clone(),
         blacklist: backends.blacklist.clone(),
-        webhooks: Arc::new(adapters::webhooks::HttpWebhooks::new()?),
+        webhooks: Arc::new(adapters::webhooks::HttpWebhooks::new(webhook_policy)),
         mailer: Arc::new(adapters::smtp::SmtpMailer::new(
             config.optional("SMTP_HOST"),
             config.uint("SMTP_PORT").min(u16::MAX as u64) as u16,

@@ -221,6 +221,8 @@ async fn webhooks_are_called_retried_and_recorded() {
     let node = Node::start(&[
         ("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "300"),
         ("WEBHOOKS_EXPONENTIAL_BACKOFF_FACTOR", "2"),
+        // The receiver listens on loopback, which webhooks may not reach by default.
+        ("WEBHOOKS_ALLOW_NETWORKS", "127.0.0.0/8"),
     ])
     .await;
     let posted = node
@@ -294,7 +296,8 @@ async fn webhooks_are_called_retried_and_recorded() {
 #[tokio::test]
 async fn failures_before_a_container_started_are_notified() {
     let (base, hits) = http_server().await;
-    let node = Node::start(&[]).await;
+    // The receiver listens on loopback, which webhooks may not reach by default.
+    let node = Node::start(&[("WEBHOOKS_ALLOW_NETWORKS", "127.0.0.0/8")]).await;
     let posted = node
         .post_job(
             "no-image",

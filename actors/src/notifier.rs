@@ -10,11 +10,11 @@
 //! a container started, and no start hooks (its bug 29).
 
 use crate::messages::NotifierMessage;
-use crate::ports::{Email, WebhookRequest};
+use crate::ports::{Email, WebhookError, WebhookRequest, WebhookResponse, WEBHOOK_BODY_LIMIT};
 use crate::Services;
 use fastlane_proto::backoff::capped_exponential;
 use fastlane_proto::model::WEBHOOK_DISPATCH_KEPT;
-use fastlane_proto::{Execution, ExecutionStatus, Job, Timestamp};
+use fastlane_proto::{webhook, Execution, ExecutionStatus, Job, Timestamp};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -141,8 +141,13 @@ async fn send_owed(
 }
 
 /// One hook: up to `retries + 1` attempts, `WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS × FACTOR^k`
-/// apart; each attempt recorded on the execution.
+/// apart; each attempt recorded on the execution. A refused hook (a method or header the rules
+/// forbid, for jobs stored before they existed, or a destination the webhook client refuses) is
+/// recorded once with its reason and not retried: nothing would change on the next attempt.
 async fn send_webhook(services: &Services, job: &Job, execution: &Execution, hook: &Value) {
+    let Some(hook) = hook.as_object() else {
+        return;
+    };
     let Some(url) = hook.get("url").and_then(Value::as_str) else {
         return;
     };
@@ -151,11 +156,6 @@ async fn send_webhook(services: &Services, job: &Job, execution: &Execution, hoo
         .and_then(Value::as_u64)
         .unwrap_or(0)
         .min(20) as u32;
-    let method = hook
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or("POST")
-        .to_uppercase();
     let mut headers: BTreeMap<String, String> = hook
         .get("headers")
         .and_then(Value::as_object)
@@ -182,12 +182,17 @@ async fn send_webhook(services: &Services, job: &Job, execution: &Execution, hoo
     let body = serde_json::to_vec(&fastlane_proto::views::webhook_payload(execution, job))
         .unwrap_or_default();
     let request = WebhookRequest {
-        method,
+        method: webhook::method_of(hook),
         url: url.to_string(),
         headers,
         body,
         timeout: WEBHOOK_TIMEOUT,
     };
+    if let Err(error) = webhook::check_hook(hook) {
+        let refusal = WebhookError::Refused(error.to_string());
+        record_attempt(services, execution, &request, 0, &Err(refusal)).await;
+        return;
+    }
     let settings = &services.settings;
     for attempt in 0..=retries {
         if attempt > 0 {
@@ -200,36 +205,66 @@ async fn send_webhook(services: &Services, job: &Job, execution: &Execution, hoo
             tokio::time::sleep(delay).await;
         }
         let outcome = services.webhooks.send(&request).await;
-        let succeeded = matches!(&outcome, Ok(response) if response.status < 400);
-        let mut entry = json!({
-            "timestamp": Timestamp::now().iso(),
-            "url": request.url,
-            "method": request.method,
-            "attempt": attempt + 1,
-        });
+        record_attempt(services, execution, &request, attempt, &outcome).await;
         match &outcome {
-            Ok(response) => {
-                entry["statusCode"] = json!(response.status);
-                entry["body"] = json!(response.body.chars().take(2_000).collect::<String>());
-                entry["headers"] = json!(response.headers);
+            Ok(response) if response.status < 400 => return,
+            Err(WebhookError::Refused(reason)) => {
+                tracing::warn!(url = %request.url, %reason, "webhook refused");
+                return;
             }
-            Err(error) => {
-                entry["statusCode"] = Value::Null;
-                entry["error"] = json!(error);
+            _ => {
+                tracing::info!(url = %request.url, attempt = attempt + 1, "webhook attempt failed")
             }
         }
-        if let Err(error) = services
-            .store
-            .append_webhook_dispatch(execution.execution_id, entry, WEBHOOK_DISPATCH_KEPT)
-            .await
-        {
-            tracing::warn!(%error, "could not record webhook attempt");
-        }
-        if succeeded {
-            return;
-        }
-        tracing::info!(url = %request.url, attempt = attempt + 1, "webhook attempt failed");
     }
+}
+
+/// Appends one attempt to the execution's `webhookDispatch`: the status code and the beginning
+/// of the answer, or the error (with `refused: true` when the call was refused).
+async fn record_attempt(
+    services: &Services,
+    execution: &Execution,
+    request: &WebhookRequest,
+    attempt: u32,
+    outcome: &Result<WebhookResponse, WebhookError>,
+) {
+    let mut entry = json!({
+        "timestamp": Timestamp::now().iso(),
+        "url": request.url,
+        "method": request.method,
+        "attempt": attempt + 1,
+    });
+    match outcome {
+        Ok(response) => {
+            entry["statusCode"] = json!(response.status);
+            entry["body"] = json!(cut(&response.body, WEBHOOK_BODY_LIMIT));
+        }
+        Err(WebhookError::Refused(reason)) => {
+            entry["statusCode"] = Value::Null;
+            entry["refused"] = json!(true);
+            entry["error"] = json!(format!("refused: {reason}"));
+        }
+        Err(WebhookError::Failed(error)) => {
+            entry["statusCode"] = Value::Null;
+            entry["error"] = json!(error);
+        }
+    }
+    if let Err(error) = services
+        .store
+        .append_webhook_dispatch(execution.execution_id, entry, WEBHOOK_DISPATCH_KEPT)
+        .await
+    {
+        tracing::warn!(%error, "could not record webhook attempt");
+    }
+}
+
+/// The longest prefix of `text` of at most `limit` bytes that ends on a char boundary.
+fn cut(text: &str, limit: usize) -> &str {
+    let mut end = text.len().min(limit);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn email(services: &Services, job: &Job, execution: &Execution, list: &str, to: String) -> Email {
@@ -288,5 +323,20 @@ async fn send_email(services: &Services, email: Email) {
                 tracing::warn!(to = %email.to, attempt = attempt + 1, %error, "could not send e-mail")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn cut_keeps_whole_chars() {
+        assert_eq!(cut("abc", 1024), "abc");
+        assert_eq!(cut("abc", 2), "ab");
+        // 'é' is two bytes: a cut through it keeps the bytes before it.
+        assert_eq!(cut("aé", 2), "a");
+        assert_eq!(cut("aé", 3), "aé");
+        assert_eq!(cut("", 0), "");
     }
 }

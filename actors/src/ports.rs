@@ -409,22 +409,38 @@ pub struct WebhookRequest {
     pub timeout: Duration,
 }
 
-/// The answer to a webhook call.
+/// How much of a webhook's answer is kept: the answers are shown by the API, and a hook that
+/// reached something it should not have must not be able to read it back at length.
+pub const WEBHOOK_BODY_LIMIT: usize = 1024;
+
+/// The answer to a webhook call: its status and the beginning of its body. Redirects are not
+/// followed (a 3xx is the answer) and the answer's headers are not kept.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebhookResponse {
     /// The HTTP status (`statusCode` in `webhookDispatch`); 400 and above fail the attempt.
     pub status: u16,
-    /// The response body as text; `webhookDispatch` keeps its first 2,000 characters.
+    /// At most [`WEBHOOK_BODY_LIMIT`] bytes of the body, decoded as UTF-8 (lossily).
     pub body: String,
-    /// The response headers, recorded in `webhookDispatch`.
-    pub headers: BTreeMap<String, String>,
+}
+
+/// Why a webhook call got no answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// The call was not made and never will be as the hook stands: a forbidden address or
+    /// method, an unusable URL. Not retried.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The call was made or attempted and failed (DNS, connection, timeout); retried.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Sends webhooks.
 #[async_trait]
 pub trait WebhookClient: Send + Sync + 'static {
-    /// `Err` when no answer came (connection refused, timeout, bad URL).
-    async fn send(&self, request: &WebhookRequest) -> Result<WebhookResponse, String>;
+    /// One call. `Err(Refused)` when the destination is not allowed, without any connection to
+    /// it; `Err(Failed)` when no answer came.
+    async fn send(&self, request: &WebhookRequest) -> Result<WebhookResponse, WebhookError>;
 }
 
 /// An e-mail: plain text and HTML parts.

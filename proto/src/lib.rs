@@ -20,6 +20,7 @@ pub mod search;
 pub mod status;
 pub mod timestamp;
 pub mod views;
+pub mod webhook;
 
 pub use error::ErrorKind;
 pub use model::{Execution, ExecutionMetadata, Job, JobMetadata, Task, TaskSummary};

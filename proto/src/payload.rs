@@ -219,12 +219,7 @@ pub fn parse_enqueue(body: &[u8]) -> Result<EnqueueRequest, PayloadError> {
                 .map(|_| ())
                 .ok_or("an e-mail address")
         })?,
-        webhooks: parse_lists(object.get("webhooks"), "webhooks", |item| {
-            item.as_object()
-                .filter(|hook| hook.get("url").is_some_and(Value::is_string))
-                .map(|_| ())
-                .ok_or("an object with a 'url' string")
-        })?,
+        webhooks: parse_webhooks(object.get("webhooks"))?,
         additional_dns_entries: parse_dns_entries(object.get("additionalDNSEntries"))?,
         schedule,
         misfire,
@@ -242,6 +237,19 @@ pub fn parse_enqueue(body: &[u8]) -> Result<EnqueueRequest, PayloadError> {
             ),
         },
     })
+}
+
+/// The `webhooks` lists: every item an object with a `url` string, and a method and headers
+/// [`crate::webhook::check_hook`] accepts.
+fn parse_webhooks(value: Option<&Value>) -> Result<Value, PayloadError> {
+    let lists = parse_lists(value, "webhooks", |item| {
+        item.as_object()
+            .filter(|hook| hook.get("url").is_some_and(Value::is_string))
+            .map(|_| ())
+            .ok_or("an object with a 'url' string")
+    })?;
+    crate::webhook::check_lists(&lists).map_err(|error| PayloadError(error.to_string()))?;
+    Ok(lists)
 }
 
 fn parse_policy<T: serde::de::DeserializeOwned + Default>(
@@ -497,6 +505,16 @@ mod tests {
             error(r#"{"image": "a", "command": "x", "webhooks": {"fails": [{}]}}"#)
                 .contains("webhooks.fails")
         );
+        assert_eq!(
+            error(
+                r#"{"image": "a", "command": "x", "webhooks": {"fails": [{"url": "http://x/", "method": "GET"}]}}"#
+            ),
+            "'webhooks.fails[0].method' must be POST, PUT or PATCH."
+        );
+        assert!(error(
+            r#"{"image": "a", "command": "x", "webhooks": {"succeeds": [{"url": "http://x/"}, {"url": "http://y/", "headers": {"Host": "z"}}]}}"#
+        )
+        .starts_with("'webhooks.succeeds[1].headers.Host' is not allowed"));
         assert!(
             error(r#"{"image": "a", "command": "x", "additionalDNSEntries": {"h": "x"}}"#)
                 .contains("additionalDNSEntries")

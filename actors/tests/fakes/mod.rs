@@ -22,8 +22,8 @@ use fastlane_actors::messages::{
     job_actor_name, HostMessage, JobMessage, NotifierMessage, GATE_NAME, NOTIFIER_NAME,
 };
 use fastlane_actors::ports::{
-    Delivery, Email, ErrorReporter, Mailer, QueueMessage, WebhookClient, WebhookRequest,
-    WebhookResponse,
+    Delivery, Email, ErrorReporter, Mailer, QueueMessage, WebhookClient, WebhookError,
+    WebhookRequest, WebhookResponse,
 };
 use fastlane_actors::{Services, Settings};
 use fastlane_proto::farm::{DockerEndpoint, Farm};
@@ -53,8 +53,10 @@ struct NoWebhooks;
 
 #[async_trait]
 impl WebhookClient for NoWebhooks {
-    async fn send(&self, _request: &WebhookRequest) -> Result<WebhookResponse, String> {
-        Err("webhooks are not sent in these tests".into())
+    async fn send(&self, _request: &WebhookRequest) -> Result<WebhookResponse, WebhookError> {
+        Err(WebhookError::Failed(
+            "webhooks are not sent in these tests".into(),
+        ))
     }
 }
 
