@@ -278,6 +278,21 @@ mod tests {
         assert!(methods("/tasks/t/jobs/j/executions/e/retry").is_empty());
     }
 
+    /// Reads need `read`, state changes `submit`, the host blacklist `admin`.
+    #[test]
+    fn every_route_names_the_scope_it_needs() {
+        for route in ROUTES {
+            let expected = if route.pattern.starts_with("/docker-executor") {
+                Scope::Admin
+            } else if route.method == Method::GET {
+                Scope::Read
+            } else {
+                Scope::Submit
+            };
+            assert_eq!(route.scope, expected, "{} {}", route.method, route.pattern);
+        }
+    }
+
     #[test]
     fn captures_name_the_ids() {
         let segments = ["tasks", "t", "jobs", "j", "executions", "e", "stdout"];
