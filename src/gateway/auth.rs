@@ -6,6 +6,8 @@
 //! digest in constant time (`subtle`), so the answer's timing says nothing about how much of it
 //! was right, nor about its length.
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -169,7 +171,7 @@ pub(crate) struct Credentials {
 /// Who made a request: the name the access log shows, and what it may do.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Identity<'a> {
-    /// `basic:<user>`'s user, a token's name, or `anonymous`.
+    /// The basic-auth user, the token's name, or `anonymous`.
     pub(crate) name: &'a str,
     /// `basic`, `token` or `anonymous`.
     pub(crate) kind: &'static str,
@@ -245,10 +247,7 @@ impl Credentials {
         }
         if scheme.eq_ignore_ascii_case("basic") {
             let account = self.basic.as_ref()?;
-            use base64::Engine;
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(secret)
-                .ok()?;
+            let decoded = BASE64.decode(secret).ok()?;
             let colon = decoded.iter().position(|&byte| byte == b':')?;
             let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
             let user_ok = account.user_sha256.ct_eq(&sha256(user));
