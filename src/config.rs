@@ -7,7 +7,7 @@
 
 use fastlane_proto::farm::{parse_farms, Farm};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The type of an option, which decides how its text is parsed.
@@ -79,6 +79,9 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "BASIC_AUTH_USERNAME", group: "Auth", kind: Kind::OptStr, default: "\"\"", help: "With BASIC_AUTH_PASSWORD, requires HTTP basic auth." },
     OptionSpec { name: "BASIC_AUTH_PASSWORD", group: "Auth", kind: Kind::OptStr, default: "\"\"", help: "See BASIC_AUTH_USERNAME." },
     OptionSpec { name: "BASIC_AUTH_REALM", group: "Auth", kind: Kind::Str, default: "\"\"", help: "Realm of the WWW-Authenticate header." },
+    OptionSpec { name: "API_TOKENS", group: "Auth", kind: Kind::Json, default: "[]", help: "API tokens, sent as 'Authorization: Bearer <token>': [{\"name\": \"ci\", \"sha256\": \"<the token's SHA-256 in hex, never the token>\", \"scopes\": [\"read\", \"submit\", \"admin\"]}]. Scopes are independent: read = GETs, WebSockets, stream pages; submit = create/replace jobs, stop, retry; admin = the host blacklist. Basic auth has every scope." },
+    OptionSpec { name: "ALLOW_ANONYMOUS", group: "Auth", kind: Kind::Bool, default: "false", help: "Start without credentials on a non-loopback address (-b): anyone who can reach the node can run containers on its hosts. Warned at start and in /status/." },
+    OptionSpec { name: "ALLOWED_HOSTS", group: "Auth", kind: Kind::Str, default: "\"\"", help: "Without credentials, the Host header must be loopback, an IP literal of the bind address, SERVER_NAME or one of these comma-separated host[:port] names ('*' = any); anything else is 403 (DNS rebinding)." },
 ];
 
 /// A configuration error; the message names the option.
@@ -90,6 +93,9 @@ pub struct ConfigError(pub String);
 #[derive(Clone, Debug)]
 pub struct Config {
     values: BTreeMap<&'static str, Value>,
+    /// The options the environment sets, even to an empty value (an unset variable in a
+    /// deployment template gives one).
+    set: BTreeSet<&'static str>,
     pub farms: Vec<Farm>,
 }
 
@@ -105,6 +111,7 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let mut values = BTreeMap::new();
+        let mut set = BTreeSet::new();
         for option in OPTIONS {
             let default = serde_json::from_str(option.default).expect("defaults are valid JSON");
             values.insert(option.name, default);
@@ -134,6 +141,7 @@ impl Config {
         for option in OPTIONS {
             if let Some(text) = env(option.name) {
                 values.insert(option.name, parse_env(option, &text)?);
+                set.insert(option.name);
             }
         }
         let farms = match &values["DOCKER_HOSTS"] {
@@ -141,7 +149,7 @@ impl Config {
             value => parse_farms(value)
                 .map_err(|error| ConfigError(format!("invalid value for DOCKER_HOSTS: {error}")))?,
         };
-        let config = Config { values, farms };
+        let config = Config { values, set, farms };
         let uses_tls = config
             .farms
             .iter()
@@ -193,6 +201,7 @@ impl Config {
             config.optional("MONGODB_URL").as_deref(),
         )
         .map_err(ConfigError)?;
+        config.check_auth()?;
         let prefix = config.string("REDIS_KEY_PREFIX");
         if prefix.is_empty() || prefix.contains(['{', '}']) {
             return Err(ConfigError(
@@ -201,6 +210,28 @@ impl Config {
             ));
         }
         Ok(config)
+    }
+
+    /// Basic auth is both names or neither, never an empty one in the environment (an empty
+    /// value set by mistake must not leave the node open; in the file `""` is the documented
+    /// "off"); `API_TOKENS` is well formed.
+    fn check_auth(&self) -> Result<(), ConfigError> {
+        let (user, password) = ("BASIC_AUTH_USERNAME", "BASIC_AUTH_PASSWORD");
+        for name in [user, password] {
+            if self.set.contains(name) && self.string(name).trim().is_empty() {
+                return Err(ConfigError(format!(
+                    "invalid value for {name}: it is set but empty; set both {user} and \
+                     {password}, or neither"
+                )));
+            }
+        }
+        if self.optional(user).is_some() != self.optional(password).is_some() {
+            return Err(ConfigError(format!(
+                "invalid value for {user}/{password}: set both, or neither"
+            )));
+        }
+        crate::gateway::access::check_tokens(self.json("API_TOKENS"))
+            .map_err(|error| ConfigError(format!("invalid value for API_TOKENS: {error}")))
     }
 
     fn value(&self, name: &str) -> &Value {
@@ -364,6 +395,9 @@ mod tests {
             ("DOCKER_HOSTS", r#"[{"hosts": ["nohost"]}]"#),
             ("PAGINATION_PER_PAGE", "0"),
             ("EXPONENTIAL_BACKOFF_FACTOR", "NaN"),
+            ("BASIC_AUTH_USERNAME", ""),
+            ("BASIC_AUTH_PASSWORD", " "),
+            ("API_TOKENS", r#"[{"name": "a"}]"#),
         ] {
             let error = load(&[(name, value)]).unwrap_err().to_string();
             assert!(error.contains(name), "{error}");

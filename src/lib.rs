@@ -41,6 +41,8 @@ pub async fn run(
     bind: SocketAddr,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Decided before anything is opened: a node that must not start touches nothing.
+    let access = gateway::access::Access::from_config(&config, bind).map_err(anyhow::Error::msg)?;
     let _sentry = adapters::sentry::init(config.optional("SENTRY_DSN"))?;
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
@@ -149,15 +151,7 @@ pub async fn run(
         redactor,
         enable_cors: config.bool("ENABLE_CORS"),
         cors_origins: config.string("CORS_ORIGINS"),
-        basic_auth: match (
-            config.optional("BASIC_AUTH_USERNAME"),
-            config.optional("BASIC_AUTH_PASSWORD"),
-        ) {
-            (Some(user), Some(password)) => {
-                Some((user, password, config.string("BASIC_AUTH_REALM")))
-            }
-            _ => None,
-        },
+        access,
         call_timeout: Duration::from_millis(fastlane_actors::CALL_TIMEOUT_MS),
         farms: config.farms.clone(),
         backends: backends.names.clone(),

@@ -24,8 +24,9 @@ enum Command {
         /// A TOML configuration file (environment variables override it).
         #[arg(short = 'c', long = "config-file")]
         config: Option<PathBuf>,
-        /// Address to listen on.
-        #[arg(short = 'b', long = "bind", default_value = "0.0.0.0")]
+        /// Address to listen on. Loopback by default: any other address needs credentials
+        /// (BASIC_AUTH_*, API_TOKENS) or ALLOW_ANONYMOUS=true.
+        #[arg(short = 'b', long = "bind", default_value = "127.0.0.1")]
         bind: IpAddr,
         /// Port to listen on.
         #[arg(short = 'p', long = "port", default_value_t = 10000)]

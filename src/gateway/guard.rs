@@ -1,42 +1,88 @@
-//! The request guard: what every request goes through whatever its route — basic auth, CORS
-//! headers on the answer, the bounded body read, and the host name the answer's URLs use.
+//! The request guard: what every request goes through whatever its route — the `Host` and
+//! origin checks (`site`), authentication (`auth`), CORS headers on the answer, the bounded
+//! body read, and the host name the answer's URLs use.
 
-use super::http::{text_response, Failure, HttpResponse};
+use super::auth::Identity;
+use super::http::{Failure, HttpResponse};
 use super::GatewaySettings;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
 use bytes::Bytes;
 use fastlane_proto::payload::MAX_BODY_BYTES;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
-use hyper::{HeaderMap, Request, StatusCode};
+use hyper::header::{HeaderValue, AUTHORIZATION, HOST, WWW_AUTHENTICATE};
+use hyper::{HeaderMap, Method, Request, StatusCode};
 
-/// `None` when the request may go on (basic auth is off, or its credentials are right), else
-/// the 401 answer with the realm in `WWW-Authenticate`.
-pub(crate) fn authorize(settings: &GatewaySettings, headers: &HeaderMap) -> Option<HttpResponse> {
-    let (user, password, realm) = settings.basic_auth.as_ref()?;
-    let expected = basic_credentials(user, password);
-    let given = headers
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok());
-    if given == Some(expected.as_str()) {
-        return None;
+/// Admits a request: its `Host` (without authentication), its credentials (401 with the
+/// challenges in `WWW-Authenticate`) and, for a state-changing method, its origin (403). The
+/// route's scope is checked by the router, which knows the route.
+pub(crate) fn admit<'a>(
+    settings: &'a GatewaySettings,
+    request: &Request<Incoming>,
+) -> Result<Identity<'a>, Box<HttpResponse>> {
+    let headers = request.headers();
+    if settings
+        .access
+        .site
+        .check_host(header(headers, HOST.as_str()))
+        .is_err()
+    {
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            "check_host",
+            "The Host header names a host this node does not answer for; list it in \
+             ALLOWED_HOSTS or configure authentication.",
+        )
+        .into_response()
+        .into());
     }
-    let mut response = text_response(
-        StatusCode::UNAUTHORIZED,
-        Vec::new(),
-        "text/plain; charset=utf-8",
-    );
-    if let Ok(value) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
-        response.headers_mut().insert("www-authenticate", value);
+    // Browsers send preflights without credentials; they only learn the allowed methods.
+    if request.method() == Method::OPTIONS {
+        return Ok(Identity::PREFLIGHT);
     }
-    Some(response)
+    let authorization = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    let Some(identity) = settings.access.credentials.authenticate(authorization) else {
+        let mut response = Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "authorize",
+            "Valid credentials are required: basic auth or an API token \
+             (Authorization: Bearer <token>).",
+        )
+        .into_response();
+        for challenge in settings.access.credentials.challenges() {
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().append(WWW_AUTHENTICATE, value);
+            }
+        }
+        return Err(response.into());
+    };
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        same_site(settings, headers).map_err(|refused| Box::new(refused.into_response()))?;
+    }
+    Ok(identity)
 }
 
-/// The `Authorization` value a client sends for `user` and `password` (RFC 7617).
-fn basic_credentials(user: &str, password: &str) -> String {
-    format!("Basic {}", BASE64.encode(format!("{user}:{password}")))
+/// Refuses a request from another site (by `Origin` and `Sec-Fetch-Site`) unless its origin
+/// is listed in `CORS_ORIGINS`: every state-changing request and every WebSocket upgrade.
+pub(crate) fn same_site(settings: &GatewaySettings, headers: &HeaderMap) -> Result<(), Failure> {
+    settings
+        .access
+        .site
+        .check_origin(
+            header(headers, "origin"),
+            header(headers, "sec-fetch-site"),
+            header(headers, HOST.as_str()),
+        )
+        .map_err(|_| {
+            Failure::new(
+                StatusCode::FORBIDDEN,
+                "check_origin",
+                "Cross-site requests are refused; list the origin in CORS_ORIGINS to allow it.",
+            )
+        })
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
 }
 
 /// Adds `Access-Control-Allow-Origin` when the request's `Origin` is allowed (`CORS_ORIGINS`,
@@ -103,17 +149,5 @@ pub(crate) async fn read_body(request: Request<Incoming>) -> Result<Bytes, Failu
             "enqueue_job",
             "The request body could not be read.",
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn basic_credentials_are_rfc4648_base64() {
-        assert_eq!(basic_credentials("user", "pass"), "Basic dXNlcjpwYXNz");
-        assert_eq!(basic_credentials("a", ""), "Basic YTo=");
-        assert_eq!(basic_credentials("", ""), "Basic Og==");
     }
 }

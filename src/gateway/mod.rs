@@ -2,19 +2,23 @@
 //! typed call of the ApiActor (with a timeout), and the answer rendered as the original's JSON.
 //! Only this module knows HTTP and the JSON DTOs.
 //!
-//! A request goes `server` (connection) → [`handle`] → `guard` (auth) → `router` (method and
-//! path) → one handler in `routes/` → `render` (JSON) → `guard` (CORS). This file holds the
-//! settings, the entry point and the actor call every handler makes.
+//! A request goes `server` (connection) → [`handle`] → `guard` (`Host`, credentials, origin)
+//! → `router` (method and path, the route's scope) → one handler in `routes/` → `render`
+//! (JSON) → `guard` (CORS). This file holds the settings, the entry point with the access log,
+//! and the actor call every handler makes.
 //!
 //! Status mapping: invalid input 4xx with `{"error", "operation"}`; a dead ApiActor 503; an
 //! actor call that times out 504.
 
+pub(crate) mod access;
+mod auth;
 mod guard;
 mod http;
 mod render;
 mod router;
 mod routes;
 pub(crate) mod server;
+mod site;
 mod stream;
 
 use bytes::Bytes;
@@ -39,8 +43,8 @@ pub(crate) struct GatewaySettings {
     pub(crate) redactor: Redactor,
     pub(crate) enable_cors: bool,
     pub(crate) cors_origins: String,
-    /// `(user, password, realm)` when basic auth is on.
-    pub(crate) basic_auth: Option<(String, String, String)>,
+    /// Credentials, site rules and the warnings `/status/` shows.
+    pub(crate) access: access::Access,
     pub(crate) call_timeout: Duration,
     pub(crate) farms: Vec<fastlane_proto::farm::Farm>,
     /// What backs the queue and the store, e.g. `("redis", "mongodb")`, for `/healthcheck`.
@@ -53,14 +57,31 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<HttpResponse, std::convert::Infallible> {
+    let started = std::time::Instant::now();
     let origin = request.headers().get("origin").cloned();
-    let is_head = request.method() == Method::HEAD;
-    let mut response = match guard::authorize(&settings, request.headers()) {
-        Some(denied) => denied,
-        None => router::route(&settings, request, peer)
-            .await
-            .unwrap_or_else(Failure::into_response),
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let (mut response, credential) = match guard::admit(&settings, &request) {
+        Err(denied) => (*denied, None),
+        Ok(identity) => (
+            router::route(&settings, request, peer, identity)
+                .await
+                .unwrap_or_else(Failure::into_response),
+            Some((identity.kind, identity.name)),
+        ),
     };
+    let (credential_kind, credential) = credential.unwrap_or(("none", "-"));
+    tracing::info!(
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        credential_kind,
+        credential,
+        peer = %peer.ip(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    let is_head = method == Method::HEAD;
     if settings.enable_cors {
         guard::add_cors(&settings, &mut response, origin);
     }

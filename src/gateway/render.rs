@@ -169,8 +169,9 @@ pub(crate) fn health(health: &Health, backends: &(String, String)) -> Value {
 }
 
 /// `/status/`: hosts (available ones first, as the original), their running containers, farm
-/// slots, queue lengths with the newest dead letters, schedules and counts.
-pub(crate) fn node_status(node: &NodeStatus, farms: &[Farm]) -> Value {
+/// slots, queue lengths with the newest dead letters, schedules and counts, and `warnings`
+/// about the node's own configuration (e.g. anonymous access from the network).
+pub(crate) fn node_status(node: &NodeStatus, farms: &[Farm], warnings: &[String]) -> Value {
     let queue = node.queue.clone().unwrap_or_default();
     let counts = node.counts.clone().unwrap_or_default();
     let (scheduled, next) = node.scheduled;
@@ -195,6 +196,7 @@ pub(crate) fn node_status(node: &NodeStatus, farms: &[Farm]) -> Value {
         "tasks": {"count": counts.tasks},
         "jobs": {"count": counts.jobs},
         "fastlane": {"version": env!("CARGO_PKG_VERSION"), "executor": "docker"},
+        "warnings": warnings,
     })
 }
 

@@ -5,7 +5,11 @@
 //! so a trailing slash is optional everywhere. `HEAD` is served as `GET` (with the body
 //! dropped by `handle`), `OPTIONS` answers `Allow`, and the original's non-standard `DEL` is
 //! taken wherever `DELETE` is.
+//!
+//! Each row names the scope a credential needs to use it (`read`, `submit`, `admin`); the
+//! guard has already authenticated the request, the router refuses a missing scope with 403.
 
+use super::auth::{Identity, Scope};
 use super::guard::{host, read_body};
 use super::http::{percent_decode, text_response, Failure, HttpResponse};
 use super::render::Urls;
@@ -44,19 +48,21 @@ enum Endpoint {
     WebSocket,
 }
 
-/// One route: a method, a path pattern (`:task`, `:job` and `:execution` capture a segment)
-/// and what serves it.
+/// One route: a method, a path pattern (`:task`, `:job` and `:execution` capture a segment),
+/// what serves it and the scope it needs.
 struct Route {
     method: Method,
     pattern: &'static str,
     endpoint: Endpoint,
+    scope: Scope,
 }
 
-const fn row(method: Method, pattern: &'static str, endpoint: Endpoint) -> Route {
+const fn row(method: Method, pattern: &'static str, endpoint: Endpoint, scope: Scope) -> Route {
     Route {
         method,
         pattern,
         endpoint,
+        scope,
     }
 }
 
@@ -64,33 +70,34 @@ const fn row(method: Method, pattern: &'static str, endpoint: Endpoint) -> Route
 #[rustfmt::skip]
 const ROUTES: &[Route] = {
     use Endpoint::*;
+    use Scope::{Admin, Read, Submit};
     &[
-        row(Method::GET,    "/",                                                   Healthcheck),
-        row(Method::GET,    "/healthcheck",                                        Healthcheck),
-        row(Method::GET,    "/status",                                             Status),
-        row(Method::GET,    "/tasks",                                              ListTasks),
-        row(Method::GET,    "/search",                                             SearchTasks),
-        row(Method::GET,    "/tasks/:task",                                        TaskDetails),
-        row(Method::POST,   "/tasks/:task",                                        CreateJob),
-        row(Method::GET,    "/tasks/:task/jobs/:job",                              JobDetails),
-        row(Method::PUT,    "/tasks/:task/jobs/:job",                              PutJob),
-        row(Method::POST,   "/tasks/:task/jobs/:job/stop",                         Job(JobAction::Stop)),
-        row(Method::POST,   "/tasks/:task/jobs/:job/retry",                        Job(JobAction::Retry)),
-        row(Method::GET,    "/tasks/:task/jobs/:job/stdout",                       Output(OutputKind::Stdout)),
-        row(Method::GET,    "/tasks/:task/jobs/:job/stderr",                       Output(OutputKind::Stderr)),
-        row(Method::GET,    "/tasks/:task/jobs/:job/logs",                         Output(OutputKind::Logs)),
-        row(Method::GET,    "/tasks/:task/jobs/:job/stream",                       StreamPage),
-        row(Method::GET,    "/tasks/:task/jobs/:job/ws",                           WebSocket),
-        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution",        Execution(ExecutionAction::Show)),
-        row(Method::POST,   "/tasks/:task/jobs/:job/executions/:execution/stop",   Execution(ExecutionAction::Stop)),
-        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/stdout", Output(OutputKind::Stdout)),
-        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/stderr", Output(OutputKind::Stderr)),
-        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/logs",   Output(OutputKind::Logs)),
-        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/stream", StreamPage),
-        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/ws",     WebSocket),
-        row(Method::POST,   "/docker-executor/blacklist",                          Blacklist { add: true }),
-        row(Method::PUT,    "/docker-executor/blacklist",                          Blacklist { add: true }),
-        row(Method::DELETE, "/docker-executor/blacklist",                          Blacklist { add: false }),
+        row(Method::GET,    "/",                                                   Healthcheck,                       Read),
+        row(Method::GET,    "/healthcheck",                                        Healthcheck,                       Read),
+        row(Method::GET,    "/status",                                             Status,                            Read),
+        row(Method::GET,    "/tasks",                                              ListTasks,                         Read),
+        row(Method::GET,    "/search",                                             SearchTasks,                       Read),
+        row(Method::GET,    "/tasks/:task",                                        TaskDetails,                       Read),
+        row(Method::POST,   "/tasks/:task",                                        CreateJob,                         Submit),
+        row(Method::GET,    "/tasks/:task/jobs/:job",                              JobDetails,                        Read),
+        row(Method::PUT,    "/tasks/:task/jobs/:job",                              PutJob,                            Submit),
+        row(Method::POST,   "/tasks/:task/jobs/:job/stop",                         Job(JobAction::Stop),              Submit),
+        row(Method::POST,   "/tasks/:task/jobs/:job/retry",                        Job(JobAction::Retry),             Submit),
+        row(Method::GET,    "/tasks/:task/jobs/:job/stdout",                       Output(OutputKind::Stdout),        Read),
+        row(Method::GET,    "/tasks/:task/jobs/:job/stderr",                       Output(OutputKind::Stderr),        Read),
+        row(Method::GET,    "/tasks/:task/jobs/:job/logs",                         Output(OutputKind::Logs),          Read),
+        row(Method::GET,    "/tasks/:task/jobs/:job/stream",                       StreamPage,                        Read),
+        row(Method::GET,    "/tasks/:task/jobs/:job/ws",                           WebSocket,                         Read),
+        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution",        Execution(ExecutionAction::Show),  Read),
+        row(Method::POST,   "/tasks/:task/jobs/:job/executions/:execution/stop",   Execution(ExecutionAction::Stop),  Submit),
+        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/stdout", Output(OutputKind::Stdout),        Read),
+        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/stderr", Output(OutputKind::Stderr),        Read),
+        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/logs",   Output(OutputKind::Logs),          Read),
+        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/stream", StreamPage,                        Read),
+        row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/ws",     WebSocket,                         Read),
+        row(Method::POST,   "/docker-executor/blacklist",                          Blacklist { add: true },           Admin),
+        row(Method::PUT,    "/docker-executor/blacklist",                          Blacklist { add: true },           Admin),
+        row(Method::DELETE, "/docker-executor/blacklist",                          Blacklist { add: false },          Admin),
     ]
 };
 
@@ -134,6 +141,7 @@ pub(crate) async fn route(
     settings: &Arc<GatewaySettings>,
     request: Request<Incoming>,
     peer: SocketAddr,
+    identity: Identity<'_>,
 ) -> Result<HttpResponse, Failure> {
     let path = request.uri().path().to_string();
     let segments: Vec<String> = path
@@ -177,6 +185,17 @@ pub(crate) async fn route(
             .insert("content-type", HeaderValue::from_static("application/json"));
         return Ok(response);
     };
+    if !identity.allows(route.scope) {
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            "authorize",
+            format!(
+                "The credential {} does not have the '{}' scope this route needs.",
+                identity.name,
+                route.scope.name()
+            ),
+        ));
+    }
     let urls = Urls {
         base: format!("http://{}", host(settings, &request)),
     };
@@ -257,6 +276,21 @@ mod tests {
         );
         assert!(methods("/tasks/t/jobs").is_empty());
         assert!(methods("/tasks/t/jobs/j/executions/e/retry").is_empty());
+    }
+
+    /// Reads need `read`, state changes `submit`, the host blacklist `admin`.
+    #[test]
+    fn every_route_names_the_scope_it_needs() {
+        for route in ROUTES {
+            let expected = if route.pattern.starts_with("/docker-executor") {
+                Scope::Admin
+            } else if route.method == Method::GET {
+                Scope::Read
+            } else {
+                Scope::Submit
+            };
+            assert_eq!(route.scope, expected, "{} {}", route.method, route.pattern);
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! reason `done` when there is nothing more to come (the execution ended: its stored output is
 //! replayed first) or `retry` when the execution has not started yet (the page reconnects).
 
+use super::guard::same_site;
 use super::http::{text_response, Failure, HttpResponse};
 use super::{call, GatewaySettings};
 use bytes::Bytes;
@@ -30,12 +31,17 @@ pub(crate) struct Target {
     pub(crate) execution_id: Option<String>,
 }
 
-/// Answers the WebSocket handshake and serves the socket in its own task.
+/// Answers the WebSocket handshake and serves the socket in its own task. The router has
+/// checked the `read` scope; a handshake from another site is refused here (403), since
+/// browsers let any page open a WebSocket to any address, with the node's login.
 pub(crate) fn accept(
     settings: Arc<GatewaySettings>,
     mut request: Request<Incoming>,
     target: Target,
 ) -> HttpResponse {
+    if let Err(refused) = same_site(&settings, request.headers()) {
+        return refused.into_response();
+    }
     let key = request
         .headers()
         .get("sec-websocket-key")

@@ -95,13 +95,23 @@ impl Node {
             .expect("start fastlane-node");
         self.child = Some(child);
         let url = self.url("/healthcheck");
+        // A node with basic auth answers /healthcheck only to its login.
+        let setting = |name: &str| {
+            self.env
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        let login = setting("BASIC_AUTH_USERNAME").zip(setting("BASIC_AUTH_PASSWORD"));
         wait_until(
             Duration::from_secs(20),
             "node to answer /healthcheck",
             || async {
-                reqwest::get(&url)
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
+                let mut request = reqwest::Client::new().get(&url);
+                if let Some((user, password)) = &login {
+                    request = request.basic_auth(user, Some(password));
+                }
+                request.send().await.is_ok_and(|r| r.status().is_success())
             },
         )
         .await;

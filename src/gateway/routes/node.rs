@@ -23,7 +23,10 @@ pub(crate) async fn healthcheck(settings: &GatewaySettings) -> Result<HttpRespon
 /// call per request.
 pub(crate) async fn status(settings: &GatewaySettings) -> Result<HttpResponse, Failure> {
     let node = call(settings, "status", ApiMessage::Status).await?;
-    ok(settings, &render::node_status(&node, &settings.farms))
+    ok(
+        settings,
+        &render::node_status(&node, &settings.farms, &settings.access.warnings),
+    )
 }
 
 /// `POST`/`PUT` (add) and `DELETE`/`DEL` (remove) `/docker-executor/blacklist` with
