@@ -228,7 +228,7 @@ async fn send_webhook(services: &Services, job: &Job, execution: &Execution, hoo
         if succeeded {
             return;
         }
-        tracing::info!(url = %request.url, attempt = attempt + 1, "webhook attempt failed");
+        tracing::info!(url = %fastlane_proto::redact::redact_url(&request.url), attempt = attempt + 1, "webhook attempt failed");
     }
 }
 
