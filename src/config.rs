@@ -67,7 +67,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "MONGODB_URL", group: "Models", kind: Kind::OptStr, default: "\"\"", help: "Store backend as a plain mongodb:// URI (database from its path, else 'fastlane'); used when MONGODB_CONFIG is null." },
     OptionSpec { name: "ERROR_HANDLERS", group: "Errors", kind: Kind::Json, default: "[\"sentry\"]", help: "Error reporters." },
     OptionSpec { name: "SENTRY_DSN", group: "Errors", kind: Kind::OptStr, default: "\"\"", help: "Sentry DSN; empty disables reporting." },
-    OptionSpec { name: "ENV_BLACKLISTED_WORDS", group: "API", kind: Kind::Str, default: "\"password,key,secret,client_id\"", help: "Env names containing one of these words are shown as ***." },
+    OptionSpec { name: "ENV_BLACKLISTED_WORDS", group: "API", kind: Kind::Str, default: "\"password,key,secret,client_id,token,pass,pwd,auth,credential,dsn,private,cookie,session\"", help: "Env names containing one of these words are shown as *** (webhook header values and URL query values always are)." },
     OptionSpec { name: "PAGINATION_PER_PAGE", group: "API", kind: Kind::UInt, default: "10", help: "Page size of /tasks/ and /search/." },
     OptionSpec { name: "SMTP_USE_SSL", group: "Email", kind: Kind::Bool, default: "false", help: "STARTTLS after connecting." },
     OptionSpec { name: "SMTP_HOST", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "SMTP host." },
@@ -75,6 +75,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "SMTP_USER", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "SMTP login user." },
     OptionSpec { name: "SMTP_PASSWORD", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "SMTP login password (never logged)." },
     OptionSpec { name: "SMTP_FROM", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "From address." },
+    OptionSpec { name: "SMTP_ALLOW_PLAINTEXT_AUTH", group: "Email", kind: Kind::Bool, default: "false", help: "Allow sending SMTP_USER/SMTP_PASSWORD without SMTP_USE_SSL (in clear text); otherwise that combination is a start-up error." },
     OptionSpec { name: "BASIC_AUTH_USERNAME", group: "Auth", kind: Kind::OptStr, default: "\"\"", help: "With BASIC_AUTH_PASSWORD, requires HTTP basic auth." },
     OptionSpec { name: "BASIC_AUTH_PASSWORD", group: "Auth", kind: Kind::OptStr, default: "\"\"", help: "See BASIC_AUTH_USERNAME." },
     OptionSpec { name: "BASIC_AUTH_REALM", group: "Auth", kind: Kind::Str, default: "\"\"", help: "Realm of the WWW-Authenticate header." },
@@ -99,9 +100,21 @@ impl Config {
     }
 
     /// Like [`Config::load`] with an explicit environment (for tests).
+    ///
+    /// An error never quotes the value of a secret-bearing option (passwords, URLs, DSNs,
+    /// tokens): whatever a parser's message says, those values are replaced by `***`.
     pub fn load_from(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut secrets = Vec::new();
+        Self::load_checked(file, &env, &mut secrets).map_err(|error| scrub(error, &secrets))
+    }
+
+    fn load_checked(
+        file: Option<&Path>,
+        env: &impl Fn(&str) -> Option<String>,
+        secrets: &mut Vec<String>,
     ) -> Result<Config, ConfigError> {
         let mut values = BTreeMap::new();
         for option in OPTIONS {
@@ -115,10 +128,25 @@ impl Config {
                     path.display()
                 ))
             })?;
-            let table: toml::Table = text.parse().map_err(|error| {
-                ConfigError(format!("{}: invalid TOML: {error}", path.display()))
+            // toml's own message quotes the offending line, which may hold a password: only
+            // its short message and the line number are shown.
+            let table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
+                let line = error.span().map_or(0, |span| {
+                    text[..span.start.min(text.len())].matches('\n').count() + 1
+                });
+                ConfigError(format!(
+                    "{}: invalid TOML at line {line}: {}",
+                    path.display(),
+                    error.message()
+                ))
             })?;
             for (key, value) in table {
+                if is_secret_option(&key) {
+                    secrets.extend(secret_texts(&value.to_string()));
+                    if let Some(text) = value.as_str() {
+                        secrets.extend(secret_texts(text));
+                    }
+                }
                 let option = OPTIONS
                     .iter()
                     .find(|option| option.name == key)
@@ -132,6 +160,9 @@ impl Config {
         }
         for option in OPTIONS {
             if let Some(text) = env(option.name) {
+                if is_secret_option(option.name) {
+                    secrets.extend(secret_texts(&text));
+                }
                 values.insert(option.name, parse_env(option, &text)?);
             }
         }
@@ -159,6 +190,22 @@ impl Config {
                     )));
                 }
             }
+        }
+        for option in OPTIONS {
+            check_bound(option, &config.values[option.name])?;
+        }
+        let smtp_credentials =
+            config.optional("SMTP_USER").is_some() && config.optional("SMTP_PASSWORD").is_some();
+        if config.optional("SMTP_HOST").is_some()
+            && smtp_credentials
+            && !config.bool("SMTP_USE_SSL")
+            && !config.bool("SMTP_ALLOW_PLAINTEXT_AUTH")
+        {
+            return Err(ConfigError(
+                "SMTP_USER and SMTP_PASSWORD would be sent unencrypted: set SMTP_USE_SSL=true \
+                 (STARTTLS), or SMTP_ALLOW_PLAINTEXT_AUTH=true to accept that"
+                    .into(),
+            ));
         }
         if config.uint("PAGINATION_PER_PAGE") == 0 {
             return Err(ConfigError(
@@ -237,10 +284,96 @@ impl Config {
 }
 
 fn invalid(option: &OptionSpec, expected: &str, got: &str) -> ConfigError {
+    if is_secret_option(option.name) {
+        return ConfigError(format!(
+            "invalid value for {}: expected {expected} (value not shown: it may hold a secret)",
+            option.name
+        ));
+    }
     ConfigError(format!(
         "invalid value for {}: expected {expected}, got {got:?}",
         option.name
     ))
+}
+
+/// Whether an option's value may hold a secret (a password, a token, a URL or DSN with
+/// credentials), so that no error message quotes it.
+fn is_secret_option(name: &str) -> bool {
+    [
+        "PASSWORD",
+        "SECRET",
+        "TOKEN",
+        "DSN",
+        "_URL",
+        "MONGODB_CONFIG",
+        "_KEY",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+/// The texts to hide from error messages for one secret value: the value itself and, for a
+/// URL, its user-info (`user:password`) and password, which parsers like to quote alone.
+fn secret_texts(value: &str) -> Vec<String> {
+    let mut texts = vec![value.trim().to_string()];
+    for url in value.split(['"', ' ', ',']) {
+        if let Some((_, rest)) = url.split_once("://") {
+            let authority = rest.split('/').next().unwrap_or_default();
+            if let Some((user_info, _)) = authority.rsplit_once('@') {
+                texts.push(user_info.to_string());
+                if let Some((_, password)) = user_info.split_once(':') {
+                    texts.push(password.to_string());
+                }
+            }
+        }
+    }
+    // Very short texts would blank out unrelated words of the message.
+    texts.retain(|text| text.len() >= 4);
+    texts
+}
+
+/// `error` with every secret text replaced by `***`, longest first.
+fn scrub(error: ConfigError, secrets: &[String]) -> ConfigError {
+    let mut secrets: Vec<&String> = secrets.iter().collect();
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    let mut message = error.0;
+    for secret in secrets {
+        message = message.replace(secret.as_str(), "***");
+    }
+    ConfigError(message)
+}
+
+/// The largest value a numeric option may take: ports fit in 16 bits, durations stay within a
+/// year so that adding them to a clock cannot overflow, counts within 32 bits.
+fn upper_bound(name: &str) -> f64 {
+    const YEAR_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+    if name.ends_with("_PORT") {
+        f64::from(u16::MAX)
+    } else if name.ends_with("_SECONDS") {
+        YEAR_SECONDS
+    } else if name.ends_with("_MS") {
+        YEAR_SECONDS * 1000.0
+    } else if name.ends_with("_FACTOR") {
+        1000.0
+    } else {
+        f64::from(u32::MAX)
+    }
+}
+
+/// A numeric option above its [`upper_bound`] is an error naming it, never a panic later nor a
+/// silent truncation.
+fn check_bound(option: &OptionSpec, value: &Value) -> Result<(), ConfigError> {
+    if !matches!(option.kind, Kind::UInt | Kind::Float) {
+        return Ok(());
+    }
+    let bound = upper_bound(option.name);
+    match value.as_f64() {
+        Some(number) if number <= bound => Ok(()),
+        _ => Err(ConfigError(format!(
+            "invalid value for {}: at most {bound} allowed",
+            option.name
+        ))),
+    }
 }
 
 fn parse_env(option: &OptionSpec, text: &str) -> Result<Value, ConfigError> {
@@ -251,10 +384,18 @@ fn parse_env(option: &OptionSpec, text: &str) -> Result<Value, ConfigError> {
             "false" | "0" | "no" | "off" | "" => Value::Bool(false),
             _ => return Err(invalid(option, "a boolean (true/false)", text)),
         },
-        Kind::UInt => trimmed
-            .parse::<u64>()
-            .map(Value::from)
-            .map_err(|_| invalid(option, "a non-negative integer", text))?,
+        Kind::UInt => match trimmed.parse::<u64>() {
+            Ok(number) => Value::from(number),
+            // All digits but no u64: too large, said as such rather than "not a number".
+            Err(_) if !trimmed.is_empty() && trimmed.bytes().all(|byte| byte.is_ascii_digit()) => {
+                return Err(ConfigError(format!(
+                    "invalid value for {}: at most {} allowed",
+                    option.name,
+                    upper_bound(option.name)
+                )))
+            }
+            Err(_) => return Err(invalid(option, "a non-negative integer", text)),
+        },
         Kind::Float => trimmed
             .parse::<f64>()
             .ok()
@@ -365,6 +506,93 @@ mod tests {
             let error = load(&[(name, value)]).unwrap_err().to_string();
             assert!(error.contains(name), "{error}");
         }
+    }
+
+    /// A bad secret-bearing value is reported by option name, never quoted.
+    #[test]
+    fn errors_never_quote_secrets() {
+        for (name, value, secret) in [
+            (
+                "REDIS_URL",
+                "redis://user:hunter22@host:notaport/0",
+                "hunter22",
+            ),
+            (
+                "REDIS_URL",
+                "redis+sentinel://u:hunter22@h:1,h2:x/m",
+                "hunter22",
+            ),
+            ("MONGODB_URL", "mongo://user:hunter22@host/db", "hunter22"),
+            ("MONGODB_CONFIG", "{\"host\": \"hunter22", "hunter22"),
+            (
+                "MONGODB_CONFIG",
+                "{\"host\": \"http://u:hunter22@h\"}",
+                "hunter22",
+            ),
+        ] {
+            let error = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(name) || error.contains("MongoDB"), "{error}");
+            assert!(!error.contains(secret), "{error}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fastlane.toml");
+        std::fs::write(&path, "SMTP_PASSWORD = \"hunter22\nDEBUG = true\n").unwrap();
+        let error = Config::load_from(Some(&path), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 1"), "{error}");
+        assert!(!error.contains("hunter22"), "{error}");
+        std::fs::write(&path, "BASIC_AUTH_PASSWORD = 12345678\n").unwrap();
+        let error = Config::load_from(Some(&path), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("BASIC_AUTH_PASSWORD"), "{error}");
+        assert!(!error.contains("12345678"), "{error}");
+    }
+
+    /// Numbers beyond what an option can hold are errors naming it.
+    #[test]
+    fn oversized_numbers_are_errors() {
+        for (name, value) in [
+            ("SMTP_PORT", "99999999999999999999"),
+            ("SMTP_PORT", "65536"),
+            ("HARD_EXECUTION_TIMEOUT_SECONDS", "1e30"),
+            ("HARD_EXECUTION_TIMEOUT_SECONDS", "18446744073709551615"),
+            ("EXPONENTIAL_BACKOFF_FACTOR", "1e30"),
+            (
+                "WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS",
+                "18446744073709551615",
+            ),
+        ] {
+            let error = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(name), "{name}={value}: {error}");
+        }
+        assert_eq!(
+            load(&[("SMTP_PORT", "65535")]).unwrap().uint("SMTP_PORT"),
+            65535
+        );
+    }
+
+    /// SMTP credentials over a plain connection need an explicit opt-in.
+    #[test]
+    fn smtp_plaintext_credentials_are_refused() {
+        let base = [
+            ("SMTP_HOST", "mail.example"),
+            ("SMTP_USER", "me"),
+            ("SMTP_PASSWORD", "hunter22"),
+        ];
+        let error = load(&base).unwrap_err().to_string();
+        assert!(error.contains("SMTP_ALLOW_PLAINTEXT_AUTH"), "{error}");
+        assert!(!error.contains("hunter22"), "{error}");
+        load(&[base[0], base[1], base[2], ("SMTP_USE_SSL", "true")]).unwrap();
+        load(&[
+            base[0],
+            base[1],
+            base[2],
+            ("SMTP_ALLOW_PLAINTEXT_AUTH", "true"),
+        ])
+        .unwrap();
+        load(&[base[0]]).unwrap();
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub async fn run(
         webhooks: Arc::new(adapters::webhooks::HttpWebhooks::new()?),
         mailer: Arc::new(adapters::smtp::SmtpMailer::new(
             config.optional("SMTP_HOST"),
-            config.uint("SMTP_PORT").min(u16::MAX as u64) as u16,
+            u16::try_from(config.uint("SMTP_PORT")).context("invalid value for SMTP_PORT")?,
             config.bool("SMTP_USE_SSL"),
             config.optional("SMTP_USER"),
             config.optional("SMTP_PASSWORD"),
