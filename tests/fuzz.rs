@@ -130,6 +130,19 @@ fn value_text() -> impl Strategy<Value = String> {
             "\"1.2.3.4\"",
             "\"http://127.0.0.1:9/\"",
             "\"me@example.com\"",
+            "99999999999",
+            "9.9e10",
+            "1e10",
+            "4294967295",
+            "9223372036854775807",
+            "\"999999999h\"",
+            "\"1s\"",
+            "\"59 23 31 12 *\"",
+            "\"0 0 29 2 *\"",
+            "{\"minMs\": 18446744073709551615, \"factor\": 1e308, \"maxMs\": 0}",
+            "{\"fails\": [{\"url\": \"http://127.0.0.1:9/?a=b\", \"retries\": 99999}]}",
+            "{\"db\": \"::1\"}",
+            "[[\"db\", \"1.2.3.4\"]]",
             "[]",
             "{}",
             "[[]]",
@@ -254,6 +267,15 @@ fn segment() -> impl Strategy<Value = String> {
             "%0D%0A",
             "%7B%7D",
             "%ED%A0%80",
+            "stream",
+            "ws",
+            "stdout",
+            "stderr",
+            "logs",
+            "executions",
+            "stop",
+            "retry",
+            "jobs",
         ])
         .prop_map(String::from),
         (1usize..600).prop_map(|length| "t".repeat(length)),
@@ -477,7 +499,37 @@ async fn ten_thousand_hostile_requests_get_no_5xx_and_no_panic() {
         "seed {seed}: 5xx answers:\n{}",
         server_errors.join("\n")
     );
+    // Whatever was stored renders: every page of tasks, every task and every job.
+    let mut pages = 1;
+    let mut page = 1;
+    while page <= pages {
+        let listed = node.get_json(&format!("/tasks/?page={page}")).await;
+        pages = listed["pages"].as_u64().unwrap_or(0);
+        for item in listed["items"].as_array().into_iter().flatten() {
+            let task = node
+                .get(common::path_of(item["url"].as_str().unwrap()))
+                .await;
+            assert!(task.status().is_success(), "seed {seed}: {item}");
+            let task: serde_json::Value = task.json().await.unwrap();
+            for job in task["jobs"].as_array().into_iter().flatten() {
+                let details = node
+                    .get(common::path_of(job["url"].as_str().unwrap()))
+                    .await;
+                assert_eq!(details.status(), 200, "seed {seed}: {job}");
+            }
+        }
+        page += 1;
+    }
+
     let log = node.log();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("ERROR") || line.contains("WARN"))
+        .collect();
+    println!("fuzz: {} warnings and errors in the log", errors.len());
+    for line in errors.iter().take(10) {
+        println!("fuzz: {line}");
+    }
     assert!(
         !log.contains("panicked"),
         "seed {seed}: a panic in the log:\n{log}"
