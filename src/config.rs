@@ -10,6 +10,12 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod bounds;
+mod secrets;
+
+use bounds::{check_bound, upper_bound};
+use secrets::{is_secret_option, scrub, secret_texts};
+
 /// The type of an option, which decides how its text is parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -296,86 +302,6 @@ fn invalid(option: &OptionSpec, expected: &str, got: &str) -> ConfigError {
     ))
 }
 
-/// Whether an option's value may hold a secret (a password, a token, a URL or DSN with
-/// credentials), so that no error message quotes it.
-fn is_secret_option(name: &str) -> bool {
-    [
-        "PASSWORD",
-        "SECRET",
-        "TOKEN",
-        "DSN",
-        "_URL",
-        "MONGODB_CONFIG",
-        "_KEY",
-    ]
-    .iter()
-    .any(|word| name.contains(word))
-}
-
-/// The texts to hide from error messages for one secret value: the value itself and, for a
-/// URL, its user-info (`user:password`) and password, which parsers like to quote alone.
-fn secret_texts(value: &str) -> Vec<String> {
-    let mut texts = vec![value.trim().to_string()];
-    for url in value.split(['"', ' ', ',']) {
-        if let Some((_, rest)) = url.split_once("://") {
-            let authority = rest.split('/').next().unwrap_or_default();
-            if let Some((user_info, _)) = authority.rsplit_once('@') {
-                texts.push(user_info.to_string());
-                if let Some((_, password)) = user_info.split_once(':') {
-                    texts.push(password.to_string());
-                }
-            }
-        }
-    }
-    // Very short texts would blank out unrelated words of the message.
-    texts.retain(|text| text.len() >= 4);
-    texts
-}
-
-/// `error` with every secret text replaced by `***`, longest first.
-fn scrub(error: ConfigError, secrets: &[String]) -> ConfigError {
-    let mut secrets: Vec<&String> = secrets.iter().collect();
-    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
-    let mut message = error.0;
-    for secret in secrets {
-        message = message.replace(secret.as_str(), "***");
-    }
-    ConfigError(message)
-}
-
-/// The largest value a numeric option may take: ports fit in 16 bits, durations stay within a
-/// year so that adding them to a clock cannot overflow, counts within 32 bits.
-fn upper_bound(name: &str) -> f64 {
-    const YEAR_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
-    if name.ends_with("_PORT") {
-        f64::from(u16::MAX)
-    } else if name.ends_with("_SECONDS") {
-        YEAR_SECONDS
-    } else if name.ends_with("_MS") {
-        YEAR_SECONDS * 1000.0
-    } else if name.ends_with("_FACTOR") {
-        1000.0
-    } else {
-        f64::from(u32::MAX)
-    }
-}
-
-/// A numeric option above its [`upper_bound`] is an error naming it, never a panic later nor a
-/// silent truncation.
-fn check_bound(option: &OptionSpec, value: &Value) -> Result<(), ConfigError> {
-    if !matches!(option.kind, Kind::UInt | Kind::Float) {
-        return Ok(());
-    }
-    let bound = upper_bound(option.name);
-    match value.as_f64() {
-        Some(number) if number <= bound => Ok(()),
-        _ => Err(ConfigError(format!(
-            "invalid value for {}: at most {bound} allowed",
-            option.name
-        ))),
-    }
-}
-
 fn parse_env(option: &OptionSpec, text: &str) -> Result<Value, ConfigError> {
     let trimmed = text.trim();
     let value = match option.kind {
@@ -506,71 +432,6 @@ mod tests {
             let error = load(&[(name, value)]).unwrap_err().to_string();
             assert!(error.contains(name), "{error}");
         }
-    }
-
-    /// A bad secret-bearing value is reported by option name, never quoted.
-    #[test]
-    fn errors_never_quote_secrets() {
-        for (name, value, secret) in [
-            (
-                "REDIS_URL",
-                "redis://user:hunter22@host:notaport/0",
-                "hunter22",
-            ),
-            (
-                "REDIS_URL",
-                "redis+sentinel://u:hunter22@h:1,h2:x/m",
-                "hunter22",
-            ),
-            ("MONGODB_URL", "mongo://user:hunter22@host/db", "hunter22"),
-            ("MONGODB_CONFIG", "{\"host\": \"hunter22", "hunter22"),
-            (
-                "MONGODB_CONFIG",
-                "{\"host\": \"http://u:hunter22@h\"}",
-                "hunter22",
-            ),
-        ] {
-            let error = load(&[(name, value)]).unwrap_err().to_string();
-            assert!(error.contains(name) || error.contains("MongoDB"), "{error}");
-            assert!(!error.contains(secret), "{error}");
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fastlane.toml");
-        std::fs::write(&path, "SMTP_PASSWORD = \"hunter22\nDEBUG = true\n").unwrap();
-        let error = Config::load_from(Some(&path), |_| None)
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("line 1"), "{error}");
-        assert!(!error.contains("hunter22"), "{error}");
-        std::fs::write(&path, "BASIC_AUTH_PASSWORD = 12345678\n").unwrap();
-        let error = Config::load_from(Some(&path), |_| None)
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("BASIC_AUTH_PASSWORD"), "{error}");
-        assert!(!error.contains("12345678"), "{error}");
-    }
-
-    /// Numbers beyond what an option can hold are errors naming it.
-    #[test]
-    fn oversized_numbers_are_errors() {
-        for (name, value) in [
-            ("SMTP_PORT", "99999999999999999999"),
-            ("SMTP_PORT", "65536"),
-            ("HARD_EXECUTION_TIMEOUT_SECONDS", "1e30"),
-            ("HARD_EXECUTION_TIMEOUT_SECONDS", "18446744073709551615"),
-            ("EXPONENTIAL_BACKOFF_FACTOR", "1e30"),
-            (
-                "WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS",
-                "18446744073709551615",
-            ),
-        ] {
-            let error = load(&[(name, value)]).unwrap_err().to_string();
-            assert!(error.contains(name), "{name}={value}: {error}");
-        }
-        assert_eq!(
-            load(&[("SMTP_PORT", "65535")]).unwrap().uint("SMTP_PORT"),
-            65535
-        );
     }
 
     /// SMTP credentials over a plain connection need an explicit opt-in.
