@@ -10,6 +10,12 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+mod bounds;
+mod secrets;
+
+use bounds::{check_bound, upper_bound};
+use secrets::{is_secret_option, scrub, secret_texts};
+
 /// The type of an option, which decides how its text is parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -68,7 +74,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "MONGODB_URL", group: "Models", kind: Kind::OptStr, default: "\"\"", help: "Store backend as a plain mongodb:// URI (database from its path, else 'fastlane'); used when MONGODB_CONFIG is null." },
     OptionSpec { name: "ERROR_HANDLERS", group: "Errors", kind: Kind::Json, default: "[\"sentry\"]", help: "Error reporters." },
     OptionSpec { name: "SENTRY_DSN", group: "Errors", kind: Kind::OptStr, default: "\"\"", help: "Sentry DSN; empty disables reporting." },
-    OptionSpec { name: "ENV_BLACKLISTED_WORDS", group: "API", kind: Kind::Str, default: "\"password,key,secret,client_id\"", help: "Env names containing one of these words are shown as ***." },
+    OptionSpec { name: "ENV_BLACKLISTED_WORDS", group: "API", kind: Kind::Str, default: "\"password,key,secret,client_id,token,pass,pwd,auth,credential,dsn,private,cookie,session\"", help: "Env names containing one of these words are shown as *** (webhook header values and URL query values always are)." },
     OptionSpec { name: "PAGINATION_PER_PAGE", group: "API", kind: Kind::UInt, default: "10", help: "Page size of /tasks/ and /search/." },
     OptionSpec { name: "SMTP_USE_SSL", group: "Email", kind: Kind::Bool, default: "false", help: "STARTTLS after connecting." },
     OptionSpec { name: "SMTP_HOST", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "SMTP host." },
@@ -76,6 +82,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "SMTP_USER", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "SMTP login user." },
     OptionSpec { name: "SMTP_PASSWORD", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "SMTP login password (never logged)." },
     OptionSpec { name: "SMTP_FROM", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "From address." },
+    OptionSpec { name: "SMTP_ALLOW_PLAINTEXT_AUTH", group: "Email", kind: Kind::Bool, default: "false", help: "Allow sending SMTP_USER/SMTP_PASSWORD without SMTP_USE_SSL (in clear text); otherwise that combination is a start-up error." },
     OptionSpec { name: "BASIC_AUTH_USERNAME", group: "Auth", kind: Kind::OptStr, default: "\"\"", help: "With BASIC_AUTH_PASSWORD, requires HTTP basic auth." },
     OptionSpec { name: "BASIC_AUTH_PASSWORD", group: "Auth", kind: Kind::OptStr, default: "\"\"", help: "See BASIC_AUTH_USERNAME." },
     OptionSpec { name: "BASIC_AUTH_REALM", group: "Auth", kind: Kind::Str, default: "\"\"", help: "Realm of the WWW-Authenticate header." },
@@ -106,9 +113,21 @@ impl Config {
     }
 
     /// Like [`Config::load`] with an explicit environment (for tests).
+    ///
+    /// An error never quotes the value of a secret-bearing option (passwords, URLs, DSNs,
+    /// tokens): whatever a parser's message says, those values are replaced by `***`.
     pub fn load_from(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut secrets = Vec::new();
+        Self::load_checked(file, &env, &mut secrets).map_err(|error| scrub(error, &secrets))
+    }
+
+    fn load_checked(
+        file: Option<&Path>,
+        env: &impl Fn(&str) -> Option<String>,
+        secrets: &mut Vec<String>,
     ) -> Result<Config, ConfigError> {
         let mut values = BTreeMap::new();
         let mut set = BTreeSet::new();
@@ -123,10 +142,25 @@ impl Config {
                     path.display()
                 ))
             })?;
-            let table: toml::Table = text.parse().map_err(|error| {
-                ConfigError(format!("{}: invalid TOML: {error}", path.display()))
+            // toml's own message quotes the offending line, which may hold a password: only
+            // its short message and the line number are shown.
+            let table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
+                let line = error.span().map_or(0, |span| {
+                    text[..span.start.min(text.len())].matches('\n').count() + 1
+                });
+                ConfigError(format!(
+                    "{}: invalid TOML at line {line}: {}",
+                    path.display(),
+                    error.message()
+                ))
             })?;
             for (key, value) in table {
+                if is_secret_option(&key) {
+                    secrets.extend(secret_texts(&value.to_string()));
+                    if let Some(text) = value.as_str() {
+                        secrets.extend(secret_texts(text));
+                    }
+                }
                 let option = OPTIONS
                     .iter()
                     .find(|option| option.name == key)
@@ -140,6 +174,9 @@ impl Config {
         }
         for option in OPTIONS {
             if let Some(text) = env(option.name) {
+                if is_secret_option(option.name) {
+                    secrets.extend(secret_texts(&text));
+                }
                 values.insert(option.name, parse_env(option, &text)?);
                 set.insert(option.name);
             }
@@ -168,6 +205,22 @@ impl Config {
                     )));
                 }
             }
+        }
+        for option in OPTIONS {
+            check_bound(option, &config.values[option.name])?;
+        }
+        let smtp_credentials =
+            config.optional("SMTP_USER").is_some() && config.optional("SMTP_PASSWORD").is_some();
+        if config.optional("SMTP_HOST").is_some()
+            && smtp_credentials
+            && !config.bool("SMTP_USE_SSL")
+            && !config.bool("SMTP_ALLOW_PLAINTEXT_AUTH")
+        {
+            return Err(ConfigError(
+                "SMTP_USER and SMTP_PASSWORD would be sent unencrypted: set SMTP_USE_SSL=true \
+                 (STARTTLS), or SMTP_ALLOW_PLAINTEXT_AUTH=true to accept that"
+                    .into(),
+            ));
         }
         if config.uint("PAGINATION_PER_PAGE") == 0 {
             return Err(ConfigError(
@@ -271,6 +324,12 @@ impl Config {
 }
 
 fn invalid(option: &OptionSpec, expected: &str, got: &str) -> ConfigError {
+    if is_secret_option(option.name) {
+        return ConfigError(format!(
+            "invalid value for {}: expected {expected} (value not shown: it may hold a secret)",
+            option.name
+        ));
+    }
     ConfigError(format!(
         "invalid value for {}: expected {expected}, got {got:?}",
         option.name
@@ -285,10 +344,18 @@ fn parse_env(option: &OptionSpec, text: &str) -> Result<Value, ConfigError> {
             "false" | "0" | "no" | "off" | "" => Value::Bool(false),
             _ => return Err(invalid(option, "a boolean (true/false)", text)),
         },
-        Kind::UInt => trimmed
-            .parse::<u64>()
-            .map(Value::from)
-            .map_err(|_| invalid(option, "a non-negative integer", text))?,
+        Kind::UInt => match trimmed.parse::<u64>() {
+            Ok(number) => Value::from(number),
+            // All digits but no u64: too large, said as such rather than "not a number".
+            Err(_) if !trimmed.is_empty() && trimmed.bytes().all(|byte| byte.is_ascii_digit()) => {
+                return Err(ConfigError(format!(
+                    "invalid value for {}: at most {} allowed",
+                    option.name,
+                    upper_bound(option.name)
+                )))
+            }
+            Err(_) => return Err(invalid(option, "a non-negative integer", text)),
+        },
         Kind::Float => trimmed
             .parse::<f64>()
             .ok()
@@ -402,6 +469,28 @@ mod tests {
             let error = load(&[(name, value)]).unwrap_err().to_string();
             assert!(error.contains(name), "{error}");
         }
+    }
+
+    /// SMTP credentials over a plain connection need an explicit opt-in.
+    #[test]
+    fn smtp_plaintext_credentials_are_refused() {
+        let base = [
+            ("SMTP_HOST", "mail.example"),
+            ("SMTP_USER", "me"),
+            ("SMTP_PASSWORD", "hunter22"),
+        ];
+        let error = load(&base).unwrap_err().to_string();
+        assert!(error.contains("SMTP_ALLOW_PLAINTEXT_AUTH"), "{error}");
+        assert!(!error.contains("hunter22"), "{error}");
+        load(&[base[0], base[1], base[2], ("SMTP_USE_SSL", "true")]).unwrap();
+        load(&[
+            base[0],
+            base[1],
+            base[2],
+            ("SMTP_ALLOW_PLAINTEXT_AUTH", "true"),
+        ])
+        .unwrap();
+        load(&[base[0]]).unwrap();
     }
 
     #[test]

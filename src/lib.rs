@@ -5,6 +5,7 @@
 
 pub mod adapters;
 pub mod config;
+pub mod data_dir;
 pub mod gateway;
 pub mod telemetry;
 
@@ -45,10 +46,11 @@ pub async fn run(
     let access = gateway::access::Access::from_config(&config, bind).map_err(anyhow::Error::msg)?;
     let _sentry = adapters::sentry::init(config.optional("SENTRY_DSN"))?;
     let data_dir = config.data_dir();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("could not create DATA_DIR {}", data_dir.display()))?;
+    data_dir::prepare(&data_dir)?;
     let backends = adapters::backends::Backends::open(&config).await?;
     let node_id = node_id(&data_dir)?;
+    // Whatever the backends made in DATA_DIR (SQLite's -wal and -shm) is private too.
+    data_dir::tighten_files(&data_dir)?;
 
     let hard_timeout = config.uint("HARD_EXECUTION_TIMEOUT_SECONDS");
     let call_timeout = Duration::from_secs(config.uint("DOCKER_CALL_TIMEOUT_SECONDS").max(1));
@@ -123,7 +125,7 @@ pub async fn run(
         webhooks: Arc::new(adapters::webhooks::HttpWebhooks::new(webhook_policy)),
         mailer: Arc::new(adapters::smtp::SmtpMailer::new(
             config.optional("SMTP_HOST"),
-            config.uint("SMTP_PORT").min(u16::MAX as u64) as u16,
+            u16::try_from(config.uint("SMTP_PORT")).context("invalid value for SMTP_PORT")?,
             config.bool("SMTP_USE_SSL"),
             config.optional("SMTP_USER"),
             config.optional("SMTP_PASSWORD"),
@@ -192,6 +194,6 @@ fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
         }
     }
     let id = format!("node-{}", uuid::Uuid::new_v4());
-    std::fs::write(&path, &id).with_context(|| format!("could not write {}", path.display()))?;
+    data_dir::write_private_file(&path, id.as_bytes())?;
     Ok(id)
 }

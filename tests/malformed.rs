@@ -182,3 +182,45 @@ async fn malformed_requests_get_4xx_and_create_nothing() {
     );
     assert_eq!(containers.trim(), "");
 }
+
+/// The shapes `tests/fuzz.rs` generates, pinned as fixed cases: nesting past serde_json's limit
+/// (128) in the body and in a field, numbers beyond their field's range, duplicate keys with a
+/// bad second value, strings that are not UTF-8 or hold a lone surrogate. All 4xx. (A huge
+/// `timeout` is not among them: it is clamped to HARD_EXECUTION_TIMEOUT_SECONDS, as the
+/// original.)
+#[tokio::test]
+async fn fuzz_shapes_get_4xx() {
+    let node = Node::start(&[]).await;
+    let image = image();
+    let with = |field: &str, value: &str| {
+        format!(r#"{{"image": "{image}", "command": "true", "startIn": "240h", {field}: {value}}}"#)
+            .into_bytes()
+    };
+    let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    let bodies: Vec<Vec<u8>> = vec![
+        deep.clone().into_bytes(),
+        "{\"a\":".repeat(3000).into_bytes(),
+        with("\"envs\"", &deep),
+        with("\"webhooks\"", &deep),
+        with("\"retries\"", "1e400"),
+        with("\"expiration\"", "-9223372036854775809"),
+        with("\"maxConcurrent\"", "4294967296"),
+        with("\"startIn\"", "\"99999999999h\""),
+        with("\"image\"", "\"\\ud800\""),
+        with("\"retries\": 1, \"retries\"", "\"x\""),
+        with("\"backoff\"", r#"{"minMs": 1e400}"#),
+        b"{\"image\": \"\xc0\xaf\", \"command\": \"\xed\xa0\x80\"}".to_vec(),
+    ];
+    for body in bodies {
+        assert_refused(
+            &node,
+            Method::POST,
+            "/tasks/fuzz-shapes/",
+            body,
+            Some("application/json"),
+        )
+        .await;
+    }
+    let tasks = node.get_json("/tasks/").await;
+    assert_eq!(tasks["total"], 0, "{tasks}");
+}

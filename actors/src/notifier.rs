@@ -14,6 +14,7 @@ use crate::ports::{Email, WebhookError, WebhookRequest, WebhookResponse, WEBHOOK
 use crate::Services;
 use fastlane_proto::backoff::capped_exponential;
 use fastlane_proto::model::WEBHOOK_DISPATCH_KEPT;
+use fastlane_proto::redact::redact_url;
 use fastlane_proto::{webhook, Execution, ExecutionStatus, Job, Timestamp};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{json, Value};
@@ -209,11 +210,11 @@ async fn send_webhook(services: &Services, job: &Job, execution: &Execution, hoo
         match &outcome {
             Ok(response) if response.status < 400 => return,
             Err(WebhookError::Refused(reason)) => {
-                tracing::warn!(url = %request.url, %reason, "webhook refused");
+                tracing::warn!(url = %redact_url(&request.url), %reason, "webhook refused");
                 return;
             }
             _ => {
-                tracing::info!(url = %request.url, attempt = attempt + 1, "webhook attempt failed")
+                tracing::info!(url = %redact_url(&request.url), attempt = attempt + 1, "webhook attempt failed")
             }
         }
     }

@@ -2,6 +2,7 @@
 //! original: `executionId`, `exitCode`, …; output as text, bytes that are not UTF-8 as U+FFFD).
 
 use crate::model::{Execution, Job};
+use crate::redact::redact_url;
 use crate::timestamp::Timestamp;
 use serde_json::{json, Value};
 
@@ -16,8 +17,26 @@ fn text(output: &Option<Vec<u8>>) -> Value {
     })
 }
 
-/// An execution as the API shows it.
+/// An execution as the API shows it; the URLs of its webhook attempts lose their query values
+/// (`redact::redact_url`), since this view also goes into e-mails and webhook bodies.
 pub fn execution(execution: &Execution) -> Value {
+    let mut metadata = serde_json::to_value(&execution.metadata).unwrap_or_default();
+    if let Some(dispatch) = metadata
+        .get_mut("webhookDispatch")
+        .and_then(Value::as_array_mut)
+    {
+        for entry in dispatch {
+            let Some(url) = entry.get("url").and_then(Value::as_str).map(String::from) else {
+                continue;
+            };
+            let shown = redact_url(&url);
+            entry["url"] = Value::String(shown.clone());
+            // HTTP client errors quote the URL they failed on.
+            if let Some(Value::String(error)) = entry.get_mut("error") {
+                *error = error.replace(&url, &shown);
+            }
+        }
+    }
     json!({
         "executionId": execution.execution_id.to_string(),
         "createdAt": execution.created_at.iso(),
@@ -26,7 +45,7 @@ pub fn execution(execution: &Execution) -> Value {
         "finishedAt": iso(execution.finished_at),
         "image": execution.image,
         "command": execution.command,
-        "metadata": serde_json::to_value(&execution.metadata).unwrap_or_default(),
+        "metadata": metadata,
         "status": execution.status.as_str(),
         "exitCode": execution.exit_code,
         "log": text(&execution.log),

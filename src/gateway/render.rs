@@ -6,7 +6,7 @@ use super::http::percent_encode;
 use fastlane_actors::messages::{Enqueued, Health, JobView, NodeStatus};
 use fastlane_actors::ports::{DeadLetter, Paged};
 use fastlane_proto::farm::Farm;
-use fastlane_proto::redact::Redactor;
+use fastlane_proto::redact::{redact_webhooks, Redactor};
 use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::views::{execution, iso};
 use fastlane_proto::{Execution, Job, TaskSummary};
@@ -32,11 +32,13 @@ impl Urls {
     }
 }
 
-/// The job's metadata with secret-looking env values redacted.
+/// The job's metadata with secret-looking env values, every webhook header value and every
+/// webhook URL's query values redacted.
 fn job_metadata(job: &Job, redactor: &Redactor) -> Value {
     let mut metadata = serde_json::to_value(&job.metadata).unwrap_or_default();
     metadata["envs"] =
         serde_json::to_value(redactor.redact(&job.metadata.envs)).unwrap_or_default();
+    metadata["webhooks"] = redact_webhooks(&job.metadata.webhooks);
     metadata
 }
 

@@ -157,8 +157,10 @@ impl From<DbError> for QueueError {
 impl Embedded {
     /// Opens (creating if needed) the database in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Embedded> {
-        std::fs::create_dir_all(dir)?;
-        let connection = Connection::open(dir.join("fastlane.sqlite3"))?;
+        crate::data_dir::prepare(dir)?;
+        let path = dir.join("fastlane.sqlite3");
+        crate::data_dir::create_private_file(&path)?;
+        let connection = Connection::open(&path)?;
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
         connection.set_prepared_statement_cache_capacity(64);

@@ -90,7 +90,8 @@ impl MongoSettings {
         };
         if !uri.starts_with("mongodb://") && !uri.starts_with("mongodb+srv://") {
             return Err(format!(
-                "invalid MongoDB URI {uri:?}: expected mongodb:// or mongodb+srv://"
+                "invalid MongoDB URI {:?}: expected mongodb:// or mongodb+srv://",
+                fastlane_proto::redact::redact_url(&uri)
             ));
         }
         Ok(Some(MongoSettings {

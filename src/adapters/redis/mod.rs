@@ -74,17 +74,21 @@ pub fn parse_url(url: &str) -> Result<Config, String> {
             )
         }
     };
+    // Hosts are named by position, not quoted: in a malformed URL (a password with a `/`),
+    // what looks like a host may be part of the password.
     let servers = hosts
         .split(',')
-        .map(|host| {
+        .enumerate()
+        .map(|(index, host)| {
+            let number = index + 1;
             let (name, port) = host
                 .rsplit_once(':')
-                .ok_or_else(|| invalid(&format!("{host:?} needs a port")))?;
+                .ok_or_else(|| invalid(&format!("host {number} needs a port")))?;
             let port: u16 = port
                 .parse()
-                .map_err(|_| invalid(&format!("bad port in {host:?}")))?;
+                .map_err(|_| invalid(&format!("bad port in host {number}")))?;
             if name.is_empty() {
-                return Err(invalid(&format!("{host:?} needs a host name")));
+                return Err(invalid(&format!("host {number} needs a host name")));
             }
             Ok(Server::new(name.trim_matches(['[', ']']), port))
         })
