@@ -89,6 +89,11 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "API_TOKENS", group: "Auth", kind: Kind::Json, default: "[]", help: "API tokens, sent as 'Authorization: Bearer <token>': [{\"name\": \"ci\", \"sha256\": \"<the token's SHA-256 in hex, never the token>\", \"scopes\": [\"read\", \"submit\", \"admin\"]}]. Scopes are independent: read = GETs, WebSockets, stream pages; submit = create/replace jobs, stop, retry; admin = the host blacklist. Basic auth has every scope." },
     OptionSpec { name: "ALLOW_ANONYMOUS", group: "Auth", kind: Kind::Bool, default: "false", help: "Start without credentials on a non-loopback address (-b): anyone who can reach the node can run containers on its hosts. Warned at start and in /status/." },
     OptionSpec { name: "ALLOWED_HOSTS", group: "Auth", kind: Kind::Str, default: "\"\"", help: "Without credentials, the Host header must be loopback, an IP literal of the bind address, SERVER_NAME or one of these comma-separated host[:port] names ('*' = any); anything else is 403 (DNS rebinding)." },
+    OptionSpec { name: "MAX_CONNECTIONS", group: "Limits", kind: Kind::UInt, default: "1024", help: "Open HTTP and WebSocket connections; beyond it the node accepts no more until one closes; 0 = unlimited." },
+    OptionSpec { name: "MAX_IN_FLIGHT_REQUESTS", group: "Limits", kind: Kind::UInt, default: "512", help: "Requests served at once (open WebSockets not counted); beyond it 503 with Retry-After: 1; 0 = unlimited." },
+    OptionSpec { name: "REQUEST_BODY_TIMEOUT_SECONDS", group: "Limits", kind: Kind::UInt, default: "30", help: "Time a request body may take to arrive; beyond it 408 and the connection is closed; 0 = no limit." },
+    OptionSpec { name: "WEBSOCKET_PING_INTERVAL_SECONDS", group: "Limits", kind: Kind::UInt, default: "20", help: "How often the node pings a WebSocket client; 0 = never." },
+    OptionSpec { name: "WEBSOCKET_IDLE_TIMEOUT_SECONDS", group: "Limits", kind: Kind::UInt, default: "60", help: "A WebSocket from which nothing (not even a pong) arrived for this long, or that does not take a frame for this long, is closed (1001, reason 'idle'); 0 = never." },
 ];
 
 /// A configuration error; the message names the option.

@@ -157,6 +157,7 @@ pub async fn run(
         call_timeout: Duration::from_millis(fastlane_actors::CALL_TIMEOUT_MS),
         farms: config.farms.clone(),
         backends: backends.names.clone(),
+        limits: gateway::limits::Limits::from_config(&config),
     });
     let listener = TcpListener::bind(bind)
         .await

@@ -7,15 +7,14 @@
 //! Container operations can take minutes, so each run is a spawned task that posts its progress
 //! back as messages; the actor's own handlers never wait on Docker.
 
+use crate::log_feed::LogFeed;
 use crate::messages::{HostMessage, HostStatus, JobMessage, LogWatch};
 use crate::placement::{CircuitBreaker, CircuitState, HostLoad};
 use crate::ports::{ContainerRuntime, ContainerSpec, RuntimeError};
-use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
 
 pub struct HostActor;
 
@@ -33,28 +32,10 @@ pub struct HostState {
     last_error: Option<String>,
     probing: bool,
     last_probe: Instant,
-    /// Log feeds of watched containers.
+    /// Log feeds of watched containers (`log_feed.rs`: each ends when its last watcher left).
     feeds: HashMap<String, Arc<LogFeed>>,
-}
-
-/// One Docker log stream shared by every watcher of a container.
-pub struct LogFeed {
-    /// Everything received so far, and whether the stream has ended.
-    history: std::sync::Mutex<(Vec<Bytes>, bool)>,
-    sender: broadcast::Sender<Bytes>,
-}
-
-impl LogFeed {
-    fn subscribe(&self) -> LogWatch {
-        let history = self
-            .history
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        LogWatch {
-            history: history.0.clone(),
-            live: (!history.1).then(|| self.sender.subscribe()),
-        }
-    }
+    /// Numbers the feeds, so that an old feed's end cannot remove its successor.
+    feed_generation: u64,
 }
 
 /// How often a half-open circuit is probed.
@@ -81,6 +62,7 @@ impl Actor for HostActor {
             probing: false,
             last_probe: Instant::now(),
             feeds: HashMap::new(),
+            feed_generation: 0,
         })
     }
 
@@ -126,8 +108,17 @@ impl Actor for HostActor {
                 container_id,
                 reply,
             } => state.watch(myself, container_id, reply).await,
-            HostMessage::FeedEnded { container_id } => {
-                state.feeds.remove(&container_id);
+            HostMessage::FeedEnded {
+                container_id,
+                generation,
+            } => {
+                if state
+                    .feeds
+                    .get(&container_id)
+                    .is_some_and(|feed| feed.generation == generation)
+                {
+                    state.feeds.remove(&container_id);
+                }
             }
         }
         Ok(())
@@ -166,40 +157,29 @@ impl HostState {
         container_id: String,
         reply: RpcReplyPort<Result<LogWatch, RuntimeError>>,
     ) {
-        if let Some(feed) = self.feeds.get(&container_id) {
-            let _ = reply.send(Ok(feed.subscribe()));
+        // A feed given up for lack of watchers (its end message may still be on its way) is
+        // replaced by a new stream.
+        if let Some(watch) = self
+            .feeds
+            .get(&container_id)
+            .and_then(|feed| feed.subscribe())
+        {
+            let _ = reply.send(Ok(watch));
             return;
         }
         // Starting the stream is quick (one inspect); the stream itself runs in a task.
-        let mut chunks = match self.runtime.follow_logs(&container_id).await {
+        let chunks = match self.runtime.follow_logs(&container_id).await {
             Ok(chunks) => chunks,
             Err(error) => {
                 let _ = reply.send(Err(error));
                 return;
             }
         };
-        let (sender, _) = broadcast::channel(1024);
-        let feed = Arc::new(LogFeed {
-            history: std::sync::Mutex::new((Vec::new(), false)),
-            sender,
-        });
+        self.feed_generation += 1;
+        let (feed, watch) = LogFeed::new(self.feed_generation);
         self.feeds.insert(container_id.clone(), feed.clone());
-        let _ = reply.send(Ok(feed.subscribe()));
-        tokio::spawn(async move {
-            while let Some(chunk) = chunks.recv().await {
-                let mut history = feed
-                    .history
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                history.0.push(chunk.clone());
-                let _ = feed.sender.send(chunk);
-            }
-            feed.history
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .1 = true;
-            let _ = myself.cast(HostMessage::FeedEnded { container_id });
-        });
+        let _ = reply.send(Ok(watch));
+        tokio::spawn(feed.run(chunks, myself, container_id));
     }
 
     /// A half-open circuit is probed at once; a closed one every [`HEALTH_INTERVAL`], so a host

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod host;
 pub mod job;
 pub mod lifecycle;
+pub mod log_feed;
 pub mod messages;
 pub mod notifier;
 pub mod placement;

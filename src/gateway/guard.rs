@@ -132,13 +132,29 @@ pub(crate) fn host(settings: &GatewaySettings, request: &Request<Incoming>) -> S
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// The whole body, at most [`MAX_BODY_BYTES`] (413 beyond). Its failures name `enqueue_job`,
-/// whichever route reads the body, as they always have.
-pub(crate) async fn read_body(request: Request<Incoming>) -> Result<Bytes, Failure> {
-    match Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
+/// The whole body, at most [`MAX_BODY_BYTES`] (413 beyond), arriving within
+/// `REQUEST_BODY_TIMEOUT_SECONDS` (408 beyond: a client cannot hold a connection and a request
+/// slot by trickling a body). Its failures name `enqueue_job`, whichever route reads the body,
+/// as they always have.
+pub(crate) async fn read_body(
+    settings: &GatewaySettings,
+    request: Request<Incoming>,
+) -> Result<Bytes, Failure> {
+    let collect = Limited::new(request.into_body(), MAX_BODY_BYTES).collect();
+    let collected = match settings.limits.body_timeout {
+        Some(limit) => tokio::time::timeout(limit, collect).await.map_err(|_| {
+            Failure::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "enqueue_job",
+                format!(
+                    "The request body did not arrive within {} seconds.",
+                    limit.as_secs()
+                ),
+            )
+        })?,
+        None => collect.await,
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,

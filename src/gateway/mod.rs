@@ -14,6 +14,8 @@ pub(crate) mod access;
 mod auth;
 mod guard;
 mod http;
+pub(crate) mod limits;
+mod live;
 mod render;
 mod router;
 mod routes;
@@ -27,6 +29,7 @@ use fastlane_proto::redact::Redactor;
 use http::{json_response, Failure, HttpResponse};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
@@ -49,6 +52,8 @@ pub(crate) struct GatewaySettings {
     pub(crate) farms: Vec<fastlane_proto::farm::Farm>,
     /// What backs the queue and the store, e.g. `("redis", "mongodb")`, for `/healthcheck`.
     pub(crate) backends: (String, String),
+    /// Bounds on connections, requests and WebSockets.
+    pub(crate) limits: limits::Limits,
 }
 
 /// Serves one request. Never panics on input; every failure is a response.
@@ -58,6 +63,11 @@ pub(crate) async fn handle(
     peer: SocketAddr,
 ) -> Result<HttpResponse, std::convert::Infallible> {
     let started = std::time::Instant::now();
+    // Held until the answer is ready (a WebSocket's life is not counted: it has its own bounds).
+    let _permit = match settings.limits.admit_request() {
+        Ok(permit) => permit,
+        Err(refused) => return Ok(*refused),
+    };
     let origin = request.headers().get("origin").cloned();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -81,6 +91,12 @@ pub(crate) async fn handle(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "request"
     );
+    if response.status() == StatusCode::REQUEST_TIMEOUT {
+        // What is left of the body would be read as the next request.
+        response
+            .headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let is_head = method == Method::HEAD;
     if settings.enable_cors {
         guard::add_cors(&settings, &mut response, origin);

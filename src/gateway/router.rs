@@ -210,7 +210,7 @@ pub(crate) async fn route(
         Endpoint::Healthcheck => node::healthcheck(settings).await,
         Endpoint::Status => node::status(settings).await,
         Endpoint::Blacklist { add } => {
-            let body = read_body(request).await?;
+            let body = read_body(settings, request).await?;
             node::blacklist(settings, add, &body).await
         }
         Endpoint::ListTasks => tasks::list(settings, &urls, query).await,

@@ -1,6 +1,8 @@
 //! The HTTP server: accepts connections until shutdown, serves each (HTTP/1.1, upgradeable to
-//! WebSocket) with [`handle`](super::handle) in its own task, then drains them, bounded.
+//! WebSocket) with [`handle`](super::handle) in its own task, then drains them, bounded. At most
+//! `MAX_CONNECTIONS` are open at once; a client has [`HEADER_READ_TIMEOUT`] to send its headers.
 
+use super::limits::ConnectionSlot;
 use super::GatewaySettings;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -8,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 /// How long a client may take to send a request's headers.
@@ -29,7 +31,19 @@ pub(crate) async fn serve(
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // `MAX_CONNECTIONS`: a connection holds a permit for its whole life (WebSocket included);
+    // without one the loop does not accept, so further clients wait in the kernel's backlog.
+    let slots = Arc::new(Semaphore::new(
+        settings
+            .limits
+            .max_connections
+            .unwrap_or(Semaphore::MAX_PERMITS),
+    ));
     loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("never closed"),
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -46,8 +60,11 @@ pub(crate) async fn serve(
                 let settings = settings.clone();
                 let mut stopped = stopped.clone();
                 connections.spawn(async move {
-                    let service =
-                        service_fn(move |request| super::handle(settings.clone(), request, peer));
+                    let slot = ConnectionSlot(Arc::new(permit));
+                    let service = service_fn(move |mut request: hyper::Request<_>| {
+                        request.extensions_mut().insert(slot.clone());
+                        super::handle(settings.clone(), request, peer)
+                    });
                     let connection = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(HEADER_READ_TIMEOUT)

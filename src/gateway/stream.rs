@@ -4,11 +4,13 @@
 //! 1010, its bugs 33–34): output arrives as text frames; the socket closes with code 1000 and
 //! reason `done` when there is nothing more to come (the execution ended: its stored output is
 //! replayed first) or `retry` when the execution has not started yet (the page reconnects).
+//! A running execution's socket is served by `live.rs`, which documents its further closes
+//! (`slow`, `idle`).
 
 use super::guard::same_site;
 use super::http::{text_response, Failure, HttpResponse};
+use super::limits::ConnectionSlot;
 use super::{call, GatewaySettings};
-use bytes::Bytes;
 use fastlane_actors::messages::{ApiMessage, WatchOutcome};
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
@@ -16,7 +18,6 @@ use hyper::header::{HeaderValue, CONNECTION, UPGRADE};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
@@ -56,7 +57,10 @@ pub(crate) fn accept(
             .into_response();
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
+    // The socket keeps its connection's place under MAX_CONNECTIONS until it closes.
+    let slot = request.extensions_mut().remove::<ConnectionSlot>();
     tokio::spawn(async move {
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let socket =
@@ -78,7 +82,7 @@ pub(crate) fn accept(
     response
 }
 
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub(super) type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 async fn close(mut socket: Socket, reason: &str) {
     let frame = CloseFrame {
@@ -93,7 +97,7 @@ async fn close(mut socket: Socket, reason: &str) {
     .await;
 }
 
-fn text(bytes: &[u8]) -> Message {
+pub(super) fn text(bytes: &[u8]) -> Message {
     Message::Text(String::from_utf8_lossy(bytes).into_owned().into())
 }
 
@@ -137,29 +141,7 @@ async fn serve(settings: &GatewaySettings, mut socket: Socket, target: Target) {
             }
             close(socket, "done").await
         }
-        WatchOutcome::Live(watch) => {
-            for chunk in &watch.history {
-                if socket.send(text(chunk)).await.is_err() {
-                    return;
-                }
-            }
-            if let Some(mut live) = watch.live {
-                loop {
-                    let chunk: Bytes = match live.recv().await {
-                        Ok(chunk) => chunk,
-                        Err(RecvError::Lagged(skipped)) => {
-                            tracing::warn!(skipped, "slow websocket watcher skipped output");
-                            continue;
-                        }
-                        Err(RecvError::Closed) => break,
-                    };
-                    if socket.send(text(&chunk)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            close(socket, "done").await
-        }
+        WatchOutcome::Live(watch) => super::live::serve(&settings.limits, socket, watch).await,
     }
 }
 

@@ -121,6 +121,11 @@ impl Node {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The node process's id (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node running").id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("node.log")).unwrap_or_default()
     }

@@ -48,15 +48,17 @@ pub enum HostMessage {
     },
     Load(RpcReplyPort<HostLoad>),
     Status(RpcReplyPort<HostStatus>),
-    /// Watch a running container's output: everything so far, then live. All watchers of one
-    /// container share one Docker log stream.
+    /// Watch a running container's output: the last output (bounded), then live. All watchers
+    /// of one container share one Docker log stream, closed when the last one leaves.
     Watch {
         container_id: String,
         reply: RpcReplyPort<Result<LogWatch, RuntimeError>>,
     },
-    /// A container's log stream ended.
+    /// A container's log stream ended (its output ended, or nobody watched it any more).
     FeedEnded {
         container_id: String,
+        /// Which feed of that container ended.
+        generation: u64,
     },
     /// Its own timer: when the circuit is half-open, one ping decides (so a recovered host is
     /// closed again without risking a job on it); a closed one is pinged now and then.
@@ -75,9 +77,12 @@ pub struct HostStatus {
     pub error: Option<String>,
 }
 
-/// What a watcher gets: the output so far, then the live chunks (the receiver closes when the
-/// container's output ends).
+/// What a watcher gets: the last output, then the live chunks (the receiver closes when the
+/// container's output ends; it reports `Lagged` to a watcher that fell too far behind).
 pub struct LogWatch {
+    /// The last output (at most `log_feed::REPLAY_MAX_BYTES`).
     pub history: Vec<Bytes>,
+    /// How many bytes of earlier output the history leaves out.
+    pub skipped_bytes: u64,
     pub live: Option<broadcast::Receiver<Bytes>>,
 }

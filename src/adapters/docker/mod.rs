@@ -394,7 +394,14 @@ impl ContainerRuntime for DockerRuntime {
         let mut logs = self.docker.logs(container_id, Some(options));
         let (sender, receiver) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
-            while let Some(Ok(chunk)) = logs.next().await {
+            // Ends (dropping the Docker connection) as soon as the feed lets go of the receiver,
+            // also while the container is silent.
+            loop {
+                let chunk = tokio::select! {
+                    () = sender.closed() => break,
+                    chunk = logs.next() => chunk,
+                };
+                let Some(Ok(chunk)) = chunk else { break };
                 if sender.send(chunk.into_bytes()).await.is_err() {
                     break;
                 }

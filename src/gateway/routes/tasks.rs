@@ -149,7 +149,7 @@ pub(crate) async fn enqueue(
         })
         .transpose()?;
     let ip = request_ip(request.headers(), peer);
-    let body = read_body(request).await?;
+    let body = read_body(settings, request).await?;
     let parsed = parse_enqueue(&body).map_err(|error| Failure::invalid(OPERATION, error.0))?;
     let task_id = task_id.to_string();
     let enqueued = call(settings, OPERATION, |reply| ApiMessage::Enqueue {
