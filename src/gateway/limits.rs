@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A connection's place under `MAX_CONNECTIONS`, carried by each of its requests so that a
-/// WebSocket upgraded from it keeps the place until the socket closes.
+/// WebSocket upgraded from it keeps the place until the socket closes. Held, never read: the
+/// place is given back when the last clone is dropped.
 #[derive(Clone)]
 pub(crate) struct ConnectionSlot(#[allow(dead_code)] pub(crate) Arc<OwnedSemaphorePermit>);
 
