@@ -75,4 +75,44 @@ mod tests {
             value = items.pop().unwrap_or(Value::Null);
         }
     }
+
+    #[test]
+    fn enqueue_refuses_deep_fields_and_long_lists() {
+        let error = |body: &str| {
+            crate::payload::parse_enqueue(body.as_bytes())
+                .unwrap_err()
+                .0
+        };
+        let deep = |levels: usize| "[".repeat(levels) + &"]".repeat(levels);
+        for field in ["metadata", "envs", "webhooks", "notify"] {
+            let body = format!(
+                r#"{{"image": "a", "command": "x", "{field}": {}}}"#,
+                deep(33)
+            );
+            assert_eq!(
+                error(&body),
+                format!("'{field}' is nested more than 32 levels deep.")
+            );
+        }
+        // Just under serde's own limit: still a clear refusal, not a parse error.
+        let body = format!(
+            r#"{{"image": "a", "command": "x", "metadata": {}}}"#,
+            deep(126)
+        );
+        assert!(error(&body).starts_with("'metadata' is nested"));
+        let hooks = vec![r#"{"url": "http://x/"}"#; 21].join(",");
+        assert_eq!(
+            error(&format!(
+                r#"{{"image": "a", "command": "x", "webhooks": {{"fails": [{hooks}]}}}}"#
+            )),
+            "'webhooks.fails' has more than 20 webhooks."
+        );
+        let emails = vec![r#""a@b.c""#; 51].join(",");
+        assert_eq!(
+            error(&format!(
+                r#"{{"image": "a", "command": "x", "notify": {{"succeeds": [{emails}]}}}}"#
+            )),
+            "'notify.succeeds' has more than 50 recipients."
+        );
+    }
 }
