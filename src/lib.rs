@@ -7,6 +7,7 @@ pub mod adapters;
 pub mod config;
 pub mod data_dir;
 pub mod gateway;
+mod root_watch;
 pub mod telemetry;
 
 pub use adapters::docker::prune;
@@ -142,9 +143,26 @@ pub async fn run(
             config.uint("DOCKER_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS"),
         ),
     };
-    let (root, root_handle) = Actor::spawn(Some("fastlane-root".to_string()), RootActor, root_args)
+    // The root runs under a watch that tells why it ended: a node whose actor system has ended
+    // must not stay up answering 503 (see `root_watch.rs`).
+    let (root_ended, mut root_end) = tokio::sync::oneshot::channel();
+    let (watch, _) = Actor::spawn(None, root_watch::RootWatch, root_ended)
         .await
         .context("could not start the actors")?;
+    let spawned = Actor::spawn_linked(
+        Some("fastlane-root".to_string()),
+        RootActor,
+        root_args,
+        watch.get_cell(),
+    )
+    .await;
+    let (root, root_handle) = match spawned {
+        Ok(spawned) => spawned,
+        Err(error) => {
+            watch.stop(None);
+            return Err(anyhow::Error::msg(error.to_string()).context("could not start the actors"));
+        }
+    };
 
     let gateway_settings = Arc::new(GatewaySettings {
         debug: config.bool("DEBUG"),
@@ -164,7 +182,24 @@ pub async fn run(
         .with_context(|| format!("could not listen on {bind}"))?;
     tracing::info!(address = %listener.local_addr()?, "fastlane-node listening");
 
-    gateway::server::serve(listener, gateway_settings, shutdown, DRAIN_TIMEOUT).await;
+    let mut root_failure = None;
+    let until_stopped = async {
+        tokio::select! {
+            () = shutdown => {}
+            reason = &mut root_end => {
+                let reason = reason.unwrap_or_else(|_| "the root actor stopped".to_string());
+                tracing::error!(%reason, "the actor system ended: stopping the node");
+                root_failure = Some(reason);
+            }
+        }
+    };
+    gateway::server::serve(listener, gateway_settings, until_stopped, DRAIN_TIMEOUT).await;
+    if let Some(reason) = root_failure {
+        watch.stop(None);
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, root_handle).await;
+        release_leases(&backends, &node_id).await;
+        anyhow::bail!("the actor system ended: {reason}");
+    }
     let _ = ractor::call_t!(
         root,
         fastlane_actors::messages::RootMessage::PrepareShutdown,
@@ -173,15 +208,20 @@ pub async fn run(
     root.stop_children_and_wait(None, Some(DRAIN_TIMEOUT)).await;
     root.stop(None);
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, root_handle).await;
-    // Give up this node's leases so another node re-attaches to its running containers now,
-    // not when the leases expire; the next start of this node takes back what is left.
-    match tokio::time::timeout(DRAIN_TIMEOUT, backends.queue.release_all(&node_id, false)).await {
+    watch.stop(None);
+    release_leases(&backends, &node_id).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Gives up this node's leases so another node re-attaches to its running containers now, not
+/// when the leases expire; the next start of this node takes back what is left.
+async fn release_leases(backends: &adapters::backends::Backends, node_id: &str) {
+    match tokio::time::timeout(DRAIN_TIMEOUT, backends.queue.release_all(node_id, false)).await {
         Ok(Ok(released)) => tracing::info!(released, "leases given back"),
         Ok(Err(error)) => tracing::warn!(%error, "could not give back leases"),
         Err(_) => tracing::warn!("giving back leases timed out"),
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// This node's stable id (its queue consumer name), kept in the data directory so that a

@@ -12,6 +12,7 @@ pub mod command;
 pub mod error;
 pub mod farm;
 pub mod image;
+pub mod limits;
 pub mod model;
 pub mod payload;
 pub mod redact;

@@ -3,6 +3,9 @@
 //! Everything is checked before anything is written: a request either parses completely into an
 //! [`EnqueueRequest`] or is refused with a message naming the offending field.
 
+use crate::limits::{
+    nests_deeper_than, MAX_NESTING_DEPTH, MAX_RECIPIENTS_PER_LIST, MAX_WEBHOOKS_PER_LIST,
+};
 use crate::model::Backoff;
 use crate::schedule::{parse_start_in, CronSchedule, Misfire, Overlap};
 use crate::timestamp::Timestamp;
@@ -69,6 +72,10 @@ pub enum ScheduleRequest {
 #[error("{0}")]
 pub struct PayloadError(pub String);
 
+/// The bound and the word for the items of the `notify` lists, and of the `webhooks` lists.
+const RECIPIENTS: (usize, &str) = (MAX_RECIPIENTS_PER_LIST, "recipients");
+const WEBHOOKS: (usize, &str) = (MAX_WEBHOOKS_PER_LIST, "webhooks");
+
 fn invalid<T>(message: impl Into<String>) -> Result<T, PayloadError> {
     Err(PayloadError(message.into()))
 }
@@ -90,6 +97,17 @@ pub fn parse_enqueue(body: &[u8]) -> Result<EnqueueRequest, PayloadError> {
     let Value::Object(object) = value else {
         return invalid("Failed to enqueue task because the JSON body must be an object.");
     };
+    // Before anything else reads them: a stored row must stay readable (see `crate::limits`).
+    for field in ["metadata", "envs", "webhooks", "notify"] {
+        if object
+            .get(field)
+            .is_some_and(|value| nests_deeper_than(value, MAX_NESTING_DEPTH))
+        {
+            return invalid(format!(
+                "'{field}' is nested more than {MAX_NESTING_DEPTH} levels deep."
+            ));
+        }
+    }
 
     let (image, command) = match (object.get("image"), object.get("command")) {
         (Some(image), Some(command)) if !image.is_null() && !command.is_null() => (image, command),
@@ -213,7 +231,7 @@ pub fn parse_enqueue(body: &[u8]) -> Result<EnqueueRequest, PayloadError> {
                     })?,
             ),
         },
-        emails: parse_lists(object.get("notify"), "notify", |item| {
+        emails: parse_lists(object.get("notify"), "notify", RECIPIENTS, |item| {
             item.as_str()
                 .filter(|address| address.contains('@'))
                 .map(|_| ())
@@ -242,7 +260,7 @@ pub fn parse_enqueue(body: &[u8]) -> Result<EnqueueRequest, PayloadError> {
 /// The `webhooks` lists: every item an object with a `url` string, and a method and headers
 /// [`crate::webhook::check_hook`] accepts.
 fn parse_webhooks(value: Option<&Value>) -> Result<Value, PayloadError> {
-    let lists = parse_lists(value, "webhooks", |item| {
+    let lists = parse_lists(value, "webhooks", WEBHOOKS, |item| {
         item.as_object()
             .filter(|hook| hook.get("url").is_some_and(Value::is_string))
             .map(|_| ())
@@ -343,6 +361,7 @@ fn parse_envs(value: Option<&Value>) -> Result<BTreeMap<String, String>, Payload
 fn parse_lists(
     value: Option<&Value>,
     field: &str,
+    (max_items, noun): (usize, &str),
     check_item: impl Fn(&Value) -> Result<(), &'static str>,
 ) -> Result<Value, PayloadError> {
     let mut lists = Map::new();
@@ -361,6 +380,9 @@ fn parse_lists(
         let items = items
             .as_array()
             .ok_or_else(|| PayloadError(format!("'{field}.{key}' must be a list.")))?;
+        if items.len() > max_items {
+            return invalid(format!("'{field}.{key}' has more than {max_items} {noun}."));
+        }
         for item in items {
             if let Err(expected) = check_item(item) {
                 return invalid(format!("every item of '{field}.{key}' must be {expected}."));

@@ -5,7 +5,9 @@ use super::DbError;
 use fastlane_proto::{Execution, Job, Task, TaskSummary, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension};
 
-/// Runs `sql` and parses the JSON record in the first column of every row.
+/// Runs `sql` and parses the JSON record in the second column of every row, the row's id being
+/// the first. A record that cannot be parsed is skipped with an error logged (it names the row),
+/// so that one bad row never fails a listing, the scheduler's start-up or a sweep.
 pub(super) fn records<T: serde::de::DeserializeOwned>(
     connection: &Connection,
     sql: &str,
@@ -13,15 +15,42 @@ pub(super) fn records<T: serde::de::DeserializeOwned>(
 ) -> Result<Vec<T>, DbError> {
     let mut statement = connection.prepare_cached(sql)?;
     let rows = statement
-        .query_map(params, |row| row.get::<_, String>(0))?
+        .query_map(params, |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
-    rows.iter()
-        .map(|record| serde_json::from_str(record).map_err(DbError::from))
-        .collect()
+    Ok(rows
+        .iter()
+        .filter_map(|(id, record)| parsed(id, record))
+        .collect())
 }
 
-pub(super) fn read_execution(connection: &Connection, record: &str) -> Result<Execution, DbError> {
-    let mut execution: Execution = serde_json::from_str(record)?;
+/// The record, or `None` with an error logged when it cannot be parsed.
+pub(super) fn parsed<T: serde::de::DeserializeOwned>(id: &str, record: &str) -> Option<T> {
+    match serde_json::from_str(record) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::error!(
+                row_id = %id,
+                record = std::any::type_name::<T>().rsplit("::").next().unwrap_or("record"),
+                %error,
+                "skipping a stored record that cannot be parsed"
+            );
+            None
+        }
+    }
+}
+
+/// The execution in `record` (row `id`) with its output; `None` (logged) when the record
+/// cannot be parsed.
+pub(super) fn read_execution(
+    connection: &Connection,
+    id: &str,
+    record: &str,
+) -> Result<Option<Execution>, DbError> {
+    let Some(mut execution) = parsed::<Execution>(id, record) else {
+        return Ok(None);
+    };
     let output = connection
         .query_row(
             "SELECT log, error FROM outputs WHERE execution_id = ?1",
@@ -38,7 +67,7 @@ pub(super) fn read_execution(connection: &Connection, record: &str) -> Result<Ex
         execution.log = log;
         execution.error = error;
     }
-    Ok(execution)
+    Ok(Some(execution))
 }
 
 pub(super) fn task_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskSummary> {

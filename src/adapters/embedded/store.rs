@@ -1,7 +1,7 @@
 //! The [`Store`] port on the embedded database: tasks, jobs, executions and their outputs.
 
 use super::records::{
-    index_schedule, insert_execution, read_execution, records, task_from_row, write_job,
+    index_schedule, insert_execution, parsed, read_execution, records, task_from_row, write_job,
 };
 use super::{DbError, Embedded};
 use async_trait::async_trait;
@@ -173,7 +173,7 @@ impl Store for Embedded {
         self.with(move |connection| {
             records(
                 connection,
-                "SELECT record FROM jobs WHERE task_id = ?1 ORDER BY last_modified_at DESC",
+                "SELECT job_id, record FROM jobs WHERE task_id = ?1 ORDER BY last_modified_at DESC",
                 params![task_id],
             )
         })
@@ -191,9 +191,9 @@ impl Store for Embedded {
                     |row| row.get(0),
                 )
                 .optional()?;
-            Ok(record
-                .map(|record| serde_json::from_str(&record))
-                .transpose()?)
+            // A record that cannot be parsed reads as absent (logged): the job's routes answer
+            // 404 and its JobActor ends, instead of every read of the task failing.
+            Ok(record.and_then(|record| parsed(&job_id.to_string(), &record)))
         })
         .await
         .map_err(StoreError::from)
@@ -219,17 +219,18 @@ impl Store for Embedded {
     ) -> Result<Vec<Execution>, StoreError> {
         self.with(move |connection| {
             let mut statement = connection.prepare_cached(
-                "SELECT record FROM executions WHERE job_id = ?1 ORDER BY seq DESC LIMIT ?2",
+                "SELECT execution_id, record FROM executions WHERE job_id = ?1 ORDER BY seq DESC LIMIT ?2",
             )?;
             let records = statement
                 .query_map(params![job_id.to_string(), limit as i64], |row| {
-                    row.get::<_, String>(0)
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
-            records
-                .iter()
-                .map(|record| read_execution(connection, record))
-                .collect()
+            let mut executions = Vec::with_capacity(records.len());
+            for (id, record) in &records {
+                executions.extend(read_execution(connection, id, record)?);
+            }
+            Ok(executions)
         })
         .await
         .map_err(StoreError::from)
@@ -244,9 +245,11 @@ impl Store for Embedded {
                     |row| row.get(0),
                 )
                 .optional()?;
-            record
-                .map(|record| read_execution(connection, &record))
-                .transpose()
+            // As `get_job`: an unparsable record reads as absent, with an error logged.
+            match record {
+                Some(record) => read_execution(connection, &execution_id.to_string(), &record),
+                None => Ok(None),
+            }
         })
         .await
         .map_err(StoreError::from)
@@ -361,7 +364,7 @@ impl Store for Embedded {
         self.with(|connection| {
             records(
                 connection,
-                "SELECT jobs.record FROM schedules JOIN jobs ON jobs.job_id = schedules.job_id
+                "SELECT jobs.job_id, jobs.record FROM schedules JOIN jobs ON jobs.job_id = schedules.job_id
                  ORDER BY schedules.next_fire_at",
                 [],
             )
@@ -447,7 +450,7 @@ impl Store for Embedded {
         self.with(move |connection| {
             records(
                 connection,
-                "SELECT record FROM executions WHERE status IN (SELECT value FROM json_each(?1)) ORDER BY seq",
+                "SELECT execution_id, record FROM executions WHERE status IN (SELECT value FROM json_each(?1)) ORDER BY seq",
                 params![statuses],
             )
         })

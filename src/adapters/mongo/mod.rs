@@ -249,6 +249,22 @@ fn record_of<T: serde::de::DeserializeOwned>(document: &Document) -> Result<T, S
     )
 }
 
+/// The document's record, or `None` with an error logged (naming the document) when it cannot be
+/// parsed: one bad document never fails a listing, the scheduler's start-up or a sweep.
+fn readable_record<T: serde::de::DeserializeOwned>(document: &Document) -> Option<T> {
+    match record_of(document) {
+        Ok(record) => Some(record),
+        Err(error) => {
+            tracing::error!(
+                row_id = %document.get("_id").map(ToString::to_string).unwrap_or_default(),
+                %error,
+                "skipping a stored record that cannot be parsed"
+            );
+            None
+        }
+    }
+}
+
 /// An integer field whatever its BSON width.
 fn integer(document: &Document, field: &str) -> i64 {
     match document.get(field) {

@@ -2,7 +2,9 @@
 //! nothing visible half-done (see the module comment of `mod.rs`).
 
 use super::outputs::output_pointers;
-use super::{bounded, integer, internal, is_duplicate, record_of, to_document, MongoStore};
+use super::{
+    bounded, integer, internal, is_duplicate, readable_record, record_of, to_document, MongoStore,
+};
 use async_trait::async_trait;
 use fastlane_actors::ports::{Page, Paged, Store, StoreCounts, StoreError};
 use fastlane_proto::schedule::JobSchedule;
@@ -46,9 +48,12 @@ fn task_summary(document: &Document) -> Result<TaskSummary, StoreError> {
 }
 
 impl MongoStore {
-    /// The execution with its output and webhook attempts.
-    async fn read_execution(&self, document: &Document) -> Result<Execution, StoreError> {
-        let mut execution: Execution = record_of(document)?;
+    /// The execution with its output and webhook attempts; `None` (logged) when its record
+    /// cannot be parsed.
+    async fn read_execution(&self, document: &Document) -> Result<Option<Execution>, StoreError> {
+        let Some(mut execution) = readable_record::<Execution>(document) else {
+            return Ok(None);
+        };
         if let Ok(dispatch) = document.get_array("webhook_dispatch") {
             execution.metadata.webhook_dispatch = dispatch
                 .iter()
@@ -56,7 +61,7 @@ impl MongoStore {
                 .collect();
         }
         self.read_outputs(&mut execution, document).await?;
-        Ok(execution)
+        Ok(Some(execution))
     }
 
     /// Inserts the execution record, pointing at the output `versions` already written.
@@ -277,25 +282,26 @@ impl Store for MongoStore {
     }
 
     async fn list_jobs(&self, task_id: &str) -> Result<Vec<Job>, StoreError> {
-        self.collect(
-            self.jobs
-                .find(doc! {"task_id": task_id})
-                .sort(doc! {"last_modified_at": -1}),
-        )
-        .await?
-        .iter()
-        .map(record_of)
-        .collect()
+        Ok(self
+            .collect(
+                self.jobs
+                    .find(doc! {"task_id": task_id})
+                    .sort(doc! {"last_modified_at": -1}),
+            )
+            .await?
+            .iter()
+            .filter_map(readable_record)
+            .collect())
     }
 
     async fn get_job(&self, task_id: &str, job_id: Uuid) -> Result<Option<Job>, StoreError> {
-        bounded(
+        Ok(bounded(
             self.jobs
                 .find_one(doc! {"_id": job_id.to_string(), "task_id": task_id}),
         )
         .await?
-        .map(|document| record_of(&document))
-        .transpose()
+        // An unparsable record reads as absent (logged), as in the embedded store.
+        .and_then(|document| readable_record(&document)))
     }
 
     async fn count_executions(&self, job_id: Uuid) -> Result<u64, StoreError> {
@@ -321,7 +327,7 @@ impl Store for MongoStore {
             .await?;
         let mut executions = Vec::with_capacity(documents.len());
         for document in &documents {
-            executions.push(self.read_execution(document).await?);
+            executions.extend(self.read_execution(document).await?);
         }
         Ok(executions)
     }
@@ -333,7 +339,7 @@ impl Store for MongoStore {
         )
         .await?
         {
-            Some(document) => Ok(Some(self.read_execution(&document).await?)),
+            Some(document) => self.read_execution(&document).await,
             None => Ok(None),
         }
     }
@@ -425,15 +431,16 @@ impl Store for MongoStore {
     }
 
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        self.collect(
-            self.jobs
-                .find(doc! {"next_fire_at": {"$ne": Bson::Null}})
-                .sort(doc! {"next_fire_at": 1}),
-        )
-        .await?
-        .iter()
-        .map(record_of)
-        .collect()
+        Ok(self
+            .collect(
+                self.jobs
+                    .find(doc! {"next_fire_at": {"$ne": Bson::Null}})
+                    .sort(doc! {"next_fire_at": 1}),
+            )
+            .await?
+            .iter()
+            .filter_map(readable_record)
+            .collect())
     }
 
     async fn scheduled_before(
@@ -495,7 +502,7 @@ impl Store for MongoStore {
             .await?;
         let mut executions = Vec::with_capacity(documents.len());
         for document in &documents {
-            executions.push(self.read_execution(document).await?);
+            executions.extend(self.read_execution(document).await?);
         }
         Ok(executions)
     }
