@@ -70,6 +70,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "DOCKER_CIRCUIT_BREAKER_MAX_FAILS", group: "Docker Executor", kind: Kind::UInt, default: "5", help: "Consecutive host faults that open a host's circuit." },
     OptionSpec { name: "DOCKER_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS", group: "Docker Executor", kind: Kind::UInt, default: "60", help: "Open -> half-open delay." },
     OptionSpec { name: "DOCKER_CALL_TIMEOUT_SECONDS", group: "Docker Executor", kind: Kind::UInt, default: "30", help: "Timeout of one Docker API call (pulls get 20 times this)." },
+    OptionSpec { name: "EXECUTION_OUTPUT_MAX_BYTES", group: "Docker Executor", kind: Kind::UInt, default: "67108864", help: "Most bytes of stdout and of stderr stored per execution: beyond it the first and last halves are kept around one line saying how many bytes were left out; 0 = unlimited." },
     OptionSpec { name: "MONGODB_CONFIG", group: "Models", kind: Kind::Json, default: "null", help: "Store backend shared by several nodes: {\"host\": \"mongodb://…\", \"db\": \"fastlane\", \"serverSelectionTimeoutMS\": n}; null = MONGODB_URL, or the embedded store under DATA_DIR." },
     OptionSpec { name: "MONGODB_URL", group: "Models", kind: Kind::OptStr, default: "\"\"", help: "Store backend as a plain mongodb:// URI (database from its path, else 'fastlane'); used when MONGODB_CONFIG is null." },
     OptionSpec { name: "ERROR_HANDLERS", group: "Errors", kind: Kind::Json, default: "[\"sentry\"]", help: "Error reporters." },

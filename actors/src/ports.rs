@@ -331,6 +331,11 @@ pub struct ContainerExit {
     pub stdout: Vec<u8>,
     /// Everything the container wrote to stderr: the end of the execution's `error`.
     pub stderr: Vec<u8>,
+    /// Bytes left out of the middle of `stdout` to keep it within the configured budget (a
+    /// marker line in `stdout` stands for them); 0 when it is whole.
+    pub stdout_left_out: u64,
+    /// Bytes left out of the middle of `stderr`, likewise.
+    pub stderr_left_out: u64,
     /// Docker's `State.Error`, when set.
     pub state_error: Option<String>,
 }
