@@ -79,6 +79,10 @@ pub trait Store: Send + Sync + 'static {
     /// The job's newest `limit` executions, newest first, with their output.
     async fn list_executions(&self, job_id: Uuid, limit: u64)
         -> Result<Vec<Execution>, StoreError>;
+    /// The job's newest execution without its output (`log` and `error` are `None`): what
+    /// status checks need (overlap at a firing, PUT, stop, retry), without loading up to
+    /// `EXECUTION_OUTPUT_MAX_BYTES` twice for nothing.
+    async fn last_execution(&self, job_id: Uuid) -> Result<Option<Execution>, StoreError>;
     /// One execution with its output.
     async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError>;
     /// Writes the execution record; its output too when `log` or `error` is set. Refused with

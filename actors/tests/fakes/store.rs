@@ -174,6 +174,14 @@ impl Store for FakeStore {
         Ok(executions)
     }
 
+    async fn last_execution(&self, job_id: Uuid) -> Result<Option<Execution>, StoreError> {
+        Ok(self.executions_of(job_id).pop().map(|mut execution| {
+            execution.log = None;
+            execution.error = None;
+            execution
+        }))
+    }
+
     async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError> {
         Ok(self.execution(execution_id))
     }

@@ -235,6 +235,23 @@ impl Store for Embedded {
         .map_err(StoreError::from)
     }
 
+    async fn last_execution(&self, job_id: Uuid) -> Result<Option<Execution>, StoreError> {
+        self.with(move |connection| {
+            // The record only: the outputs table is not read.
+            let record: Option<String> = connection
+                .prepare_cached(
+                    "SELECT record FROM executions WHERE job_id = ?1 ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row(params![job_id.to_string()], |row| row.get(0))
+                .optional()?;
+            Ok(record
+                .map(|record| serde_json::from_str::<Execution>(&record))
+                .transpose()?)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
     async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError> {
         self.with(move |connection| {
             let record: Option<String> = connection

@@ -34,6 +34,18 @@ fn execution_record(execution: &Execution) -> Result<Document, StoreError> {
     to_document(&record)
 }
 
+/// The execution with its webhook attempts, its output not read (`log` and `error` are `None`).
+fn execution_without_output(document: &Document) -> Result<Execution, StoreError> {
+    let mut execution: Execution = record_of(document)?;
+    if let Ok(dispatch) = document.get_array("webhook_dispatch") {
+        execution.metadata.webhook_dispatch = dispatch
+            .iter()
+            .map(|entry| entry.clone().into_relaxed_extjson())
+            .collect();
+    }
+    Ok(execution)
+}
+
 fn task_summary(document: &Document) -> Result<TaskSummary, StoreError> {
     Ok(TaskSummary {
         task: Task {
@@ -48,13 +60,7 @@ fn task_summary(document: &Document) -> Result<TaskSummary, StoreError> {
 impl MongoStore {
     /// The execution with its output and webhook attempts.
     async fn read_execution(&self, document: &Document) -> Result<Execution, StoreError> {
-        let mut execution: Execution = record_of(document)?;
-        if let Ok(dispatch) = document.get_array("webhook_dispatch") {
-            execution.metadata.webhook_dispatch = dispatch
-                .iter()
-                .map(|entry| entry.clone().into_relaxed_extjson())
-                .collect();
-        }
+        let mut execution = execution_without_output(document)?;
         self.read_outputs(&mut execution, document).await?;
         Ok(execution)
     }
@@ -324,6 +330,18 @@ impl Store for MongoStore {
             executions.push(self.read_execution(document).await?);
         }
         Ok(executions)
+    }
+
+    async fn last_execution(&self, job_id: Uuid) -> Result<Option<Execution>, StoreError> {
+        // The record only: its output chunks are not fetched.
+        bounded(
+            self.executions
+                .find_one(doc! {"job_id": job_id.to_string()})
+                .sort(doc! {"created_at": -1, "_id": -1}),
+        )
+        .await?
+        .map(|document| execution_without_output(&document))
+        .transpose()
     }
 
     async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError> {
