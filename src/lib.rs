@@ -85,6 +85,7 @@ pub async fn run(
         node_id: node_id.clone(),
         farms: config.farms.clone(),
         hard_timeout_seconds: hard_timeout,
+        job_details_output_max_bytes: config.uint("JOB_DETAILS_OUTPUT_MAX_BYTES"),
         redactor: redactor.clone(),
         max_in_flight: config
             .farms

@@ -830,6 +830,23 @@ async fn executions_and_outputs(store: &dyn Store) {
         "log kept whole"
     );
     assert_eq!(read.error, Some(Vec::new()));
+    // Tails span chunks: the last 5 MiB + 1 of the 20 MiB log, cut; the empty error whole.
+    let keep = 5 * 1024 * 1024 + 1;
+    let tails = store
+        .list_execution_tails(job.job_id, 10, keep as u64)
+        .await
+        .expect("tails");
+    let tail = tails
+        .iter()
+        .find(|tail| tail.execution.execution_id == run.execution_id)
+        .expect("listed");
+    assert!(
+        tail.execution.log.as_deref() == Some(&log[log.len() - keep..]),
+        "the tail"
+    );
+    assert!(tail.log_cut && !tail.error_cut);
+    assert_eq!(tail.execution.error, Some(Vec::new()));
+    assert_eq!(tail.execution.status, ExecutionStatus::Done);
     store
         .update_execution(&run)
         .await
@@ -921,6 +938,24 @@ async fn last_execution_without_output(store: &dyn Store) {
         read.metadata.output_truncated,
         newest.metadata.output_truncated
     );
+    // Job details read only the ends of outputs, newest first.
+    let tails = store
+        .list_execution_tails(job.job_id, 5, 4)
+        .await
+        .expect("tails");
+    let ids: Vec<Uuid> = tails.iter().map(|t| t.execution.execution_id).collect();
+    assert_eq!(ids, vec![newest.execution_id, older.execution_id]);
+    assert_eq!(tails[0].execution.log.as_deref(), Some(&b"tail"[..]));
+    assert_eq!(tails[0].execution.error.as_deref(), Some(&b"oops"[..]));
+    assert!(tails[0].log_cut && !tails[0].error_cut);
+    assert_eq!((tails[1].log_cut, tails[1].error_cut), (false, false));
+    assert_eq!(tails[1].execution.log, None);
+    let whole = store
+        .list_execution_tails(job.job_id, 1, 0)
+        .await
+        .expect("whole");
+    assert_eq!(whole[0].execution.log, newest.log);
+    assert!(!whole[0].log_cut);
     store.delete_job(job.job_id).await.expect("delete");
 }
 

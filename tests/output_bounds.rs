@@ -104,3 +104,30 @@ async fn output_within_the_budget_is_unchanged() {
         "small\n"
     );
 }
+
+/// Job details carry only the end of each execution's output, at most
+/// `JOB_DETAILS_OUTPUT_MAX_BYTES`, with `logTruncated` when cut; the output route serves it whole.
+#[tokio::test]
+async fn job_details_carry_the_tail_of_the_output() {
+    let node = Node::start(&[("JOB_DETAILS_OUTPUT_MAX_BYTES", "1000")]).await;
+    let command = "bash -c \"echo FIRST-LINE; yes filler-line | head -c 49992; echo LAST-LINE\"";
+    let posted = node
+        .post_job("details", json!({"image": image(), "command": command}))
+        .await;
+    let execution = node
+        .wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
+    assert_eq!(execution["status"], "done", "{}", execution["error"]);
+    let job = node
+        .get_json(path_of(posted["jobUrl"].as_str().unwrap()))
+        .await;
+    let shown = &job["job"]["executions"][0];
+    let log = shown["log"].as_str().unwrap();
+    assert_eq!(log.len(), 1000);
+    assert!(log.ends_with("filler-line\nLAST-LINE\n") && !log.contains("FIRST-LINE"));
+    assert_eq!(shown["logTruncated"], true);
+    assert_eq!(shown.get("errorTruncated"), None::<&Value>);
+    let execution_path = path_of(posted["executionUrl"].as_str().unwrap());
+    let whole = text(&node, &format!("{execution_path}stdout/")).await;
+    assert!(whole.starts_with("FIRST-LINE\n") && whole.ends_with("LAST-LINE\n"));
+}

@@ -329,7 +329,11 @@ async fn get_job(services: Services, task_id: String, job_id: Uuid) -> ApiResult
     };
     let executions = services
         .store
-        .list_executions(job_id, JOB_EXECUTIONS_SHOWN)
+        .list_execution_tails(
+            job_id,
+            JOB_EXECUTIONS_SHOWN,
+            services.settings.job_details_output_max_bytes,
+        )
         .await?;
     let execution_count = services.store.count_executions(job_id).await?;
     Ok(Some(JobView {

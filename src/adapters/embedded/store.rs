@@ -5,7 +5,7 @@ use super::records::{
 };
 use super::{DbError, Embedded};
 use async_trait::async_trait;
-use fastlane_actors::ports::{Page, Paged, Store, StoreCounts, StoreError};
+use fastlane_actors::ports::{ExecutionTail, Page, Paged, Store, StoreCounts, StoreError};
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
@@ -229,6 +229,55 @@ impl Store for Embedded {
             records
                 .iter()
                 .map(|record| read_execution(connection, record))
+                .collect()
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn list_execution_tails(
+        &self,
+        job_id: Uuid,
+        limit: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<ExecutionTail>, StoreError> {
+        // SQLite cuts the BLOBs itself: only the ends leave the database.
+        let keep = if max_bytes == 0 {
+            i64::MAX / 2
+        } else {
+            max_bytes.min(i64::MAX as u64 / 2) as i64
+        };
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT e.record, \
+                 length(o.log), substr(o.log, max(length(o.log) - ?3 + 1, 1)), \
+                 length(o.error), substr(o.error, max(length(o.error) - ?3 + 1, 1)) \
+                 FROM executions e LEFT JOIN outputs o ON o.execution_id = e.execution_id \
+                 WHERE e.job_id = ?1 ORDER BY e.seq DESC LIMIT ?2",
+            )?;
+            let rows = statement
+                .query_map(params![job_id.to_string(), limit as i64, keep], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, Option<i64>>(1)?,
+                        row.get::<_, Option<Vec<u8>>>(2)?,
+                        row.get::<_, Option<i64>>(3)?,
+                        row.get::<_, Option<Vec<u8>>>(4)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(record, log_length, log, error_length, error)| {
+                    let mut execution: Execution = serde_json::from_str(&record)?;
+                    // `substr` of an empty BLOB is NULL: a length says the output exists.
+                    execution.log = log.or(log_length.map(|_| Vec::new()));
+                    execution.error = error.or(error_length.map(|_| Vec::new()));
+                    Ok(ExecutionTail {
+                        execution,
+                        log_cut: log_length.unwrap_or(0) > keep,
+                        error_cut: error_length.unwrap_or(0) > keep,
+                    })
+                })
                 .collect()
         })
         .await

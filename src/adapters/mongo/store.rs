@@ -4,7 +4,7 @@
 use super::outputs::output_pointers;
 use super::{bounded, integer, internal, is_duplicate, record_of, to_document, MongoStore};
 use async_trait::async_trait;
-use fastlane_actors::ports::{Page, Paged, Store, StoreCounts, StoreError};
+use fastlane_actors::ports::{ExecutionTail, Page, Paged, Store, StoreCounts, StoreError};
 use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use mongodb::bson::{doc, Bson, Document};
@@ -328,6 +328,35 @@ impl Store for MongoStore {
         let mut executions = Vec::with_capacity(documents.len());
         for document in &documents {
             executions.push(self.read_execution(document).await?);
+        }
+        Ok(executions)
+    }
+
+    async fn list_execution_tails(
+        &self,
+        job_id: Uuid,
+        limit: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<ExecutionTail>, StoreError> {
+        let documents = self
+            .collect(
+                self.executions
+                    .find(doc! {"job_id": job_id.to_string()})
+                    .sort(doc! {"created_at": -1, "_id": -1})
+                    .limit(limit.min(i64::MAX as u64) as i64),
+            )
+            .await?;
+        let mut executions = Vec::with_capacity(documents.len());
+        for document in &documents {
+            let mut execution = execution_without_output(document)?;
+            let (log_cut, error_cut) = self
+                .read_output_tails(&mut execution, document, max_bytes)
+                .await?;
+            executions.push(ExecutionTail {
+                execution,
+                log_cut,
+                error_cut,
+            });
         }
         Ok(executions)
     }
