@@ -62,10 +62,12 @@ pub async fn run(
         .flat_map(|farm| farm.hosts.iter().cloned())
         .collect();
     let tls = adapters::docker::TlsFiles::from_config(&config);
+    let output_max_bytes = config.uint("EXECUTION_OUTPUT_MAX_BYTES");
     let runtimes = endpoints
         .iter()
         .map(|endpoint| {
             DockerRuntime::connect(endpoint, tls.as_ref(), call_timeout, wait_limit)
+                .map(|runtime| runtime.with_output_limit(output_max_bytes))
                 .map(|runtime| Arc::new(runtime) as Arc<dyn ContainerRuntime>)
                 .with_context(|| format!("invalid docker host {endpoint}"))
         })
@@ -84,6 +86,7 @@ pub async fn run(
         node_id: node_id.clone(),
         farms: config.farms.clone(),
         hard_timeout_seconds: hard_timeout,
+        job_details_output_max_bytes: config.uint("JOB_DETAILS_OUTPUT_MAX_BYTES"),
         redactor: redactor.clone(),
         max_in_flight: config
             .farms

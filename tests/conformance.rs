@@ -13,7 +13,7 @@ use fastlane_actors::ports::{
 use fastlane_node::adapters::embedded::Embedded;
 use fastlane_node::adapters::mongo::{MongoSettings, MongoStore};
 use fastlane_node::adapters::redis::{parse_url, RedisBackend};
-use fastlane_proto::model::{ExecutionMetadata, JobMetadata};
+use fastlane_proto::model::{ExecutionMetadata, JobMetadata, OutputTruncated};
 use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::{Execution, ExecutionStatus, Job, Timestamp};
 use std::collections::{BTreeMap, HashSet};
@@ -621,6 +621,7 @@ fn page(number: u64) -> Page {
 async fn store_suite(store: Arc<dyn Store>) {
     tasks_and_jobs(&*store).await;
     executions_and_outputs(&*store).await;
+    last_execution_without_output(&*store).await;
     webhook_dispatch(store.clone()).await;
     schedules(&*store).await;
     store.ping().await.expect("ping");
@@ -829,6 +830,23 @@ async fn executions_and_outputs(store: &dyn Store) {
         "log kept whole"
     );
     assert_eq!(read.error, Some(Vec::new()));
+    // Tails span chunks: the last 5 MiB + 1 of the 20 MiB log, cut; the empty error whole.
+    let keep = 5 * 1024 * 1024 + 1;
+    let tails = store
+        .list_execution_tails(job.job_id, 10, keep as u64)
+        .await
+        .expect("tails");
+    let tail = tails
+        .iter()
+        .find(|tail| tail.execution.execution_id == run.execution_id)
+        .expect("listed");
+    assert!(
+        tail.execution.log.as_deref() == Some(&log[log.len() - keep..]),
+        "the tail"
+    );
+    assert!(tail.log_cut && !tail.error_cut);
+    assert_eq!(tail.execution.error, Some(Vec::new()));
+    assert_eq!(tail.execution.status, ExecutionStatus::Done);
     store
         .update_execution(&run)
         .await
@@ -874,6 +892,70 @@ async fn executions_and_outputs(store: &dyn Store) {
     let fresh = execution(&job, base + 10);
     store.update_execution(&fresh).await.expect("insert");
     assert_eq!(store.count_executions(job.job_id).await.expect("count"), 5);
+    store.delete_job(job.job_id).await.expect("delete");
+}
+
+/// `last_execution` is the newest record without its output (for status checks), and a
+/// truncation note on the record round-trips.
+async fn last_execution_without_output(store: &dyn Store) {
+    let job = job(&format!("last-{}", Uuid::new_v4().simple()));
+    store.create_job(&job, None).await.expect("create");
+    assert_eq!(store.last_execution(job.job_id).await.expect("none"), None);
+    let base = Timestamp::now().0;
+    let older = execution(&job, base);
+    let mut newest = execution(&job, base + 1);
+    for run in [&older, &newest] {
+        assert!(store.create_execution(run).await.expect("create"));
+    }
+    newest.status = ExecutionStatus::Failed;
+    newest.exit_code = Some(1);
+    newest.log = Some(b"head\n[fastlane: 10 bytes left out]\ntail".to_vec());
+    newest.error = Some(b"oops".to_vec());
+    newest.metadata.output_truncated = Some(OutputTruncated {
+        stdout: 10,
+        stderr: 0,
+    });
+    store.update_execution(&newest).await.expect("failed");
+    let last = store
+        .last_execution(job.job_id)
+        .await
+        .expect("last")
+        .expect("an execution");
+    assert_eq!(last.execution_id, newest.execution_id);
+    assert_eq!(last.status, ExecutionStatus::Failed);
+    assert_eq!((last.log, last.error), (None, None), "no output read");
+    assert_eq!(
+        last.metadata.output_truncated,
+        newest.metadata.output_truncated
+    );
+    let read = store
+        .get_execution(newest.execution_id)
+        .await
+        .expect("get")
+        .expect("execution");
+    assert_eq!(read.log, newest.log);
+    assert_eq!(
+        read.metadata.output_truncated,
+        newest.metadata.output_truncated
+    );
+    // Job details read only the ends of outputs, newest first.
+    let tails = store
+        .list_execution_tails(job.job_id, 5, 4)
+        .await
+        .expect("tails");
+    let ids: Vec<Uuid> = tails.iter().map(|t| t.execution.execution_id).collect();
+    assert_eq!(ids, vec![newest.execution_id, older.execution_id]);
+    assert_eq!(tails[0].execution.log.as_deref(), Some(&b"tail"[..]));
+    assert_eq!(tails[0].execution.error.as_deref(), Some(&b"oops"[..]));
+    assert!(tails[0].log_cut && !tails[0].error_cut);
+    assert_eq!((tails[1].log_cut, tails[1].error_cut), (false, false));
+    assert_eq!(tails[1].execution.log, None);
+    let whole = store
+        .list_execution_tails(job.job_id, 1, 0)
+        .await
+        .expect("whole");
+    assert_eq!(whole[0].execution.log, newest.log);
+    assert!(!whole[0].log_cut);
     store.delete_job(job.job_id).await.expect("delete");
 }
 

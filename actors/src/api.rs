@@ -187,7 +187,7 @@ async fn enqueue(
     } = new_job(origin, request, services.settings.hard_timeout_seconds);
     if existing.is_some() {
         // An update replaces what the job had pending: its queued (not started) execution.
-        if let Some(last) = services.store.list_executions(job.job_id, 1).await?.pop() {
+        if let Some(last) = services.store.last_execution(job.job_id).await? {
             if last.status == fastlane_proto::ExecutionStatus::Enqueued {
                 stop_execution(&services, last.execution_id, REPLACED).await?;
             }
@@ -231,7 +231,7 @@ async fn stop_job(services: Services, task_id: String, job_id: Uuid) -> ApiResul
     job.last_modified_at = Timestamp::now();
     services.store.update_job(&job).await?;
     schedule_changed(&job);
-    if let Some(last) = services.store.list_executions(job_id, 1).await?.pop() {
+    if let Some(last) = services.store.last_execution(job_id).await? {
         stop_execution(&services, last.execution_id, STOPPED).await?;
     }
     Ok(Some(()))
@@ -265,7 +265,7 @@ async fn retry(services: Services, task_id: String, job_id: Uuid) -> ApiResult<O
     let Some(mut job) = services.store.get_job(&task_id, job_id).await? else {
         return Ok(None);
     };
-    let Some(last) = services.store.list_executions(job_id, 1).await?.pop() else {
+    let Some(last) = services.store.last_execution(job_id).await? else {
         return Err(ApiError {
             kind: ErrorKind::Invalid,
             message: "No execution yet to retry.".into(),
@@ -329,7 +329,11 @@ async fn get_job(services: Services, task_id: String, job_id: Uuid) -> ApiResult
     };
     let executions = services
         .store
-        .list_executions(job_id, JOB_EXECUTIONS_SHOWN)
+        .list_execution_tails(
+            job_id,
+            JOB_EXECUTIONS_SHOWN,
+            services.settings.job_details_output_max_bytes,
+        )
         .await?;
     let execution_count = services.store.count_executions(job_id).await?;
     Ok(Some(JobView {

@@ -47,6 +47,8 @@ pub struct Settings {
     pub node_id: String,
     pub farms: Vec<Farm>,
     pub hard_timeout_seconds: u64,
+    /// Most bytes of each execution's `log` and `error` in a job's details (0 = all).
+    pub job_details_output_max_bytes: u64,
     pub redactor: Redactor,
     /// How many executions this node holds leased at once: the farms' `maxRunning` plus an
     /// allowance for executions parked waiting for a slot (the gate enforces the limits).

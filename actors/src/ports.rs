@@ -79,6 +79,18 @@ pub trait Store: Send + Sync + 'static {
     /// The job's newest `limit` executions, newest first, with their output.
     async fn list_executions(&self, job_id: Uuid, limit: u64)
         -> Result<Vec<Execution>, StoreError>;
+    /// The job's newest `limit` executions, newest first, each `log` and `error` cut to its
+    /// last `max_bytes` (0 = whole) by the store itself, so a list never loads whole outputs.
+    async fn list_execution_tails(
+        &self,
+        job_id: Uuid,
+        limit: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<ExecutionTail>, StoreError>;
+    /// The job's newest execution without its output (`log` and `error` are `None`): what
+    /// status checks need (overlap at a firing, PUT, stop, retry), without loading up to
+    /// `EXECUTION_OUTPUT_MAX_BYTES` twice for nothing.
+    async fn last_execution(&self, job_id: Uuid) -> Result<Option<Execution>, StoreError>;
     /// One execution with its output.
     async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError>;
     /// Writes the execution record; its output too when `log` or `error` is set. Refused with
@@ -331,8 +343,45 @@ pub struct ContainerExit {
     pub stdout: Vec<u8>,
     /// Everything the container wrote to stderr: the end of the execution's `error`.
     pub stderr: Vec<u8>,
+    /// Bytes left out of the middle of `stdout` to keep it within the configured budget (a
+    /// marker line in `stdout` stands for them); 0 when it is whole.
+    pub stdout_left_out: u64,
+    /// Bytes left out of the middle of `stderr`, likewise.
+    pub stderr_left_out: u64,
     /// Docker's `State.Error`, when set.
     pub state_error: Option<String>,
+}
+
+/// An execution whose `log` and `error` may hold only their ends (see
+/// [`Store::list_execution_tails`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecutionTail {
+    /// The record, with the ends of its outputs.
+    pub execution: Execution,
+    /// Whether `log` lost its beginning.
+    pub log_cut: bool,
+    /// Whether `error` lost its beginning.
+    pub error_cut: bool,
+}
+
+impl ExecutionTail {
+    /// Cuts a whole execution's outputs to their last `max_bytes` (0 = whole).
+    pub fn of(mut execution: Execution, max_bytes: u64) -> ExecutionTail {
+        let cut = |output: &mut Option<Vec<u8>>| match output {
+            Some(bytes) if max_bytes > 0 && bytes.len() as u64 > max_bytes => {
+                bytes.drain(..bytes.len() - max_bytes as usize);
+                true
+            }
+            _ => false,
+        };
+        let log_cut = cut(&mut execution.log);
+        let error_cut = cut(&mut execution.error);
+        ExecutionTail {
+            execution,
+            log_cut,
+            error_cut,
+        }
+    }
 }
 
 /// A container runtime failure, split by whose fault it is: only host faults count against a

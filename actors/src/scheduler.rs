@@ -248,10 +248,10 @@ impl SchedulerState {
         if overlap == Overlap::Allow {
             return Ok(true);
         }
-        let last = self.services.store.list_executions(job.job_id, 1).await?;
+        let last = self.services.store.last_execution(job.job_id).await?;
         // This very firing, created by another node a moment ago, is no overlap.
         let this_firing = firing_execution_id(job.job_id, slot);
-        let Some(running) = last.first().filter(|execution| {
+        let Some(running) = last.as_ref().filter(|execution| {
             !execution.status.is_terminal() && execution.execution_id != this_firing
         }) else {
             return Ok(true);

@@ -210,6 +210,23 @@ pub struct ExecutionMetadata {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub webhook_dispatch: Vec<serde_json::Value>,
+    /// Set only when the stored output was cut to its head and tail: how many bytes of each
+    /// stream were left out of the middle.
+    #[serde(
+        default,
+        rename = "outputTruncated",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub output_truncated: Option<OutputTruncated>,
+}
+
+/// How many bytes of each stream were left out of a stored output (`EXECUTION_OUTPUT_MAX_BYTES`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputTruncated {
+    /// Bytes left out of the middle of stdout (the execution's `log`).
+    pub stdout: u64,
+    /// Bytes left out of the middle of stderr (the end of the execution's `error`).
+    pub stderr: u64,
 }
 
 /// Webhook attempts kept on an execution.

@@ -16,6 +16,9 @@ pub(super) fn upper_bound(name: &str) -> f64 {
         YEAR_SECONDS * 1000.0
     } else if name.ends_with("_FACTOR") {
         1000.0
+    } else if name.ends_with("_BYTES") {
+        // A byte budget is held in memory (per stream, per collected container): 1 GiB.
+        f64::from(1u32 << 30)
     } else {
         f64::from(u32::MAX)
     }
@@ -58,6 +61,7 @@ mod tests {
             ("HARD_EXECUTION_TIMEOUT_SECONDS", "1e30"),
             ("HARD_EXECUTION_TIMEOUT_SECONDS", "18446744073709551615"),
             ("EXPONENTIAL_BACKOFF_FACTOR", "1e30"),
+            ("EXECUTION_OUTPUT_MAX_BYTES", "1073741825"),
             (
                 "WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS",
                 "18446744073709551615",

@@ -49,9 +49,19 @@ pub(crate) fn job_details(view: &JobView, urls: &Urls, redactor: &Redactor) -> V
         .executions
         .iter()
         .map(|item| {
-            let mut value = execution(item);
-            value["url"] =
-                Value::String(urls.execution(&job.task_id, job.job_id, item.execution_id));
+            let mut value = execution(&item.execution);
+            value["url"] = Value::String(urls.execution(
+                &job.task_id,
+                job.job_id,
+                item.execution.execution_id,
+            ));
+            // Only when cut, so that details of small outputs keep the original's shape.
+            if item.log_cut {
+                value["logTruncated"] = Value::Bool(true);
+            }
+            if item.error_cut {
+                value["errorTruncated"] = Value::Bool(true);
+            }
             value
         })
         .collect();

@@ -6,6 +6,7 @@ use super::{Ending, Finished, JobState, Step, StepError, STOP_GRACE, TIMEOUT_GRA
 use crate::messages::{HostMessage, JobMessage};
 use crate::ports::{ContainerExit, QueueMessage, RuntimeError};
 use crate::Services;
+use fastlane_proto::model::OutputTruncated;
 use fastlane_proto::schedule::retry_execution_id;
 use fastlane_proto::{Execution, ExecutionStatus, Timestamp};
 use ractor::ActorRef;
@@ -80,6 +81,12 @@ impl JobState {
         let execution = self.execution();
         execution.exit_code = Some(exit.exit_code);
         execution.log = Some(exit.stdout);
+        if exit.stdout_left_out > 0 || exit.stderr_left_out > 0 {
+            execution.metadata.output_truncated = Some(OutputTruncated {
+                stdout: exit.stdout_left_out,
+                stderr: exit.stderr_left_out,
+            });
+        }
         let mut error = match &ending {
             Some(Ending::Stopped(message) | Ending::TimedOut(message)) => {
                 format!("{message}\n").into_bytes()

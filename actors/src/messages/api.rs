@@ -48,7 +48,8 @@ pub type TaskView = (Task, Vec<Job>);
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobView {
     pub job: Job,
-    pub executions: Vec<Execution>,
+    /// Each with at most `JOB_DETAILS_OUTPUT_MAX_BYTES` of its output, the end.
+    pub executions: Vec<crate::ports::ExecutionTail>,
     pub execution_count: u64,
 }
 

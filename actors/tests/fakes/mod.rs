@@ -190,6 +190,7 @@ impl Harness {
             node_id: "jobtests-node".into(),
             farms: vec![Farm::new("", endpoints.clone(), 10).expect("catch-all farm")],
             hard_timeout_seconds: HARD_TIMEOUT_SECONDS,
+            job_details_output_max_bytes: 0,
             redactor: Redactor::default(),
             max_in_flight: 20,
             default_backoff: Backoff {

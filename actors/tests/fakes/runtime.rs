@@ -305,6 +305,8 @@ impl ContainerRuntime for FakeRuntime {
             exit_code: container.exit_code.unwrap_or(-1),
             stdout: container.stdout.clone(),
             stderr: container.stderr.clone(),
+            stdout_left_out: 0,
+            stderr_left_out: 0,
             state_error: None,
         })
     }

@@ -8,7 +8,7 @@
 //! instead of passing on a made-up answer.
 
 use async_trait::async_trait;
-use fastlane_actors::ports::{Page, Paged, Store, StoreCounts, StoreError};
+use fastlane_actors::ports::{ExecutionTail, Page, Paged, Store, StoreCounts, StoreError};
 use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use std::collections::HashMap;
@@ -172,6 +172,28 @@ impl Store for FakeStore {
         executions.reverse();
         executions.truncate(limit as usize);
         Ok(executions)
+    }
+
+    async fn list_execution_tails(
+        &self,
+        job_id: Uuid,
+        limit: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<ExecutionTail>, StoreError> {
+        Ok(self
+            .list_executions(job_id, limit)
+            .await?
+            .into_iter()
+            .map(|execution| ExecutionTail::of(execution, max_bytes))
+            .collect())
+    }
+
+    async fn last_execution(&self, job_id: Uuid) -> Result<Option<Execution>, StoreError> {
+        Ok(self.executions_of(job_id).pop().map(|mut execution| {
+            execution.log = None;
+            execution.error = None;
+            execution
+        }))
     }
 
     async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError> {

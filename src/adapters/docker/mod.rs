@@ -7,6 +7,7 @@
 //!
 //! `prune.rs` holds `fastlane-node prune`, which removes leftover job containers.
 
+mod output;
 mod prune;
 
 pub use prune::prune;
@@ -27,6 +28,7 @@ use fastlane_actors::ports::{
 use fastlane_proto::farm::DockerEndpoint;
 use fastlane_proto::image::ImageRef;
 use futures_util::StreamExt;
+use output::BoundedOutput;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
@@ -56,6 +58,8 @@ pub(crate) struct DockerRuntime {
     endpoint: DockerEndpoint,
     docker: Docker,
     call_timeout: Duration,
+    /// Most bytes kept of each stream of a collected container (0 = all).
+    output_max_bytes: u64,
 }
 
 /// Pulls may take much longer than other calls.
@@ -101,7 +105,15 @@ impl DockerRuntime {
             endpoint: endpoint.clone(),
             docker,
             call_timeout,
+            output_max_bytes: 0,
         })
+    }
+
+    /// Keeps at most `max_bytes` of each stream of a collected container (head and tail around
+    /// a marker line); 0 keeps everything.
+    pub(crate) fn with_output_limit(mut self, max_bytes: u64) -> DockerRuntime {
+        self.output_max_bytes = max_bytes;
+        self
     }
 
     fn host_fault(&self, message: impl std::fmt::Display) -> RuntimeError {
@@ -349,28 +361,29 @@ impl ContainerRuntime for DockerRuntime {
             ..Default::default()
         };
         let read_logs = async {
-            let mut stdout = Vec::new();
-            let mut stderr = Vec::new();
+            // Bounded while reading, so that a chatty container never costs more memory than
+            // the budget, however much it wrote.
+            let mut stdout = BoundedOutput::new(self.output_max_bytes);
+            let mut stderr = BoundedOutput::new(self.output_max_bytes);
             let mut logs = self.docker.logs(container_id, Some(options));
             while let Some(chunk) = logs.next().await {
                 match chunk? {
-                    bollard::container::LogOutput::StdErr { message } => {
-                        stderr.extend_from_slice(&message)
-                    }
+                    bollard::container::LogOutput::StdErr { message } => stderr.push(&message),
                     bollard::container::LogOutput::StdOut { message }
-                    | bollard::container::LogOutput::Console { message } => {
-                        stdout.extend_from_slice(&message)
-                    }
+                    | bollard::container::LogOutput::Console { message } => stdout.push(&message),
                     bollard::container::LogOutput::StdIn { .. } => {}
                 }
             }
-            Ok((stdout, stderr))
+            Ok((stdout.finish(), stderr.finish()))
         };
-        let (stdout, stderr) = self.bounded(self.call_timeout * 4, read_logs).await?;
+        let ((stdout, stdout_left_out), (stderr, stderr_left_out)) =
+            self.bounded(self.call_timeout * 4, read_logs).await?;
         Ok(ContainerExit {
             exit_code: state.exit_code.unwrap_or(-1),
             stdout,
             stderr,
+            stdout_left_out,
+            stderr_left_out,
             state_error: state.error.filter(|error| !error.is_empty()),
         })
     }

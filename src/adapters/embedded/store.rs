@@ -5,7 +5,7 @@ use super::records::{
 };
 use super::{DbError, Embedded};
 use async_trait::async_trait;
-use fastlane_actors::ports::{Page, Paged, Store, StoreCounts, StoreError};
+use fastlane_actors::ports::{ExecutionTail, Page, Paged, Store, StoreCounts, StoreError};
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
@@ -231,6 +231,77 @@ impl Store for Embedded {
                 executions.extend(read_execution(connection, id, record)?);
             }
             Ok(executions)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn list_execution_tails(
+        &self,
+        job_id: Uuid,
+        limit: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<ExecutionTail>, StoreError> {
+        // SQLite cuts the BLOBs itself: only the ends leave the database.
+        let keep = if max_bytes == 0 {
+            i64::MAX / 2
+        } else {
+            max_bytes.min(i64::MAX as u64 / 2) as i64
+        };
+        self.with(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT e.execution_id, e.record, \
+                 length(o.log), substr(o.log, max(length(o.log) - ?3 + 1, 1)), \
+                 length(o.error), substr(o.error, max(length(o.error) - ?3 + 1, 1)) \
+                 FROM executions e LEFT JOIN outputs o ON o.execution_id = e.execution_id \
+                 WHERE e.job_id = ?1 ORDER BY e.seq DESC LIMIT ?2",
+            )?;
+            let rows = statement
+                .query_map(params![job_id.to_string(), limit as i64, keep], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Option<i64>>(2)?,
+                        row.get::<_, Option<Vec<u8>>>(3)?,
+                        row.get::<_, Option<i64>>(4)?,
+                        row.get::<_, Option<Vec<u8>>>(5)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(id, record, log_length, log, error_length, error)| {
+                    // An unparsable record is skipped, with an error logged.
+                    let mut execution: Execution = parsed(&id, &record)?;
+                    // `substr` of an empty BLOB is NULL: a length says the output exists.
+                    execution.log = log.or(log_length.map(|_| Vec::new()));
+                    execution.error = error.or(error_length.map(|_| Vec::new()));
+                    Some(ExecutionTail {
+                        execution,
+                        log_cut: log_length.unwrap_or(0) > keep,
+                        error_cut: error_length.unwrap_or(0) > keep,
+                    })
+                })
+                .collect())
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn last_execution(&self, job_id: Uuid) -> Result<Option<Execution>, StoreError> {
+        self.with(move |connection| {
+            // The record only: the outputs table is not read.
+            let row: Option<(String, String)> = connection
+                .prepare_cached(
+                    "SELECT execution_id, record FROM executions WHERE job_id = ?1 \
+                     ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row(params![job_id.to_string()], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            // As `get_execution`: an unparsable record reads as absent, with an error logged.
+            Ok(row.and_then(|(id, record)| parsed::<Execution>(&id, &record)))
         })
         .await
         .map_err(StoreError::from)

@@ -66,6 +66,63 @@ impl MongoStore {
     /// Writes the execution's `log` and `error` (those set) as new output versions; returns
     /// `(kind, version)` of each. Nothing reads them until the execution record points at them;
     /// on failure, what was written is removed.
+    /// Reads only the end of each output: its last chunks, at most `max_bytes` of them kept (0 =
+    /// whole). Returns whether `log` and `error` lost their beginnings.
+    pub(super) async fn read_output_tails(
+        &self,
+        execution: &mut Execution,
+        document: &Document,
+        max_bytes: u64,
+    ) -> Result<(bool, bool), StoreError> {
+        if max_bytes == 0 {
+            self.read_outputs(execution, document).await?;
+            return Ok((false, false));
+        }
+        let mut cut = (false, false);
+        let Ok(versions) = document.get_document("output") else {
+            return Ok(cut);
+        };
+        let keep = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        // Enough of the newest chunks to hold `keep` bytes even when the last one is short.
+        let chunks_needed = (keep / CHUNK_BYTES + 2).min(i64::MAX as usize) as i64;
+        for (kind, version) in versions {
+            let chunks = self
+                .collect(
+                    self.outputs
+                        .find(doc! {
+                            "execution_id": execution.execution_id.to_string(),
+                            "kind": kind,
+                            "v": version.clone(),
+                        })
+                        .sort(doc! {"n": -1})
+                        .limit(chunks_needed),
+                )
+                .await?;
+            if chunks.is_empty() {
+                // As `read_outputs`: an output without chunks reads as none.
+                continue;
+            }
+            let first_n = chunks.last().and_then(|chunk| chunk.get_i64("n").ok());
+            let mut bytes = Vec::new();
+            for chunk in chunks.iter().rev() {
+                if let Some(Bson::Binary(binary)) = chunk.get("data") {
+                    bytes.extend_from_slice(&binary.bytes);
+                }
+            }
+            let mut was_cut = first_n.is_some_and(|n| n > 0);
+            if bytes.len() > keep {
+                bytes.drain(..bytes.len() - keep);
+                was_cut = true;
+            }
+            match kind.as_str() {
+                "log" => (execution.log, cut.0) = (Some(bytes), was_cut),
+                "error" => (execution.error, cut.1) = (Some(bytes), was_cut),
+                _ => {}
+            }
+        }
+        Ok(cut)
+    }
+
     pub(super) async fn write_outputs(
         &self,
         execution: &Execution,

@@ -6,7 +6,7 @@ use super::{
     bounded, integer, internal, is_duplicate, readable_record, record_of, to_document, MongoStore,
 };
 use async_trait::async_trait;
-use fastlane_actors::ports::{Page, Paged, Store, StoreCounts, StoreError};
+use fastlane_actors::ports::{ExecutionTail, Page, Paged, Store, StoreCounts, StoreError};
 use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use mongodb::bson::{doc, Bson, Document};
@@ -36,6 +36,19 @@ fn execution_record(execution: &Execution) -> Result<Document, StoreError> {
     to_document(&record)
 }
 
+/// The execution with its webhook attempts, its output not read (`log` and `error` are `None`);
+/// `None` (logged) when the record cannot be parsed.
+fn execution_without_output(document: &Document) -> Option<Execution> {
+    let mut execution: Execution = readable_record(document)?;
+    if let Ok(dispatch) = document.get_array("webhook_dispatch") {
+        execution.metadata.webhook_dispatch = dispatch
+            .iter()
+            .map(|entry| entry.clone().into_relaxed_extjson())
+            .collect();
+    }
+    Some(execution)
+}
+
 fn task_summary(document: &Document) -> Result<TaskSummary, StoreError> {
     Ok(TaskSummary {
         task: Task {
@@ -51,15 +64,9 @@ impl MongoStore {
     /// The execution with its output and webhook attempts; `None` (logged) when its record
     /// cannot be parsed.
     async fn read_execution(&self, document: &Document) -> Result<Option<Execution>, StoreError> {
-        let Some(mut execution) = readable_record::<Execution>(document) else {
+        let Some(mut execution) = execution_without_output(document) else {
             return Ok(None);
         };
-        if let Ok(dispatch) = document.get_array("webhook_dispatch") {
-            execution.metadata.webhook_dispatch = dispatch
-                .iter()
-                .map(|entry| entry.clone().into_relaxed_extjson())
-                .collect();
-        }
         self.read_outputs(&mut execution, document).await?;
         Ok(Some(execution))
     }
@@ -330,6 +337,48 @@ impl Store for MongoStore {
             executions.extend(self.read_execution(document).await?);
         }
         Ok(executions)
+    }
+
+    async fn list_execution_tails(
+        &self,
+        job_id: Uuid,
+        limit: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<ExecutionTail>, StoreError> {
+        let documents = self
+            .collect(
+                self.executions
+                    .find(doc! {"job_id": job_id.to_string()})
+                    .sort(doc! {"created_at": -1, "_id": -1})
+                    .limit(limit.min(i64::MAX as u64) as i64),
+            )
+            .await?;
+        let mut executions = Vec::with_capacity(documents.len());
+        for document in &documents {
+            let Some(mut execution) = execution_without_output(document) else {
+                continue;
+            };
+            let (log_cut, error_cut) = self
+                .read_output_tails(&mut execution, document, max_bytes)
+                .await?;
+            executions.push(ExecutionTail {
+                execution,
+                log_cut,
+                error_cut,
+            });
+        }
+        Ok(executions)
+    }
+
+    async fn last_execution(&self, job_id: Uuid) -> Result<Option<Execution>, StoreError> {
+        // The record only: its output chunks are not fetched.
+        let found = bounded(
+            self.executions
+                .find_one(doc! {"job_id": job_id.to_string()})
+                .sort(doc! {"created_at": -1, "_id": -1}),
+        )
+        .await?;
+        Ok(found.and_then(|document| execution_without_output(&document)))
     }
 
     async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError> {
