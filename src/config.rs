@@ -429,16 +429,22 @@ pub fn describe() -> String {
     text
 }
 
+/// The configuration of `env` alone (no file), for the tests of this module and its children.
+#[cfg(test)]
+fn load_env(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::load_from(None, |name| env.get(name).cloned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn load(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: BTreeMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::load_from(None, |name| env.get(name).cloned())
+        load_env(env)
     }
 
     #[test]

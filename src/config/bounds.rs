@@ -42,15 +42,7 @@ pub(super) fn check_bound(option: &OptionSpec, value: &Value) -> Result<(), Conf
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Config, ConfigError};
-
-    fn load(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: std::collections::BTreeMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::load_from(None, |name| env.get(name).cloned())
-    }
+    use super::super::load_env as load;
 
     /// Numbers beyond what an option can hold are errors naming it.
     #[test]

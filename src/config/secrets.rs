@@ -52,15 +52,7 @@ pub(super) fn scrub(error: ConfigError, secrets: &[String]) -> ConfigError {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Config, ConfigError};
-
-    fn load(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: std::collections::BTreeMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::load_from(None, |name| env.get(name).cloned())
-    }
+    use super::super::{load_env as load, Config};
 
     /// A bad secret-bearing value is reported by option name, never quoted.
     #[test]

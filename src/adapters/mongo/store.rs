@@ -61,6 +61,21 @@ fn task_summary(document: &Document) -> Result<TaskSummary, StoreError> {
 }
 
 impl MongoStore {
+    /// The records of the job's newest `limit` executions, newest first.
+    async fn newest_executions(
+        &self,
+        job_id: Uuid,
+        limit: u64,
+    ) -> Result<Vec<Document>, StoreError> {
+        self.collect(
+            self.executions
+                .find(doc! {"job_id": job_id.to_string()})
+                .sort(doc! {"created_at": -1, "_id": -1})
+                .limit(limit.min(i64::MAX as u64) as i64),
+        )
+        .await
+    }
+
     /// The execution with its output and webhook attempts; `None` (logged) when its record
     /// cannot be parsed.
     async fn read_execution(&self, document: &Document) -> Result<Option<Execution>, StoreError> {
@@ -324,14 +339,7 @@ impl Store for MongoStore {
         job_id: Uuid,
         limit: u64,
     ) -> Result<Vec<Execution>, StoreError> {
-        let documents = self
-            .collect(
-                self.executions
-                    .find(doc! {"job_id": job_id.to_string()})
-                    .sort(doc! {"created_at": -1, "_id": -1})
-                    .limit(limit.min(i64::MAX as u64) as i64),
-            )
-            .await?;
+        let documents = self.newest_executions(job_id, limit).await?;
         let mut executions = Vec::with_capacity(documents.len());
         for document in &documents {
             executions.extend(self.read_execution(document).await?);
@@ -345,14 +353,7 @@ impl Store for MongoStore {
         limit: u64,
         max_bytes: u64,
     ) -> Result<Vec<ExecutionTail>, StoreError> {
-        let documents = self
-            .collect(
-                self.executions
-                    .find(doc! {"job_id": job_id.to_string()})
-                    .sort(doc! {"created_at": -1, "_id": -1})
-                    .limit(limit.min(i64::MAX as u64) as i64),
-            )
-            .await?;
+        let documents = self.newest_executions(job_id, limit).await?;
         let mut executions = Vec::with_capacity(documents.len());
         for document in &documents {
             let Some(mut execution) = execution_without_output(document) else {
