@@ -56,6 +56,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "REDIS_KEY_PREFIX", group: "Redis", kind: Kind::Str, default: "\"fastlane\"", help: "Hash tag of every Redis key: deployments sharing one Redis use different prefixes." },
     OptionSpec { name: "WORKER_SLEEP_TIME_MS", group: "Worker", kind: Kind::UInt, default: "1000", help: "Kept for compatibility; the poller is woken on every enqueue." },
     OptionSpec { name: "QUEUE_SWEEP_INTERVAL_SECONDS", group: "Worker", kind: Kind::UInt, default: "120", help: "How often a node pushes every unfinished execution to the queue again (a no-op for those still queued), recovering messages a shared Redis lost, and ends dead-lettered executions as failed; 0 = only at start." },
+    OptionSpec { name: "QUEUE_LEASE_SECONDS", group: "Worker", kind: Kind::UInt, default: "60", help: "How long a leased message stays with its node without being renewed (renewed every quarter of it): a node paused or gone this long loses its work to another node. At least 5." },
     OptionSpec { name: "HARD_EXECUTION_TIMEOUT_SECONDS", group: "Worker", kind: Kind::UInt, default: "1800", help: "Default and maximum execution timeout." },
     OptionSpec { name: "EXPONENTIAL_BACKOFF_MIN_MS", group: "Worker", kind: Kind::UInt, default: "1000", help: "Job retry base delay." },
     OptionSpec { name: "EXPONENTIAL_BACKOFF_FACTOR", group: "Worker", kind: Kind::Float, default: "2", help: "Job retry delay factor." },

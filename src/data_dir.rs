@@ -85,3 +85,33 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     file.write_all(contents)
         .with_context(|| format!("could not write {}", path.display()))
 }
+
+/// The name of the lock file in `DATA_DIR`.
+pub const LOCK_FILE: &str = "lock";
+
+/// Takes the exclusive lock of `dir` (an `flock` on `DATA_DIR/lock`), held as long as the
+/// returned file is open: two nodes in one directory would share its node id and embedded
+/// database and release each other's leases. The kernel drops the lock when the process ends,
+/// however it ends, so a crashed node never leaves a stale lock behind.
+pub fn lock(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(FILE_MODE)
+        .open(&path)
+        .with_context(|| format!("could not open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "DATA_DIR {} is in use by another fastlane-node process (it holds {}): \
+             run one node per data directory",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("could not lock {}", path.display()))
+        }
+    }
+}

@@ -32,6 +32,10 @@ use tokio::net::TcpListener;
 /// `maxRunning`: enough that a saturated farm does not stop other farms' work from being leased.
 const PARKED_ALLOWANCE: usize = 256;
 
+/// The shortest queue lease (`QUEUE_LEASE_SECONDS`): renewals every quarter of it must not
+/// become a busy loop, and a short pause must not cost a node its work.
+const MIN_LEASE_SECONDS: u64 = 5;
+
 /// How long in-flight HTTP requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -48,8 +52,10 @@ pub async fn run(
     let _sentry = adapters::sentry::init(config.optional("SENTRY_DSN"))?;
     let data_dir = config.data_dir();
     data_dir::prepare(&data_dir)?;
+    // Held until `run` returns (the process ends): one node per data directory.
+    let _lock = data_dir::lock(&data_dir)?;
     let backends = adapters::backends::Backends::open(&config).await?;
-    let node_id = node_id(&data_dir)?;
+    let (node_id, previous_consumers) = consumer_id(&data_dir)?;
     // Whatever the backends made in DATA_DIR (SQLite's -wal and -shm) is private too.
     data_dir::tighten_files(&data_dir)?;
 
@@ -84,6 +90,10 @@ pub async fn run(
     let redactor = Redactor::new(&config.string("ENV_BLACKLISTED_WORDS"));
     let settings = Settings {
         node_id: node_id.clone(),
+        previous_consumers,
+        lease_duration: Duration::from_secs(
+            config.uint("QUEUE_LEASE_SECONDS").max(MIN_LEASE_SECONDS),
+        ),
         farms: config.farms.clone(),
         hard_timeout_seconds: hard_timeout,
         job_details_output_max_bytes: config.uint("JOB_DETAILS_OUTPUT_MAX_BYTES"),
@@ -227,8 +237,31 @@ async fn release_leases(backends: &adapters::backends::Backends, node_id: &str) 
     }
 }
 
-/// This node's stable id (its queue consumer name), kept in the data directory so that a
-/// restarted node recognizes its own leases.
+/// This process's queue consumer id, and the consumer ids of the previous lives of this data
+/// directory, whose leases the reconciliation at start gives back.
+///
+/// The node id (`DATA_DIR/node-id`) is stable; the consumer id adds a random suffix per start
+/// (`{node id}.{random}`), so a process never renews or releases leases it did not take. The
+/// running process's consumer id is kept in `DATA_DIR/consumer-id` for the next start: the lock
+/// on `DATA_DIR` guarantees that the process which wrote it has ended. The bare node id was the
+/// consumer id of older versions and is released too.
+fn consumer_id(data_dir: &std::path::Path) -> anyhow::Result<(String, Vec<String>)> {
+    let node_id = node_id(data_dir)?;
+    let path = data_dir.join("consumer-id");
+    let mut previous = vec![node_id.clone()];
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() && id != node_id {
+            previous.push(id.to_string());
+        }
+    }
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let consumer = format!("{node_id}.{}", &suffix[..12]);
+    data_dir::write_private_file(&path, consumer.as_bytes())?;
+    Ok((consumer, previous))
+}
+
+/// This node's stable id, kept in the data directory: the prefix of its consumer ids.
 fn node_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
     let path = data_dir.join("node-id");
     if let Ok(id) = std::fs::read_to_string(&path) {

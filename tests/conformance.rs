@@ -80,6 +80,7 @@ async fn queue_suite(queue: Arc<dyn Queue>) {
     fifo_and_idempotent_push(&*queue).await;
     delayed_messages(&*queue).await;
     ack_release_and_expiry(&*queue).await;
+    renew_reports_lost_leases(&*queue).await;
     dead_letters(&*queue).await;
     release_all(&*queue).await;
     concurrent_consumers(queue.clone()).await;
@@ -157,6 +158,48 @@ async fn delayed_messages(queue: &dyn Queue) {
     }
 }
 
+/// Renewal tells a consumer which of its messages it lost: taken by another consumer after its
+/// lease expired, or gone; a lease that expired but that nobody took is still renewed.
+async fn renew_reports_lost_leases(queue: &dyn Queue) {
+    let (kept, taken) = (message(), message());
+    queue.push(&kept, Timestamp::now()).await.expect("push");
+    queue.push(&taken, Timestamp::now()).await.expect("push");
+    let short = Duration::from_millis(200);
+    assert_eq!(queue.lease("a", 10, short).await.expect("lease").len(), 2);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Both expired; nobody leased since: renewing keeps them.
+    let ids = vec![kept.id.clone(), taken.id.clone()];
+    let lost = queue.renew("a", &ids, short).await.expect("renew");
+    assert!(
+        lost.is_empty(),
+        "expired but untaken leases are renewed: {lost:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    queue
+        .renew("a", std::slice::from_ref(&kept.id), LEASE)
+        .await
+        .expect("renew");
+    // `taken` expired again and another consumer leases it.
+    let other = queue.lease("b", 10, LEASE).await.expect("lease");
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].message.id, taken.id);
+    let lost = queue.renew("a", &ids, LEASE).await.expect("renew");
+    assert_eq!(lost, vec![taken.id.clone()]);
+    let lost = queue
+        .renew("b", std::slice::from_ref(&taken.id), LEASE)
+        .await
+        .expect("renew");
+    assert!(lost.is_empty());
+    // An acknowledged message is not held by anyone any more.
+    queue.ack(&kept.id).await.expect("ack");
+    let lost = queue
+        .renew("a", std::slice::from_ref(&kept.id), LEASE)
+        .await
+        .expect("renew");
+    assert_eq!(lost, vec![kept.id.clone()]);
+    queue.ack(&taken.id).await.expect("ack");
+}
+
 async fn ack_release_and_expiry(queue: &dyn Queue) {
     let m = message();
     queue.push(&m, Timestamp::now()).await.expect("push");
@@ -181,17 +224,19 @@ async fn ack_release_and_expiry(queue: &dyn Queue) {
     assert_eq!(short.len(), 1);
     // …unless renewed.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    queue
+    let lost = queue
         .renew("c", std::slice::from_ref(&m.id), Duration::from_millis(600))
         .await
         .expect("renew");
+    assert!(lost.is_empty(), "the holder keeps its lease: {lost:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(queue.lease("d", 10, LEASE).await.expect("lease").is_empty());
-    // Renewing someone else's lease does nothing.
-    queue
+    // Renewing someone else's lease does nothing, and says it is not held.
+    let lost = queue
         .renew("d", std::slice::from_ref(&m.id), LEASE)
         .await
         .expect("renew");
+    assert_eq!(lost, vec![m.id.clone()]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let taken = queue.lease("d", 10, LEASE).await.expect("lease");
     assert_eq!(taken.len(), 1, "expired lease delivered again");
@@ -622,6 +667,7 @@ async fn store_suite(store: Arc<dyn Store>) {
     tasks_and_jobs(&*store).await;
     executions_and_outputs(&*store).await;
     last_execution_without_output(&*store).await;
+    fenced_writes(&*store).await;
     webhook_dispatch(store.clone()).await;
     schedules(&*store).await;
     store.ping().await.expect("ping");
@@ -810,14 +856,14 @@ async fn executions_and_outputs(store: &dyn Store) {
     run.status = ExecutionStatus::Running;
     run.metadata.docker_host = Some("127.0.0.1".into());
     run.metadata.docker_port = Some(2375);
-    store.update_execution(&run).await.expect("running");
+    store.update_execution(&run, None).await.expect("running");
     run.status = ExecutionStatus::Done;
     run.exit_code = Some(0);
     // 20 MiB of output with bytes that are not UTF-8: more than a document can hold.
     let log: Vec<u8> = (0..20 * 1024 * 1024).map(|n| (n % 251) as u8).collect();
     run.log = Some(log.clone());
     run.error = Some(Vec::new());
-    store.update_execution(&run).await.expect("done");
+    store.update_execution(&run, None).await.expect("done");
     let read = store
         .get_execution(run.execution_id)
         .await
@@ -848,14 +894,14 @@ async fn executions_and_outputs(store: &dyn Store) {
     assert_eq!(tail.execution.error, Some(Vec::new()));
     assert_eq!(tail.execution.status, ExecutionStatus::Done);
     store
-        .update_execution(&run)
+        .update_execution(&run, None)
         .await
         .expect("same status again");
     let mut late = run.clone();
     late.status = ExecutionStatus::Failed;
     late.log = Some(b"overwritten".to_vec());
     assert!(matches!(
-        store.update_execution(&late).await,
+        store.update_execution(&late, None).await,
         Err(StoreError::Conflict(_))
     ));
     let read = store
@@ -867,7 +913,7 @@ async fn executions_and_outputs(store: &dyn Store) {
     assert_eq!(read.log.map(|log| log.len()), Some(log.len()));
     // Smaller output replaces larger.
     run.log = Some(b"short".to_vec());
-    store.update_execution(&run).await.expect("rewrite");
+    store.update_execution(&run, None).await.expect("rewrite");
     let read = store
         .get_execution(run.execution_id)
         .await
@@ -877,7 +923,10 @@ async fn executions_and_outputs(store: &dyn Store) {
     // Unfinished executions, for reconciliation.
     let mut second = runs[1].clone();
     second.status = ExecutionStatus::Running;
-    store.update_execution(&second).await.expect("running");
+    store
+        .update_execution(&second, None)
+        .await
+        .expect("running");
     let unfinished: HashSet<Uuid> = store
         .executions_in(&[ExecutionStatus::Running, ExecutionStatus::Enqueued])
         .await
@@ -890,8 +939,92 @@ async fn executions_and_outputs(store: &dyn Store) {
     assert!(!unfinished.contains(&runs[0].execution_id));
     // An update of an execution never created inserts it.
     let fresh = execution(&job, base + 10);
-    store.update_execution(&fresh).await.expect("insert");
+    store.update_execution(&fresh, None).await.expect("insert");
     assert_eq!(store.count_executions(job.job_id).await.expect("count"), 5);
+    store.delete_job(job.job_id).await.expect("delete");
+}
+
+/// A runner's writes are fenced by its claim: once a newer runner claimed the execution, the
+/// older one's writes are refused as `Fenced` (and change nothing), the newer one's pass, and
+/// unfenced writes (a stop) always pass; a terminal status stays final for every writer.
+async fn fenced_writes(store: &dyn Store) {
+    let job = job(&format!("fenced-{}", Uuid::new_v4().simple()));
+    let first = execution(&job, Timestamp::now().0);
+    store.create_job(&job, Some(&first)).await.expect("create");
+    let id = first.execution_id;
+    assert_eq!(
+        store.claim_execution(Uuid::new_v4()).await.expect("claim"),
+        None
+    );
+    let old = store
+        .claim_execution(id)
+        .await
+        .expect("claim")
+        .expect("exists");
+    let mut running = first.clone();
+    running.status = ExecutionStatus::Running;
+    store
+        .update_execution(&running, Some(old))
+        .await
+        .expect("own claim");
+    let new = store
+        .claim_execution(id)
+        .await
+        .expect("claim")
+        .expect("exists");
+    assert!(new > old, "claims increase: {old} then {new}");
+    let mut stale = running.clone();
+    stale.status = ExecutionStatus::Done;
+    stale.log = Some(b"from the old runner".to_vec());
+    assert!(matches!(
+        store.update_execution(&stale, Some(old)).await,
+        Err(StoreError::Fenced(_))
+    ));
+    let read = store
+        .get_execution(id)
+        .await
+        .expect("get")
+        .expect("execution");
+    assert_eq!(
+        read.status,
+        ExecutionStatus::Running,
+        "the refused write changed nothing"
+    );
+    assert_eq!(read.log, None);
+    let mut done = running.clone();
+    done.status = ExecutionStatus::Done;
+    done.log = Some(b"from the new runner".to_vec());
+    store
+        .update_execution(&done, Some(new))
+        .await
+        .expect("newest claim");
+    // A stop is unfenced: it passes any claim, and the terminal rule still applies to it.
+    let mut stopped = running.clone();
+    stopped.status = ExecutionStatus::Stopped;
+    assert!(matches!(
+        store.update_execution(&stopped, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let read = store
+        .get_execution(id)
+        .await
+        .expect("get")
+        .expect("execution");
+    assert_eq!(read.status, ExecutionStatus::Done);
+    assert_eq!(read.log.as_deref(), Some(&b"from the new runner"[..]));
+    // An unfenced write of an unfinished execution passes whoever claimed it.
+    let second = execution(&job, Timestamp::now().0 + 1);
+    assert!(store.create_execution(&second).await.expect("create"));
+    store
+        .claim_execution(second.execution_id)
+        .await
+        .expect("claim");
+    let mut stop = second.clone();
+    stop.status = ExecutionStatus::Stopped;
+    store
+        .update_execution(&stop, None)
+        .await
+        .expect("a stop always wins");
     store.delete_job(job.job_id).await.expect("delete");
 }
 
@@ -915,7 +1048,7 @@ async fn last_execution_without_output(store: &dyn Store) {
         stdout: 10,
         stderr: 0,
     });
-    store.update_execution(&newest).await.expect("failed");
+    store.update_execution(&newest, None).await.expect("failed");
     let last = store
         .last_execution(job.job_id)
         .await
@@ -978,7 +1111,10 @@ async fn webhook_dispatch(store: Arc<dyn Store>) {
     // A writer's copy of the execution does not replace the attempts.
     let mut running = run.clone();
     running.status = ExecutionStatus::Running;
-    store.update_execution(&running).await.expect("update");
+    store
+        .update_execution(&running, None)
+        .await
+        .expect("update");
     let read = store
         .get_execution(run.execution_id)
         .await

@@ -5,17 +5,25 @@
 //!
 //! In: `Acquire` (JobActor), `Release` (RootActor, when a JobActor is gone), `Tick` (its timer:
 //! slots freed by expired leases or, with a shared backend, by other nodes).
-//! Out: `SlotsGranted` to a waiting JobActor.
+//! Out: `SlotsGranted` to a waiting JobActor; `SlotsRefused` to one that would be more than
+//! [`PARKED_PER_POOL`] waiters of a full pool.
 //!
 //! The slots themselves live in the queue backend (`Slots::acquire`): leased, renewed with
 //! the message leases, all-or-none; so the count is exact, and holds across nodes once the
 //! backend is shared. A restarted gate has lost its waiters; waiting JobActors ask again.
+//!
+//! No head-of-line blocking: a parked JobActor holds its message's lease, which counts against
+//! the poller's `max_in_flight`. So only the first [`PARKED_PER_POOL`] waiters of a full pool
+//! park; later ones are refused and give their message back to the queue with a growing delay
+//! (a release, not a failure), leaving the node's lease budget to other tasks' work. The
+//! parked ones take the next free slots at once, in order; the released ones come back in due
+//! order, each at most once per delay, so the queue is not churned in a busy loop. A waiter
+//! blocked on one pool never holds back a later waiter that needs other, free pools.
 
 use crate::messages::{GateMessage, JobMessage};
-use crate::ports::LEASE_DURATION;
 use crate::Services;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 struct Waiter {
@@ -64,9 +72,14 @@ impl Actor for GateActor {
                     .find(|waiter| waiter.holder == holder)
                 {
                     Some(waiter) => waiter.job = job,
-                    None => state.waiting.push_back(Waiter { holder, pools, job }),
+                    None => state.waiting.push_back(Waiter {
+                        holder: holder.clone(),
+                        pools,
+                        job,
+                    }),
                 }
-                state.grant().await;
+                let full = state.grant().await;
+                state.refuse_beyond_parking(&holder, &full);
             }
             GateMessage::Release { holder } => {
                 state.waiting.retain(|waiter| waiter.holder != holder);
@@ -75,46 +88,107 @@ impl Actor for GateActor {
                 }
                 state.grant().await;
             }
-            GateMessage::Tick => state.grant().await,
+            GateMessage::Tick => {
+                state.grant().await;
+            }
         }
         Ok(())
     }
 }
 
+/// How many JobActors of this node may wait parked for one full pool; later ones give their
+/// message back to the queue (see the module doc).
+pub const PARKED_PER_POOL: usize = 8;
+
 impl GateState {
-    /// Grants slots to waiters in arrival order. Once a pool is found full, later waiters for
-    /// it are not tried in this pass, so nobody overtakes an earlier waiter of the same pool.
-    async fn grant(&mut self) {
+    /// Grants slots to waiters in arrival order, and returns the pools found full. A waiter
+    /// needing a full pool is passed over (it keeps its place), and nobody after it gets that
+    /// pool in this pass; a later waiter whose pools are all free is served.
+    async fn grant(&mut self) -> HashSet<String> {
         let mut full: HashSet<String> = HashSet::new();
+        if self.waiting.is_empty() {
+            return full;
+        }
+        // One look at the counts per pass, so a blocked waiter costs no backend call.
+        let mut used: HashMap<String, u64> = match self.services.slots.in_use().await {
+            Ok(counts) => counts.into_iter().collect(),
+            Err(error) => {
+                tracing::warn!(%error, "could not read slot counts");
+                return full;
+            }
+        };
         let mut index = 0;
         while index < self.waiting.len() {
             let waiter = &self.waiting[index];
-            if waiter.pools.iter().any(|(pool, _)| full.contains(pool)) {
+            let mut blocked = false;
+            for (pool, limit) in &waiter.pools {
+                if full.contains(pool) || used.get(pool).copied().unwrap_or(0) >= u64::from(*limit)
+                {
+                    full.insert(pool.clone());
+                    blocked = true;
+                }
+            }
+            if blocked {
                 index += 1;
                 continue;
             }
+            let lease = self.services.settings.lease_duration;
             match self
                 .services
                 .slots
-                .acquire(&waiter.holder, &waiter.pools, LEASE_DURATION)
+                .acquire(&waiter.holder, &waiter.pools, lease)
                 .await
             {
                 Ok(true) => {
                     let waiter = self.waiting.remove(index).expect("index in range");
+                    for (pool, _) in &waiter.pools {
+                        *used.entry(pool.clone()).or_default() += 1;
+                    }
                     if waiter.job.cast(JobMessage::SlotsGranted).is_err() {
                         // The JobActor is gone: give the slots back.
                         let _ = self.services.slots.release(&waiter.holder).await;
                     }
                 }
                 Ok(false) => {
+                    // Taken meanwhile (another node): which pool is unknown, so all of them.
                     full.extend(waiter.pools.iter().map(|(pool, _)| pool.clone()));
                     index += 1;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "could not acquire slots");
-                    return;
+                    return full;
                 }
             }
+        }
+        full
+    }
+
+    /// Refuses `holder` if it still waits and is beyond the first [`PARKED_PER_POOL`] waiters
+    /// of one of its full pools: it gives its message back instead of holding a lease.
+    fn refuse_beyond_parking(&mut self, holder: &str, full: &HashSet<String>) {
+        let Some(position) = self
+            .waiting
+            .iter()
+            .position(|waiter| waiter.holder == holder)
+        else {
+            return;
+        };
+        let waiter = &self.waiting[position];
+        let crowded = waiter
+            .pools
+            .iter()
+            .filter(|(pool, _)| full.contains(pool))
+            .any(|(pool, _)| {
+                self.waiting
+                    .iter()
+                    .take(position)
+                    .filter(|earlier| earlier.pools.iter().any(|(other, _)| other == pool))
+                    .count()
+                    >= PARKED_PER_POOL
+            });
+        if crowded {
+            let waiter = self.waiting.remove(position).expect("position in range");
+            let _ = waiter.job.cast(JobMessage::SlotsRefused);
         }
     }
 }

@@ -43,8 +43,13 @@ pub struct Services {
 /// The settings the actors use (the node's configuration, narrowed).
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// This node's consumer name in the queue.
+    /// This process's consumer name in the queue: unique per start (the node id and a random
+    /// suffix), so leases of another process are never taken for its own.
     pub node_id: String,
+    /// Consumer names of this node's previous lives: their leases are given back at start.
+    pub previous_consumers: Vec<String>,
+    /// How long a lease lasts (`QUEUE_LEASE_SECONDS`); renewed every quarter of it.
+    pub lease_duration: std::time::Duration,
     pub farms: Vec<Farm>,
     pub hard_timeout_seconds: u64,
     /// Most bytes of each execution's `log` and `error` in a job's details (0 = all).

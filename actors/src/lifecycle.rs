@@ -55,7 +55,7 @@ pub async fn end_unowned(
     execution.finished_at = Some(now);
     execution.last_modified_at = now;
     execution.error = Some(reason.as_bytes().to_vec());
-    match services.store.update_execution(execution).await {
+    match services.store.update_execution(execution, None).await {
         Ok(()) => Ok(true),
         Err(StoreError::Conflict(_)) => Ok(false),
         Err(error) => Err(error),

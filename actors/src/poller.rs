@@ -2,13 +2,14 @@
 //! to the RootActor to be run by a new JobActor. Started and restarted by the RootActor.
 //!
 //! In: `Poll` (a tick, a new message was pushed, or a slot freed), `Finished`, `Renew`.
-//! Out: `RootMessage::SpawnJob`.
+//! Out: `RootMessage::SpawnJob`; `JobMessage::LeaseLost` to a JobActor whose lease is gone.
 //!
-//! It holds the set of messages this node has in flight, renews their leases so a long run is
-//! not delivered twice, and never leases more than `max_in_flight`.
+//! It holds the set of messages this node has in flight, renews their leases (every quarter of
+//! the lease) so a long run is not delivered twice, and never leases more than `max_in_flight`.
+//! A renewal that finds a lease gone (the node was paused past it and another node took the
+//! message) tells the JobActor, which stops working on it without touching its container.
 
-use crate::messages::{PollerMessage, RootMessage};
-use crate::ports::LEASE_DURATION;
+use crate::messages::{job_actor_name, JobMessage, PollerMessage, RootMessage};
 use crate::Services;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashSet;
@@ -31,7 +32,6 @@ pub struct PollerState {
 
 /// How often the queue is looked at without being woken (delayed messages, expired leases).
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
-const RENEW_INTERVAL: Duration = Duration::from_secs(15);
 
 impl Actor for PollerActor {
     type Msg = PollerMessage;
@@ -44,7 +44,10 @@ impl Actor for PollerActor {
         args: PollerArgs,
     ) -> Result<PollerState, ActorProcessingErr> {
         myself.send_interval(POLL_INTERVAL, || PollerMessage::Poll);
-        myself.send_interval(RENEW_INTERVAL, || PollerMessage::Renew);
+        // Three renewals may fail (a slow backend, a short pause) before a lease expires.
+        myself.send_interval(args.services.settings.lease_duration / 4, || {
+            PollerMessage::Renew
+        });
         myself.cast(PollerMessage::Poll)?;
         Ok(PollerState {
             services: args.services,
@@ -85,7 +88,7 @@ impl PollerState {
         match self
             .services
             .queue
-            .lease(consumer, capacity, LEASE_DURATION)
+            .lease(consumer, capacity, self.services.settings.lease_duration)
             .await
         {
             Ok(deliveries) => {
@@ -100,18 +103,43 @@ impl PollerState {
         }
     }
 
-    async fn renew(&self) {
+    async fn renew(&mut self) {
         if self.in_flight.is_empty() {
             return;
         }
         let ids: Vec<String> = self.in_flight.iter().cloned().collect();
-        if let Err(error) = self
+        let settings = &self.services.settings;
+        let lost = match self
             .services
             .queue
-            .renew(&self.services.settings.node_id, &ids, LEASE_DURATION)
+            .renew(&settings.node_id, &ids, settings.lease_duration)
             .await
         {
-            tracing::warn!(%error, "could not renew leases");
+            Ok(lost) => lost,
+            Err(error) => {
+                tracing::warn!(%error, "could not renew leases");
+                return;
+            }
+        };
+        for message_id in lost {
+            self.lease_lost(message_id);
+        }
+    }
+
+    /// A message this node no longer holds: its JobActor (if still there) stops working on it;
+    /// the id leaves the in-flight set when the JobActor has ended (`Finished`).
+    fn lease_lost(&mut self, message_id: String) {
+        let actor = uuid::Uuid::parse_str(&message_id)
+            .ok()
+            .and_then(|id| ractor::registry::where_is(job_actor_name(id)));
+        match actor {
+            Some(actor) => {
+                tracing::warn!(%message_id, "lease lost, the job actor leaves the execution");
+                let _ = actor.send_message(JobMessage::LeaseLost);
+            }
+            None => {
+                self.in_flight.remove(&message_id);
+            }
         }
     }
 }

@@ -49,6 +49,10 @@ pub enum StoreError {
     /// A record violates an invariant (corrupt data).
     #[error("store error: {0}")]
     Internal(String),
+    /// A fenced write was refused: another runner claimed the execution since (this one lost
+    /// its lease, e.g. its node was paused past it). The writer must leave the execution.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// Tasks, jobs and executions. Implementations must be safe to share between tasks.
@@ -96,7 +100,19 @@ pub trait Store: Send + Sync + 'static {
     /// Writes the execution record; its output too when `log` or `error` is set. Refused with
     /// `Conflict` when the stored execution is terminal and this write would change its status:
     /// a terminal status is final (a stop and a finishing run cannot overwrite each other).
-    async fn update_execution(&self, execution: &Execution) -> Result<(), StoreError>;
+    /// With `fence` (a runner's claim, see [`Store::claim_execution`]) it is refused with
+    /// `Fenced` unless the stored claim is still that one; `None` writes whoever claimed it
+    /// (a stop, a timeout, a sweep: those must always win).
+    async fn update_execution(
+        &self,
+        execution: &Execution,
+        fence: Option<u64>,
+    ) -> Result<(), StoreError>;
+    /// Claims the execution for a new runner (a JobActor beginning it): atomically increments
+    /// its fencing counter and returns the new value, which that runner passes to each of its
+    /// writes; a runner that claimed it before has its next write refused. `None` when the
+    /// execution does not exist.
+    async fn claim_execution(&self, execution_id: Uuid) -> Result<Option<u64>, StoreError>;
     /// Inserts the execution unless one with its id exists; `true` when inserted.
     async fn create_execution(&self, execution: &Execution) -> Result<bool, StoreError>;
     /// Writes the job record (image, command, metadata, schedule).
@@ -243,13 +259,15 @@ pub trait Queue: Send + Sync + 'static {
         lease_for: Duration,
     ) -> Result<Vec<Delivery>, QueueError>;
     /// Extends the leases `consumer` holds on `ids`, and the [`Slots`] held by `ids` (as
-    /// holders, whoever the consumer), in one operation.
+    /// holders, whoever the consumer), in one operation. Returns the ids among `ids` that
+    /// `consumer` no longer holds (acknowledged, or expired and taken back or leased by another
+    /// consumer): their runners have lost them. An expired lease nobody took yet is renewed.
     async fn renew(
         &self,
         consumer: &str,
         ids: &[String],
         lease_for: Duration,
-    ) -> Result<(), QueueError>;
+    ) -> Result<Vec<String>, QueueError>;
     /// Removes a message for good.
     async fn ack(&self, id: &str) -> Result<(), QueueError>;
     /// Makes a leased message visible again after `delay` (not a failure).
@@ -520,5 +538,6 @@ pub trait ErrorReporter: Send + Sync + 'static {
     fn report(&self, message: &str, extra: &BTreeMap<String, String>);
 }
 
-/// How long a queue lease lasts before another consumer may take the message.
+/// How long a queue lease lasts before another consumer may take the message, by default
+/// (`QUEUE_LEASE_SECONDS`).
 pub const LEASE_DURATION: Duration = Duration::from_secs(60);

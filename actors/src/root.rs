@@ -31,7 +31,7 @@ use crate::host::{HostActor, HostArgs};
 use crate::job::{JobActor, JobArgs};
 use crate::messages::{
     job_actor_name, slots_done, ChildKind, HostMessage, HostStatus, PollerMessage, RootMessage,
-    API_NAME, GATE_NAME, NOTIFIER_NAME, POLLER_NAME, SCHEDULER_NAME,
+    API_NAME, GATE_NAME, LEFT_TO_ANOTHER_RUNNER, NOTIFIER_NAME, POLLER_NAME, SCHEDULER_NAME,
 };
 use crate::notifier::NotifierActor;
 use crate::poller::{PollerActor, PollerArgs};
@@ -179,8 +179,12 @@ impl Actor for RootActor {
         state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
         match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.child_ended(&myself, &cell, None)
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if reason.as_deref() == Some(LEFT_TO_ANOTHER_RUNNER) {
+                    state.job_left(&cell);
+                } else {
+                    state.child_ended(&myself, &cell, None)
+                }
             }
             SupervisionEvent::ActorFailed(cell, error) => {
                 state.child_ended(&myself, &cell, Some(error.to_string()))
@@ -285,6 +289,13 @@ impl RootState {
     async fn spawn_job(&mut self, myself: &ActorRef<RootMessage>, delivery: Delivery) {
         let message_id = delivery.message.id.clone();
         let name = job_actor_name(delivery.message.execution_id);
+        if ractor::registry::where_is(name.clone()).is_some() {
+            // Leased again while its JobActor still runs it (this node was paused past the
+            // lease): the lease is this node's again and the running JobActor keeps the
+            // execution. Not a crash: no second JobActor, no failed delivery, no slot release.
+            tracing::warn!(%message_id, deliveries = delivery.deliveries, "leased again while running here, keeping the running job actor");
+            return;
+        }
         let hosts: Vec<(DockerEndpoint, ActorRef<HostMessage>)> = self
             .runtimes
             .iter()
@@ -355,6 +366,17 @@ impl RootState {
             self.poller = None;
         }
         self.schedule_respawn(myself, child);
+    }
+
+    /// A JobActor left its execution to another runner (its lease or its claim is gone): the
+    /// slots and the message are that runner's now, so neither is released here.
+    fn job_left(&mut self, cell: &ActorCell) {
+        if let Some(message_id) = self.jobs.remove(&cell.get_id()) {
+            tracing::info!(%message_id, "job actor left its execution to another runner");
+            if let Some(poller) = &self.poller {
+                let _ = poller.cast(PollerMessage::Finished { message_id });
+            }
+        }
     }
 
     /// Bookkeeping when a JobActor is gone; a crashed one's message is given back to the queue.

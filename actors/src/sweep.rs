@@ -32,15 +32,15 @@ pub(crate) async fn run(services: Services) {
     }
 }
 
-/// Brings the queue in line with the store before anything runs: this node's leases from a
-/// previous life are released, and every execution that has not finished is pushed again (a
+/// Brings the queue in line with the store before anything runs: this node's leases from its
+/// previous lives are released, and every execution that has not finished is pushed again (a
 /// no-op when its message is still there). This is what makes a crash between writing an
 /// execution and queueing it harmless.
 pub(crate) async fn reconcile(services: &Services) -> Result<(), ActorProcessingErr> {
-    let released = services
-        .queue
-        .release_all(&services.settings.node_id, true)
-        .await?;
+    let mut released = 0;
+    for consumer in &services.settings.previous_consumers {
+        released += services.queue.release_all(consumer, true).await?;
+    }
     let unfinished = push_unfinished(services, 0).await?;
     tracing::info!(released, unfinished, "reconciled queue with store");
     Ok(())

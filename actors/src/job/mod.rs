@@ -3,20 +3,26 @@
 //! registered as `job-{execution_id}`, so a stop request can find it.
 //!
 //! In: `Begin` (itself), `ImageReady`, `Started`, `Exited`, `Failed` (from its HostActor),
-//! `Stop` (ApiActor, SchedulerActor), `Timeout` (its own timer).
+//! `Stop` (ApiActor, SchedulerActor), `Timeout` (its own timer), `SlotsGranted`/`SlotsRefused`
+//! (GateActor), `LeaseLost` (PollerActor).
 //! Out: `Run`/`Attach`/`StopContainer`/`Remove` to a HostActor; store writes; queue ack/release;
 //! a retry execution after a failure.
 //!
 //! Every state change is persisted before the next step, so a crash at any point leaves a record
 //! the next delivery continues from (see `design.md`). A write the store refuses (the execution
 //! was stopped meanwhile: terminal statuses are final) makes the actor clean up and leave.
+//! A JobActor claims its execution when it begins (a fencing counter in the store) and writes
+//! only under that claim: one whose lease or claim is gone (refused as `Fenced`, or told
+//! `LeaseLost`) leaves at once without touching the container, which the new runner owns.
 
 mod finish;
 mod spec;
 mod start;
 
 use crate::lifecycle::report_context;
-use crate::messages::{tell_notifier, HostMessage, JobMessage, NotifierMessage};
+use crate::messages::{
+    tell_notifier, HostMessage, JobMessage, NotifierMessage, LEFT_TO_ANOTHER_RUNNER,
+};
 use crate::ports::{Delivery, StoreError};
 use crate::Services;
 use fastlane_proto::backoff::capped_exponential;
@@ -56,6 +62,9 @@ pub struct JobState {
     failed_hosts: Vec<DockerEndpoint>,
     /// The store refused a write: the execution is not ours any more; clean up and leave.
     abandoned: bool,
+    /// This runner's claim on the execution (`Store::claim_execution`): every write of it is
+    /// conditional on the claim still being the newest.
+    fence: u64,
 }
 
 /// Extra time granted past the hard timeout before a wait is abandoned.
@@ -91,6 +100,17 @@ impl Actor for JobActor {
                 .map(|job| (job, execution)),
             None => None,
         };
+        // This actor is the execution's runner from now on: a runner before it (on a node
+        // paused past its lease) has its next write refused. A finished one needs no claim.
+        let mut fence = 0;
+        if let Some((_, execution)) = &record {
+            if !execution.status.is_terminal() {
+                fence = store
+                    .claim_execution(message.execution_id)
+                    .await?
+                    .unwrap_or_default();
+            }
+        }
         myself.cast(JobMessage::Begin)?;
         Ok(JobState {
             services: args.services,
@@ -102,6 +122,7 @@ impl Actor for JobActor {
             waiting_for_slots: false,
             failed_hosts: Vec::new(),
             abandoned: false,
+            fence,
         })
     }
 
@@ -124,7 +145,11 @@ impl JobState {
         myself: ActorRef<JobMessage>,
         message: JobMessage,
     ) -> Result<(), ActorProcessingErr> {
-        let result = if self.abandoned {
+        let result = if matches!(message, JobMessage::LeaseLost) {
+            Err(StepError::Store(StoreError::Fenced(
+                "the message's lease is gone".to_string(),
+            )))
+        } else if self.abandoned {
             self.abandoned_step(message).await
         } else {
             match message {
@@ -140,6 +165,12 @@ impl JobState {
                 }
                 JobMessage::SlotsGranted => Ok(false),
                 JobMessage::AskSlotsAgain => Ok(self.ask_for_slots(&myself)),
+                JobMessage::SlotsRefused if self.waiting_for_slots => {
+                    tracing::debug!("pool full with enough waiters here, giving the message back");
+                    self.waiting_for_slots = false;
+                    self.release().await
+                }
+                JobMessage::SlotsRefused | JobMessage::LeaseLost => Ok(false),
                 JobMessage::CheckStore => self.check_store().await,
                 JobMessage::Timeout => {
                     let timeout = self
@@ -159,6 +190,13 @@ impl JobState {
                 tracing::info!(execution_id = %self.delivery.message.execution_id, %reason, "execution ended elsewhere, cleaning up");
                 self.abandoned = true;
                 self.abandon_now()
+            }
+            Err(StepError::Store(StoreError::Fenced(reason))) => {
+                // Another runner has the execution (this node was paused past its lease): its
+                // container, slots and message are that runner's. Leave them all alone.
+                tracing::warn!(execution_id = %self.delivery.message.execution_id, %reason, "execution taken over by another runner, leaving it");
+                myself.stop(Some(LEFT_TO_ANOTHER_RUNNER.to_string()));
+                return Ok(());
             }
             Err(StepError::Store(error)) => return Err(error.into()),
             Err(StepError::Other(error)) => return Err(error),
@@ -218,7 +256,10 @@ impl JobState {
         let execution = self.execution();
         execution.last_modified_at = Timestamp::now();
         let execution = execution.clone();
-        self.services.store.update_execution(&execution).await?;
+        self.services
+            .store
+            .update_execution(&execution, Some(self.fence))
+            .await?;
         Ok(())
     }
 

@@ -76,7 +76,7 @@ impl JobState {
                 .acquire(
                     &self.delivery.message.id,
                     &pools,
-                    crate::ports::LEASE_DURATION,
+                    self.services.settings.lease_duration,
                 )
                 .await?;
             actor.cast(HostMessage::Attach {

@@ -22,7 +22,7 @@ impl From<StoreError> for ApiError {
         ApiError {
             kind: match error {
                 StoreError::Unavailable(_) => ErrorKind::Unavailable,
-                StoreError::Conflict(_) => ErrorKind::Conflict,
+                StoreError::Conflict(_) | StoreError::Fenced(_) => ErrorKind::Conflict,
                 StoreError::Internal(_) => ErrorKind::Internal,
             },
             message: error.to_string(),

@@ -27,7 +27,7 @@ pub use api::{
     TaskView, WatchOutcome, API_NAME,
 };
 pub use host::{HostMessage, HostStatus, LogWatch};
-pub use job::{job_actor_name, JobMessage};
+pub use job::{job_actor_name, JobMessage, LEFT_TO_ANOTHER_RUNNER};
 pub use node::{
     request_slots, schedule_changed, slots_done, tell_notifier, wake_poller, ChildKind,
     GateMessage, NotifierMessage, PollerMessage, RootMessage, SchedulerMessage, GATE_NAME,

@@ -188,6 +188,8 @@ impl Harness {
             .collect();
         let settings = Settings {
             node_id: "jobtests-node".into(),
+            previous_consumers: vec!["jobtests-node".into()],
+            lease_duration: fastlane_actors::ports::LEASE_DURATION,
             farms: vec![Farm::new("", endpoints.clone(), 10).expect("catch-all farm")],
             hard_timeout_seconds: HARD_TIMEOUT_SECONDS,
             job_details_output_max_bytes: 0,

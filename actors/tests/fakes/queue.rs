@@ -189,7 +189,7 @@ impl Queue for FakeQueue {
         _consumer: &str,
         _ids: &[String],
         _lease_for: Duration,
-    ) -> Result<(), QueueError> {
+    ) -> Result<Vec<String>, QueueError> {
         Err(not_faked("renew"))
     }
 

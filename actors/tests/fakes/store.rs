@@ -23,6 +23,10 @@ struct Records {
     status_history: HashMap<Uuid, Vec<ExecutionStatus>>,
     /// Writes refused because they would have changed a terminal status.
     conflicts: u32,
+    /// Each execution's fencing counter (`claim_execution`).
+    fences: HashMap<Uuid, u64>,
+    /// Writes refused because another runner claimed the execution since.
+    fenced: u32,
 }
 
 /// The fake store. Tests read it synchronously (`execution`, `job`, …) while actors use it
@@ -92,6 +96,18 @@ impl FakeStore {
     }
 
     /// How many writes were refused because the execution had ended already.
+    pub fn fenced(&self) -> u32 {
+        self.records().fenced
+    }
+
+    /// Claims the execution as another runner would (the fake of another node's JobActor).
+    pub fn claim(&self, execution_id: Uuid) -> u64 {
+        let mut records = self.records();
+        let fence = records.fences.entry(execution_id).or_default();
+        *fence += 1;
+        *fence
+    }
+
     pub fn conflicts(&self) -> u32 {
         self.records().conflicts
     }
@@ -200,9 +216,20 @@ impl Store for FakeStore {
         Ok(self.execution(execution_id))
     }
 
-    async fn update_execution(&self, execution: &Execution) -> Result<(), StoreError> {
+    async fn update_execution(
+        &self,
+        execution: &Execution,
+        fence: Option<u64>,
+    ) -> Result<(), StoreError> {
         let mut records = self.records();
         let id = execution.execution_id;
+        let stored_fence = records.fences.get(&id).copied().unwrap_or(0);
+        if fence.is_some_and(|fence| fence != stored_fence) {
+            records.fenced += 1;
+            return Err(StoreError::Fenced(format!(
+                "execution {id} was claimed by another runner"
+            )));
+        }
         let mut written = execution.clone();
         if let Some(stored) = records.executions.get(&id) {
             if stored.status.is_terminal() && stored.status != execution.status {
@@ -228,6 +255,13 @@ impl Store for FakeStore {
             .or_default()
             .push(execution.status);
         Ok(())
+    }
+
+    async fn claim_execution(&self, execution_id: Uuid) -> Result<Option<u64>, StoreError> {
+        if !self.records().executions.contains_key(&execution_id) {
+            return Ok(None);
+        }
+        Ok(Some(self.claim(execution_id)))
     }
 
     async fn create_execution(&self, execution: &Execution) -> Result<bool, StoreError> {

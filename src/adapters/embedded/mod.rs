@@ -26,7 +26,7 @@ use std::time::Duration;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
+PRAGMA synchronous = FULL;
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id TEXT NOT NULL UNIQUE,
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS executions (
     execution_id TEXT NOT NULL UNIQUE,
     job_id TEXT NOT NULL,
     status TEXT NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    fence INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_id, seq);
 CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status);
@@ -100,6 +101,33 @@ CREATE TABLE IF NOT EXISTS blacklist (host TEXT PRIMARY KEY);
 #[derive(Clone)]
 pub struct Embedded {
     calls: connection::Calls,
+    clock: LeaseClock,
+}
+
+/// The clock of leases (messages and slots): the wall clock when the database was opened plus
+/// the monotonic time since, in ms. A wall clock stepped while the node runs (NTP, a VM
+/// resumed) neither expires leases early nor keeps them forever; across restarts it stays close
+/// to the wall clock, which the leases of a previous life were taken on. Due times of messages
+/// stay on the wall clock: they are the callers' (a schedule's) times.
+#[derive(Clone, Copy)]
+struct LeaseClock {
+    wall_at_open_ms: i64,
+    opened: std::time::Instant,
+}
+
+impl LeaseClock {
+    fn start() -> LeaseClock {
+        LeaseClock {
+            wall_at_open_ms: fastlane_proto::Timestamp::now().unix_millis(),
+            opened: std::time::Instant::now(),
+        }
+    }
+
+    /// Now, in ms, on the lease clock.
+    fn now_ms(&self) -> i64 {
+        let elapsed = i64::try_from(self.opened.elapsed().as_millis()).unwrap_or(i64::MAX / 2);
+        self.wall_at_open_ms.saturating_add(elapsed)
+    }
 }
 
 /// What a call on the database thread fails with; each port maps it to its own error.
@@ -114,6 +142,8 @@ enum DbError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    Fenced(String),
+    #[error("{0}")]
     Unavailable(String),
 }
 
@@ -126,6 +156,7 @@ impl From<DbError> for StoreError {
                 StoreError::Conflict(error.to_string())
             }
             DbError::Conflict(message) => StoreError::Conflict(message),
+            DbError::Fenced(message) => StoreError::Fenced(message),
             DbError::Unavailable(message) => StoreError::Unavailable(message),
             DbError::Sqlite(rusqlite::Error::SqliteFailure(code, _))
                 if matches!(
@@ -147,11 +178,26 @@ impl From<DbError> for QueueError {
     fn from(error: DbError) -> Self {
         match StoreError::from(error) {
             StoreError::Unavailable(message) => QueueError::Unavailable(message),
-            StoreError::Conflict(message) | StoreError::Internal(message) => {
-                QueueError::Internal(message)
-            }
+            StoreError::Conflict(message)
+            | StoreError::Internal(message)
+            | StoreError::Fenced(message) => QueueError::Internal(message),
         }
     }
+}
+
+/// Databases made before executions were fenced get the `fence` column (every execution
+/// unclaimed: 0).
+fn add_fence_column(connection: &Connection) -> rusqlite::Result<()> {
+    let present: bool = connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('executions') WHERE name = 'fence')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !present {
+        connection
+            .execute_batch("ALTER TABLE executions ADD COLUMN fence INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
 }
 
 impl Embedded {
@@ -163,9 +209,11 @@ impl Embedded {
         let connection = Connection::open(&path)?;
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
+        add_fence_column(&connection)?;
         connection.set_prepared_statement_cache_capacity(64);
         Ok(Embedded {
             calls: connection::spawn(connection)?,
+            clock: LeaseClock::start(),
         })
     }
 }

@@ -36,18 +36,21 @@ impl Queue for Embedded {
         lease_for: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
         let consumer = consumer.to_string();
+        let clock = self.clock;
         self.with(move |connection| {
             let transaction = connection.savepoint()?;
             let now = Timestamp::now().unix_millis();
+            let lease_now = clock.now_ms();
             // An expired lease is a failed delivery, counted once.
             transaction.execute(
                 "UPDATE queue SET lease_owner = NULL, lease_until = NULL, failures = failures + 1,
                  last_error = 'its lease expired: the node running it stopped answering'
                  WHERE lease_until < ?1",
-                params![now],
+                params![lease_now],
             )?;
             bury_failed(&transaction, now)?;
-            let deliveries = lease_due(&transaction, &consumer, now, lease_for, max)?;
+            let lease_until = lease_now + millis(lease_for);
+            let deliveries = lease_due(&transaction, &consumer, now, lease_until, max)?;
             transaction.commit()?;
             Ok(deliveries)
         })
@@ -55,17 +58,19 @@ impl Queue for Embedded {
         .map_err(QueueError::from)
     }
 
-    // The ids' slots are extended in the same call (see `Slots`).
+    // The ids' slots are extended in the same call (see `Slots`). A lease that expired but was
+    // not taken by anyone yet is still the consumer's: renewing it keeps the run going.
     async fn renew(
         &self,
         consumer: &str,
         ids: &[String],
         lease_for: Duration,
-    ) -> Result<(), QueueError> {
+    ) -> Result<Vec<String>, QueueError> {
         let consumer = consumer.to_string();
         let ids = serde_json::to_string(ids).map_err(|e| QueueError::Internal(e.to_string()))?;
+        let clock = self.clock;
         self.with(move |connection| {
-            let until = Timestamp::now().unix_millis() + millis(lease_for);
+            let until = clock.now_ms() + millis(lease_for);
             connection.execute(
                 "UPDATE queue SET lease_until = ?1
                  WHERE lease_owner = ?2 AND id IN (SELECT value FROM json_each(?3))",
@@ -75,7 +80,14 @@ impl Queue for Embedded {
                 "UPDATE slots SET until = ?1 WHERE holder IN (SELECT value FROM json_each(?2))",
                 params![until, ids],
             )?;
-            Ok(())
+            let mut statement = connection.prepare_cached(
+                "SELECT value FROM json_each(?1) WHERE value NOT IN
+                 (SELECT id FROM queue WHERE lease_owner = ?2)",
+            )?;
+            let lost = statement
+                .query_map(params![ids, consumer], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(lost)
         })
         .await
         .map_err(QueueError::from)
@@ -187,16 +199,17 @@ impl Queue for Embedded {
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {
-        self.with(|connection| {
+        let clock = self.clock;
+        self.with(move |connection| {
             let now = Timestamp::now().unix_millis();
             let (ready, delayed, leased, dead): (i64, i64, i64, i64) = connection.query_row(
                 "SELECT
-                   COALESCE(SUM(due_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1)), 0),
-                   COALESCE(SUM(due_at > ?1 AND (lease_until IS NULL OR lease_until < ?1)), 0),
-                   COALESCE(SUM(lease_until >= ?1), 0),
+                   COALESCE(SUM(due_at <= ?1 AND (lease_until IS NULL OR lease_until < ?2)), 0),
+                   COALESCE(SUM(due_at > ?1 AND (lease_until IS NULL OR lease_until < ?2)), 0),
+                   COALESCE(SUM(lease_until >= ?2), 0),
                    (SELECT COUNT(*) FROM dead_letters)
                  FROM queue",
-                params![now],
+                params![now, clock.now_ms()],
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
             )?;
             Ok(QueueStats {
@@ -217,13 +230,14 @@ impl Queue for Embedded {
     }
 }
 
-/// Leases up to `max` due messages, oldest first. A message whose body cannot be read is
+/// Leases up to `max` due messages (due on the wall clock at `now`), oldest first, until
+/// `lease_until` on the lease clock. A message whose body cannot be read is
 /// dead-lettered instead of failing every lease after it.
 fn lease_due(
     connection: &Connection,
     consumer: &str,
     now: i64,
-    lease_for: Duration,
+    lease_until: i64,
     max: usize,
 ) -> Result<Vec<Delivery>, DbError> {
     let mut statement = connection.prepare_cached(
@@ -235,18 +249,15 @@ fn lease_due(
          RETURNING id, body, deliveries, due_at, seq",
     )?;
     let mut rows = statement
-        .query_map(
-            params![consumer, now + millis(lease_for), now, max as i64],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, i64>(4)?,
-                ))
-            },
-        )?
+        .query_map(params![consumer, lease_until, now, max as i64], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+            ))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     // RETURNING gives no order guarantee: restore FIFO.
     rows.sort_by_key(|row| (row.3, row.4));

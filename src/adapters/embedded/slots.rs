@@ -5,7 +5,6 @@ use super::Embedded;
 use crate::adapters::message::millis;
 use async_trait::async_trait;
 use fastlane_actors::ports::{QueueError, Slots};
-use fastlane_proto::Timestamp;
 use rusqlite::params;
 use std::time::Duration;
 
@@ -19,9 +18,10 @@ impl Slots for Embedded {
     ) -> Result<bool, QueueError> {
         let holder = holder.to_string();
         let pools = pools.to_vec();
+        let clock = self.clock;
         self.with(move |connection| {
             let transaction = connection.savepoint()?;
-            let now = Timestamp::now().unix_millis();
+            let now = clock.now_ms();
             for (pool, limit) in &pools {
                 transaction.execute(
                     "DELETE FROM slots WHERE pool = ?1 AND until < ?2",
@@ -67,8 +67,9 @@ impl Slots for Embedded {
     }
 
     async fn in_use(&self) -> Result<Vec<(String, u64)>, QueueError> {
-        self.with(|connection| {
-            let now = Timestamp::now().unix_millis();
+        let clock = self.clock;
+        self.with(move |connection| {
+            let now = clock.now_ms();
             let mut statement = connection.prepare_cached(
                 "SELECT pool, COUNT(*) FROM slots WHERE until >= ?1 GROUP BY pool ORDER BY pool",
             )?;

@@ -326,16 +326,28 @@ impl Store for Embedded {
         .map_err(StoreError::from)
     }
 
-    async fn update_execution(&self, execution: &Execution) -> Result<(), StoreError> {
+    async fn update_execution(
+        &self,
+        execution: &Execution,
+        fence: Option<u64>,
+    ) -> Result<(), StoreError> {
         let execution = execution.clone();
         self.with(move |connection| {
             let transaction = connection.savepoint()?;
             let id = execution.execution_id.to_string();
-            let stored: Option<(String, String)> = transaction
-                .query_row("SELECT status, record FROM executions WHERE execution_id = ?1", params![id], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
+            let stored: Option<(String, String, i64)> = transaction
+                .query_row("SELECT status, record, fence FROM executions WHERE execution_id = ?1", params![id], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })
                 .optional()?;
+            if let (Some(fence), Some((_, _, stored))) = (fence, &stored) {
+                if *stored != fence as i64 {
+                    return Err(DbError::Fenced(format!(
+                        "execution {id} was claimed by another runner ({stored}, this one {fence})"
+                    )));
+                }
+            }
+            let stored = stored.map(|(status, record, _)| (status, record));
             let mut execution = execution;
             match stored.as_ref().and_then(|(status, record)| Some((ExecutionStatus::parse(status)?, record))) {
                 Some((stored, _)) if stored.is_terminal() && stored != execution.status => {
@@ -365,6 +377,21 @@ impl Store for Embedded {
             }
             transaction.commit()?;
             Ok(())
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn claim_execution(&self, execution_id: Uuid) -> Result<Option<u64>, StoreError> {
+        self.with(move |connection| {
+            let fence: Option<i64> = connection
+                .query_row(
+                    "UPDATE executions SET fence = fence + 1 WHERE execution_id = ?1 RETURNING fence",
+                    params![execution_id.to_string()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(fence.map(|fence| fence as u64))
         })
         .await
         .map_err(StoreError::from)

@@ -285,4 +285,40 @@ impl MongoStore {
             Err(_) => Err(StoreError::Unavailable("MongoDB find timed out".into())),
         }
     }
+
+    /// `Store::claim_execution`: `$inc` of the execution's `fence`, the new value returned.
+    async fn claim(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        let claimed = bounded(
+            self.executions
+                .find_one_and_update(doc! {"_id": id}, doc! {"$inc": {"fence": 1_i64}})
+                .return_document(mongodb::options::ReturnDocument::After)
+                .projection(doc! {"fence": 1}),
+        )
+        .await?;
+        Ok(claimed.map(|document| integer(&document, "fence").max(0) as u64))
+    }
+
+    /// Why a fenced execution write matched nothing: `Fenced` when the execution exists and
+    /// another runner claimed it after `fence`; `Ok` otherwise (absent, or terminal: the caller
+    /// goes on as for an unfenced write).
+    async fn refused(&self, id: &str, fence: Option<u64>) -> Result<(), StoreError> {
+        let Some(fence) = fence else {
+            return Ok(());
+        };
+        let stored = bounded(
+            self.executions
+                .find_one(doc! {"_id": id})
+                .projection(doc! {"fence": 1}),
+        )
+        .await?;
+        match stored {
+            Some(document) if integer(&document, "fence") != fence as i64 => {
+                Err(StoreError::Fenced(format!(
+                    "execution {id} was claimed by another runner ({}, this one {fence})",
+                    integer(&document, "fence")
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
 }

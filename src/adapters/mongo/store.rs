@@ -394,7 +394,11 @@ impl Store for MongoStore {
         }
     }
 
-    async fn update_execution(&self, execution: &Execution) -> Result<(), StoreError> {
+    async fn update_execution(
+        &self,
+        execution: &Execution,
+        fence: Option<u64>,
+    ) -> Result<(), StoreError> {
         let id = execution.execution_id.to_string();
         let status = execution.status.as_str();
         let terminal: Vec<&str> = ExecutionStatus::ALL
@@ -415,13 +419,22 @@ impl Store for MongoStore {
         }
         // A terminal status is final: only an execution not yet terminal, or already in this
         // very status, is written. Status and output pointers change in one update.
-        let written = bounded(self.executions.update_one(
-            doc! {"_id": &id, "$or": [{"status": {"$nin": terminal}}, {"status": status}]},
-            doc! {"$set": set},
-        ))
-        .await;
+        let mut filter =
+            doc! {"_id": &id, "$or": [{"status": {"$nin": terminal}}, {"status": status}]};
+        if let Some(fence) = fence {
+            // A runner's write: only while its claim is the newest.
+            filter.insert("fence", fence as i64);
+        }
+        let written = bounded(self.executions.update_one(filter, doc! {"$set": set})).await;
         let written = match written {
             Ok(written) if written.matched_count == 0 => {
+                match self.refused(&id, fence).await {
+                    Ok(()) => {}
+                    Err(error) => {
+                        self.drop_outputs(&id, &versions, true).await;
+                        return Err(error);
+                    }
+                }
                 match self.insert_execution(execution, &versions).await {
                     Ok(()) => Ok(()),
                     Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(format!(
@@ -436,6 +449,10 @@ impl Store for MongoStore {
         // The versions now pointed at stay and older ones go (or, refused, the new ones go).
         self.drop_outputs(&id, &versions, written.is_err()).await;
         written
+    }
+
+    async fn claim_execution(&self, execution_id: Uuid) -> Result<Option<u64>, StoreError> {
+        self.claim(&execution_id.to_string()).await
     }
 
     async fn create_execution(&self, execution: &Execution) -> Result<bool, StoreError> {

@@ -63,13 +63,14 @@ impl Queue for RedisBackend {
         consumer: &str,
         ids: &[String],
         lease_for: Duration,
-    ) -> Result<(), QueueError> {
+    ) -> Result<Vec<String>, QueueError> {
+        let mut lost = Vec::new();
         for chunk in ids.chunks(500) {
             let mut args = vec![consumer.to_string(), millis(lease_for).to_string()];
             args.extend(chunk.iter().cloned());
-            self.integer(&scripts::RENEW, args).await?;
+            lost.extend(self.strings(&scripts::RENEW, args).await?);
         }
-        Ok(())
+        Ok(lost)
     }
 
     async fn ack(&self, id: &str) -> Result<(), QueueError> {

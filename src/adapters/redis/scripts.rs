@@ -109,15 +109,19 @@ return out
     )
 });
 
-/// ARGV: consumer, lease_ms, ids…: extends the consumer's leases and the ids' slots.
+/// ARGV: consumer, lease_ms, ids…: extends the consumer's leases and the ids' slots. Returns
+/// the ids the consumer no longer holds (acknowledged, expired and taken back, leased by another).
 pub(super) static RENEW: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local consumer, lease = ARGV[2], tonumber(ARGV[3])
+local lost = {}
 for i = 4, #ARGV do
   local id = ARGV[i]
   if redis.call('HGET', p .. 'm:' .. id, 'owner') == consumer then
     redis.call('ZADD', p .. 'leased', 'XX', now + lease, id)
+  else
+    lost[#lost + 1] = id
   end
   local held = p .. 'held:' .. id
   for _, pool in ipairs(redis.call('SMEMBERS', held)) do
@@ -125,7 +129,7 @@ for i = 4, #ARGV do
   end
   if redis.call('EXISTS', held) == 1 then redis.call('PEXPIRE', held, lease * 2) end
 end
-return 1
+return lost
 "#,
     )
 });
