@@ -571,3 +571,70 @@ async fn a_redelivered_failure_is_not_retried_twice() {
     })
     .await;
 }
+
+/// Fencing: another runner claimed the execution while this one ran (its node was paused past
+/// the lease and another node took the message). This runner's result write is refused by the
+/// store, and it leaves without stopping or removing the container (the new runner owns it)
+/// and without acknowledging the message; the stored record stays the new runner's.
+#[tokio::test(start_paused = true)]
+async fn a_runner_whose_claim_was_taken_leaves_everything_to_the_new_one() {
+    let script = Script {
+        run_for: Some(Duration::from_secs(60)),
+        ..Script::default()
+    };
+    scenario(host_a(script), |harness| async move {
+        let job = job(600, 0, None);
+        let execution = enqueue(&harness.store, &job);
+        let id = execution.execution_id;
+        let run = harness.deliver(&execution, 1).await;
+        eventually("the container runs", || {
+            harness.store.status(id) == Some(Running)
+        })
+        .await;
+        harness.store.claim(id);
+        run.finished().await;
+
+        assert_eq!(
+            harness.store.status(id),
+            Some(Running),
+            "the result was refused"
+        );
+        assert_eq!(harness.store.fenced(), 1);
+        let calls = harness.runtimes[0].calls();
+        assert_eq!(calls.creations.len(), 1);
+        assert!(calls.stops.is_empty(), "the container was not stopped");
+        assert!(calls.removals.is_empty(), "the container was not removed");
+        let log = harness.queue.messages.log();
+        assert!(log.acks.is_empty(), "the message is the new runner's");
+        assert!(log.releases.is_empty());
+    })
+    .await;
+}
+
+/// `LeaseLost` (the poller's renewal found the lease gone): the JobActor leaves at once,
+/// leaving the running container, the stored record and the message alone.
+#[tokio::test(start_paused = true)]
+async fn a_lost_lease_leaves_the_container_running() {
+    scenario(host_a(never_exits()), |harness| async move {
+        let job = job(600, 0, None);
+        let execution = enqueue(&harness.store, &job);
+        let id = execution.execution_id;
+        let run = harness.deliver(&execution, 1).await;
+        eventually("the container runs", || {
+            harness.store.status(id) == Some(Running)
+        })
+        .await;
+        run.actor
+            .cast(fastlane_actors::messages::JobMessage::LeaseLost)
+            .expect("the job actor runs");
+        run.finished().await;
+
+        assert_eq!(harness.store.status(id), Some(Running));
+        let calls = harness.runtimes[0].calls();
+        assert!(calls.stops.is_empty() && calls.removals.is_empty());
+        assert_eq!(harness.runtimes[0].running().len(), 1, "still running");
+        let log = harness.queue.messages.log();
+        assert!(log.acks.is_empty() && log.releases.is_empty());
+    })
+    .await;
+}
