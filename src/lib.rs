@@ -28,8 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Executions a node may hold leased while they wait for a farm slot, beyond the farms'
-/// `maxRunning`: enough that a saturated farm does not stop other farms' work from being leased.
+/// Executions a node may hold leased beyond the farms' `maxRunning` (besides those parked at
+/// the gate, which the gate bounds and the poller does not count): those being read, placed,
+/// or given back because their pool is full.
 const PARKED_ALLOWANCE: usize = 256;
 
 /// The shortest queue lease (`QUEUE_LEASE_SECONDS`): renewals every quarter of it must not

@@ -6,23 +6,24 @@
 //! In: `Acquire` (JobActor), `Release` (RootActor, when a JobActor is gone), `Tick` (its timer:
 //! slots freed by expired leases or, with a shared backend, by other nodes).
 //! Out: `SlotsGranted` to a waiting JobActor; `SlotsRefused` to one that would be more than
-//! [`PARKED_PER_POOL`] waiters of a full pool.
+//! [`MAX_PARKED`] waiters; the number of waiters to the poller.
 //!
 //! The slots themselves live in the queue backend (`Slots::acquire`): leased, renewed with
 //! the message leases, all-or-none; so the count is exact, and holds across nodes once the
 //! backend is shared. A restarted gate has lost its waiters; waiting JobActors ask again.
 //!
-//! No head-of-line blocking: a parked JobActor holds its message's lease, which counts against
-//! the poller's `max_in_flight`. So only the first [`PARKED_PER_POOL`] waiters of a full pool
-//! park; later ones are refused and give their message back to the queue with a growing delay
-//! (a release, not a failure), leaving the node's lease budget to other tasks' work. The
-//! parked ones take the next free slots at once, in order; the released ones come back in due
-//! order, each at most once per delay, so the queue is not churned in a busy loop. A waiter
-//! blocked on one pool never holds back a later waiter that needs other, free pools.
+//! No head-of-line blocking: a parked JobActor holds its message's lease, but the poller does
+//! not count parked ones against its `max_in_flight` (the gate tells it how many there are), so
+//! executions waiting for a full pool never use up the lease budget other work needs. Parked
+//! JobActors are bounded instead: beyond [`MAX_PARKED`] waiters a JobActor that cannot be
+//! granted at once is refused and gives its message back to the queue with a growing delay (a
+//! release, not a failure); the released ones come back in due order, each at most once per
+//! delay, so the queue is not churned in a busy loop. A waiter blocked on one pool never holds
+//! back a later waiter whose pools are free.
 
-use crate::messages::{GateMessage, JobMessage};
+use crate::messages::{tell_poller_parked, GateMessage, JobMessage};
 use crate::Services;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub struct GateActor;
 pub struct GateState {
     services: Services,
     waiting: VecDeque<Waiter>,
+    /// The number of waiters the poller was last told.
+    told_parked: Option<usize>,
 }
 
 const TICK: Duration = Duration::from_secs(1);
@@ -55,6 +58,7 @@ impl Actor for GateActor {
         Ok(GateState {
             services,
             waiting: VecDeque::new(),
+            told_parked: None,
         })
     }
 
@@ -78,8 +82,8 @@ impl Actor for GateActor {
                         job,
                     }),
                 }
-                let full = state.grant().await;
-                state.refuse_beyond_parking(&holder, &full);
+                state.grant().await;
+                state.refuse_beyond_parking(&holder);
             }
             GateMessage::Release { holder } => {
                 state.waiting.retain(|waiter| waiter.holder != holder);
@@ -90,31 +94,42 @@ impl Actor for GateActor {
             }
             GateMessage::Tick => {
                 state.grant().await;
+                // Also when unchanged: a restarted poller learns it within a second.
+                state.told_parked = None;
             }
         }
+        state.tell_parked();
         Ok(())
     }
 }
 
-/// How many JobActors of this node may wait parked for one full pool; later ones give their
-/// message back to the queue (see the module doc).
-pub const PARKED_PER_POOL: usize = 8;
+/// How many JobActors of this node may wait parked; later ones that cannot be granted at once
+/// give their message back to the queue (see the module doc). Each holds its job's record.
+pub const MAX_PARKED: usize = 256;
 
 impl GateState {
-    /// Grants slots to waiters in arrival order, and returns the pools found full. A waiter
-    /// needing a full pool is passed over (it keeps its place), and nobody after it gets that
-    /// pool in this pass; a later waiter whose pools are all free is served.
-    async fn grant(&mut self) -> HashSet<String> {
+    /// Grants slots to waiters in arrival order. A waiter needing a full pool is passed over
+    /// (it keeps its place), and nobody after it gets that pool in this pass; a later waiter
+    /// whose pools are all free is served.
+    async fn grant(&mut self) {
         let mut full: HashSet<String> = HashSet::new();
+        // A JobActor that left without a release (its lease went to another node, whose slots
+        // under the same holder must stay) is forgotten without touching the slots.
+        self.waiting.retain(|waiter| {
+            !matches!(
+                waiter.job.get_status(),
+                ActorStatus::Stopping | ActorStatus::Stopped
+            )
+        });
         if self.waiting.is_empty() {
-            return full;
+            return;
         }
         // One look at the counts per pass, so a blocked waiter costs no backend call.
         let mut used: HashMap<String, u64> = match self.services.slots.in_use().await {
             Ok(counts) => counts.into_iter().collect(),
             Err(error) => {
                 tracing::warn!(%error, "could not read slot counts");
-                return full;
+                return;
             }
         };
         let mut index = 0;
@@ -156,16 +171,15 @@ impl GateState {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "could not acquire slots");
-                    return full;
+                    return;
                 }
             }
         }
-        full
     }
 
-    /// Refuses `holder` if it still waits and is beyond the first [`PARKED_PER_POOL`] waiters
-    /// of one of its full pools: it gives its message back instead of holding a lease.
-    fn refuse_beyond_parking(&mut self, holder: &str, full: &HashSet<String>) {
+    /// Refuses `holder` if it still waits beyond the first [`MAX_PARKED`] waiters: it gives its
+    /// message back instead of being parked.
+    fn refuse_beyond_parking(&mut self, holder: &str) {
         let Some(position) = self
             .waiting
             .iter()
@@ -173,22 +187,18 @@ impl GateState {
         else {
             return;
         };
-        let waiter = &self.waiting[position];
-        let crowded = waiter
-            .pools
-            .iter()
-            .filter(|(pool, _)| full.contains(pool))
-            .any(|(pool, _)| {
-                self.waiting
-                    .iter()
-                    .take(position)
-                    .filter(|earlier| earlier.pools.iter().any(|(other, _)| other == pool))
-                    .count()
-                    >= PARKED_PER_POOL
-            });
-        if crowded {
+        if position >= MAX_PARKED {
             let waiter = self.waiting.remove(position).expect("position in range");
             let _ = waiter.job.cast(JobMessage::SlotsRefused);
+        }
+    }
+
+    /// Tells the poller how many JobActors wait, when that changed.
+    fn tell_parked(&mut self) {
+        let count = self.waiting.len();
+        if self.told_parked != Some(count) {
+            tell_poller_parked(count);
+            self.told_parked = Some(count);
         }
     }
 }

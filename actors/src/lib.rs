@@ -55,8 +55,8 @@ pub struct Settings {
     /// Most bytes of each execution's `log` and `error` in a job's details (0 = all).
     pub job_details_output_max_bytes: u64,
     pub redactor: Redactor,
-    /// How many executions this node holds leased at once: the farms' `maxRunning` plus an
-    /// allowance for executions parked waiting for a slot (the gate enforces the limits).
+    /// How many executions this node holds leased at once, not counting those parked at the
+    /// gate for a slot (the gate bounds those): the farms' `maxRunning` plus an allowance.
     pub max_in_flight: usize,
     /// Retry back-off of jobs that do not set their own.
     pub default_backoff: fastlane_proto::model::Backoff,

@@ -5,7 +5,9 @@
 //! Out: `RootMessage::SpawnJob`; `JobMessage::LeaseLost` to a JobActor whose lease is gone.
 //!
 //! It holds the set of messages this node has in flight, renews their leases (every quarter of
-//! the lease) so a long run is not delivered twice, and never leases more than `max_in_flight`.
+//! the lease) so a long run is not delivered twice, and never has more than `max_in_flight` in
+//! flight besides those parked at the gate (`Parked`, from the GateActor, which bounds them):
+//! executions waiting for a full pool's slot never use up the lease budget of other work.
 //! A renewal that finds a lease gone (the node was paused past it and another node took the
 //! message) tells the JobActor, which stops working on it without touching its container.
 
@@ -28,6 +30,8 @@ pub struct PollerState {
     services: Services,
     root: ActorRef<RootMessage>,
     in_flight: HashSet<String>,
+    /// How many of `in_flight` wait parked at the gate, as the gate last said.
+    parked: usize,
 }
 
 /// How often the queue is looked at without being woken (delayed messages, expired leases).
@@ -53,6 +57,7 @@ impl Actor for PollerActor {
             services: args.services,
             root: args.root,
             in_flight: args.in_flight,
+            parked: 0,
         })
     }
 
@@ -69,6 +74,13 @@ impl Actor for PollerActor {
                 state.poll().await;
             }
             PollerMessage::Renew => state.renew().await,
+            PollerMessage::Parked { count } => {
+                let more_room = count > state.parked;
+                state.parked = count;
+                if more_room {
+                    state.poll().await;
+                }
+            }
         }
         Ok(())
     }
@@ -80,7 +92,7 @@ impl PollerState {
             .services
             .settings
             .max_in_flight
-            .saturating_sub(self.in_flight.len());
+            .saturating_sub(self.in_flight.len().saturating_sub(self.parked));
         if capacity == 0 {
             return;
         }

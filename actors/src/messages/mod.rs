@@ -29,7 +29,7 @@ pub use api::{
 pub use host::{HostMessage, HostStatus, LogWatch};
 pub use job::{job_actor_name, JobMessage, LEFT_TO_ANOTHER_RUNNER};
 pub use node::{
-    request_slots, schedule_changed, slots_done, tell_notifier, wake_poller, ChildKind,
-    GateMessage, NotifierMessage, PollerMessage, RootMessage, SchedulerMessage, GATE_NAME,
-    NOTIFIER_NAME, POLLER_NAME, SCHEDULER_NAME,
+    request_slots, schedule_changed, slots_done, tell_notifier, tell_poller_parked, wake_poller,
+    ChildKind, GateMessage, NotifierMessage, PollerMessage, RootMessage, SchedulerMessage,
+    GATE_NAME, NOTIFIER_NAME, POLLER_NAME, SCHEDULER_NAME,
 };

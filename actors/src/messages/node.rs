@@ -50,12 +50,22 @@ pub enum PollerMessage {
     Finished { message_id: String },
     /// Extend the leases of the messages in flight.
     Renew,
+    /// How many of the messages in flight wait parked at the gate for slots: they do not
+    /// count against `max_in_flight` (the gate bounds them), so they never hold back other work.
+    Parked { count: usize },
 }
 
 /// Wakes the poller, if it is running, to look at the queue now.
 pub fn wake_poller() {
     if let Some(poller) = ractor::registry::where_is(POLLER_NAME) {
         let _ = poller.send_message(PollerMessage::Poll);
+    }
+}
+
+/// Tells the poller, if it is running, how many JobActors wait parked at the gate.
+pub fn tell_poller_parked(count: usize) {
+    if let Some(poller) = ractor::registry::where_is(POLLER_NAME) {
+        let _ = poller.send_message(PollerMessage::Parked { count });
     }
 }
 
