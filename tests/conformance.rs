@@ -15,7 +15,7 @@ use fastlane_node::adapters::mongo::{MongoSettings, MongoStore};
 use fastlane_node::adapters::redis::{parse_url, RedisBackend};
 use fastlane_proto::model::{ExecutionMetadata, JobMetadata, OutputTruncated};
 use fastlane_proto::schedule::JobSchedule;
-use fastlane_proto::{Execution, ExecutionStatus, Job, Timestamp};
+use fastlane_proto::{Execution, ExecutionStatus, Job, PendingRun, Timestamp};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -588,6 +588,8 @@ fn job(task_id: &str) -> Job {
         schedule: None,
         created_at: now,
         last_modified_at: now,
+        version: 0,
+        pending: Vec::new(),
     }
 }
 
@@ -624,6 +626,7 @@ async fn store_suite(store: Arc<dyn Store>) {
     last_execution_without_output(&*store).await;
     webhook_dispatch(store.clone()).await;
     schedules(&*store).await;
+    job_versions(&*store).await;
     store.ping().await.expect("ping");
 }
 
@@ -1020,41 +1023,118 @@ async fn schedules(store: &dyn Store) {
         vec![second.job_id, first.job_id],
         "soonest first"
     );
-    // Compare-and-set: a stale expectation loses.
-    let next = Timestamp(later.0 + 60_000_000);
-    assert!(!store
-        .update_schedule(first.job_id, Some(soon), Some(&schedule(next)))
-        .await
-        .expect("cas"));
-    assert!(store
-        .update_schedule(first.job_id, Some(later), Some(&schedule(next)))
-        .await
-        .expect("cas"));
-    assert!(!store
-        .update_schedule(first.job_id, Some(later), Some(&schedule(next)))
-        .await
-        .expect("cas replayed"));
     // A stopped schedule leaves the index.
-    assert!(store
-        .update_schedule(second.job_id, Some(soon), None)
-        .await
-        .expect("stop"));
-    let stopped = store
+    let mut stopped = store
         .get_job(&second.task_id, second.job_id)
         .await
         .expect("get")
         .expect("job");
-    assert!(!stopped.scheduled && stopped.schedule.is_none());
+    stopped.schedule = None;
+    stopped.scheduled = false;
+    store.update_job(&stopped).await.expect("stop");
     assert_eq!(
         ours(store.scheduled_jobs().await.expect("scheduled")),
         vec![first.job_id]
     );
-    assert!(!store
-        .update_schedule(Uuid::new_v4(), None, None)
+    // A pending run brings a job without a schedule back into the index, at the run's grace.
+    let recorded_at = Timestamp(Timestamp::now().0 - 60_000_000);
+    let mut pending = store
+        .get_job(&second.task_id, second.job_id)
         .await
-        .expect("absent job"));
+        .expect("get")
+        .expect("job");
+    pending.pending.push(PendingRun {
+        execution_id: Uuid::new_v4(),
+        due: recorded_at,
+        scheduled_at: Some(recorded_at),
+        retry_of: None,
+        image: pending.image.clone(),
+        command: pending.command.clone(),
+        recorded_at,
+    });
+    store.update_job(&pending).await.expect("pending");
+    let attention = pending.attention_at().expect("pending run");
+    let due: Vec<_> = store
+        .scheduled_before(Timestamp::now(), 1_000)
+        .await
+        .expect("due")
+        .into_iter()
+        .filter(|(job_id, _, _)| *job_id == second.job_id)
+        .collect();
+    assert_eq!(
+        due,
+        vec![(second.job_id, second.task_id.clone(), attention)]
+    );
+    let read = store
+        .get_job(&second.task_id, second.job_id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(read.pending, pending.pending, "pending runs round-trip");
     store.delete_job(first.job_id).await.expect("delete");
     store.delete_job(second.job_id).await.expect("delete");
+}
+
+async fn stored_job(store: &dyn Store, job: &Job) -> Job {
+    store
+        .get_job(&job.task_id, job.job_id)
+        .await
+        .expect("get")
+        .expect("job")
+}
+
+/// Every write of a job is conditional on the version read: a stale copy is refused with
+/// `Conflict` and changes nothing, whether written by `update_job` or replaced by a PUT
+/// (`create_job` of an existing job); each write stores the next version.
+async fn job_versions(store: &dyn Store) {
+    let job = job(&format!("versions-{}", Uuid::new_v4().simple()));
+    store.create_job(&job, None).await.expect("create");
+    let first = stored_job(store, &job).await;
+    assert_eq!(first.version, 0);
+    let mut stopped = first.clone();
+    stopped.metadata.retry_count = 99;
+    stopped.schedule = None;
+    store.update_job(&stopped).await.expect("first writer");
+    assert_eq!(stored_job(store, &job).await.version, 1);
+    // A writer that read version 0 (a retry deciding before the stop) loses.
+    let mut stale = first.clone();
+    stale.metadata.retry_count = 1;
+    match store.update_job(&stale).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("stale write must be refused, got {other:?}"),
+    }
+    let mut replaced = first.clone();
+    replaced.command = "echo replaced".into();
+    match store.create_job(&replaced, None).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("stale replacement must be refused, got {other:?}"),
+    }
+    let now = stored_job(store, &job).await;
+    assert_eq!(
+        (now.version, now.metadata.retry_count, now.command.as_str()),
+        (1, 99, "echo hi"),
+        "nothing of the stale writes is stored"
+    );
+    // Read again, decided again: written.
+    replaced.version = now.version;
+    store
+        .create_job(&replaced, None)
+        .await
+        .expect("current replacement");
+    let after = stored_job(store, &job).await;
+    assert_eq!(
+        (after.version, after.command.as_str()),
+        (2, "echo replaced")
+    );
+    store.update_job(&after).await.expect("current write");
+    assert_eq!(stored_job(store, &job).await.version, 3);
+    let mut gone = job.clone();
+    gone.job_id = Uuid::new_v4();
+    assert!(matches!(
+        store.update_job(&gone).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.delete_job(job.job_id).await.expect("delete");
 }
 
 #[tokio::test]

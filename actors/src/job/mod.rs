@@ -15,6 +15,8 @@ mod finish;
 mod spec;
 mod start;
 
+pub(crate) use start::no_farm_message;
+
 use crate::lifecycle::report_context;
 use crate::messages::{tell_notifier, HostMessage, JobMessage, NotifierMessage};
 use crate::ports::{Delivery, StoreError};

@@ -242,17 +242,19 @@ impl Store for FakeStore {
     }
 
     async fn update_job(&self, job: &Job) -> Result<(), StoreError> {
-        self.records().jobs.insert(job.job_id, job.clone());
+        let mut records = self.records();
+        if records.jobs.get(&job.job_id).map(|stored| stored.version) != Some(job.version) {
+            return Err(StoreError::Conflict(format!(
+                "job {} changed since version {}",
+                job.job_id, job.version
+            )));
+        }
+        let written = Job {
+            version: job.version + 1,
+            ..job.clone()
+        };
+        records.jobs.insert(job.job_id, written);
         Ok(())
-    }
-
-    async fn update_schedule(
-        &self,
-        _job_id: Uuid,
-        _expected: Option<Timestamp>,
-        _schedule: Option<&JobSchedule>,
-    ) -> Result<bool, StoreError> {
-        Err(not_faked("update_schedule"))
     }
 
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
