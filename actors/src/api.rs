@@ -162,6 +162,9 @@ fn serve<T: Send + 'static>(
 /// What replaced a job's queued execution.
 const REPLACED: &str = "Job execution was replaced by an update of the job.";
 const STOPPED: &str = "User stopped job execution manually.";
+/// How many of a job's newest executions a stop looks at for unfinished ones (a cron job with
+/// `overlap: allow` may have several).
+const STOP_SCANNED: u64 = 100;
 
 async fn enqueue(
     services: Services,
@@ -266,7 +269,7 @@ async fn write_job_request(
 
 /// Stops the job for good: one conditional write takes its schedule, its remaining retries and
 /// its pending runs (firings and retries decided before this write), then those runs and the
-/// last execution are stopped. A firing or retry that read the job before this write loses its
+/// job's unfinished executions are stopped. A firing or retry that read the job before this write loses its
 /// own write and, reading again, finds nothing to do.
 async fn stop_job(services: Services, task_id: String, job_id: Uuid) -> ApiResult<Option<()>> {
     let outcome = change_job(services.store.as_ref(), &task_id, job_id, |job| {
@@ -284,8 +287,16 @@ async fn stop_job(services: Services, task_id: String, job_id: Uuid) -> ApiResul
     };
     schedule_changed(&job);
     end_pending(&services, &job, &pending, STOPPED).await?;
-    if let Some(last) = services.store.last_execution(job_id).await? {
-        stop_execution(&services, last.execution_id, STOPPED).await?;
+    // Every unfinished execution among the newest, not only the last: an earlier firing still
+    // queued must not start after the stop either. (Outputs cut to a byte: only statuses count.)
+    for tail in services
+        .store
+        .list_execution_tails(job_id, STOP_SCANNED, 1)
+        .await?
+    {
+        if !tail.execution.status.is_terminal() {
+            stop_execution(&services, tail.execution.execution_id, STOPPED).await?;
+        }
     }
     Ok(Some(()))
 }
