@@ -1105,10 +1105,16 @@ async fn job_versions(store: &dyn Store) {
     }
     let mut replaced = first.clone();
     replaced.command = "echo replaced".into();
-    match store.create_job(&replaced, None).await {
+    let replacing_run = execution(&replaced, Timestamp::now().0);
+    match store.create_job(&replaced, Some(&replacing_run)).await {
         Err(StoreError::Conflict(_)) => {}
         other => panic!("stale replacement must be refused, got {other:?}"),
     }
+    assert_eq!(
+        store.count_executions(job.job_id).await.expect("count"),
+        0,
+        "a refused replacement leaves no execution behind"
+    );
     let now = stored_job(store, &job).await;
     assert_eq!(
         (now.version, now.metadata.retry_count, now.command.as_str()),

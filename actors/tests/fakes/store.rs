@@ -23,6 +23,9 @@ struct Records {
     status_history: HashMap<Uuid, Vec<ExecutionStatus>>,
     /// Writes refused because they would have changed a terminal status.
     conflicts: u32,
+    /// A concurrent writer's change, applied to the stored job (as a write of its own) just
+    /// before the next `update_job` is checked: a race made to happen at the worst moment.
+    racing_job_write: Option<Box<dyn FnOnce(&mut Job) + Send>>,
 }
 
 /// The fake store. Tests read it synchronously (`execution`, `job`, …) while actors use it
@@ -89,6 +92,12 @@ impl FakeStore {
             .get(&execution_id)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Makes another writer change the stored job (and its version) right before the next
+    /// `update_job` is checked, i.e. after its writer read the job.
+    pub fn before_next_job_write(&self, change: impl FnOnce(&mut Job) + Send + 'static) {
+        self.records().racing_job_write = Some(Box::new(change));
     }
 
     /// How many writes were refused because the execution had ended already.
@@ -243,6 +252,12 @@ impl Store for FakeStore {
 
     async fn update_job(&self, job: &Job) -> Result<(), StoreError> {
         let mut records = self.records();
+        if let Some(change) = records.racing_job_write.take() {
+            if let Some(stored) = records.jobs.get_mut(&job.job_id) {
+                change(stored);
+                stored.version += 1;
+            }
+        }
         if records.jobs.get(&job.job_id).map(|stored| stored.version) != Some(job.version) {
             return Err(StoreError::Conflict(format!(
                 "job {} changed since version {}",

@@ -133,8 +133,9 @@ impl MongoStore {
         Ok(())
     }
 
-    /// An update (PUT) of a job that exists: refused if it belongs to another task; the
-    /// execution is written first, so a failure leaves the job as it was.
+    /// An update (PUT) of a job that exists: refused if it belongs to another task or was
+    /// written since `job.version` was read; the execution is written first (and removed again
+    /// when the job's write is refused), so a failure leaves the job as it was.
     async fn update_existing_job(
         &self,
         job: &Job,
@@ -160,7 +161,18 @@ impl MongoStore {
         if let Some(execution) = execution {
             self.insert_execution(execution, &[]).await?;
         }
-        self.write_job(job).await?;
+        if let Err(error) = self.write_job(job).await {
+            // Lost to another writer (or failed): the new execution must not be left queued
+            // behind a job that does not know it (the sweep would run it).
+            if let Some(execution) = execution {
+                let _ = bounded(
+                    self.executions
+                        .delete_one(doc! {"_id": execution.execution_id.to_string()}),
+                )
+                .await;
+            }
+            return Err(error);
+        }
         bounded(self.tasks.update_one(
             doc! {"_id": &job.task_id},
             doc! {"$set": {"last_modified_at": now}},
