@@ -1150,7 +1150,10 @@ async fn store_embedded() {
 }
 
 async fn mongo_store(url: &str) -> MongoStore {
-    let database = format!("fastlane_{}", Uuid::new_v4().simple());
+    mongo_store_named(url, &format!("fastlane_{}", Uuid::new_v4().simple())).await
+}
+
+async fn mongo_store_named(url: &str, database: &str) -> MongoStore {
     let config = serde_json::json!({"host": url, "db": database, "serverSelectionTimeoutMS": 5000});
     let settings = MongoSettings::from_options(&config, None)
         .expect("valid")
@@ -1177,6 +1180,58 @@ async fn store_mongodb_real() {
     let store = mongo_store(&url).await;
     store_suite(Arc::new(store.clone())).await;
     store.drop_database().await.expect("drop");
+}
+
+/// A job stored before versions existed reads as version 0, takes a write conditional on 0
+/// (then has version 1) and refuses a stale one, like any other.
+async fn unversioned_job_is_version_zero(store: &dyn Store, job: &Job) {
+    let read = stored_job(store, job).await;
+    assert_eq!(read.version, 0);
+    store.update_job(&read).await.expect("write on version 0");
+    assert_eq!(stored_job(store, job).await.version, 1);
+    assert!(matches!(
+        store.update_job(&read).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+/// Rows and documents written before job versions existed (no `version` anywhere) keep
+/// working, on the embedded store and on MongoDB (SecantusDB).
+#[tokio::test]
+async fn jobs_stored_without_a_version_keep_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = Embedded::open(dir.path()).expect("open");
+    let job = job(&format!("legacy-{}", Uuid::new_v4().simple()));
+    embedded.create_job(&job, None).await.expect("create");
+    let connection =
+        rusqlite::Connection::open(dir.path().join("fastlane.sqlite3")).expect("sqlite");
+    let stripped = connection
+        .execute(
+            "UPDATE jobs SET record = json_remove(record, '$.version') WHERE job_id = ?1",
+            [job.job_id.to_string()],
+        )
+        .expect("strip the version");
+    assert_eq!(stripped, 1);
+    unversioned_job_is_version_zero(&embedded, &job).await;
+
+    let url = env("FASTLANE_TEST_SECANTUS_URL");
+    let database = format!("fastlane_{}", Uuid::new_v4().simple());
+    let mongo = mongo_store_named(&url, &database).await;
+    mongo.create_job(&job, None).await.expect("create");
+    let client = mongodb::Client::with_uri_str(&url).await.expect("client");
+    let jobs = client
+        .database(&database)
+        .collection::<mongodb::bson::Document>("jobs");
+    let stripped = jobs
+        .update_one(
+            mongodb::bson::doc! {"_id": job.job_id.to_string()},
+            mongodb::bson::doc! {"$unset": {"version": "", "record.version": ""}},
+        )
+        .await
+        .expect("strip the version");
+    assert_eq!(stripped.modified_count, 1);
+    unversioned_job_is_version_zero(&mongo, &job).await;
+    mongo.drop_database().await.expect("drop");
 }
 
 #[test]
