@@ -1036,22 +1036,25 @@ async fn schedules(store: &dyn Store) {
         ours(store.scheduled_jobs().await.expect("scheduled")),
         vec![first.job_id]
     );
-    // A pending run brings a job without a schedule back into the index, at the run's grace.
+    // Pending runs bring a job without a schedule back into the index, at their grace. As many
+    // as one write can record (every slot of a catch-up under `misfire: all`) round-trip.
     let recorded_at = Timestamp(Timestamp::now().0 - 60_000_000);
     let mut pending = store
         .get_job(&second.task_id, second.job_id)
         .await
         .expect("get")
         .expect("job");
-    pending.pending.push(PendingRun {
-        execution_id: Uuid::new_v4(),
-        due: recorded_at,
-        scheduled_at: Some(recorded_at),
-        retry_of: None,
-        image: pending.image.clone(),
-        command: pending.command.clone(),
-        recorded_at,
-    });
+    pending.pending = (0..fastlane_proto::schedule::MISFIRE_CAP as i64)
+        .map(|slot| PendingRun {
+            execution_id: Uuid::new_v4(),
+            due: recorded_at,
+            scheduled_at: Some(Timestamp(recorded_at.0 - slot * 1_000_000)),
+            retry_of: None,
+            image: pending.image.clone(),
+            command: pending.command.clone(),
+            recorded_at,
+        })
+        .collect();
     store.update_job(&pending).await.expect("pending");
     let attention = pending.attention_at().expect("pending run");
     let due: Vec<_> = store

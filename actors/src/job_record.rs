@@ -100,12 +100,29 @@ pub(crate) async fn complete_pending(
             .map_err(|error| StoreError::Unavailable(error.to_string()))?;
     }
     wake_poller();
+    // Usually nobody wrote the job meanwhile: take the runs off the copy in hand, reading it
+    // again only after a lost race.
     let done: Vec<Uuid> = job.pending.iter().map(|run| run.execution_id).collect();
-    let outcome = change_job(services.store.as_ref(), &job.task_id, job.job_id, |job| {
-        let before = job.pending.len();
-        job.pending.retain(|run| !done.contains(&run.execution_id));
-        (job.pending.len() != before).then_some(())
-    })
+    let completed = Job {
+        pending: Vec::new(),
+        ..job
+    };
+    if try_write(services.store.as_ref(), &completed).await? {
+        return Ok(Some(Job {
+            version: completed.version + 1,
+            ..completed
+        }));
+    }
+    let outcome = change_job(
+        services.store.as_ref(),
+        &completed.task_id,
+        completed.job_id,
+        |job| {
+            let before = job.pending.len();
+            job.pending.retain(|run| !done.contains(&run.execution_id));
+            (job.pending.len() != before).then_some(())
+        },
+    )
     .await?;
     Ok(match outcome {
         Change::Missing => None,
