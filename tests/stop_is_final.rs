@@ -177,3 +177,85 @@ async fn a_stopped_job_is_not_retried() {
     }
     assert!(!node.log().contains("panicked"), "{}", node.log());
 }
+
+/// Records a pending firing on a stored job directly in the node's database, as a scheduler
+/// that crashed right after its conditional write of the job left it: no execution exists.
+fn leave_pending_firing(data_dir: &std::path::Path, job_id: &str, execution_id: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let connection = rusqlite::Connection::open(data_dir.join("fastlane.sqlite3")).unwrap();
+    let run = json!([{"executionId": execution_id, "due": now, "scheduledAt": now,
+                      "image": image(), "command": "echo recovered", "recordedAt": now}]);
+    let changed = connection
+        .execute(
+            "UPDATE jobs SET record = json_set(record, '$.pending', json(?2)) WHERE job_id = ?1",
+            rusqlite::params![job_id, run.to_string()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
+/// A firing decided (recorded pending on its job) by a node that died before creating its
+/// execution is not lost: the restarted node's scheduler creates and runs it once the pending
+/// grace has passed. A job whose pending firing is stopped before that never runs it: the stop
+/// creates the execution `stopped`.
+#[tokio::test]
+async fn a_pending_firing_left_by_a_crash_is_completed_or_stopped() {
+    let mut node = Node::start(&[]).await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut jobs = Vec::new();
+    for name in ["completed", "stopped"] {
+        let task = format!("pending-{name}-{run}");
+        let posted = node
+            .post_job(
+                &task,
+                json!({"image": image(), "command": "echo later", "startIn": "1h"}),
+            )
+            .await;
+        let job_id = posted["jobId"].as_str().unwrap().to_string();
+        jobs.push((task, job_id, uuid::Uuid::new_v4().to_string()));
+    }
+    node.kill();
+    for (_, job_id, execution_id) in &jobs {
+        leave_pending_firing(&node.data_dir, job_id, execution_id);
+    }
+    node.start_again().await;
+    let execution_url = |(task, job_id, execution_id): &(String, String, String)| {
+        node.url(&format!(
+            "/tasks/{task}/jobs/{job_id}/executions/{execution_id}/"
+        ))
+    };
+    // Stopped within the grace, before the scheduler completes it.
+    let (task, job_id, _) = &jobs[1];
+    let (status, answer) = node
+        .post_empty(&format!("/tasks/{task}/jobs/{job_id}/stop"))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let stopped = node.wait_finished(&execution_url(&jobs[1])).await;
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    assert_eq!(stopped["startedAt"], Value::Null, "{stopped}");
+    // Completed after the grace (10 s) by the scheduler, and run once.
+    let completed = node.wait_finished(&execution_url(&jobs[0])).await;
+    assert_eq!(completed["status"], "done", "{completed}");
+    let job_url = node.url(&format!("/tasks/{}/jobs/{}/", jobs[0].0, jobs[0].1));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(execution_count(&node, &job_url).await, 1);
+    let job = node.get_json(path_of(&job_url)).await;
+    assert_ne!(
+        job["job"]["schedule"],
+        Value::Null,
+        "the job's own schedule stands: {job}"
+    );
+    let stopped_job = node.url(&format!("/tasks/{}/jobs/{}/", jobs[1].0, jobs[1].1));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        statuses(&node, &stopped_job)
+            .await
+            .into_values()
+            .collect::<Vec<_>>(),
+        ["stopped"],
+        "the stopped pending firing never runs"
+    );
+}
