@@ -259,3 +259,41 @@ async fn a_pending_firing_left_by_a_crash_is_completed_or_stopped() {
         "the stopped pending firing never runs"
     );
 }
+
+/// PUTs of a cron job firing every second race its firings (both write the job): each PUT is
+/// read and built again after a lost race and answers 200, never 409; once the last PUT (a
+/// schedule an hour away) is written, no firing of the old schedule is created.
+#[tokio::test]
+async fn puts_racing_firings_are_written_and_win() {
+    let node = Node::start(&[]).await;
+    let task = format!("put-race-{}", uuid::Uuid::new_v4().simple());
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let every_second = json!({"image": image(), "command": "true", "cron": "* * * * * *",
+                              "overlap": "allow"});
+    node.put_job(&task, &job_id, every_second.clone()).await;
+    let job_url = node.url(&format!("/tasks/{task}/jobs/{job_id}/"));
+    for _ in 0..20 {
+        // `put_job` asserts 200.
+        node.put_job(&task, &job_id, every_second.clone()).await;
+        tokio::time::sleep(Duration::from_millis(130)).await;
+    }
+    node.put_job(
+        &task,
+        &job_id,
+        json!({"image": image(), "command": "true", "startIn": "1h"}),
+    )
+    .await;
+    // A firing decided just before the last PUT is kept by it (a decided run is never lost)
+    // and created by its scheduler right after: let it land, then nothing more may come.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let count = execution_count(&node, &job_url).await;
+    assert!(count >= 1, "the cron fired while it was being replaced");
+    let watched = Instant::now();
+    while watched.elapsed() < WATCH {
+        assert_eq!(execution_count(&node, &job_url).await, count);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let job = node.get_json(path_of(&job_url)).await;
+    assert_eq!(job["job"]["scheduled"], false, "{job}");
+    assert!(!node.log().contains("panicked"), "{}", node.log());
+}
