@@ -15,7 +15,7 @@ use fastlane_node::adapters::mongo::{MongoSettings, MongoStore};
 use fastlane_node::adapters::redis::{parse_url, RedisBackend};
 use fastlane_proto::model::{ExecutionMetadata, JobMetadata, OutputTruncated};
 use fastlane_proto::schedule::JobSchedule;
-use fastlane_proto::{Execution, ExecutionStatus, Job, Timestamp};
+use fastlane_proto::{Execution, ExecutionStatus, Job, PendingRun, Timestamp};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -633,6 +633,8 @@ fn job(task_id: &str) -> Job {
         schedule: None,
         created_at: now,
         last_modified_at: now,
+        version: 0,
+        pending: Vec::new(),
     }
 }
 
@@ -670,6 +672,7 @@ async fn store_suite(store: Arc<dyn Store>) {
     fenced_writes(&*store).await;
     webhook_dispatch(store.clone()).await;
     schedules(&*store).await;
+    job_versions(&*store).await;
     store.ping().await.expect("ping");
 }
 
@@ -1156,41 +1159,127 @@ async fn schedules(store: &dyn Store) {
         vec![second.job_id, first.job_id],
         "soonest first"
     );
-    // Compare-and-set: a stale expectation loses.
-    let next = Timestamp(later.0 + 60_000_000);
-    assert!(!store
-        .update_schedule(first.job_id, Some(soon), Some(&schedule(next)))
-        .await
-        .expect("cas"));
-    assert!(store
-        .update_schedule(first.job_id, Some(later), Some(&schedule(next)))
-        .await
-        .expect("cas"));
-    assert!(!store
-        .update_schedule(first.job_id, Some(later), Some(&schedule(next)))
-        .await
-        .expect("cas replayed"));
     // A stopped schedule leaves the index.
-    assert!(store
-        .update_schedule(second.job_id, Some(soon), None)
-        .await
-        .expect("stop"));
-    let stopped = store
+    let mut stopped = store
         .get_job(&second.task_id, second.job_id)
         .await
         .expect("get")
         .expect("job");
-    assert!(!stopped.scheduled && stopped.schedule.is_none());
+    stopped.schedule = None;
+    stopped.scheduled = false;
+    store.update_job(&stopped).await.expect("stop");
     assert_eq!(
         ours(store.scheduled_jobs().await.expect("scheduled")),
         vec![first.job_id]
     );
-    assert!(!store
-        .update_schedule(Uuid::new_v4(), None, None)
+    // Pending runs bring a job without a schedule back into the index, at their grace. As many
+    // as one write can record (every slot of a catch-up under `misfire: all`) round-trip.
+    let recorded_at = Timestamp(Timestamp::now().0 - 60_000_000);
+    let mut pending = store
+        .get_job(&second.task_id, second.job_id)
         .await
-        .expect("absent job"));
+        .expect("get")
+        .expect("job");
+    pending.pending = (0..fastlane_proto::schedule::MISFIRE_CAP as i64)
+        .map(|slot| PendingRun {
+            execution_id: Uuid::new_v4(),
+            due: recorded_at,
+            scheduled_at: Some(Timestamp(recorded_at.0 - slot * 1_000_000)),
+            retry_of: None,
+            image: pending.image.clone(),
+            command: pending.command.clone(),
+            recorded_at,
+        })
+        .collect();
+    store.update_job(&pending).await.expect("pending");
+    let attention = pending.attention_at().expect("pending run");
+    let due: Vec<_> = store
+        .scheduled_before(Timestamp::now(), 1_000)
+        .await
+        .expect("due")
+        .into_iter()
+        .filter(|(job_id, _, _)| *job_id == second.job_id)
+        .collect();
+    assert_eq!(
+        due,
+        vec![(second.job_id, second.task_id.clone(), attention)]
+    );
+    let read = store
+        .get_job(&second.task_id, second.job_id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(read.pending, pending.pending, "pending runs round-trip");
     store.delete_job(first.job_id).await.expect("delete");
     store.delete_job(second.job_id).await.expect("delete");
+}
+
+async fn stored_job(store: &dyn Store, job: &Job) -> Job {
+    store
+        .get_job(&job.task_id, job.job_id)
+        .await
+        .expect("get")
+        .expect("job")
+}
+
+/// Every write of a job is conditional on the version read: a stale copy is refused with
+/// `Conflict` and changes nothing, whether written by `update_job` or replaced by a PUT
+/// (`create_job` of an existing job); each write stores the next version.
+async fn job_versions(store: &dyn Store) {
+    let job = job(&format!("versions-{}", Uuid::new_v4().simple()));
+    store.create_job(&job, None).await.expect("create");
+    let first = stored_job(store, &job).await;
+    assert_eq!(first.version, 0);
+    let mut stopped = first.clone();
+    stopped.metadata.retry_count = 99;
+    stopped.schedule = None;
+    store.update_job(&stopped).await.expect("first writer");
+    assert_eq!(stored_job(store, &job).await.version, 1);
+    // A writer that read version 0 (a retry deciding before the stop) loses.
+    let mut stale = first.clone();
+    stale.metadata.retry_count = 1;
+    match store.update_job(&stale).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("stale write must be refused, got {other:?}"),
+    }
+    let mut replaced = first.clone();
+    replaced.command = "echo replaced".into();
+    let replacing_run = execution(&replaced, Timestamp::now().0);
+    match store.create_job(&replaced, Some(&replacing_run)).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("stale replacement must be refused, got {other:?}"),
+    }
+    assert_eq!(
+        store.count_executions(job.job_id).await.expect("count"),
+        0,
+        "a refused replacement leaves no execution behind"
+    );
+    let now = stored_job(store, &job).await;
+    assert_eq!(
+        (now.version, now.metadata.retry_count, now.command.as_str()),
+        (1, 99, "echo hi"),
+        "nothing of the stale writes is stored"
+    );
+    // Read again, decided again: written.
+    replaced.version = now.version;
+    store
+        .create_job(&replaced, None)
+        .await
+        .expect("current replacement");
+    let after = stored_job(store, &job).await;
+    assert_eq!(
+        (after.version, after.command.as_str()),
+        (2, "echo replaced")
+    );
+    store.update_job(&after).await.expect("current write");
+    assert_eq!(stored_job(store, &job).await.version, 3);
+    let mut gone = job.clone();
+    gone.job_id = Uuid::new_v4();
+    assert!(matches!(
+        store.update_job(&gone).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.delete_job(job.job_id).await.expect("delete");
 }
 
 #[tokio::test]
@@ -1200,7 +1289,10 @@ async fn store_embedded() {
 }
 
 async fn mongo_store(url: &str) -> MongoStore {
-    let database = format!("fastlane_{}", Uuid::new_v4().simple());
+    mongo_store_named(url, &format!("fastlane_{}", Uuid::new_v4().simple())).await
+}
+
+async fn mongo_store_named(url: &str, database: &str) -> MongoStore {
     let config = serde_json::json!({"host": url, "db": database, "serverSelectionTimeoutMS": 5000});
     let settings = MongoSettings::from_options(&config, None)
         .expect("valid")
@@ -1227,6 +1319,58 @@ async fn store_mongodb_real() {
     let store = mongo_store(&url).await;
     store_suite(Arc::new(store.clone())).await;
     store.drop_database().await.expect("drop");
+}
+
+/// A job stored before versions existed reads as version 0, takes a write conditional on 0
+/// (then has version 1) and refuses a stale one, like any other.
+async fn unversioned_job_is_version_zero(store: &dyn Store, job: &Job) {
+    let read = stored_job(store, job).await;
+    assert_eq!(read.version, 0);
+    store.update_job(&read).await.expect("write on version 0");
+    assert_eq!(stored_job(store, job).await.version, 1);
+    assert!(matches!(
+        store.update_job(&read).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+/// Rows and documents written before job versions existed (no `version` anywhere) keep
+/// working, on the embedded store and on MongoDB (SecantusDB).
+#[tokio::test]
+async fn jobs_stored_without_a_version_keep_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = Embedded::open(dir.path()).expect("open");
+    let job = job(&format!("legacy-{}", Uuid::new_v4().simple()));
+    embedded.create_job(&job, None).await.expect("create");
+    let connection =
+        rusqlite::Connection::open(dir.path().join("fastlane.sqlite3")).expect("sqlite");
+    let stripped = connection
+        .execute(
+            "UPDATE jobs SET record = json_remove(record, '$.version') WHERE job_id = ?1",
+            [job.job_id.to_string()],
+        )
+        .expect("strip the version");
+    assert_eq!(stripped, 1);
+    unversioned_job_is_version_zero(&embedded, &job).await;
+
+    let url = env("FASTLANE_TEST_SECANTUS_URL");
+    let database = format!("fastlane_{}", Uuid::new_v4().simple());
+    let mongo = mongo_store_named(&url, &database).await;
+    mongo.create_job(&job, None).await.expect("create");
+    let client = mongodb::Client::with_uri_str(&url).await.expect("client");
+    let jobs = client
+        .database(&database)
+        .collection::<mongodb::bson::Document>("jobs");
+    let stripped = jobs
+        .update_one(
+            mongodb::bson::doc! {"_id": job.job_id.to_string()},
+            mongodb::bson::doc! {"$unset": {"version": "", "record.version": ""}},
+        )
+        .await
+        .expect("strip the version");
+    assert_eq!(stripped.modified_count, 1);
+    unversioned_job_is_version_zero(&mongo, &job).await;
+    mongo.drop_database().await.expect("drop");
 }
 
 #[test]

@@ -9,15 +9,17 @@
 //! Each request is served by a spawned task that replies on the call's port, so a slow query
 //! never holds up the mailbox; the handler itself only dispatches.
 
+use crate::job_record::{self, change_job, end_pending, Change};
 use crate::lifecycle::stop_execution;
 use crate::messages::{
     schedule_changed, wake_poller, ApiError, ApiMessage, ApiResult, Enqueued, ExecutionLookup,
     Health, HostMessage, JobView, NodeStatus, RootMessage, SchedulerMessage, TaskView,
     WatchOutcome, SCHEDULER_NAME,
 };
-use crate::ports::QueueMessage;
+use crate::ports::{QueueMessage, StoreError};
 use crate::Services;
 use fastlane_proto::build::{new_job, NewJob, Origin};
+use fastlane_proto::farm::farm_for;
 use fastlane_proto::payload::EnqueueRequest;
 use fastlane_proto::{ErrorKind, Execution, Timestamp};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -160,6 +162,9 @@ fn serve<T: Send + 'static>(
 /// What replaced a job's queued execution.
 const REPLACED: &str = "Job execution was replaced by an update of the job.";
 const STOPPED: &str = "User stopped job execution manually.";
+/// How many of a job's newest executions a stop looks at for unfinished ones (a cron job with
+/// `overlap: allow` may have several).
+const STOP_SCANNED: u64 = 100;
 
 async fn enqueue(
     services: Services,
@@ -168,38 +173,22 @@ async fn enqueue(
     request: EnqueueRequest,
     request_ip: Option<String>,
 ) -> ApiResult<Enqueued> {
+    refuse_unplaceable(&services, &task_id)?;
     let now = Timestamp::now();
-    let existing = match job_id {
-        Some(job_id) => services.store.get_job(&task_id, job_id).await?,
-        None => None,
-    };
-    let origin = Origin {
-        task_id: task_id.clone(),
-        job_id: job_id.unwrap_or_else(Uuid::new_v4),
-        request_ip,
-        created_at: existing.as_ref().map_or(now, |job| job.created_at),
-        now,
-    };
-    let NewJob {
-        job,
-        execution,
-        queue_id,
-    } = new_job(origin, request, services.settings.hard_timeout_seconds);
-    if existing.is_some() {
-        // An update replaces what the job had pending: its queued (not started) execution.
-        if let Some(last) = services.store.last_execution(job.job_id).await? {
-            if last.status == fastlane_proto::ExecutionStatus::Enqueued {
-                stop_execution(&services, last.execution_id, REPLACED).await?;
-            }
-        }
-    }
-    services.store.create_job(&job, execution.as_ref()).await?;
+    let (
+        NewJob {
+            job,
+            execution,
+            queue_id,
+        },
+        existed,
+    ) = write_job_request(&services, &task_id, job_id, &request, request_ip, now).await?;
     if let Some(execution) = &execution {
         let message = QueueMessage::run(execution);
         if let Err(error) = services.queue.push(&message, now).await {
             // Undo a creation, so that nothing half-written is left behind (an update stays:
             // reconciliation at start queues its execution).
-            if existing.is_none() {
+            if !existed {
                 if let Err(undo) = services.store.delete_job(job.job_id).await {
                     tracing::error!(job_id = %job.job_id, %undo, "could not undo job after failed enqueue");
                 }
@@ -212,7 +201,7 @@ async fn enqueue(
         wake_poller();
     }
     schedule_changed(&job);
-    tracing::info!(%task_id, job_id = %job.job_id, updated = existing.is_some(), scheduled = job.schedule.is_some(), "job enqueued");
+    tracing::info!(%task_id, job_id = %job.job_id, updated = existed, scheduled = job.schedule.is_some(), "job enqueued");
     Ok(Enqueued {
         task_id,
         job_id: job.job_id,
@@ -221,18 +210,93 @@ async fn enqueue(
     })
 }
 
+/// Writes the job of a POST or PUT with its first execution; `true` when it replaced an
+/// existing job. A PUT replaces the job only if nobody wrote it since it was read: after a lost
+/// race (a firing, a retry, a stop) it is read and built again, at most
+/// [`job_record::ATTEMPTS`] times (then 409). It keeps the runs already decided (a firing or
+/// retry recorded before it) and stops the job's queued, not started, execution.
+async fn write_job_request(
+    services: &Services,
+    task_id: &str,
+    job_id: Option<Uuid>,
+    request: &EnqueueRequest,
+    request_ip: Option<String>,
+    now: Timestamp,
+) -> ApiResult<(NewJob, bool)> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let existing = match job_id {
+            Some(job_id) => services.store.get_job(task_id, job_id).await?,
+            None => None,
+        };
+        let origin = Origin {
+            task_id: task_id.to_string(),
+            job_id: job_id.unwrap_or_else(Uuid::new_v4),
+            request_ip: request_ip.clone(),
+            created_at: existing.as_ref().map_or(now, |job| job.created_at),
+            now,
+        };
+        let mut built = new_job(
+            origin,
+            request.clone(),
+            services.settings.hard_timeout_seconds,
+        );
+        if let Some(existing) = &existing {
+            built.job.version = existing.version;
+            built.job.pending = existing.pending.clone();
+            if let Some(last) = services.store.last_execution(existing.job_id).await? {
+                if last.status == fastlane_proto::ExecutionStatus::Enqueued {
+                    stop_execution(services, last.execution_id, REPLACED).await?;
+                }
+            }
+        }
+        match services
+            .store
+            .create_job(&built.job, built.execution.as_ref())
+            .await
+        {
+            Ok(()) => return Ok((built, existing.is_some())),
+            Err(StoreError::Conflict(reason))
+                if existing.is_some() && attempts < job_record::ATTEMPTS =>
+            {
+                tracing::debug!(%task_id, %reason, "job changed while it was replaced, reading it again");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Stops the job for good: one conditional write takes its schedule, its remaining retries and
+/// its pending runs (firings and retries decided before this write), then those runs and the
+/// job's unfinished executions are stopped. A firing or retry that read the job before this write loses its
+/// own write and, reading again, finds nothing to do.
 async fn stop_job(services: Services, task_id: String, job_id: Uuid) -> ApiResult<Option<()>> {
-    let Some(mut job) = services.store.get_job(&task_id, job_id).await? else {
-        return Ok(None);
+    let outcome = change_job(services.store.as_ref(), &task_id, job_id, |job| {
+        job.metadata.retry_count = job.metadata.retries + 1;
+        job.schedule = None;
+        job.scheduled = false;
+        job.last_modified_at = Timestamp::now();
+        Some(std::mem::take(&mut job.pending))
+    })
+    .await?;
+    let (job, pending) = match outcome {
+        Change::Missing => return Ok(None),
+        Change::Unchanged(job) => (job, Vec::new()),
+        Change::Written(job, pending) => (job, pending),
     };
-    job.metadata.retry_count = job.metadata.retries + 1;
-    job.schedule = None;
-    job.scheduled = false;
-    job.last_modified_at = Timestamp::now();
-    services.store.update_job(&job).await?;
     schedule_changed(&job);
-    if let Some(last) = services.store.last_execution(job_id).await? {
-        stop_execution(&services, last.execution_id, STOPPED).await?;
+    end_pending(&services, &job, &pending, STOPPED).await?;
+    // Every unfinished execution among the newest, not only the last: an earlier firing still
+    // queued must not start after the stop either. (Outputs cut to a byte: only statuses count.)
+    for tail in services
+        .store
+        .list_execution_tails(job_id, STOP_SCANNED, 1)
+        .await?
+    {
+        if !tail.execution.status.is_terminal() {
+            stop_execution(&services, tail.execution.execution_id, STOPPED).await?;
+        }
     }
     Ok(Some(()))
 }
@@ -243,9 +307,9 @@ async fn stop_one_execution(
     job_id: Uuid,
     execution_id: Uuid,
 ) -> ApiResult<ExecutionLookup> {
-    let Some(mut job) = services.store.get_job(&task_id, job_id).await? else {
+    if services.store.get_job(&task_id, job_id).await?.is_none() {
         return Ok(ExecutionLookup::NoJob);
-    };
+    }
     let Some(execution) = services
         .store
         .get_execution(execution_id)
@@ -254,17 +318,25 @@ async fn stop_one_execution(
     else {
         return Ok(ExecutionLookup::NoSuchExecution);
     };
-    job.metadata.retry_count = job.metadata.retries + 1;
-    job.last_modified_at = Timestamp::now();
-    services.store.update_job(&job).await?;
+    // No automatic retry after a stop: a retry deciding at this moment loses its write.
+    let outcome = change_job(services.store.as_ref(), &task_id, job_id, |job| {
+        job.metadata.retry_count = job.metadata.retries + 1;
+        job.last_modified_at = Timestamp::now();
+        Some(())
+    })
+    .await?;
+    if matches!(outcome, Change::Missing) {
+        return Ok(ExecutionLookup::NoJob);
+    }
     stop_execution(&services, execution_id, STOPPED).await?;
     Ok(ExecutionLookup::Found(Box::new(execution)))
 }
 
 async fn retry(services: Services, task_id: String, job_id: Uuid) -> ApiResult<Option<Enqueued>> {
-    let Some(mut job) = services.store.get_job(&task_id, job_id).await? else {
+    let Some(job) = services.store.get_job(&task_id, job_id).await? else {
         return Ok(None);
     };
+    refuse_unplaceable(&services, &task_id)?;
     let Some(last) = services.store.last_execution(job_id).await? else {
         return Err(ApiError {
             kind: ErrorKind::Invalid,
@@ -304,15 +376,31 @@ async fn retry(services: Services, task_id: String, job_id: Uuid) -> ApiResult<O
             message: error.to_string(),
         })?;
     wake_poller();
-    job.metadata.enqueued_id = Some(message.id.clone());
-    job.last_modified_at = now;
-    services.store.update_job(&job).await?;
+    let enqueued_id = message.id.clone();
+    change_job(services.store.as_ref(), &task_id, job_id, |job| {
+        job.metadata.enqueued_id = Some(enqueued_id.clone());
+        job.last_modified_at = now;
+        Some(())
+    })
+    .await?;
     Ok(Some(Enqueued {
         task_id,
         job_id,
         execution_id: Some(execution.execution_id),
         queue_message_id: message.id,
     }))
+}
+
+/// A request for a task no farm of `DOCKER_HOSTS` runs is refused before anything is written:
+/// queued, it could never be placed.
+fn refuse_unplaceable(services: &Services, task_id: &str) -> ApiResult<()> {
+    if farm_for(&services.settings.farms, task_id).is_some() {
+        return Ok(());
+    }
+    Err(ApiError {
+        kind: ErrorKind::Invalid,
+        message: crate::job::no_farm_message(task_id),
+    })
 }
 
 async fn get_task(services: Services, task_id: String) -> ApiResult<Option<TaskView>> {

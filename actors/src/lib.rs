@@ -10,6 +10,7 @@ pub mod api;
 pub mod gate;
 pub mod host;
 pub mod job;
+mod job_record;
 pub mod lifecycle;
 pub mod log_feed;
 pub mod messages;

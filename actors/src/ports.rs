@@ -59,7 +59,9 @@ pub enum StoreError {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates the task when absent (bumping its `last_modified_at` otherwise), then inserts the
-    /// job and, when given, its first execution: all or nothing.
+    /// job and, when given, its first execution: all or nothing. When the job exists (a PUT)
+    /// it is replaced only if its stored version is still `job.version`, as by `update_job`
+    /// (`Conflict` otherwise, and when it belongs to another task).
     async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError>;
     /// Removes a job and its executions (used to undo a create whose enqueue failed).
     async fn delete_job(&self, job_id: Uuid) -> Result<(), StoreError>;
@@ -115,20 +117,16 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_execution(&self, execution_id: Uuid) -> Result<Option<u64>, StoreError>;
     /// Inserts the execution unless one with its id exists; `true` when inserted.
     async fn create_execution(&self, execution: &Execution) -> Result<bool, StoreError>;
-    /// Writes the job record (image, command, metadata, schedule).
+    /// Writes the job record (image, command, metadata, schedule, pending runs) if the stored
+    /// job's version is still `job.version` (a row without a version counts as 0), storing
+    /// `job.version + 1`. Refused with `Conflict` when another write came first, or the job is
+    /// gone: the caller reads again and decides again.
     async fn update_job(&self, job: &Job) -> Result<(), StoreError>;
-    /// Writes the job's schedule only if its stored `next_fire_at` is still `expected`
-    /// (compare-and-set against concurrent updates); `true` when written.
-    async fn update_schedule(
-        &self,
-        job_id: Uuid,
-        expected: Option<Timestamp>,
-        schedule: Option<&fastlane_proto::schedule::JobSchedule>,
-    ) -> Result<bool, StoreError>;
-    /// Jobs with a future firing, soonest first.
+    /// Jobs with a future firing or a pending run, soonest [`Job::attention_at`] first.
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError>;
-    /// `(job id, task id, next firing)` of up to `limit` jobs firing at or before `before`,
-    /// soonest first: how a node learns of schedules another node created or moved.
+    /// `(job id, task id, attention time)` of up to `limit` jobs whose [`Job::attention_at`] is
+    /// at or before `before`, soonest first: how a node learns of schedules another node
+    /// created or moved, and of pending runs a crashed writer left.
     async fn scheduled_before(
         &self,
         before: Timestamp,

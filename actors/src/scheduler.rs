@@ -8,16 +8,20 @@
 //!
 //! The store is the truth; this actor keeps an index of (next firing, job) in memory, rebuilt
 //! from the store when it starts. A firing's execution id is derived from (job, scheduled time),
-//! so firing a slot twice (a crash between creating the execution and moving the schedule on,
-//! or two nodes) creates one execution. The schedule is moved on with a compare-and-set, so a
-//! concurrent update of the job (PUT, stop) always wins over a firing in progress.
+//! so firing a slot twice (two nodes, a repeated step) creates one execution. A firing is
+//! decided by a conditional write of the job that moves the schedule on and records the firing
+//! as pending (`job_record`); only then is its execution created. A concurrent write of the
+//! job (PUT, stop) makes that write fail, so a stop always wins over a firing in progress; a
+//! crash after the write leaves the firing pending, and this actor completes it when it next
+//! looks at the job (the job is indexed at the pending run's grace).
 
+use crate::job_record::{complete_pending, try_write};
 use crate::lifecycle::stop_execution;
-use crate::messages::{wake_poller, SchedulerMessage};
-use crate::ports::{QueueMessage, StoreError};
+use crate::messages::SchedulerMessage;
+use crate::ports::StoreError;
 use crate::Services;
 use fastlane_proto::schedule::{due_firings, firing_execution_id, CronSchedule, Overlap};
-use fastlane_proto::{Execution, Job, Timestamp};
+use fastlane_proto::{Job, PendingRun, Timestamp};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -64,11 +68,7 @@ impl Actor for SchedulerActor {
             armed_for: None,
         };
         for job in state.services.store.scheduled_jobs().await? {
-            if let Some(next) = job
-                .schedule
-                .as_ref()
-                .and_then(|schedule| schedule.next_fire_at)
-            {
+            if let Some(next) = job.attention_at() {
                 state.set(job.job_id, job.task_id.clone(), next);
             }
         }
@@ -179,7 +179,11 @@ impl SchedulerState {
         }
     }
 
-    /// Fires what is due of the job's schedule; returns its next firing.
+    /// Fires what is due of the job's schedule; returns when to look at the job again.
+    ///
+    /// The firings are decided by one conditional write of the job (its schedule moved on,
+    /// the firings recorded as pending runs) and only then created and queued: a stop or a PUT
+    /// that wrote the job after it was read makes the write fail, and the job is read again.
     async fn fire(
         &self,
         task_id: &str,
@@ -187,8 +191,13 @@ impl SchedulerState {
         expected: Timestamp,
         now: Timestamp,
     ) -> Result<Option<Timestamp>, StoreError> {
-        let store = &self.services.store;
+        let store = self.services.store.as_ref();
         let Some(job) = store.get_job(task_id, job_id).await? else {
+            return Ok(None);
+        };
+        // Runs a writer recorded but did not create (it crashed, or the store failed it) are
+        // completed before anything new is decided.
+        let Some(job) = complete_pending(&self.services, job).await? else {
             return Ok(None);
         };
         let Some(mut schedule) = job.schedule.clone() else {
@@ -204,7 +213,15 @@ impl SchedulerState {
                 Ok(cron) => Some(cron),
                 Err(error) => {
                     tracing::error!(%job_id, %error, "stored cron expression is invalid, unscheduling");
-                    store.update_schedule(job_id, Some(expected), None).await?;
+                    let unscheduled = Job {
+                        schedule: None,
+                        scheduled: false,
+                        last_modified_at: now,
+                        ..job
+                    };
+                    if !try_write(store, &unscheduled).await? {
+                        return Ok(Some(expected));
+                    }
                     return Ok(None);
                 }
             },
@@ -214,6 +231,7 @@ impl SchedulerState {
         for slot in &due.missed {
             schedule.record_missed(*slot, "missed: the node was down or busy at that time");
         }
+        let mut runs = Vec::with_capacity(due.fire.len());
         for slot in &due.fire {
             if cron.is_some() && !self.may_overlap(&job, *slot, schedule.overlap).await? {
                 schedule.record_missed(
@@ -222,18 +240,40 @@ impl SchedulerState {
                 );
                 continue;
             }
-            self.fire_slot(&job, *slot, now).await?;
+            runs.push(PendingRun {
+                execution_id: firing_execution_id(job_id, *slot),
+                due: now,
+                scheduled_at: Some(*slot),
+                retry_of: None,
+                image: job.image.clone(),
+                command: job.command.clone(),
+                recorded_at: now,
+            });
         }
         schedule.next_fire_at = due.next;
-        let keep = if due.next.is_some() {
-            Some(&schedule)
-        } else {
-            None
+        let keep = due.next.is_some().then_some(schedule);
+        let fired = Job {
+            scheduled: keep
+                .as_ref()
+                .is_some_and(|schedule| schedule.cron.is_some()),
+            schedule: keep,
+            pending: runs,
+            last_modified_at: now,
+            ..job
         };
-        if !store.update_schedule(job_id, Some(expected), keep).await? {
-            // Updated concurrently: the update's own Schedule message re-indexes the job.
-            return Ok(None);
+        if !try_write(store, &fired).await? {
+            // Written meanwhile (a stop, a PUT, another node's firing, a retry): read it again
+            // and decide again, right away.
+            return Ok(Some(expected));
         }
+        for run in &fired.pending {
+            tracing::info!(%job_id, scheduled_at = ?run.scheduled_at.map(|slot| slot.iso()), lag_ms = (now.0 - run.scheduled_at.unwrap_or(now).0) / 1000, "firing");
+        }
+        let fired = Job {
+            version: fired.version + 1,
+            ..fired
+        };
+        complete_pending(&self.services, fired).await?;
         Ok(due.next)
     }
 
@@ -266,26 +306,5 @@ impl SchedulerState {
         )
         .await?;
         Ok(true)
-    }
-
-    async fn fire_slot(
-        &self,
-        job: &Job,
-        slot: Timestamp,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let mut execution =
-            Execution::with_id(firing_execution_id(job.job_id, slot), job, None, now);
-        execution.metadata.scheduled_at = Some(slot.iso());
-        if self.services.store.create_execution(&execution).await? {
-            tracing::info!(job_id = %job.job_id, scheduled_at = %slot.iso(), lag_ms = (now.0 - slot.0) / 1000, "firing");
-        }
-        self.services
-            .queue
-            .push(&QueueMessage::run(&execution), now)
-            .await
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
-        wake_poller();
-        Ok(())
     }
 }

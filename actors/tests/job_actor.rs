@@ -607,6 +607,29 @@ async fn a_runner_whose_claim_was_taken_leaves_everything_to_the_new_one() {
         let log = harness.queue.messages.log();
         assert!(log.acks.is_empty(), "the message is the new runner's");
         assert!(log.releases.is_empty());
+/// A stop written while a failure decides its retry (after the JobActor read the job, before
+/// its write) wins: the retry's write is refused, the job read again has no retries left, and
+/// no retry is created or queued; the stop's `retry_count` and cleared schedule stand.
+#[tokio::test(start_paused = true)]
+async fn a_stop_racing_the_retry_decision_wins() {
+    scenario(host_a(failing()), |harness| async move {
+        let job = job(60, 2, None);
+        let first = enqueue(&harness.store, &job);
+        harness.store.before_next_job_write(|job| {
+            job.metadata.retry_count = job.metadata.retries + 1;
+            job.schedule = None;
+        });
+        run_to_end(&harness, &first).await;
+        assert_eq!(harness.store.status(first.execution_id), Some(Failed));
+        assert!(
+            harness.queue.messages.log().pushes.is_empty(),
+            "no retry queued"
+        );
+        assert_eq!(harness.store.executions_of(job.job_id).len(), 1);
+        let stored = harness.store.job(job.job_id).unwrap();
+        assert_eq!(stored.metadata.retry_count, 3, "the stop stands");
+        assert!(stored.pending.is_empty());
+        assert_eq!(stored.version, 1, "only the stop was written");
     })
     .await;
 }
@@ -635,6 +658,19 @@ async fn a_lost_lease_leaves_the_container_running() {
         assert_eq!(harness.runtimes[0].running().len(), 1, "still running");
         let log = harness.queue.messages.log();
         assert!(log.acks.is_empty() && log.releases.is_empty());
+/// Without a race the retry is decided by one write that records it pending, then created,
+/// then taken off the job: nothing stays pending, and the job's version counts both writes.
+#[tokio::test(start_paused = true)]
+async fn a_retry_is_recorded_pending_then_created() {
+    scenario(host_a(failing()), |harness| async move {
+        let job = job(60, 2, None);
+        let first = enqueue(&harness.store, &job);
+        run_to_end(&harness, &first).await;
+        let retry_id = retry_execution_id(first.execution_id);
+        assert_eq!(harness.store.status(retry_id), Some(Enqueued));
+        let stored = harness.store.job(job.job_id).unwrap();
+        assert!(stored.pending.is_empty(), "{:?}", stored.pending);
+        assert_eq!((stored.metadata.retry_count, stored.version), (1, 2));
     })
     .await;
 }

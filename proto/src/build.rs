@@ -67,6 +67,8 @@ pub fn new_job(origin: Origin, request: EnqueueRequest, hard_timeout: u64) -> Ne
         schedule,
         created_at: origin.created_at,
         last_modified_at: now,
+        version: 0,
+        pending: Vec::new(),
     };
     let (execution, queue_id) = match &job.schedule {
         None => {

@@ -24,6 +24,6 @@ pub mod views;
 pub mod webhook;
 
 pub use error::ErrorKind;
-pub use model::{Execution, ExecutionMetadata, Job, JobMetadata, Task, TaskSummary};
+pub use model::{Execution, ExecutionMetadata, Job, JobMetadata, PendingRun, Task, TaskSummary};
 pub use status::ExecutionStatus;
 pub use timestamp::Timestamp;

@@ -55,33 +55,79 @@ pub struct Job {
     pub created_at: Timestamp,
     /// When a request, a stop, a retry or a new schedule last changed the job (`lastModifiedAt`).
     pub last_modified_at: Timestamp,
+    /// The version read: every store write of the job is conditional on it and stores it plus
+    /// one, so a writer that read the job before another wrote it is refused (`Conflict`) and
+    /// must read again. A stop, a PUT, a retry and a firing cannot overwrite each other. Rows
+    /// stored before versions existed read as 0.
+    #[serde(default)]
+    pub version: u64,
+    /// Runs decided by a write of this job whose executions may not exist yet (see
+    /// [`PendingRun`]); at most one firing per due slot ([`crate::schedule::MISFIRE_CAP`]) and
+    /// one retry, because each writer completes them before it decides anything new.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingRun>,
+}
+
+/// A firing or an automatic retry decided by a conditional write of its job, recorded on the
+/// job in that same write, before its execution is created: a stop that wins afterwards takes
+/// it off the job and ends it, and a crash before its execution exists loses nothing (the
+/// scheduler finds jobs with pending runs [`PENDING_GRACE`] after they were recorded and
+/// completes them). Creating it twice is harmless: its execution id is derived.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRun {
+    /// The execution to create (a firing's or a retry's derived id).
+    pub execution_id: Uuid,
+    /// When its queue message is due (a retry's back-off).
+    pub due: Timestamp,
+    /// For a firing: the slot it fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<Timestamp>,
+    /// For a retry: the failed execution it retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<Uuid>,
+    /// The image to run (a retry keeps its failed run's).
+    pub image: String,
+    /// The command to run (a retry keeps its failed run's).
+    pub command: String,
+    /// When the decision was written.
+    pub recorded_at: Timestamp,
+}
+
+/// How long a pending run is left to the writer that recorded it before the scheduler
+/// completes it (only after a crash, or a store fault, is it still pending then).
+pub const PENDING_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl PendingRun {
+    /// The run's execution of `job`, created at `now`, waiting in the queue.
+    pub fn execution(&self, job: &Job, now: Timestamp) -> Execution {
+        let mut execution = Execution::with_id(self.execution_id, job, None, now);
+        execution.image = self.image.clone();
+        execution.command = self.command.clone();
+        execution.metadata.scheduled_at = self.scheduled_at.map(|slot| slot.iso());
+        execution.metadata.retry_of = self.retry_of;
+        execution
+    }
 }
 
 impl Job {
-    /// The compare-and-set of a schedule, as every store does it: when this (stored) job's next
-    /// firing is still `expected`, the job with `schedule` in its place (`scheduled` while it is
-    /// a cron) and modified at `now`; `None` when another writer moved the schedule first.
-    pub fn rescheduled(
-        &self,
-        expected: Option<Timestamp>,
-        schedule: Option<JobSchedule>,
-        now: Timestamp,
-    ) -> Option<Job> {
-        let current = self
+    /// When the scheduler must look at the job: its next firing, or earlier a while after a
+    /// run was recorded pending (then it completes the run).
+    pub fn attention_at(&self) -> Option<Timestamp> {
+        let grace = PENDING_GRACE.as_micros() as i64;
+        let pending = self
+            .pending
+            .iter()
+            .map(|run| Timestamp(run.recorded_at.0.saturating_add(grace)))
+            .min();
+        let next = self
             .schedule
             .as_ref()
-            .and_then(|current| current.next_fire_at);
-        if current != expected {
-            return None;
+            .and_then(|schedule| schedule.next_fire_at);
+        match (next, pending) {
+            (Some(next), Some(pending)) => Some(next.min(pending)),
+            (next, pending) => next.or(pending),
         }
-        Some(Job {
-            scheduled: schedule
-                .as_ref()
-                .is_some_and(|schedule| schedule.cron.is_some()),
-            schedule,
-            last_modified_at: now,
-            ..self.clone()
-        })
     }
 }
 
@@ -295,6 +341,8 @@ mod tests {
             schedule: Some(schedule(Some("* * * * *"), next)),
             created_at: Timestamp(1),
             last_modified_at: Timestamp(1),
+            version: 0,
+            pending: Vec::new(),
         }
     }
 
@@ -310,38 +358,44 @@ mod tests {
         }
     }
 
-    /// The schedule's compare-and-set holds only against the stored next firing, and a job
-    /// stays `scheduled` only while its new schedule is a cron.
+    /// A job stored before versions and pending runs existed reads as version 0 with none.
     #[test]
-    fn rescheduled_compares_the_next_firing() {
+    fn rows_without_a_version_read_as_version_zero() {
         let job = job_firing_at(Some(Timestamp(100)));
-        let next = schedule(Some("* * * * *"), Some(Timestamp(200)));
-        assert_eq!(
-            job.rescheduled(Some(Timestamp(99)), Some(next.clone()), Timestamp(5)),
-            None,
-            "a stale expectation loses"
+        let mut row = serde_json::to_value(&job).expect("serializes");
+        let fields = row.as_object_mut().expect("object");
+        assert!(
+            !fields.contains_key("pending"),
+            "empty pending is not written"
         );
-        assert_eq!(job.rescheduled(None, None, Timestamp(5)), None);
-        let moved = job
-            .rescheduled(Some(Timestamp(100)), Some(next.clone()), Timestamp(5))
-            .expect("holds");
-        assert_eq!(moved.schedule, Some(next));
-        assert!(moved.scheduled);
-        assert_eq!(moved.last_modified_at, Timestamp(5));
-        assert_eq!((moved.job_id, &moved.command), (job.job_id, &job.command));
-        let one_off = job
-            .rescheduled(
-                Some(Timestamp(100)),
-                Some(schedule(None, None)),
-                Timestamp(6),
-            )
-            .expect("holds");
-        assert!(!one_off.scheduled);
-        let stopped = job
-            .rescheduled(Some(Timestamp(100)), None, Timestamp(7))
-            .expect("holds");
-        assert!(!stopped.scheduled && stopped.schedule.is_none());
-        // A job without a schedule matches an expectation of none.
-        assert!(stopped.rescheduled(None, None, Timestamp(8)).is_some());
+        fields.remove("version");
+        let read: Job = serde_json::from_value(row).expect("parses");
+        assert_eq!((read.version, read.pending.len()), (0, 0));
+    }
+
+    /// The scheduler looks at a job at its next firing, or earlier once a pending run has
+    /// waited its grace; with neither, never.
+    #[test]
+    fn attention_at_takes_the_earliest_of_firing_and_pending_runs() {
+        let mut job = job_firing_at(Some(Timestamp(100_000_000)));
+        assert_eq!(job.attention_at(), Some(Timestamp(100_000_000)));
+        let run = PendingRun {
+            execution_id: Uuid::new_v4(),
+            due: Timestamp(5),
+            scheduled_at: Some(Timestamp(5)),
+            retry_of: None,
+            image: job.image.clone(),
+            command: job.command.clone(),
+            recorded_at: Timestamp(1_000_000),
+        };
+        job.pending.push(run.clone());
+        assert_eq!(job.attention_at(), Some(Timestamp(11_000_000)));
+        job.schedule = None;
+        assert_eq!(job.attention_at(), Some(Timestamp(11_000_000)));
+        let execution = run.execution(&job, Timestamp(7));
+        assert_eq!(execution.execution_id, run.execution_id);
+        assert_eq!(execution.metadata.scheduled_at, Some(Timestamp(5).iso()));
+        job.pending.clear();
+        assert_eq!(job.attention_at(), None);
     }
 }

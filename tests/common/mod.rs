@@ -144,6 +144,13 @@ impl Node {
         let _ = child.wait();
     }
 
+    /// Sets (or replaces) an environment variable for the next start of the node, so that it
+    /// can be started again over the same `DATA_DIR` with another configuration.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(existing, _)| existing != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Starts the node again after `kill` or `terminate`.
     pub async fn start_again(&mut self) {
         assert!(self.child.is_none());

@@ -3,12 +3,13 @@
 //! after the store refused a write.
 
 use super::{Ending, Finished, JobState, Step, StepError, STOP_GRACE, TIMEOUT_GRACE};
+use crate::job_record::{change_job, complete_pending, Change};
 use crate::messages::{HostMessage, JobMessage};
-use crate::ports::{ContainerExit, QueueMessage, RuntimeError};
+use crate::ports::{ContainerExit, RuntimeError};
 use crate::Services;
 use fastlane_proto::model::OutputTruncated;
 use fastlane_proto::schedule::retry_execution_id;
-use fastlane_proto::{Execution, ExecutionStatus, Timestamp};
+use fastlane_proto::{ExecutionStatus, PendingRun, Timestamp};
 use ractor::ActorRef;
 
 impl JobState {
@@ -192,42 +193,65 @@ impl JobState {
     }
 
     /// Creates the automatic retry of this failed execution if the job has retries left. The
-    /// retry's id is derived from this execution's, so doing this twice (after a crash)
-    /// creates one retry and counts it once.
+    /// retry is decided by a conditional write of the job (retries counted, the retry recorded
+    /// as pending: `job_record`), then created and queued; a stop written meanwhile makes the
+    /// write fail, and the job read again has no retries left. The retry's id is derived from
+    /// this execution's, so doing this twice (after a crash) creates one retry and counts it
+    /// once.
     pub(super) async fn retry_if_allowed(&mut self) -> Result<(), StepError> {
         let Some((job, execution)) = &self.record else {
             return Ok(());
         };
-        let store = &self.services.store;
-        let Some(mut job) = store.get_job(&job.task_id, job.job_id).await? else {
+        let (task_id, job_id) = (job.task_id.clone(), job.job_id);
+        let failed_id = execution.execution_id;
+        let (image, command) = (execution.image.clone(), execution.command.clone());
+        let retry_id = retry_execution_id(failed_id);
+        let store = self.services.store.as_ref();
+        if store.get_execution(retry_id).await?.is_some() {
+            // Created before a crash: at most its pending mark is left to clear.
+            if let Some(job) = store.get_job(&task_id, job_id).await? {
+                complete_pending(&self.services, job).await?;
+            }
             return Ok(());
+        }
+        let default_backoff = self.services.settings.default_backoff;
+        let outcome = change_job(store, &task_id, job_id, |job| {
+            if job.pending.iter().any(|run| run.execution_id == retry_id)
+                || job.metadata.retry_count >= job.metadata.retries
+            {
+                return None;
+            }
+            let now = Timestamp::now();
+            let retry_number = job.metadata.retry_count + 1;
+            let delay = job
+                .metadata
+                .backoff
+                .unwrap_or(default_backoff)
+                .delay(retry_number);
+            job.metadata.retry_count = retry_number;
+            job.metadata.enqueued_id = Some(retry_id.to_string());
+            job.last_modified_at = now;
+            job.pending.push(PendingRun {
+                execution_id: retry_id,
+                due: Timestamp(now.0 + delay.as_micros() as i64),
+                scheduled_at: None,
+                retry_of: Some(failed_id),
+                image: image.clone(),
+                command: command.clone(),
+                recorded_at: now,
+            });
+            Some((retry_number, delay))
+        })
+        .await?;
+        let job = match outcome {
+            Change::Missing => return Ok(()),
+            Change::Unchanged(job) => job,
+            Change::Written(job, (retry_number, delay)) => {
+                tracing::info!(%job_id, retry = retry_number, delay_ms = delay.as_millis() as u64, "retry scheduled");
+                job
+            }
         };
-        if job.metadata.retry_count >= job.metadata.retries {
-            return Ok(());
-        }
-        let now = Timestamp::now();
-        let retry_number = job.metadata.retry_count + 1;
-        let mut retry =
-            Execution::with_id(retry_execution_id(execution.execution_id), &job, None, now);
-        retry.image = execution.image.clone();
-        retry.command = execution.command.clone();
-        retry.metadata.retry_of = Some(execution.execution_id);
-        if !store.create_execution(&retry).await? {
-            return Ok(());
-        }
-        let backoff = job
-            .metadata
-            .backoff
-            .unwrap_or(self.services.settings.default_backoff);
-        let delay = backoff.delay(retry_number);
-        let due = Timestamp(now.0 + delay.as_micros() as i64);
-        let message = QueueMessage::run(&retry);
-        self.services.queue.push(&message, due).await?;
-        job.metadata.retry_count = retry_number;
-        job.metadata.enqueued_id = Some(message.id);
-        job.last_modified_at = now;
-        store.update_job(&job).await?;
-        tracing::info!(job_id = %job.job_id, retry = retry_number, delay_ms = delay.as_millis() as u64, "retry scheduled");
+        complete_pending(&self.services, job).await?;
         Ok(())
     }
 

@@ -19,6 +19,8 @@ mod finish;
 mod spec;
 mod start;
 
+pub(crate) use start::no_farm_message;
+
 use crate::lifecycle::report_context;
 use crate::messages::{
     tell_notifier, HostMessage, JobMessage, NotifierMessage, LEFT_TO_ANOTHER_RUNNER,

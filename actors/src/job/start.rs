@@ -11,6 +11,11 @@ use fastlane_proto::{ExecutionStatus, Timestamp};
 use ractor::{call_t, ActorRef};
 use std::time::Duration;
 
+/// Why an execution of `task_id` cannot run: no farm of `DOCKER_HOSTS` matches its task.
+pub(crate) fn no_farm_message(task_id: &str) -> String {
+    format!("No farm of DOCKER_HOSTS matches task '{task_id}': it cannot run here.")
+}
+
 impl JobState {
     pub(super) async fn begin(&mut self, myself: &ActorRef<JobMessage>) -> Step {
         let Some((job, execution)) = &self.record else {
@@ -86,6 +91,15 @@ impl JobState {
             })?;
             self.arm_timeout(myself);
             return Ok(false);
+        }
+        let task_id = job.task_id.clone();
+        if farm_for(&self.services.settings.farms, &task_id).is_none() {
+            // Queued under another configuration (the node restarted with other farms): it
+            // can never be placed here. Released, it would be leased again forever; failed,
+            // its `fails` and `finishes` lists are told.
+            return self
+                .finish_without_container(ExecutionStatus::Failed, no_farm_message(&task_id))
+                .await;
         }
         self.waiting_for_slots = true;
         Ok(self.ask_for_slots(myself))

@@ -379,6 +379,8 @@ pub fn job(timeout: u64, retries: u32, backoff: Option<Backoff>) -> Job {
         schedule: None,
         created_at: now,
         last_modified_at: now,
+        version: 0,
+        pending: Vec::new(),
     }
 }
 

@@ -27,6 +27,9 @@ struct Records {
     fences: HashMap<Uuid, u64>,
     /// Writes refused because another runner claimed the execution since.
     fenced: u32,
+    /// A concurrent writer's change, applied to the stored job (as a write of its own) just
+    /// before the next `update_job` is checked: a race made to happen at the worst moment.
+    racing_job_write: Option<Box<dyn FnOnce(&mut Job) + Send>>,
 }
 
 /// The fake store. Tests read it synchronously (`execution`, `job`, …) while actors use it
@@ -95,7 +98,13 @@ impl FakeStore {
             .unwrap_or_default()
     }
 
-    /// How many writes were refused because the execution had ended already.
+    /// Makes another writer change the stored job (and its version) right before the next
+    /// `update_job` is checked, i.e. after its writer read the job.
+    pub fn before_next_job_write(&self, change: impl FnOnce(&mut Job) + Send + 'static) {
+        self.records().racing_job_write = Some(Box::new(change));
+    }
+
+    /// How many writes were refused because another runner claimed the execution since.
     pub fn fenced(&self) -> u32 {
         self.records().fenced
     }
@@ -108,6 +117,7 @@ impl FakeStore {
         *fence
     }
 
+    /// How many writes were refused because the execution had ended already.
     pub fn conflicts(&self) -> u32 {
         self.records().conflicts
     }
@@ -276,17 +286,25 @@ impl Store for FakeStore {
     }
 
     async fn update_job(&self, job: &Job) -> Result<(), StoreError> {
-        self.records().jobs.insert(job.job_id, job.clone());
+        let mut records = self.records();
+        if let Some(change) = records.racing_job_write.take() {
+            if let Some(stored) = records.jobs.get_mut(&job.job_id) {
+                change(stored);
+                stored.version += 1;
+            }
+        }
+        if records.jobs.get(&job.job_id).map(|stored| stored.version) != Some(job.version) {
+            return Err(StoreError::Conflict(format!(
+                "job {} changed since version {}",
+                job.job_id, job.version
+            )));
+        }
+        let written = Job {
+            version: job.version + 1,
+            ..job.clone()
+        };
+        records.jobs.insert(job.job_id, written);
         Ok(())
-    }
-
-    async fn update_schedule(
-        &self,
-        _job_id: Uuid,
-        _expected: Option<Timestamp>,
-        _schedule: Option<&JobSchedule>,
-    ) -> Result<bool, StoreError> {
-        Err(not_faked("update_schedule"))
     }
 
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {

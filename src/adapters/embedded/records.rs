@@ -81,14 +81,11 @@ pub(super) fn task_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskSum
     })
 }
 
-/// Keeps the `schedules` index in line with the job's schedule.
+/// Keeps the `schedules` index in line with when the scheduler must look at the job (its next
+/// firing, or a pending run's grace: [`Job::attention_at`]).
 pub(super) fn index_schedule(connection: &Connection, job: &Job) -> Result<(), DbError> {
     let job_id = job.job_id.to_string();
-    match job
-        .schedule
-        .as_ref()
-        .and_then(|schedule| schedule.next_fire_at)
-    {
+    match job.attention_at() {
         Some(next) => connection
             .prepare_cached(
                 "INSERT INTO schedules (job_id, next_fire_at) VALUES (?1, ?2)
@@ -102,22 +99,31 @@ pub(super) fn index_schedule(connection: &Connection, job: &Job) -> Result<(), D
     Ok(())
 }
 
+/// Writes the job if its stored version is still `job.version` (0 for rows written before
+/// versions existed), as `job.version + 1`: a compare-and-set in one statement.
 pub(super) fn write_job(connection: &Connection, job: &Job) -> Result<(), DbError> {
-    let updated = connection.execute(
-        "UPDATE jobs SET last_modified_at = ?2, record = ?3 WHERE job_id = ?1",
-        params![
+    let written = Job {
+        version: job.version + 1,
+        ..job.clone()
+    };
+    let updated = connection
+        .prepare_cached(
+            "UPDATE jobs SET last_modified_at = ?2, record = ?3
+             WHERE job_id = ?1 AND COALESCE(json_extract(record, '$.version'), 0) = ?4",
+        )?
+        .execute(params![
             job.job_id.to_string(),
             job.last_modified_at.0,
-            serde_json::to_string(job)?
-        ],
-    )?;
+            serde_json::to_string(&written)?,
+            job.version as i64
+        ])?;
     if updated == 0 {
         return Err(DbError::Conflict(format!(
-            "job {} does not exist",
-            job.job_id
+            "job {} was changed by another writer since version {} was read, or is gone",
+            job.job_id, job.version
         )));
     }
-    index_schedule(connection, job)
+    index_schedule(connection, &written)
 }
 
 pub(super) fn insert_execution(

@@ -427,37 +427,6 @@ impl Store for Embedded {
         .map_err(StoreError::from)
     }
 
-    async fn update_schedule(
-        &self,
-        job_id: Uuid,
-        expected: Option<Timestamp>,
-        schedule: Option<&fastlane_proto::schedule::JobSchedule>,
-    ) -> Result<bool, StoreError> {
-        let schedule = schedule.cloned();
-        self.with(move |connection| {
-            let transaction = connection.savepoint()?;
-            let record: Option<String> = transaction
-                .query_row(
-                    "SELECT record FROM jobs WHERE job_id = ?1",
-                    params![job_id.to_string()],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            let Some(record) = record else {
-                return Ok(false);
-            };
-            let stored: Job = serde_json::from_str(&record)?;
-            let Some(job) = stored.rescheduled(expected, schedule, Timestamp::now()) else {
-                return Ok(false);
-            };
-            write_job(&transaction, &job)?;
-            transaction.commit()?;
-            Ok(true)
-        })
-        .await
-        .map_err(StoreError::from)
-    }
-
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
         self.with(|connection| {
             records(

@@ -2,31 +2,25 @@
 //! nothing visible half-done (see the module comment of `mod.rs`).
 
 use super::outputs::output_pointers;
-use super::{
-    bounded, integer, internal, is_duplicate, readable_record, record_of, to_document, MongoStore,
-};
+use super::{bounded, integer, internal, is_duplicate, readable_record, to_document, MongoStore};
 use async_trait::async_trait;
 use fastlane_actors::ports::{ExecutionTail, Page, Paged, Store, StoreCounts, StoreError};
-use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use mongodb::bson::{doc, Bson, Document};
 use uuid::Uuid;
 
+/// The job's document. `next_fire_at` is when the scheduler must look at it
+/// ([`Job::attention_at`]: its next firing or a pending run's grace); `version` is kept beside
+/// the record so that writes can be conditional on it.
 fn job_document(job: &Job) -> Result<Document, StoreError> {
     Ok(doc! {
         "_id": job.job_id.to_string(),
         "task_id": &job.task_id,
         "last_modified_at": job.last_modified_at.0,
-        "next_fire_at": next_fire_at(job),
+        "next_fire_at": job.attention_at().map(|next| next.0),
+        "version": job.version as i64,
         "record": to_document(job)?,
     })
-}
-
-fn next_fire_at(job: &Job) -> Option<i64> {
-    job.schedule
-        .as_ref()
-        .and_then(|schedule| schedule.next_fire_at)
-        .map(|next| next.0)
 }
 
 /// The execution's record without its webhook attempts (kept apart).
@@ -110,24 +104,38 @@ impl MongoStore {
         .map(|_| ())
     }
 
+    /// Replaces the job if its stored version is still `job.version` (documents written
+    /// before versions existed have none: they count as 0), as `job.version + 1`.
     async fn write_job(&self, job: &Job) -> Result<(), StoreError> {
-        let document = job_document(job)?;
-        let result = bounded(self.jobs.replace_one(
-            doc! {"_id": job.job_id.to_string(), "task_id": &job.task_id},
-            document,
-        ))
-        .await?;
+        let document = job_document(&Job {
+            version: job.version + 1,
+            ..job.clone()
+        })?;
+        let mut filter = doc! {"_id": job.job_id.to_string(), "task_id": &job.task_id};
+        if job.version == 0 {
+            filter.insert(
+                "$or",
+                vec![
+                    doc! {"version": 0_i64},
+                    doc! {"version": {"$exists": false}},
+                ],
+            );
+        } else {
+            filter.insert("version", job.version as i64);
+        }
+        let result = bounded(self.jobs.replace_one(filter, document)).await?;
         if result.matched_count == 0 {
             return Err(StoreError::Conflict(format!(
-                "job {} does not exist",
-                job.job_id
+                "job {} was changed by another writer since version {} was read, or is gone",
+                job.job_id, job.version
             )));
         }
         Ok(())
     }
 
-    /// An update (PUT) of a job that exists: refused if it belongs to another task; the
-    /// execution is written first, so a failure leaves the job as it was.
+    /// An update (PUT) of a job that exists: refused if it belongs to another task or was
+    /// written since `job.version` was read; the execution is written first (and removed again
+    /// when the job's write is refused), so a failure leaves the job as it was.
     async fn update_existing_job(
         &self,
         job: &Job,
@@ -153,7 +161,18 @@ impl MongoStore {
         if let Some(execution) = execution {
             self.insert_execution(execution, &[]).await?;
         }
-        self.write_job(job).await?;
+        if let Err(error) = self.write_job(job).await {
+            // Lost to another writer (or failed): the new execution must not be left queued
+            // behind a job that does not know it (the sweep would run it).
+            if let Some(execution) = execution {
+                let _ = bounded(
+                    self.executions
+                        .delete_one(doc! {"_id": execution.execution_id.to_string()}),
+                )
+                .await;
+            }
+            return Err(error);
+        }
         bounded(self.tasks.update_one(
             doc! {"_id": &job.task_id},
             doc! {"$set": {"last_modified_at": now}},
@@ -465,36 +484,6 @@ impl Store for MongoStore {
 
     async fn update_job(&self, job: &Job) -> Result<(), StoreError> {
         self.write_job(job).await
-    }
-
-    async fn update_schedule(
-        &self,
-        job_id: Uuid,
-        expected: Option<Timestamp>,
-        schedule: Option<&JobSchedule>,
-    ) -> Result<bool, StoreError> {
-        let id = job_id.to_string();
-        let Some(document) = bounded(self.jobs.find_one(doc! {"_id": &id})).await? else {
-            return Ok(false);
-        };
-        let stored: Job = record_of(&document)?;
-        let read_version = integer(&document, "last_modified_at");
-        // A new version even when the clock has not moved since the read.
-        let now = Timestamp::now().max(Timestamp(read_version + 1));
-        let Some(job) = stored.rescheduled(expected, schedule.cloned(), now) else {
-            return Ok(false);
-        };
-        // Compare-and-set: written only if nobody changed the job since it was read.
-        let written = bounded(self.jobs.replace_one(
-            doc! {
-                "_id": &id,
-                "last_modified_at": read_version,
-                "next_fire_at": expected.map(|next| next.0),
-            },
-            job_document(&job)?,
-        ))
-        .await?;
-        Ok(written.matched_count == 1)
     }
 
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
