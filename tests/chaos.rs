@@ -676,18 +676,20 @@ async fn chaos() {
     for found in &violations {
         eprintln!("VIOLATION [{}] {}", found.class, found.detail);
     }
+    if !violations.is_empty() {
+        // The node's data directory goes with the test: keep its log for the investigation.
+        let kept = std::env::temp_dir().join(format!("fastlane-chaos-{}.log", plan.seed));
+        let _ = std::fs::write(&kept, &node_log);
+        eprintln!("node log kept in {}", kept.display());
+    }
     if !failing.is_empty() {
-        let log_tail: String = node_log
+        let warnings: Vec<&str> = node_log
             .lines()
-            .rev()
-            .take(40)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
+            .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+            .collect();
+        let tail = warnings[warnings.len().saturating_sub(30)..].join("\n");
         panic!(
-            "{} violations (seed {}); node log tail:\n{log_tail}",
+            "{} violations (seed {}); last warnings of the node:\n{tail}",
             failing.len(),
             plan.seed
         );

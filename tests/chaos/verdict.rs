@@ -168,9 +168,10 @@ pub fn check_creations(
                         other.action == "start" && other.container_id == event.container_id
                     });
                     format!(
-                        "{} on {} ({})",
+                        "{} on {} at {} ({})",
                         &event.container_id[..12.min(event.container_id.len())],
                         event.engine,
+                        clock(event.time_nanos),
                         if started { "started" } else { "never started" }
                     )
                 })
@@ -190,6 +191,19 @@ pub fn check_creations(
         }
     }
     (found, unseen)
+}
+
+/// `HH:MM:SS.mmm` UTC of a time in nanoseconds since the epoch, to find it in the node log.
+fn clock(nanos: i64) -> String {
+    let millis = nanos / 1_000_000;
+    let seconds = millis / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        seconds / 3600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+        millis % 1000
+    )
 }
 
 /// Which webhook lists an execution's terminal status owes (`starts` is not counted).
