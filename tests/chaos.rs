@@ -653,7 +653,7 @@ async fn chaos() {
         .collect();
     let summary = format!(
         "chaos summary: seed {seed}, {mode} mode, {duration:.0} s\n\
-         jobs {jobs} posted ({executions} executions, {excused} failed by a killed engine), \
+         jobs {jobs} posted ({executions} executions, {excused} excused: failed or output lost on a killed engine), \
          faults: {faults}\n\
          maxRunning {MAX_RUNNING}: at most {max_running} running seen in {num_samples} samples; \
          {creates} container creations seen ({unseen} finished executions without one); \
