@@ -132,12 +132,16 @@ fn parse_event(engine: &str, line: &str) -> Option<ContainerEvent> {
     })
 }
 
+/// Events seen, by (engine, container id, action): a stream that reconnects, and the final query,
+/// see some twice.
+type Seen = BTreeMap<(String, String, String), ContainerEvent>;
+
 /// Every container event of the run, from a stream per engine that reconnects (from the last
 /// event seen) after the engine was killed, and a final `since..until` query that fills in.
 pub struct EventLog {
     since_nanos: i64,
     stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<BTreeMap<(String, String, String), ContainerEvent>>>,
+    seen: Arc<Mutex<Seen>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     engines: Vec<String>,
 }
@@ -186,10 +190,7 @@ impl EventLog {
     }
 }
 
-fn record(
-    seen: &Mutex<BTreeMap<(String, String, String), ContainerEvent>>,
-    event: Option<ContainerEvent>,
-) {
+fn record(seen: &Mutex<Seen>, event: Option<ContainerEvent>) {
     if let Some(event) = event {
         let key = (
             event.engine.clone(),
@@ -201,12 +202,7 @@ fn record(
 }
 
 /// Streams the engine's events until `stop`; reconnects from the last event seen.
-fn follow(
-    engine: &str,
-    since_nanos: i64,
-    stop: &AtomicBool,
-    seen: &Mutex<BTreeMap<(String, String, String), ContainerEvent>>,
-) {
+fn follow(engine: &str, since_nanos: i64, stop: &AtomicBool, seen: &Mutex<Seen>) {
     let mut last = since_nanos;
     while !stop.load(Ordering::Relaxed) {
         let path = format!(
