@@ -666,7 +666,10 @@ async fn chaos() {
         jobs = posted.len(),
         executions = all_executions.len(),
         excused = num_excused,
-        faults = num_faults,
+        faults = format!(
+            "{num_faults} ({} node SIGKILLs, {} pauses of {:?}, {} engine kills, {} Redis restarts, {} webhook outages)",
+            plan.node_kills, plan.pauses, plan.pause, plan.engine_kills, plan.redis_restarts, plan.webhook_outages
+        ),
         creates = events.iter().filter(|event| event.action == "create").count(),
         unseen = unseen.len(),
         total = violations.len(),
