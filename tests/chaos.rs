@@ -13,7 +13,8 @@
 //! Environment: `FASTLANE_CHAOS_SOAK=1` (more jobs and faults, node pauses past the 60 s lease;
 //! 20+ minutes), `FASTLANE_CHAOS_SEED` (replay a run; the seed is printed), `FASTLANE_CHAOS_JOBS`,
 //! `FASTLANE_CHAOS_KILLS`, `FASTLANE_CHAOS_PAUSE_SECONDS` (length of the pauses),
-//! `FASTLANE_CHAOS_KNOWN=class,class` (report those violation classes without failing).
+//! `FASTLANE_CHAOS_KNOWN=class,class` (report those violation classes without failing),
+//! `FASTLANE_CHAOS_BACKEND=embedded` (the embedded store and queue; no Redis restarts).
 
 mod common;
 #[path = "chaos/observe.rs"]
@@ -79,6 +80,8 @@ struct Plan {
     pause: Duration,
     engine_kills: usize,
     redis_restarts: usize,
+    /// The embedded store and queue instead of Redis and SecantusDB (no Redis to restart).
+    embedded: bool,
     webhook_outages: usize,
     /// Longest `sleep` of a burst job, in milliseconds.
     max_sleep_ms: u64,
@@ -89,6 +92,8 @@ struct Plan {
 impl Plan {
     fn from_env() -> Plan {
         let soak = std::env::var("FASTLANE_CHAOS_SOAK").is_ok_and(|value| value == "1");
+        let embedded =
+            std::env::var("FASTLANE_CHAOS_BACKEND").is_ok_and(|value| value == "embedded");
         let seed = env_number("FASTLANE_CHAOS_SEED").unwrap_or_else(|| observe::now_nanos() as u64);
         let mut plan = if soak {
             Plan {
@@ -102,6 +107,7 @@ impl Plan {
                 pause: Duration::from_secs(75),
                 engine_kills: 4,
                 redis_restarts: 4,
+                embedded,
                 webhook_outages: 8,
                 max_sleep_ms: 5000,
                 settle_limit: Duration::from_secs(400),
@@ -118,6 +124,7 @@ impl Plan {
                 pause: Duration::from_secs(5),
                 engine_kills: 1,
                 redis_restarts: 1,
+                embedded,
                 webhook_outages: 2,
                 max_sleep_ms: 1500,
                 settle_limit: Duration::from_secs(100),
@@ -131,6 +138,9 @@ impl Plan {
         }
         if let Some(seconds) = env_number("FASTLANE_CHAOS_PAUSE_SECONDS") {
             plan.pause = Duration::from_secs(seconds);
+        }
+        if plan.embedded {
+            plan.redis_restarts = 0;
         }
         plan
     }
@@ -424,9 +434,14 @@ async fn chaos() {
     let plan = Plan::from_env();
     let mut rng = Rng(plan.seed);
     eprintln!(
-        "chaos: seed {} ({} mode; replay with FASTLANE_CHAOS_SEED={})",
+        "chaos: seed {} ({} mode, {}; replay with FASTLANE_CHAOS_SEED={})",
         plan.seed,
         if plan.soak { "soak" } else { "default" },
+        if plan.embedded {
+            "embedded store and queue"
+        } else {
+            "Redis queue, SecantusDB store"
+        },
         plan.seed
     );
     let start = Instant::now();
@@ -449,10 +464,7 @@ async fn chaos() {
         .map(|(base, _)| base)
         .unwrap_or(&mongo);
     let farms = json!([{"match": "", "hosts": addresses, "maxRunning": MAX_RUNNING}]).to_string();
-    let settings = [
-        ("REDIS_URL", redis.url()),
-        ("REDIS_KEY_PREFIX", name.clone()),
-        ("MONGODB_URL", format!("{mongo_base}/{name}")),
+    let mut settings = vec![
         ("DOCKER_HOSTS", farms),
         ("WEBHOOKS_ALLOW_NETWORKS", "127.0.0.0/8".into()),
         ("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "500".into()),
@@ -462,6 +474,13 @@ async fn chaos() {
         ("DOCKER_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS", "3".into()),
         ("DOCKER_CALL_TIMEOUT_SECONDS", "10".into()),
     ];
+    if !plan.embedded {
+        settings.extend([
+            ("REDIS_URL", redis.url()),
+            ("REDIS_KEY_PREFIX", name.clone()),
+            ("MONGODB_URL", format!("{mongo_base}/{name}")),
+        ]);
+    }
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let node = Node::start(&settings).await;
     let events = EventLog::start(&addresses);
