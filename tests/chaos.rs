@@ -551,6 +551,10 @@ async fn chaos() {
         .collect();
     let settle_deadline = Instant::now() + plan.settle_limit;
     let mut results: Vec<(JobSpec, Vec<Value>)> = Vec::new();
+    // A job that will never settle (its execution dead-lettered, no retry) must not hold the
+    // run for the whole limit: once nothing changed for a minute with nothing running, it is
+    // quiet.
+    let (mut last_change, mut last_picture) = (Instant::now(), String::new());
     loop {
         results.clear();
         for (spec, url) in &posted {
@@ -560,7 +564,16 @@ async fn chaos() {
             .iter()
             .filter(|(spec, executions)| !verdict::settled(spec, executions))
             .count();
-        if waiting == 0 || Instant::now() > settle_deadline {
+        let picture: String = results
+            .iter()
+            .flat_map(|(_, executions)| executions.iter().map(|e| e["status"].to_string()))
+            .collect();
+        if picture != last_picture {
+            (last_change, last_picture) = (Instant::now(), picture);
+        }
+        let still =
+            last_change.elapsed() > Duration::from_secs(60) && !last_picture.contains("running");
+        if waiting == 0 || still || Instant::now() > settle_deadline {
             world.note(format!("{waiting} jobs not settled"));
             break;
         }
