@@ -499,8 +499,11 @@ async fn chaos() {
         "set up in {:?}: engines {addresses:?}",
         start.elapsed()
     ));
+    // A fresh connection per POST: a kept-alive one the node closes as it resumes from a pause
+    // fails the request without telling whether the job was written.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(0)
         .build()
         .unwrap();
     let specs: Vec<JobSpec> = (0..plan.jobs)
