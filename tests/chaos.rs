@@ -686,6 +686,10 @@ async fn chaos() {
         .iter()
         .filter(|v| !known.contains(v.class))
         .collect();
+    let faults = format!(
+        "{num_faults} ({} node SIGKILLs, {} pauses of {:?}, {} engine kills, {} Redis restarts, {} webhook outages)",
+        plan.node_kills, plan.pauses, plan.pause, plan.engine_kills, plan.redis_restarts, plan.webhook_outages
+    );
     let summary = format!(
         "chaos summary: seed {seed}, {mode} mode, {duration:.0} s\n\
          jobs {jobs} posted ({executions} executions, {excused} excused: failed or output lost on a killed engine), \
@@ -701,10 +705,6 @@ async fn chaos() {
         jobs = posted.len(),
         executions = all_executions.len(),
         excused = num_excused,
-        faults = format!(
-            "{num_faults} ({} node SIGKILLs, {} pauses of {:?}, {} engine kills, {} Redis restarts, {} webhook outages)",
-            plan.node_kills, plan.pauses, plan.pause, plan.engine_kills, plan.redis_restarts, plan.webhook_outages
-        ),
         creates = events.iter().filter(|event| event.action == "create").count(),
         unseen = unseen.len(),
         total = violations.len(),
