@@ -310,3 +310,132 @@ pub fn check_webhooks(
     }
     (found, duplicates)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(succeeds: bool, retries: u32, hooks: bool) -> JobSpec {
+        JobSpec {
+            n: 7,
+            succeeds,
+            retries,
+            sleep_ms: 0,
+            hooks,
+        }
+    }
+
+    fn execution(id: &str, status: &str, exit: Value, log: &str, engine: &str) -> Value {
+        let (host, port) = engine.split_once(':').unwrap();
+        json!({"executionId": id, "status": status, "exitCode": exit, "log": log,
+               "metadata": {"docker_host": host, "docker_port": port.parse::<u16>().unwrap()}})
+    }
+
+    fn classes(found: &[Violation]) -> Vec<&'static str> {
+        found.iter().map(|violation| violation.class).collect()
+    }
+
+    /// Right outputs pass; a failure on a killed engine is excused once, anywhere else it is a
+    /// violation; a failing job must use all its retries.
+    #[test]
+    fn jobs_are_judged_by_their_command() {
+        let killed: BTreeSet<String> = ["127.0.0.1:2".to_string()].into();
+        let done = execution("a", "done", json!(0), "chaos-7\n", "127.0.0.1:1");
+        assert!(check_job(&spec(true, 1, false), &[done.clone()], &killed)
+            .0
+            .is_empty());
+
+        let killed_run = execution("b", "failed", json!(137), "", "127.0.0.1:2");
+        let (found, excused) =
+            check_job(&spec(true, 1, false), &[killed_run, done.clone()], &killed);
+        assert_eq!((classes(&found), excused), (vec![], 1));
+
+        let dead = json!({"executionId": "c", "status": "failed", "exitCode": null, "log": null,
+                          "metadata": {}});
+        assert_eq!(
+            classes(&check_job(&spec(true, 1, false), &[dead.clone()], &killed).0),
+            ["output"]
+        );
+
+        let failed = execution("d", "failed", json!(3), "chaos-7\n", "127.0.0.1:1");
+        let found = check_job(&spec(false, 2, false), &[failed.clone(), failed], &killed).0;
+        assert_eq!(classes(&found), ["retries"]);
+
+        let running = execution("e", "running", json!(null), "", "127.0.0.1:1");
+        assert_eq!(
+            classes(&check_job(&spec(true, 1, false), &[running], &killed).0),
+            ["ended"]
+        );
+    }
+
+    /// Two containers created under one execution's name, on any engines, is a run twice.
+    #[test]
+    fn two_creations_of_one_name_are_reported() {
+        let event = |engine: &str, id: &str, action: &str| ContainerEvent {
+            engine: engine.into(),
+            action: action.into(),
+            container_id: id.into(),
+            name: "fastlane-job-x".into(),
+            time_nanos: 0,
+        };
+        let done = execution("x", "done", json!(0), "chaos-7\n", "127.0.0.1:1");
+        let once = [event("e1", "c1", "create"), event("e1", "c1", "start")];
+        assert!(check_creations(&[done.clone()], &once).0.is_empty());
+        let twice = [event("e1", "c1", "create"), event("e2", "c2", "create")];
+        let (found, _) = check_creations(&[done.clone()], &twice);
+        assert_eq!(classes(&found), ["twice"]);
+        let (_, unseen) = check_creations(&[done], &[]);
+        assert_eq!(unseen, ["x"]);
+    }
+
+    /// Owed hooks must arrive once answered 200; delivery ids are checked only once the node
+    /// sends them, then one per delivery.
+    #[test]
+    fn webhooks_are_owed_by_the_outcome() {
+        let spec = spec(true, 0, true);
+        let done = execution("x", "done", json!(0), "chaos-7\n", "127.0.0.1:1");
+        let hit = |list: &str, answered: u16, id: Option<&str>| {
+            (
+                format!("/hook/7/{list}"),
+                Hit {
+                    path: format!("/hook/7/{list}"),
+                    body: json!({"executionId": "x", "status": "done"}),
+                    delivery_id: id.map(str::to_string),
+                    answered,
+                },
+            )
+        };
+        let group = |hits: Vec<(String, Hit)>| {
+            let mut grouped: HashMap<String, Vec<Hit>> = HashMap::new();
+            for (path, hit) in hits {
+                grouped.entry(path).or_default().push(hit);
+            }
+            grouped
+        };
+        let jobs = [(&spec, vec![done])];
+        let delivered = group(vec![
+            hit("succeeds", 500, None),
+            hit("succeeds", 200, None),
+            hit("finishes", 200, None),
+        ]);
+        assert!(check_webhooks(&jobs, &delivered).0.is_empty());
+        let missing = group(vec![hit("succeeds", 500, None), hit("finishes", 200, None)]);
+        assert_eq!(classes(&check_webhooks(&jobs, &missing).0), ["webhook"]);
+        let wrong = group(vec![
+            hit("succeeds", 200, None),
+            hit("finishes", 200, None),
+            hit("fails", 200, None),
+        ]);
+        assert_eq!(classes(&check_webhooks(&jobs, &wrong).0), ["webhook"]);
+        let ids = group(vec![
+            hit("succeeds", 500, Some("d1")),
+            hit("succeeds", 200, Some("d2")),
+            hit("finishes", 200, Some("d1")),
+        ]);
+        assert_eq!(
+            classes(&check_webhooks(&jobs, &ids).0),
+            ["delivery-id", "delivery-id"]
+        );
+    }
+}
