@@ -342,9 +342,11 @@ mod tests {
     fn jobs_are_judged_by_their_command() {
         let killed: BTreeSet<String> = ["127.0.0.1:2".to_string()].into();
         let done = execution("a", "done", json!(0), "chaos-7\n", "127.0.0.1:1");
-        assert!(check_job(&spec(true, 1, false), &[done.clone()], &killed)
-            .0
-            .is_empty());
+        assert!(
+            check_job(&spec(true, 1, false), std::slice::from_ref(&done), &killed)
+                .0
+                .is_empty()
+        );
 
         let killed_run = execution("b", "failed", json!(137), "", "127.0.0.1:2");
         let (found, excused) =
@@ -354,7 +356,7 @@ mod tests {
         let dead = json!({"executionId": "c", "status": "failed", "exitCode": null, "log": null,
                           "metadata": {}});
         assert_eq!(
-            classes(&check_job(&spec(true, 1, false), &[dead.clone()], &killed).0),
+            classes(&check_job(&spec(true, 1, false), std::slice::from_ref(&dead), &killed).0),
             ["output"]
         );
 
@@ -381,9 +383,11 @@ mod tests {
         };
         let done = execution("x", "done", json!(0), "chaos-7\n", "127.0.0.1:1");
         let once = [event("e1", "c1", "create"), event("e1", "c1", "start")];
-        assert!(check_creations(&[done.clone()], &once).0.is_empty());
+        assert!(check_creations(std::slice::from_ref(&done), &once)
+            .0
+            .is_empty());
         let twice = [event("e1", "c1", "create"), event("e2", "c2", "create")];
-        let (found, _) = check_creations(&[done.clone()], &twice);
+        let (found, _) = check_creations(std::slice::from_ref(&done), &twice);
         assert_eq!(classes(&found), ["twice"]);
         let (_, unseen) = check_creations(&[done], &[]);
         assert_eq!(unseen, ["x"]);
