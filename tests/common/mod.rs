@@ -3,6 +3,8 @@
 //! to it over HTTP.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
