@@ -2,9 +2,9 @@
 //! stored and the message acknowledged. Spawned by the RootActor for each leased message and
 //! registered as `job-{execution_id}`, so a stop request can find it.
 //!
-//! In: `Begin` (itself), `ImageReady`, `Started`, `Exited`, `Failed` (from its HostActor),
+//! In: `Begin` (itself), `ImageReady`, `Started`, `Exited`, `Failed`, `Found` (from its HostActor),
 //! `Stop` (ApiActor, SchedulerActor), `Timeout` (its own timer).
-//! Out: `Run`/`Attach`/`StopContainer`/`Remove` to a HostActor; store writes; queue ack/release;
+//! Out: `Find`/`Run`/`Attach`/`StopContainer`/`Remove` to a HostActor; store writes; queue ack/release;
 //! a retry execution after a failure.
 //!
 //! Every state change is persisted before the next step, so a crash at any point leaves a record
@@ -12,6 +12,7 @@
 //! was stopped meanwhile: terminal statuses are final) makes the actor clean up and leave.
 
 mod finish;
+mod lookup;
 mod spec;
 mod start;
 
@@ -56,6 +57,14 @@ pub struct JobState {
     failed_hosts: Vec<DockerEndpoint>,
     /// The store refused a write: the execution is not ours any more; clean up and leave.
     abandoned: bool,
+    /// The image was ready, so the host was asked to create the container: a host fault from
+    /// here on may come after the create happened (`lookup.rs`).
+    create_attempted: bool,
+    /// Lookups of the container by name made in this delivery.
+    lookups: u32,
+    /// Whether the lookup in flight follows a host fault (then the host is avoided if the
+    /// container is not there).
+    lookup_after_fault: bool,
 }
 
 /// Extra time granted past the hard timeout before a wait is abandoned.
@@ -102,6 +111,9 @@ impl Actor for JobActor {
             waiting_for_slots: false,
             failed_hosts: Vec::new(),
             abandoned: false,
+            create_attempted: false,
+            lookups: 0,
+            lookup_after_fault: false,
         })
     }
 
@@ -133,6 +145,7 @@ impl JobState {
                 JobMessage::Started(started) => self.started(&myself, started).await,
                 JobMessage::Exited(exit) => self.exited(exit).await,
                 JobMessage::Failed(error) => self.failed(&myself, error).await,
+                JobMessage::Found(result) => self.found(&myself, result).await,
                 JobMessage::Stop { reason } => self.end_early(Ending::Stopped(reason)).await,
                 JobMessage::SlotsGranted if self.waiting_for_slots => {
                     self.waiting_for_slots = false;
