@@ -15,6 +15,7 @@
 
 use crate::ports::{ContainerRuntime, FoundContainer, DEPLOYMENT_LABEL, EXECUTION_LABEL};
 use crate::Services;
+use fastlane_proto::farm::DockerEndpoint;
 use fastlane_proto::{Execution, Timestamp};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -72,7 +73,7 @@ pub(crate) async fn reap_host(
             },
             None => None,
         };
-        if !is_orphan(&container, owner.as_ref(), runtime, now - grace) {
+        if !is_orphan(&container, owner.as_ref(), runtime.endpoint(), now - grace) {
             continue;
         }
         tracing::warn!(
@@ -98,7 +99,7 @@ fn execution_of(container: &FoundContainer) -> Option<Uuid> {
 fn is_orphan(
     container: &FoundContainer,
     owner: Option<&Execution>,
-    runtime: &dyn ContainerRuntime,
+    endpoint: &DockerEndpoint,
     settled: i64,
 ) -> bool {
     let Some(execution) = owner else {
@@ -111,7 +112,6 @@ fn is_orphan(
             .unix_seconds();
         return ended <= settled;
     }
-    let endpoint = runtime.endpoint();
     let same_host = execution.metadata.docker_host.as_deref() == Some(endpoint.host())
         && execution.metadata.docker_port == Some(endpoint.port());
     let other_container = execution
@@ -120,4 +120,115 @@ fn is_orphan(
         .as_ref()
         .is_some_and(|id| *id != container.container_id);
     !same_host || other_container
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fastlane_proto::{ExecutionStatus, Job, JobMetadata};
+    use std::collections::BTreeMap;
+
+    fn endpoint(host: &str) -> DockerEndpoint {
+        DockerEndpoint::Tcp {
+            host: host.into(),
+            port: 2375,
+            tls: false,
+        }
+    }
+
+    fn execution() -> Execution {
+        let now = Timestamp::now();
+        let job = Job {
+            task_id: "t".into(),
+            job_id: Uuid::new_v4(),
+            image: "alpine".into(),
+            command: "true".into(),
+            request_ip: None,
+            metadata: JobMetadata {
+                retries: 0,
+                retry_count: 0,
+                emails: serde_json::Value::Null,
+                webhooks: serde_json::Value::Null,
+                expiration: None,
+                timeout: 60,
+                envs: BTreeMap::new(),
+                additional_dns_entries: Vec::new(),
+                custom: None,
+                enqueued_id: None,
+                cron: None,
+                max_concurrent: None,
+                backoff: None,
+            },
+            scheduled: false,
+            schedule: None,
+            created_at: now,
+            last_modified_at: now,
+        };
+        Execution::new(&job, None, now)
+    }
+
+    fn container(id: &str) -> FoundContainer {
+        FoundContainer {
+            container_id: id.into(),
+            name: "fastlane-job-x".into(),
+            labels: BTreeMap::new(),
+            created_at: 0,
+        }
+    }
+
+    /// Which containers the reaper removes: none of a running execution's own container, or of
+    /// one just ended (its JobActor may be collecting it); those of missing executions, of
+    /// executions ended before the grace, and duplicates on another host or with another id.
+    #[test]
+    fn orphans() {
+        let now = Timestamp::now().unix_seconds();
+        let settled = now - 60;
+        let host_a = endpoint("host-a");
+        let mut running = execution();
+        running.status = ExecutionStatus::Running;
+        running.metadata.docker_host = Some("host-a".into());
+        running.metadata.docker_port = Some(2375);
+        running.metadata.container_id = Some("c1".into());
+        assert!(is_orphan(&container("c1"), None, &host_a, settled));
+        assert!(!is_orphan(
+            &container("c1"),
+            Some(&running),
+            &host_a,
+            settled
+        ));
+        assert!(is_orphan(
+            &container("c2"),
+            Some(&running),
+            &host_a,
+            settled
+        ));
+        assert!(is_orphan(
+            &container("c1"),
+            Some(&running),
+            &endpoint("host-b"),
+            settled
+        ));
+        let mut pulling = running.clone();
+        pulling.status = ExecutionStatus::Pulling;
+        pulling.metadata.container_id = None;
+        assert!(!is_orphan(
+            &container("c9"),
+            Some(&pulling),
+            &host_a,
+            settled
+        ));
+        pulling.metadata.docker_host = None;
+        assert!(is_orphan(
+            &container("c9"),
+            Some(&pulling),
+            &host_a,
+            settled
+        ));
+        let mut ended = running.clone();
+        ended.status = ExecutionStatus::Done;
+        ended.finished_at = Some(Timestamp::now());
+        assert!(!is_orphan(&container("c1"), Some(&ended), &host_a, settled));
+        ended.finished_at = Some(Timestamp::from_unix_seconds(now - 61));
+        assert!(is_orphan(&container("c1"), Some(&ended), &host_a, settled));
+    }
 }
