@@ -259,6 +259,10 @@ pub fn deployment_id(
         );
         return Ok(Some(id));
     }
+    if create && config.optional("REDIS_URL").is_some() {
+        // Each node would get an id of its own: none could take over another's containers.
+        tracing::warn!("REDIS_URL is set but DEPLOYMENT_ID is not: give every node sharing this queue and store the same DEPLOYMENT_ID");
+    }
     let path = data_dir.join("deployment-id");
     if let Ok(id) = std::fs::read_to_string(&path) {
         let id = id.trim();

@@ -311,3 +311,31 @@ async fn a_container_of_another_deployment_is_not_touched() {
     assert_eq!(container_state(&host, &name).as_deref(), Some("running"));
     docker(&host, &["rm", "-f", &name]);
 }
+
+/// Without `DEPLOYMENT_ID` a node generates its deployment id once and keeps it in
+/// `DATA_DIR/deployment-id` (the same after a restart); an invalid `DEPLOYMENT_ID` stops the
+/// node at start with a message naming the option.
+#[tokio::test]
+async fn the_deployment_id_is_kept_in_the_data_dir_or_configured() {
+    let mut node = Node::start(&[]).await;
+    let path = node.data_dir.join("deployment-id");
+    let generated = std::fs::read_to_string(&path).unwrap();
+    assert!(generated.starts_with("deployment-"), "{generated}");
+    node.restart().await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), generated);
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fastlane-node"))
+        .args(["start", "-b", "127.0.0.1", "-p", "0"])
+        .env("DATA_DIR", data_dir.path())
+        .env(
+            "DOCKER_HOSTS",
+            json!([{"match": "", "hosts": [docker_hosts()[0]]}]).to_string(),
+        )
+        .env("DEPLOYMENT_ID", "not a valid id!")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("DEPLOYMENT_ID"), "{stderr}");
+}
