@@ -7,9 +7,12 @@
 mod fakes;
 
 use fakes::runtime::{FakeRuntime, Script};
-use fakes::{eventually, job, scenario, Harness, CONTAINER_LOOKUP_LIMIT, DEPLOYMENT_ID, TASK_ID};
+use fakes::{
+    eventually, job, scenario, Harness, Notice, CONTAINER_LOOKUP_LIMIT, DEPLOYMENT_ID, TASK_ID,
+};
+use fastlane_actors::lifecycle::stop_execution;
 use fastlane_actors::ports::{RuntimeError, DEPLOYMENT_LABEL, EXECUTION_LABEL};
-use fastlane_proto::ExecutionStatus::{Done, Enqueued, Failed, Pulling, Running};
+use fastlane_proto::ExecutionStatus::{Done, Enqueued, Failed, Pulling, Running, Stopped};
 use fastlane_proto::{Execution, Job, Timestamp};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -216,6 +219,51 @@ async fn past_the_lookup_limit_the_execution_fails() {
         assert!(creations(&harness).is_empty());
         assert_eq!(harness.queue.messages.log().acks, [id.to_string()]);
         assert_eq!(harness.reporter.reports().len(), 1);
+    })
+    .await;
+}
+
+/// A stop while the lookup is under way: `stopped` is stored at once; the container the lookup
+/// then finds (ours) is removed, nothing is created or started, the notifier hears of the end
+/// and the message is acknowledged.
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_the_lookup_removes_what_it_finds() {
+    let slow = Script {
+        find_delay: Duration::from_secs(10),
+        ..Script::default()
+    };
+    scenario(two_hosts(slow), |harness| async move {
+        let job = job(60, 0, None);
+        let execution = pulling_on_host_a(&harness, &job, Duration::ZERO);
+        let id = execution.execution_id;
+        let host_a = harness.runtimes[0].clone();
+        host_a.seed_labelled(
+            "earlier",
+            &name(&execution),
+            labels(DEPLOYMENT_ID, &execution),
+            None,
+        );
+        let run = harness.deliver(&execution, 2).await;
+        eventually("the lookup is under way", || {
+            !harness.queue.slots.log().acquisitions.is_empty()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        stop_execution(&harness.services, id, "Stopped by the test.")
+            .await
+            .expect("stop");
+        run.finished().await;
+
+        assert_eq!(harness.store.status(id), Some(Stopped));
+        assert!(creations(&harness).is_empty());
+        assert_eq!(host_a.calls().starts, 0);
+        eventually("the container is removed", || {
+            host_a.calls().removals == ["earlier"]
+        })
+        .await;
+        assert_eq!(harness.queue.messages.log().acks, [id.to_string()]);
+        assert_eq!(harness.notices(), [Notice::Ended(id)]);
     })
     .await;
 }

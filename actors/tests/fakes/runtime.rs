@@ -44,6 +44,8 @@ pub struct Script {
     pub start_fault_after_create: Option<RuntimeError>,
     /// Returned by `find` and `list_labelled` (the host does not answer).
     pub find_error: Option<RuntimeError>,
+    /// How long `find` takes.
+    pub find_delay: Duration,
 }
 
 impl Default for Script {
@@ -60,6 +62,7 @@ impl Default for Script {
             wait_error: None,
             start_fault_after_create: None,
             find_error: None,
+            find_delay: Duration::ZERO,
         }
     }
 }
@@ -313,6 +316,8 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn find(&self, name: &str) -> Result<Option<FoundContainer>, RuntimeError> {
+        let delay = self.host().script.find_delay;
+        tokio::time::sleep(delay).await;
         let mut host = self.host();
         host.calls.finds.push(name.to_string());
         if let Some(error) = host.script.find_error.clone() {
