@@ -57,6 +57,7 @@ pub async fn run(
     let _lock = data_dir::lock(&data_dir)?;
     let backends = adapters::backends::Backends::open(&config).await?;
     let (node_id, previous_consumers) = consumer_id(&data_dir)?;
+    let deployment_id = deployment_id(&config, &data_dir, true)?.unwrap_or_default();
     // Whatever the backends made in DATA_DIR (SQLite's -wal and -shm) is private too.
     data_dir::tighten_files(&data_dir)?;
 
@@ -116,6 +117,15 @@ pub async fn run(
             seconds => Some(Duration::from_secs(seconds)),
         },
         webhook_backoff_factor: config.float("WEBHOOKS_EXPONENTIAL_BACKOFF_FACTOR").max(1.0),
+        deployment_id,
+        container_lookup_limit: Duration::from_secs(
+            config.uint("CONTAINER_LOOKUP_TIMEOUT_SECONDS"),
+        ),
+        reaper_interval: match config.uint("CONTAINER_REAPER_INTERVAL_SECONDS") {
+            0 => None,
+            seconds => Some(Duration::from_secs(seconds)),
+        },
+        reaper_grace: Duration::from_secs(config.uint("CONTAINER_REAPER_GRACE_SECONDS")),
         public_url: format!(
             "http://{}",
             config.optional("SERVER_NAME").unwrap_or_else(|| format!(
@@ -260,6 +270,51 @@ fn consumer_id(data_dir: &std::path::Path) -> anyhow::Result<(String, Vec<String
     let consumer = format!("{node_id}.{}", &suffix[..12]);
     data_dir::write_private_file(&path, consumer.as_bytes())?;
     Ok((consumer, previous))
+}
+
+/// The deployment's id (`DEPLOYMENT_ID`, else `DATA_DIR/deployment-id`, generated there once
+/// when `create`): the label value that makes a container this deployment's. `None` when
+/// neither is set and `create` is false.
+pub fn deployment_id(
+    config: &Config,
+    data_dir: &std::path::Path,
+    create: bool,
+) -> anyhow::Result<Option<String>> {
+    let valid = |id: &str| {
+        !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte))
+    };
+    if let Some(id) = config.optional("DEPLOYMENT_ID") {
+        anyhow::ensure!(
+            valid(&id),
+            "DEPLOYMENT_ID {id:?} is not 1 to 64 letters, digits, '.', '_' or '-'"
+        );
+        return Ok(Some(id));
+    }
+    if create && config.optional("REDIS_URL").is_some() {
+        // Each node would get an id of its own: none could take over another's containers.
+        tracing::warn!("REDIS_URL is set but DEPLOYMENT_ID is not: give every node sharing this queue and store the same DEPLOYMENT_ID");
+    }
+    let path = data_dir.join("deployment-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        anyhow::ensure!(
+            valid(id),
+            "{} holds {id:?}, not a deployment id",
+            path.display()
+        );
+        return Ok(Some(id.to_string()));
+    }
+    if !create {
+        return Ok(None);
+    }
+    let id = format!("deployment-{}", uuid::Uuid::new_v4());
+    data_dir::write_private_file(&path, id.as_bytes())?;
+    tracing::info!(deployment_id = %id, "generated this deployment's id");
+    Ok(Some(id))
 }
 
 /// This node's stable id, kept in the data directory: the prefix of its consumer ids.

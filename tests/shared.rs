@@ -39,6 +39,8 @@ impl Deployment {
                 ("REDIS_URL".into(), redis_url.to_string()),
                 ("REDIS_KEY_PREFIX".into(), name.clone()),
                 ("MONGODB_URL".into(), format!("{base}/{name}")),
+                // Nodes of one deployment take over each other's containers.
+                ("DEPLOYMENT_ID".into(), name.clone()),
                 ("DOCKER_HOSTS".into(), farms.to_string()),
             ],
         }

@@ -1,8 +1,9 @@
 //! HostActor: owns one Docker host (its [`ContainerRuntime`]), its circuit breaker and its load.
 //! Started by the RootActor, one per configured host, and restarted by it when it fails.
 //!
-//! In: `Run` and `Attach` (from a JobActor), `StopContainer`, `Remove`, `Load`, `Status`.
-//! Out: progress of each run to its JobActor (`ImageReady`, `Started`, `Exited`, `Failed`).
+//! In: `Run`, `Attach` and `Find` (from a JobActor), `StopContainer`, `Remove`, `Load`, `Status`.
+//! Out: progress of each run to its JobActor (`ImageReady`, `Started`, `Exited`, `Failed`), and
+//! the answer of a `Find` (`Found`).
 //!
 //! Container operations can take minutes, so each run is a spawned task that posts its progress
 //! back as messages; the actor's own handlers never wait on Docker.
@@ -83,6 +84,7 @@ impl Actor for HostActor {
                 wait_limit,
                 job,
             } => state.attach(myself, container_id, wait_limit, job),
+            HostMessage::Find { name, job } => state.find(myself, name, job),
             HostMessage::StopContainer {
                 container_id,
                 grace,
@@ -242,6 +244,18 @@ impl HostState {
         tokio::spawn(async move {
             let result = finish_container(runtime.as_ref(), &container_id, wait_limit, &job).await;
             report(&myself, &job, container_id, result);
+        });
+    }
+
+    fn find(&self, myself: ActorRef<HostMessage>, name: String, job: ActorRef<JobMessage>) {
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move {
+            let result = runtime.find(&name).await;
+            let fault = result.as_ref().err().filter(|error| error.is_host_fault());
+            let _ = myself.cast(HostMessage::Observed {
+                fault: fault.map(ToString::to_string),
+            });
+            let _ = job.cast(JobMessage::Found(result));
         });
     }
 

@@ -19,6 +19,7 @@ pub mod placement;
 pub mod poller;
 #[warn(missing_docs)]
 pub mod ports;
+mod reaper;
 pub mod root;
 pub mod scheduler;
 mod sweep;
@@ -69,6 +70,19 @@ pub struct Settings {
     /// that a message a shared queue lost (a Sentinel failover drops the last writes of the old
     /// primary) is recovered while the nodes run.
     pub queue_sweep_interval: Option<std::time::Duration>,
+    /// `DEPLOYMENT_ID`: the label value of this deployment's containers; only containers that
+    /// carry it are taken over or reaped.
+    pub deployment_id: String,
+    /// How long a JobActor waits for the recorded host of an execution whose container may exist
+    /// there to answer, measured from the execution's last write, before it fails the execution
+    /// rather than place it elsewhere (`CONTAINER_LOOKUP_TIMEOUT_SECONDS`).
+    pub container_lookup_limit: std::time::Duration,
+    /// How often the reaper removes this deployment's containers no unfinished execution owns
+    /// (`None`: never).
+    pub reaper_interval: Option<std::time::Duration>,
+    /// How old a container must be before the reaper may remove it: a younger one may be between
+    /// its creation and the write that records it.
+    pub reaper_grace: std::time::Duration,
 }
 
 /// Timeout of an actor call made by the gateway or between actors, in milliseconds.

@@ -336,7 +336,8 @@ pub struct ContainerSpec {
     pub env: Vec<String>,
     /// `host:ip` entries.
     pub extra_hosts: Vec<String>,
-    /// `fastlane.task_id`, `fastlane.job_id` and `fastlane.execution_id`: whose run a container is.
+    /// `fastlane.task_id`, `fastlane.job_id`, `fastlane.execution_id` and
+    /// `fastlane.deployment_id`: whose run a container is.
     pub labels: BTreeMap<String, String>,
 }
 
@@ -348,6 +349,44 @@ pub struct StartedContainer {
     /// Why Docker refused to start it (e.g. the command does not exist); it will be collected
     /// as an exited container with that message.
     pub start_error: Option<String>,
+}
+
+/// The label every container carries with its deployment's id (`DEPLOYMENT_ID`): nodes of one
+/// deployment take over and reap only containers that carry their own id.
+pub const DEPLOYMENT_LABEL: &str = "fastlane.deployment_id";
+/// The label every container carries with the id of the execution it runs.
+pub const EXECUTION_LABEL: &str = "fastlane.execution_id";
+
+/// A container found on a host by name or label (whichever its state).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundContainer {
+    /// Docker's id of the container.
+    pub container_id: String,
+    /// Its name, without Docker's leading `/`.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// When it was created, in Unix seconds.
+    pub created_at: i64,
+}
+
+impl FoundContainer {
+    /// Whether the container was made by `deployment_id` for `execution_id`: only such a
+    /// container may be taken over or removed; any other one belongs to someone else.
+    pub fn is_owned_by(&self, deployment_id: &str, execution_id: &str) -> bool {
+        self.labels.get(DEPLOYMENT_LABEL).map(String::as_str) == Some(deployment_id)
+            && self.labels.get(EXECUTION_LABEL).map(String::as_str) == Some(execution_id)
+    }
+}
+
+/// The error of an execution whose container name is taken by a container another deployment
+/// (or execution) made: that container is left alone and the execution is not run.
+pub fn foreign_container_error(name: &str, endpoint: &str, deployment: Option<&str>) -> String {
+    format!(
+        "A container named {name} exists on Docker host {endpoint} but belongs to another \
+         deployment ({DEPLOYMENT_LABEL}={}); it was left untouched and this execution not run.",
+        deployment.unwrap_or("unset")
+    )
 }
 
 /// An exited container's result.
@@ -441,8 +480,20 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// image is present, returns the pull error as a warning instead of failing.
     async fn prepare_image(&self, image: &ImageRef) -> Result<Vec<String>, RuntimeError>;
     /// Creates and starts the container. If a container with that name exists already (a run
-    /// interrupted by a crash), returns it instead of creating another.
+    /// interrupted by a crash, or a start that timed out), takes it over (starting it if it
+    /// never started) when its deployment and execution labels are the spec's, and fails with
+    /// `Rejected` without touching it when they are not.
     async fn start(&self, spec: &ContainerSpec) -> Result<StartedContainer, RuntimeError>;
+    /// The container named `name`, if there is one (`None`: certainly none on this host).
+    async fn find(&self, name: &str) -> Result<Option<FoundContainer>, RuntimeError>;
+    /// Containers (running or not) labelled `label=value`, at most `max` of them, the most
+    /// recently created first.
+    async fn list_labelled(
+        &self,
+        label: &str,
+        value: &str,
+        max: usize,
+    ) -> Result<Vec<FoundContainer>, RuntimeError>;
     /// Waits for the container to exit (Docker's wait API; no polling).
     async fn wait(&self, container_id: &str) -> Result<(), RuntimeError>;
     /// Reads the exited container's exit code and whole stdout and stderr.

@@ -21,6 +21,7 @@
 //! node's stale leases are released and every unfinished execution is pushed again (pushes are
 //! idempotent). The push is repeated every `queue_sweep_interval` while the node runs, in a task
 //! of its own, which also ends as `failed` the executions whose messages were dead-lettered.
+//! Another task reaps this deployment's containers no unfinished execution owns (`reaper.rs`).
 //!
 //! ractor's default supervision stops the parent when any child exits; this actor handles every
 //! child kind explicitly instead, so a JobActor finishing normally is just bookkeeping.
@@ -37,8 +38,8 @@ use crate::notifier::NotifierActor;
 use crate::poller::{PollerActor, PollerArgs};
 use crate::ports::{ContainerRuntime, Delivery};
 use crate::scheduler::SchedulerActor;
-use crate::sweep;
 use crate::Services;
+use crate::{reaper, sweep};
 use fastlane_proto::backoff::capped_exponential;
 use fastlane_proto::farm::DockerEndpoint;
 use ractor::{
@@ -73,6 +74,8 @@ pub struct RootState {
     stopping: bool,
     /// The periodic sweep (see [`push_unfinished`]), aborted when the root stops.
     sweeper: Option<tokio::task::JoinHandle<()>>,
+    /// The container reaper (`reaper.rs`), aborted when the root stops.
+    reaper: Option<tokio::task::JoinHandle<()>>,
 }
 
 const RESTART_MIN_MS: u64 = 100;
@@ -103,6 +106,7 @@ impl Actor for RootActor {
             jobs: HashMap::new(),
             stopping: false,
             sweeper: None,
+            reaper: None,
         })
     }
 
@@ -121,6 +125,10 @@ impl Actor for RootActor {
         state.spawn_child(&myself, ChildKind::Poller).await?;
         // Now that the notifier runs: dead letters, then every interval the sweep.
         state.sweeper = Some(tokio::spawn(sweep::run(state.services.clone())));
+        state.reaper = Some(tokio::spawn(reaper::run(
+            state.services.clone(),
+            state.runtimes.clone(),
+        )));
         Ok(())
     }
 
@@ -132,6 +140,9 @@ impl Actor for RootActor {
         state.stopping = true;
         if let Some(sweeper) = state.sweeper.take() {
             sweeper.abort();
+        }
+        if let Some(reaper) = state.reaper.take() {
+            reaper.abort();
         }
         Ok(())
     }

@@ -135,6 +135,11 @@ impl JobState {
         }
         if error.is_host_fault() {
             tracing::warn!(execution_id = %self.delivery.message.execution_id, %error, "host fault, will retry");
+            if self.container_id().is_none() && std::mem::take(&mut self.create_attempted) {
+                // The create may have happened although the call failed: look for the container
+                // there before placing the execution anywhere else (`lookup.rs`).
+                return Box::pin(self.look_up(myself, true)).await;
+            }
             let execution = self.execution();
             if execution.metadata.container_id.is_none() {
                 // Never started: try another host of the farm now; when none is left, wait in
@@ -276,6 +281,20 @@ impl JobState {
             }
             JobMessage::Exited(_) | JobMessage::Failed(_) => {
                 self.remove_container();
+                Ok(true)
+            }
+            JobMessage::Found(found) => {
+                // A lookup was in flight: remove what it found if it is ours.
+                let (deployment_id, execution_id) = (
+                    &self.services.settings.deployment_id,
+                    self.delivery.message.execution_id.to_string(),
+                );
+                if let Ok(Some(container)) = found {
+                    if container.is_owned_by(deployment_id, &execution_id) {
+                        self.execution().metadata.container_id = Some(container.container_id);
+                        self.remove_container();
+                    }
+                }
                 Ok(true)
             }
             _ => Ok(false),

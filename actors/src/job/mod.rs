@@ -2,10 +2,11 @@
 //! stored and the message acknowledged. Spawned by the RootActor for each leased message and
 //! registered as `job-{execution_id}`, so a stop request can find it.
 //!
-//! In: `Begin` (itself), `ImageReady`, `Started`, `Exited`, `Failed` (from its HostActor),
-//! `Stop` (ApiActor, SchedulerActor), `Timeout` (its own timer), `SlotsGranted`/`SlotsRefused`
-//! (GateActor), `LeaseLost` (PollerActor).
-//! Out: `Run`/`Attach`/`StopContainer`/`Remove` to a HostActor; store writes; queue ack/release;
+//! In: `Begin` (itself), `ImageReady`, `Started`, `Exited`, `Failed`, `Found` (from its
+//! HostActor), `Stop` (ApiActor, SchedulerActor), `Timeout` (its own timer),
+//! `SlotsGranted`/`SlotsRefused` (GateActor), `LeaseLost` (PollerActor).
+//! Out: `Find`/`Run`/`Attach`/`StopContainer`/`Remove` to a HostActor; store writes; queue
+//! ack/release;
 //! a retry execution after a failure.
 //!
 //! Every state change is persisted before the next step, so a crash at any point leaves a record
@@ -16,6 +17,7 @@
 //! `LeaseLost`) leaves at once without touching the container, which the new runner owns.
 
 mod finish;
+mod lookup;
 mod spec;
 mod start;
 
@@ -67,6 +69,14 @@ pub struct JobState {
     /// This runner's claim on the execution (`Store::claim_execution`): every write of it is
     /// conditional on the claim still being the newest.
     fence: u64,
+    /// The image was ready, so the host was asked to create the container: a host fault from
+    /// here on may come after the create happened (`lookup.rs`).
+    create_attempted: bool,
+    /// Lookups of the container by name made in this delivery.
+    lookups: u32,
+    /// Whether the lookup in flight follows a host fault (then the host is avoided if the
+    /// container is not there).
+    lookup_after_fault: bool,
 }
 
 /// Extra time granted past the hard timeout before a wait is abandoned.
@@ -125,6 +135,9 @@ impl Actor for JobActor {
             failed_hosts: Vec::new(),
             abandoned: false,
             fence,
+            create_attempted: false,
+            lookups: 0,
+            lookup_after_fault: false,
         })
     }
 
@@ -160,6 +173,7 @@ impl JobState {
                 JobMessage::Started(started) => self.started(&myself, started).await,
                 JobMessage::Exited(exit) => self.exited(exit).await,
                 JobMessage::Failed(error) => self.failed(&myself, error).await,
+                JobMessage::Found(result) => self.found(&myself, result).await,
                 JobMessage::Stop { reason } => self.end_early(Ending::Stopped(reason)).await,
                 JobMessage::SlotsGranted if self.waiting_for_slots => {
                     self.waiting_for_slots = false;

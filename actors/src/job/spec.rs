@@ -1,9 +1,10 @@
 //! What an execution needs from the outside, as plain values: its container and its slots.
 
-use crate::ports::ContainerSpec;
+use crate::ports::{ContainerSpec, DEPLOYMENT_LABEL, EXECUTION_LABEL};
 use fastlane_proto::image::ImageRef;
 use fastlane_proto::{command, Execution, Job};
 use std::collections::BTreeMap;
+use uuid::Uuid;
 
 /// The slots an execution of `job` needs: its task's `maxConcurrent` (if set) and its farm's
 /// `maxRunning`.
@@ -22,8 +23,17 @@ pub(crate) fn slot_pools(settings: &crate::Settings, job: &Job) -> Vec<(String, 
     pools
 }
 
-/// The container to run for `execution`, or why it cannot run.
-pub(crate) fn container_spec(job: &Job, execution: &Execution) -> Result<ContainerSpec, String> {
+/// The name of `execution_id`'s container: Docker refuses a second container of that name.
+pub(crate) fn container_name(execution_id: Uuid) -> String {
+    format!("fastlane-job-{execution_id}")
+}
+
+/// The container to run for `execution` in `deployment_id`, or why it cannot run.
+pub(crate) fn container_spec(
+    job: &Job,
+    execution: &Execution,
+    deployment_id: &str,
+) -> Result<ContainerSpec, String> {
     let image = ImageRef::parse(&execution.image)
         .ok_or_else(|| format!("Invalid image reference {:?}.", execution.image))?;
     let argv = command::split(&execution.command).ok_or_else(|| {
@@ -36,12 +46,13 @@ pub(crate) fn container_spec(job: &Job, execution: &Execution) -> Result<Contain
         ("fastlane.task_id".to_string(), execution.task_id.clone()),
         ("fastlane.job_id".to_string(), execution.job_id.to_string()),
         (
-            "fastlane.execution_id".to_string(),
+            EXECUTION_LABEL.to_string(),
             execution.execution_id.to_string(),
         ),
+        (DEPLOYMENT_LABEL.to_string(), deployment_id.to_string()),
     ]);
     Ok(ContainerSpec {
-        name: format!("fastlane-job-{}", execution.execution_id),
+        name: container_name(execution.execution_id),
         image,
         argv,
         env: job

@@ -123,8 +123,12 @@ impl JobState {
 
     pub(super) async fn start(&mut self, myself: &ActorRef<JobMessage>) -> Step {
         self.host = None;
+        if self.container_may_exist() {
+            // Redelivered after a crash between create and record: look there first.
+            return Box::pin(self.look_up(myself, false)).await;
+        }
         let (job, execution) = self.record.as_ref().expect("record checked in begin");
-        let spec = match container_spec(job, execution) {
+        let spec = match container_spec(job, execution, &self.services.settings.deployment_id) {
             Ok(spec) => spec,
             Err(message) => {
                 return self
@@ -183,6 +187,7 @@ impl JobState {
     }
 
     pub(super) fn image_ready(&mut self, warnings: Vec<String>) -> Finished {
+        self.create_attempted = true;
         self.execution().metadata.warnings.extend(warnings);
         false
     }

@@ -24,6 +24,12 @@ pub enum HostMessage {
         wait_limit: Duration,
         job: ActorRef<JobMessage>,
     },
+    /// Look for the container named `name` (whichever its state); the answer goes to `job` as
+    /// `JobMessage::Found`.
+    Find {
+        name: String,
+        job: ActorRef<JobMessage>,
+    },
     /// Stop a running container (SIGTERM, SIGKILL after `grace`); its run then reports `Exited`.
     StopContainer {
         container_id: String,

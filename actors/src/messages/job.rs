@@ -1,7 +1,7 @@
 //! The JobActor's messages: its own steps, its HostActor's progress reports, stops and the
 //! gate's grant.
 
-use crate::ports::{ContainerExit, RuntimeError, StartedContainer};
+use crate::ports::{ContainerExit, FoundContainer, RuntimeError, StartedContainer};
 use uuid::Uuid;
 
 /// Messages of the JobActor.
@@ -15,6 +15,8 @@ pub enum JobMessage {
     Started(StartedContainer),
     Exited(ContainerExit),
     Failed(RuntimeError),
+    /// The answer of the host asked to look for the execution's container by name.
+    Found(Result<Option<FoundContainer>, RuntimeError>),
     /// Stop the execution (user request, replaced by a newer firing, …).
     Stop {
         reason: String,

@@ -43,6 +43,10 @@ use uuid::Uuid;
 
 /// The hard execution timeout of the harness's settings (the wait limit derives from it).
 pub const HARD_TIMEOUT_SECONDS: u64 = 3_600;
+/// The deployment id of the harness's settings (the label its containers carry).
+pub const DEPLOYMENT_ID: &str = "jobtests-deployment";
+/// How long a JobActor waits for a silent recorded host (`CONTAINER_LOOKUP_TIMEOUT_SECONDS`).
+pub const CONTAINER_LOOKUP_LIMIT: Duration = Duration::from_secs(600);
 /// The task every test job belongs to (the harness's one farm takes every task).
 pub const TASK_ID: &str = "jobtests";
 /// How long a test waits for a condition, in (paused) tokio time.
@@ -204,6 +208,10 @@ impl Harness {
             webhook_backoff_factor: 2.0,
             public_url: "http://localhost:10000".into(),
             queue_sweep_interval: None,
+            deployment_id: DEPLOYMENT_ID.into(),
+            container_lookup_limit: CONTAINER_LOOKUP_LIMIT,
+            reaper_interval: None,
+            reaper_grace: Duration::from_secs(60),
         };
         let store = Arc::new(FakeStore::default());
         let queue = Arc::new(FakeQueue::default());

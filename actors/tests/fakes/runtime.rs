@@ -8,10 +8,12 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use fastlane_actors::ports::{
-    ContainerExit, ContainerRuntime, ContainerSpec, RuntimeError, StartedContainer,
+    foreign_container_error, ContainerExit, ContainerRuntime, ContainerSpec, FoundContainer,
+    RuntimeError, StartedContainer, DEPLOYMENT_LABEL, EXECUTION_LABEL,
 };
 use fastlane_proto::farm::DockerEndpoint;
 use fastlane_proto::image::ImageRef;
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -37,6 +39,13 @@ pub struct Script {
     pub stderr: Vec<u8>,
     /// Returned by `wait` (the host went away while the container ran).
     pub wait_error: Option<RuntimeError>,
+    /// Returned by `start` after it created the container (a start that timed out at the
+    /// client while the engine went on).
+    pub start_fault_after_create: Option<RuntimeError>,
+    /// Returned by `find` and `list_labelled` (the host does not answer).
+    pub find_error: Option<RuntimeError>,
+    /// How long `find` takes.
+    pub find_delay: Duration,
 }
 
 impl Default for Script {
@@ -51,6 +60,9 @@ impl Default for Script {
             stdout: b"hello\n".to_vec(),
             stderr: Vec::new(),
             wait_error: None,
+            start_fault_after_create: None,
+            find_error: None,
+            find_delay: Duration::ZERO,
         }
     }
 }
@@ -67,6 +79,7 @@ pub struct FakeContainer {
     /// Set once it has exited.
     pub exit_code: Option<i64>,
     pub removed: bool,
+    pub labels: BTreeMap<String, String>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     exited: watch::Sender<bool>,
@@ -94,6 +107,8 @@ pub struct RuntimeCalls {
     pub collects: Vec<String>,
     pub stops: Vec<StopCall>,
     pub removals: Vec<String>,
+    /// Names looked up with `find`.
+    pub finds: Vec<String>,
 }
 
 #[derive(Default)]
@@ -161,9 +176,30 @@ impl FakeRuntime {
     /// A container an earlier life of the node started (not counted as a creation), exiting
     /// after `run_for` as the script says.
     pub fn seed_running(&self, container_id: &str, name: &str, run_for: Option<Duration>) {
+        self.seed_labelled(container_id, name, BTreeMap::new(), run_for);
+    }
+
+    /// Like [`seed_running`](Self::seed_running), with labels.
+    pub fn seed_labelled(
+        &self,
+        container_id: &str,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        run_for: Option<Duration>,
+    ) {
         let mut host = self.host();
-        let container = new_container(container_id, name, &host.script, run_for);
+        let mut container = new_container(container_id, name, &host.script, run_for);
+        container.labels = labels;
         host.containers.push(container);
+    }
+
+    fn found(&self, container: &FakeContainer) -> FoundContainer {
+        FoundContainer {
+            container_id: container.id.clone(),
+            name: container.name.clone(),
+            labels: container.labels.clone(),
+            created_at: 0,
+        }
     }
 
     fn exit(&self, container_id: &str, exit_code: Option<i64>) {
@@ -198,6 +234,7 @@ fn new_container(
         natural_exit_code: script.exit_code,
         exit_code: None,
         removed: false,
+        labels: BTreeMap::new(),
         stdout: script.stdout.clone(),
         stderr: script.stderr.clone(),
         exited: watch::channel(false).0,
@@ -246,6 +283,15 @@ impl ContainerRuntime for FakeRuntime {
             .iter()
             .find(|container| container.name == spec.name && !container.removed)
         {
+            for key in [DEPLOYMENT_LABEL, EXECUTION_LABEL] {
+                if existing.labels.get(key) != spec.labels.get(key) {
+                    return Err(RuntimeError::Rejected(foreign_container_error(
+                        &spec.name,
+                        &self.endpoint.to_string(),
+                        existing.labels.get(DEPLOYMENT_LABEL).map(String::as_str),
+                    )));
+                }
+            }
             return Ok(StartedContainer {
                 container_id: existing.id.clone(),
                 start_error: None,
@@ -256,13 +302,53 @@ impl ContainerRuntime for FakeRuntime {
             self.endpoint.host(),
             host.containers.len() + 1
         );
-        let container = new_container(&id, &spec.name, &host.script, host.script.run_for);
+        let mut container = new_container(&id, &spec.name, &host.script, host.script.run_for);
+        container.labels = spec.labels.clone();
         host.containers.push(container);
         host.calls.creations.push((id.clone(), Instant::now()));
+        if let Some(error) = host.script.start_fault_after_create.clone() {
+            return Err(error);
+        }
         Ok(StartedContainer {
             container_id: id,
             start_error: None,
         })
+    }
+
+    async fn find(&self, name: &str) -> Result<Option<FoundContainer>, RuntimeError> {
+        let delay = self.host().script.find_delay;
+        tokio::time::sleep(delay).await;
+        let mut host = self.host();
+        host.calls.finds.push(name.to_string());
+        if let Some(error) = host.script.find_error.clone() {
+            return Err(error);
+        }
+        Ok(host
+            .containers
+            .iter()
+            .find(|container| container.name == name && !container.removed)
+            .map(|container| self.found(container)))
+    }
+
+    async fn list_labelled(
+        &self,
+        label: &str,
+        value: &str,
+        max: usize,
+    ) -> Result<Vec<FoundContainer>, RuntimeError> {
+        let host = self.host();
+        if let Some(error) = host.script.find_error.clone() {
+            return Err(error);
+        }
+        Ok(host
+            .containers
+            .iter()
+            .rev()
+            .filter(|container| !container.removed)
+            .filter(|container| container.labels.get(label).map(String::as_str) == Some(value))
+            .take(max)
+            .map(|container| self.found(container))
+            .collect())
     }
 
     async fn wait(&self, container_id: &str) -> Result<(), RuntimeError> {

@@ -18,12 +18,13 @@ use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, LogsOptions, RemoveContainerOptions,
-    StartContainerOptions, StopContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use fastlane_actors::ports::{
-    ContainerExit, ContainerRuntime, ContainerSpec, RuntimeError, StartedContainer,
+    foreign_container_error, ContainerExit, ContainerRuntime, ContainerSpec, FoundContainer,
+    RuntimeError, StartedContainer, DEPLOYMENT_LABEL, EXECUTION_LABEL,
 };
 use fastlane_proto::farm::DockerEndpoint;
 use fastlane_proto::image::ImageRef;
@@ -51,6 +52,12 @@ impl TlsFiles {
             key: config.optional("DOCKER_TLS_KEY")?.into(),
         })
     }
+}
+
+/// An RFC 3339 time as Docker writes it, in Unix seconds (0 when unreadable: old enough).
+fn unix_seconds(rfc3339: &str) -> i64 {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .map_or(0, |time| time.unix_timestamp())
 }
 
 /// One Docker host.
@@ -206,12 +213,33 @@ impl DockerRuntime {
         }
     }
 
-    /// Takes over the container a run interrupted by a crash created: starts it if it never
-    /// started, or returns it as is.
-    async fn take_over(&self, name: &str) -> Result<StartedContainer, RuntimeError> {
+    /// Takes over the container a run interrupted by a crash (or a start that timed out)
+    /// created: starts it if it never started, or returns it as is. A container of that name
+    /// that another deployment or execution made is left alone: the job fails instead.
+    async fn take_over(&self, spec: &ContainerSpec) -> Result<StartedContainer, RuntimeError> {
+        let name = spec.name.as_str();
         let existing = self
             .bounded(self.call_timeout, self.docker.inspect_container(name, None))
             .await?;
+        let labels = existing
+            .config
+            .as_ref()
+            .and_then(|config| config.labels.as_ref());
+        let label = |key: &str| {
+            labels
+                .and_then(|labels| labels.get(key))
+                .map(String::as_str)
+        };
+        for key in [DEPLOYMENT_LABEL, EXECUTION_LABEL] {
+            let wanted = spec.labels.get(key).map(String::as_str);
+            if label(key) != wanted {
+                return Err(RuntimeError::Rejected(foreign_container_error(
+                    name,
+                    &self.endpoint.to_string(),
+                    label(DEPLOYMENT_LABEL),
+                )));
+            }
+        }
         let container_id = existing.id.unwrap_or_else(|| name.to_string());
         let never_started = existing.state.as_ref().is_some_and(|state| {
             state.status == Some(ContainerStateStatusEnum::CREATED)
@@ -324,7 +352,7 @@ impl ContainerRuntime for DockerRuntime {
                 Err(RuntimeError::NotFound(message)) => return Err(RuntimeError::Image(message)),
                 Err(error) => return Err(error),
             };
-            match self.take_over(&spec.name).await {
+            match self.take_over(spec).await {
                 Err(RuntimeError::NotFound(_)) if attempt < 5 => {
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
@@ -332,6 +360,71 @@ impl ContainerRuntime for DockerRuntime {
                 other => return other,
             }
         }
+    }
+
+    async fn find(&self, name: &str) -> Result<Option<FoundContainer>, RuntimeError> {
+        match self
+            .bounded(self.call_timeout, self.docker.inspect_container(name, None))
+            .await
+        {
+            Ok(inspected) => Ok(Some(FoundContainer {
+                container_id: inspected.id.unwrap_or_else(|| name.to_string()),
+                name: inspected
+                    .name
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                labels: inspected
+                    .config
+                    .and_then(|config| config.labels)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                created_at: inspected.created.as_deref().map_or(0, unix_seconds),
+            })),
+            Err(RuntimeError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn list_labelled(
+        &self,
+        label: &str,
+        value: &str,
+        max: usize,
+    ) -> Result<Vec<FoundContainer>, RuntimeError> {
+        let options = ListContainersOptions {
+            all: true,
+            limit: Some(max.min(i32::MAX as usize) as i32),
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("{label}={value}")],
+            )])),
+            ..Default::default()
+        };
+        let containers = self
+            .bounded(
+                self.call_timeout,
+                self.docker.list_containers(Some(options)),
+            )
+            .await?;
+        Ok(containers
+            .into_iter()
+            .take(max)
+            .filter_map(|container| {
+                Some(FoundContainer {
+                    container_id: container.id?,
+                    name: container
+                        .names
+                        .unwrap_or_default()
+                        .first()
+                        .map(|name| name.trim_start_matches('/').to_string())
+                        .unwrap_or_default(),
+                    labels: container.labels.unwrap_or_default().into_iter().collect(),
+                    created_at: container.created.unwrap_or(0),
+                })
+            })
+            .collect())
     }
 
     async fn wait(&self, container_id: &str) -> Result<(), RuntimeError> {

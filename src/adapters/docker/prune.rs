@@ -4,7 +4,7 @@
 use super::{DockerRuntime, TlsFiles};
 use crate::config::Config;
 use bollard::query_parameters::ListContainersOptions;
-use fastlane_actors::ports::{ContainerRuntime, RuntimeError};
+use fastlane_actors::ports::{ContainerRuntime, RuntimeError, DEPLOYMENT_LABEL};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -20,10 +20,13 @@ pub(crate) struct PrunedContainer {
 impl DockerRuntime {
     /// Removes every fastlane job container on this host that is not running and was created
     /// more than `older_than` ago (left behind by a crash, or whose result was stored but whose
-    /// removal failed). Younger ones may still be collected by a node.
+    /// removal failed). Younger ones may still be collected by a node. As the reaper, it never
+    /// touches another deployment's containers: only those labelled `deployment_id`, and
+    /// unlabelled ones made before deployments were labelled.
     pub(crate) async fn prune(
         &self,
         older_than: Duration,
+        deployment_id: Option<&str>,
     ) -> Result<Vec<PrunedContainer>, RuntimeError> {
         let cutoff = fastlane_proto::Timestamp::now().unix_seconds() - older_than.as_secs() as i64;
         let options = ListContainersOptions {
@@ -53,6 +56,13 @@ impl DockerRuntime {
         let mut pruned = Vec::new();
         for container in containers {
             if container.created.unwrap_or(i64::MAX) > cutoff {
+                continue;
+            }
+            let deployment = container
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(DEPLOYMENT_LABEL));
+            if deployment.is_some_and(|label| Some(label.as_str()) != deployment_id) {
                 continue;
             }
             let Some(id) = container.id else { continue };
@@ -85,6 +95,13 @@ pub async fn prune(config: &Config, older_than: Duration) -> std::process::ExitC
         .iter()
         .flat_map(|farm| farm.hosts.iter().cloned())
         .collect();
+    let deployment_id = match crate::deployment_id(config, &config.data_dir(), false) {
+        Ok(id) => id,
+        Err(error) => {
+            eprintln!("fastlane-node: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let mut failed = false;
     for endpoint in endpoints {
         let result = match DockerRuntime::connect(
@@ -94,7 +111,7 @@ pub async fn prune(config: &Config, older_than: Duration) -> std::process::ExitC
             call_timeout,
         ) {
             Ok(runtime) => runtime
-                .prune(older_than)
+                .prune(older_than, deployment_id.as_deref())
                 .await
                 .map_err(|error| error.to_string()),
             Err(error) => Err(error.to_string()),
