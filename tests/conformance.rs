@@ -608,6 +608,7 @@ fn execution(job: &Job, at: i64) -> Execution {
         metadata: ExecutionMetadata::default(),
         log: None,
         error: None,
+        outbox: Vec::new(),
     }
 }
 

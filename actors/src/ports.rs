@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use fastlane_proto::farm::DockerEndpoint;
 use fastlane_proto::image::ImageRef;
+use fastlane_proto::outbox::{Outbox, OwedNotification};
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -96,6 +97,8 @@ pub trait Store: Send + Sync + 'static {
     /// Writes the execution record; its output too when `log` or `error` is set. Refused with
     /// `Conflict` when the stored execution is terminal and this write would change its status:
     /// a terminal status is final (a stop and a finishing run cannot overwrite each other).
+    /// A write that changes the status (or inserts) adds the entries of `execution.outbox` not
+    /// stored yet, in the same atomic write; other writes leave the outbox alone.
     async fn update_execution(&self, execution: &Execution) -> Result<(), StoreError>;
     /// Inserts the execution unless one with its id exists; `true` when inserted.
     async fn create_execution(&self, execution: &Execution) -> Result<bool, StoreError>;
@@ -126,6 +129,20 @@ pub trait Store: Send + Sync + 'static {
         entry: serde_json::Value,
         keep: usize,
     ) -> Result<(), StoreError>;
+    /// Up to `limit` outboxes with a delivery due at or before `now`, soonest due first (an
+    /// indexed query: settled deliveries are not in the index).
+    async fn due_outboxes(&self, now: Timestamp, limit: usize) -> Result<Vec<Outbox>, StoreError>;
+    /// The execution's outbox; `None` when it owes or owed nothing.
+    async fn get_outbox(&self, execution_id: Uuid) -> Result<Option<Outbox>, StoreError>;
+    /// Replaces the outbox's entries and recomputes its due time, if its version is still
+    /// `expected` (compare-and-set: a claim or a settlement made from a stale read loses);
+    /// `true` when written.
+    async fn replace_outbox(
+        &self,
+        execution_id: Uuid,
+        expected: u64,
+        entries: &[OwedNotification],
+    ) -> Result<bool, StoreError>;
     /// Executions in any of `statuses` (for reconciliation at start).
     async fn executions_in(
         &self,
