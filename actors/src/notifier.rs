@@ -19,7 +19,7 @@
 //! The original sent nothing for failures before a container started, and no start hooks (its
 //! bug 29).
 
-use crate::messages::NotifierMessage;
+use crate::messages::{tell_notifier, NotifierMessage};
 use crate::ports::{Email, WebhookError, WebhookRequest, WebhookResponse, WEBHOOK_BODY_LIMIT};
 use crate::Services;
 use fastlane_proto::backoff::capped_exponential;
@@ -57,6 +57,9 @@ pub const MAX_SENDING: usize = 64;
 /// How long a claimed delivery is left to its sender before anyone may try it again: longer
 /// than a webhook call (10 s) or an SMTP exchange, with margin for store round trips.
 pub const CLAIM_FOR: Duration = Duration::from_secs(30);
+/// Retries due sooner than this wake the notifier at their due time; later ones are found by
+/// the periodic rounds (a second late at most).
+const PROMPT_RETRY_BELOW: Duration = Duration::from_secs(10);
 /// Compare-and-set tries to settle a delivery against concurrent changes of its outbox.
 const SETTLE_TRIES: u32 = 8;
 
@@ -261,6 +264,14 @@ async fn settle(
         }
         Settled::Failed => (Some(later(Timestamp::now(), delay)), None),
     };
+    if next_at.is_some() && delay < PROMPT_RETRY_BELOW {
+        // A short back-off is kept to the millisecond by waking the notifier when it is due,
+        // not at its next round. Only a hint: the due time is in the store.
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            tell_notifier(NotifierMessage::Deliver);
+        });
+    }
     for _ in 0..SETTLE_TRIES {
         let outbox = match services.store.get_outbox(execution_id).await {
             Ok(Some(outbox)) => outbox,
