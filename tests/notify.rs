@@ -464,7 +464,7 @@ async fn webhook_retry_survives_sigkill(backends: &[(String, String)]) {
     let mut node = node_with(
         &[
             // Long enough that the retry is still waiting when the node is killed.
-            ("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "3000"),
+            ("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "8000"),
             ("WEBHOOKS_ALLOW_NETWORKS", "127.0.0.0/8"),
         ],
         backends,
@@ -486,6 +486,11 @@ async fn webhook_retry_survives_sigkill(backends: &[(String, String)]) {
     )
     .await;
     node.kill();
+    assert_eq!(
+        hits_to(&hits, "/crash/once").len(),
+        1,
+        "the retry was owed, not made"
+    );
     node.start_again().await;
     wait_until(
         Duration::from_secs(60),
