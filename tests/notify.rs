@@ -613,3 +613,48 @@ async fn webhook_in_flight_at_sigterm_is_delivered_after_restart() {
     })
     .await;
 }
+
+/// Two nodes on Redis and SecantusDB deliver from the same outboxes: each hook (failing once,
+/// then retried after 300 ms) is called exactly twice, whichever node ran the job and however
+/// the two notifiers' rounds interleave: a claim is a compare-and-set, one node sends.
+#[tokio::test]
+async fn two_nodes_send_each_delivery_once() {
+    let (base, hits) = http_server().await;
+    let backends = shared_backends();
+    let settings = [
+        ("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "300"),
+        ("WEBHOOKS_ALLOW_NETWORKS", "127.0.0.0/8"),
+    ];
+    let first = node_with(&settings, &backends).await;
+    let second = node_with(&settings, &backends).await;
+    let mut executions = Vec::new();
+    for n in 0..6 {
+        let node = if n % 2 == 0 { &first } else { &second };
+        let posted = node
+            .post_job(
+                "two-notifiers",
+                json!({"image": image(), "command": "echo twice",
+                       "webhooks": {"finishes": [{"url": format!("{base}/two/{n}/once"), "retries": 2}]}}),
+            )
+            .await;
+        executions.push((n, posted["executionUrl"].as_str().unwrap().to_string()));
+    }
+    for (n, execution_url) in &executions {
+        first.wait_finished(execution_url).await;
+        wait_until(
+            Duration::from_secs(60),
+            "the hook delivered and recorded",
+            || async {
+                dispatch(&first, execution_url)
+                    .await
+                    .iter()
+                    .any(|entry| entry["statusCode"] == 200)
+            },
+        )
+        .await;
+        let calls = hits_to(&hits, &format!("/two/{n}/once"));
+        assert_eq!(calls.len(), 2, "one failed call and one retry: {calls:?}");
+        assert_eq!(delivery_id(&calls[0]), delivery_id(&calls[1]));
+        assert_eq!(dispatch(&first, execution_url).await.len(), 2);
+    }
+}
