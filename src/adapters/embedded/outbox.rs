@@ -53,7 +53,8 @@ pub(super) fn add_owed(transaction: &Connection, execution: &Execution) -> Resul
     Ok(())
 }
 
-/// Up to `limit` outboxes due at `now`, soonest first; unparsable rows are skipped (logged).
+/// Up to `limit` outboxes due at `now`, soonest first; an unparsable row is skipped (logged) and
+/// taken out of the due index.
 pub(super) fn due(
     connection: &Connection,
     now: Timestamp,
@@ -66,7 +67,21 @@ pub(super) fn due(
     let rows = statement
         .query_map(params![now.0, limit.min(i64::MAX as usize) as i64], row)?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows.into_iter().filter_map(parse).collect())
+    let mut due = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id = row.0.clone();
+        match parse(row) {
+            Some(outbox) => due.push(outbox),
+            // Out of the due index, or it would come first in every round for ever.
+            None => {
+                connection.execute(
+                    "UPDATE outbox SET due_at = NULL WHERE execution_id = ?1",
+                    params![id],
+                )?;
+            }
+        }
+    }
+    Ok(due)
 }
 
 /// The outbox of `execution_id`.
@@ -138,4 +153,41 @@ fn parse((execution_id, task_id, job_id, version, entries): Row) -> Option<Outbo
         version: version.max(0) as u64,
         entries,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row that cannot be parsed is skipped and leaves the due index, so that rows like it can
+    /// never fill every round and stop deliveries.
+    #[test]
+    fn a_bad_row_leaves_the_due_index() {
+        let connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch(SCHEMA).unwrap();
+        let good = Uuid::new_v4();
+        for (id, entries) in [
+            ("not-a-uuid", "[]"),
+            ("bad-json", "{"),
+            (&good.to_string()[..], "[]"),
+        ] {
+            connection
+                .execute(
+                    "INSERT INTO outbox VALUES (?1, 'task', ?2, 1, ?3, 5)",
+                    params![id, Uuid::new_v4().to_string(), entries],
+                )
+                .unwrap();
+        }
+        let found = due(&connection, Timestamp(10), 10).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].execution_id, good);
+        let still_due: i64 = connection
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE due_at IS NOT NULL",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(still_due, 1);
+    }
 }

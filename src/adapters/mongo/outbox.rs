@@ -115,7 +115,23 @@ impl MongoStore {
                     .projection(projection()),
             )
             .await?;
-        Ok(documents.iter().filter_map(outbox_of).collect())
+        let mut due = Vec::with_capacity(documents.len());
+        for document in &documents {
+            match outbox_of(document) {
+                Some(outbox) => due.push(outbox),
+                // Out of the due index, or it would come first in every round for ever.
+                None => {
+                    let id = document.get("_id").cloned().unwrap_or(Bson::Null);
+                    tracing::error!(execution_id = %id, "taking an unreadable outbox out of the due index");
+                    bounded(
+                        self.executions
+                            .update_one(doc! {"_id": id}, doc! {"$unset": {"notify_due_at": ""}}),
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(due)
     }
 
     pub(super) async fn get_outbox(
