@@ -658,3 +658,46 @@ async fn two_nodes_send_each_delivery_once() {
         assert_eq!(dispatch(&first, execution_url).await.len(), 2);
     }
 }
+
+/// The largest lists a client can send (20 hooks per list), on several executions at once: more
+/// deliveries than the notifier sends at a time (64) are all made, each exactly once.
+#[tokio::test]
+async fn more_deliveries_than_sending_permits_are_all_made_once() {
+    let (base, hits) = http_server().await;
+    let node = Node::start(&[("WEBHOOKS_ALLOW_NETWORKS", "127.0.0.0/8")]).await;
+    let jobs = 4;
+    let hooks = |n: usize, list: &str| -> Vec<Value> {
+        (0..20)
+            .map(|i| json!({"url": format!("{base}/burst/{n}/{list}/{i}")}))
+            .collect()
+    };
+    let started = Instant::now();
+    for n in 0..jobs {
+        let posted = node
+            .post_job(
+                "burst",
+                json!({"image": image(), "command": "true",
+                       "webhooks": {"succeeds": hooks(n, "s"), "finishes": hooks(n, "f")}}),
+            )
+            .await;
+        node.wait_finished(posted["executionUrl"].as_str().unwrap())
+            .await;
+    }
+    let expected = jobs * 40;
+    wait_until(Duration::from_secs(60), "every hook called", || async {
+        hits.lock().unwrap().len() >= expected
+    })
+    .await;
+    eprintln!(
+        "{expected} deliveries made {:?} after the first POST",
+        started.elapsed()
+    );
+    let paths: std::collections::HashSet<String> = hits
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|hit| hit.path.clone())
+        .collect();
+    assert_eq!(paths.len(), expected, "each hook called once");
+    assert_eq!(hits.lock().unwrap().len(), expected);
+}
