@@ -54,12 +54,16 @@ const MIN_ROUND_GAP: Duration = Duration::from_millis(200);
 pub const OUTBOXES_PER_ROUND: usize = 16;
 /// Deliveries being sent at once by this node.
 pub const MAX_SENDING: usize = 64;
-/// How long a claimed delivery is left to its sender before anyone may try it again: longer
-/// than a webhook call (10 s) or an SMTP exchange, with margin for store round trips.
+/// How long a claimed delivery is left to its sender before anyone may try it again (also how
+/// long a delivery claimed by a node that died waits): reading the job and execution and the
+/// call must fit in it, less [`CLAIM_MARGIN`], or they are given up as a failed attempt.
 pub const CLAIM_FOR: Duration = Duration::from_secs(30);
 /// Retries due sooner than this wake the notifier at their due time; later ones are found by
 /// the periodic rounds (a second late at most).
 const PROMPT_RETRY_BELOW: Duration = Duration::from_secs(10);
+/// Sending stops this long before a claim runs out, so that a delivery is never being sent by
+/// its claimant when another node may claim it.
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 /// Compare-and-set tries to settle a delivery against concurrent changes of its outbox.
 const SETTLE_TRIES: u32 = 8;
 
@@ -162,7 +166,10 @@ impl NotifierState {
                 continue;
             }
             let services = self.services.clone();
-            tokio::spawn(async move { deliver(services, outbox, claimed).await });
+            // Whatever is still being sent by then is given up, before the claim runs out and
+            // another node may take the delivery.
+            let deadline = tokio::time::Instant::now() + CLAIM_FOR - CLAIM_MARGIN;
+            tokio::spawn(async move { deliver(services, outbox, claimed, deadline).await });
         }
         Ok(())
     }
@@ -179,12 +186,20 @@ async fn deliver(
     services: Services,
     outbox: Outbox,
     claimed: Vec<(OwedNotification, OwnedSemaphorePermit)>,
+    deadline: tokio::time::Instant,
 ) {
     let store = &services.store;
-    let found = match (
-        store.get_job(&outbox.task_id, outbox.job_id).await,
-        store.get_execution(outbox.execution_id).await,
-    ) {
+    let read = tokio::time::timeout_at(deadline, async {
+        (
+            store.get_job(&outbox.task_id, outbox.job_id).await,
+            store.get_execution(outbox.execution_id).await,
+        )
+    });
+    let Ok(read) = read.await else {
+        tracing::warn!(execution_id = %outbox.execution_id, "reading what a notification is about took too long");
+        return;
+    };
+    let found = match read {
         (Ok(Some(job)), Ok(Some(execution))) => Some((job, execution)),
         (Ok(_), Ok(_)) => None,
         (Err(error), _) | (_, Err(error)) => {
@@ -210,12 +225,19 @@ async fn deliver(
     for (entry, permit) in claimed {
         let (services, job, execution) = (services.clone(), job.clone(), execution.clone());
         sends.spawn(async move {
-            let settled = match entry.kind {
-                NotificationKind::Webhook => {
-                    send_webhook(&services, &job, &execution, &entry).await
+            let send = async {
+                match entry.kind {
+                    NotificationKind::Webhook => {
+                        send_webhook(&services, &job, &execution, &entry).await
+                    }
+                    NotificationKind::Email => {
+                        send_email(&services, &job, &execution, &entry).await
+                    }
                 }
-                NotificationKind::Email => send_email(&services, &job, &execution, &entry).await,
             };
+            let settled = tokio::time::timeout_at(deadline, send)
+                .await
+                .unwrap_or(Settled::Failed);
             settle(&services, execution.execution_id, &entry, settled).await;
             drop(permit);
         });
