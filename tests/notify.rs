@@ -87,6 +87,17 @@ async fn smtp_server_with(
     (port, mails)
 }
 
+/// A node sending its e-mails to the test SMTP server on `port`.
+async fn node_mailing_to(port: u16) -> Node {
+    let port = port.to_string();
+    Node::start(&[
+        ("SMTP_HOST", "127.0.0.1"),
+        ("SMTP_PORT", &port),
+        ("SMTP_FROM", "fastlane@example.com"),
+    ])
+    .await
+}
+
 /// A request received by the test HTTP server.
 #[derive(Clone, Debug)]
 struct Hit {
@@ -179,13 +190,7 @@ fn hits_to(hits: &Arc<Mutex<Vec<Hit>>>, path: &str) -> Vec<Hit> {
 #[tokio::test]
 async fn failing_jobs_send_email_to_the_right_recipients() {
     let (port, mails) = smtp_server().await;
-    let port = port.to_string();
-    let node = Node::start(&[
-        ("SMTP_HOST", "127.0.0.1"),
-        ("SMTP_PORT", &port),
-        ("SMTP_FROM", "fastlane@example.com"),
-    ])
-    .await;
+    let node = node_mailing_to(port).await;
     let posted = node
         .post_job(
             "mailing",
@@ -428,6 +433,17 @@ async fn dispatch(node: &Node, execution_url: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Waits until a successful call (200) is recorded on the execution.
+async fn wait_recorded_delivery(node: &Node, execution_url: &str) {
+    wait_until(Duration::from_secs(60), "a delivery recorded", || async {
+        dispatch(node, execution_url)
+            .await
+            .iter()
+            .any(|entry| entry["statusCode"] == 200)
+    })
+    .await;
+}
+
 /// The environment of a node on Redis and SecantusDB (a key prefix and a database of its own).
 fn shared_backends() -> Vec<(String, String)> {
     let name = format!("outbox{}", uuid::Uuid::new_v4().simple());
@@ -504,13 +520,7 @@ async fn webhook_retry_survives_sigkill(backends: &[(String, String)]) {
     uuid::Uuid::parse_str(ids.iter().next().unwrap()).expect("a uuid");
     assert_eq!(calls[1].body["log"], "durable\n");
     assert_eq!(calls[1].body["executionId"], posted["executionId"]);
-    wait_until(Duration::from_secs(30), "the delivery recorded", || async {
-        dispatch(&node, &execution_url)
-            .await
-            .iter()
-            .any(|entry| entry["statusCode"] == 200)
-    })
-    .await;
+    wait_recorded_delivery(&node, &execution_url).await;
     let recorded = dispatch(&node, &execution_url).await;
     assert_eq!(recorded[0]["statusCode"], 500, "{recorded:?}");
     assert_eq!(recorded[0]["attempt"], 1, "{recorded:?}");
@@ -533,13 +543,7 @@ async fn email_retry_survives_sigkill() {
     let down = Arc::new(AtomicBool::new(true));
     let refused = Arc::new(AtomicUsize::new(0));
     let (port, mails) = smtp_server_with(down.clone(), refused.clone()).await;
-    let port = port.to_string();
-    let mut node = Node::start(&[
-        ("SMTP_HOST", "127.0.0.1"),
-        ("SMTP_PORT", &port),
-        ("SMTP_FROM", "fastlane@example.com"),
-    ])
-    .await;
+    let mut node = node_mailing_to(port).await;
     let posted = node
         .post_job(
             "durable-mail",
@@ -605,13 +609,7 @@ async fn webhook_in_flight_at_sigterm_is_delivered_after_restart() {
     let calls = hits_to(&hits, "/term/hang-once");
     assert_eq!(delivery_id(&calls[0]), delivery_id(&calls[1]));
     assert_eq!(calls[1].body["status"], "done");
-    wait_until(Duration::from_secs(30), "the delivery recorded", || async {
-        dispatch(&node, &execution_url)
-            .await
-            .iter()
-            .any(|entry| entry["statusCode"] == 200)
-    })
-    .await;
+    wait_recorded_delivery(&node, &execution_url).await;
 }
 
 /// Two nodes on Redis and SecantusDB deliver from the same outboxes: each hook (failing once,
@@ -641,17 +639,7 @@ async fn two_nodes_send_each_delivery_once() {
     }
     for (n, execution_url) in &executions {
         first.wait_finished(execution_url).await;
-        wait_until(
-            Duration::from_secs(60),
-            "the hook delivered and recorded",
-            || async {
-                dispatch(&first, execution_url)
-                    .await
-                    .iter()
-                    .any(|entry| entry["statusCode"] == 200)
-            },
-        )
-        .await;
+        wait_recorded_delivery(&first, execution_url).await;
         let calls = hits_to(&hits, &format!("/two/{n}/once"));
         assert_eq!(calls.len(), 2, "one failed call and one retry: {calls:?}");
         assert_eq!(delivery_id(&calls[0]), delivery_id(&calls[1]));

@@ -201,37 +201,24 @@ pub fn merge(stored: &mut Vec<OwedNotification>, new: &[OwedNotification]) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::JobMetadata;
 
     fn job_with_lists(hooks: &[Value], addresses: &[Value]) -> (Job, Execution) {
         let lists = |items: &[Value]| serde_json::json!({"starts": items, "succeeds": items, "fails": items, "finishes": items});
-        let job = Job {
+        let origin = crate::build::Origin {
             task_id: "task".into(),
             job_id: Uuid::new_v4(),
-            image: "image:1".into(),
-            command: "true".into(),
             request_ip: None,
-            metadata: JobMetadata {
-                retries: 0,
-                retry_count: 0,
-                emails: lists(addresses),
-                webhooks: lists(hooks),
-                expiration: None,
-                timeout: 60,
-                envs: Default::default(),
-                additional_dns_entries: Vec::new(),
-                custom: None,
-                enqueued_id: None,
-                cron: None,
-                max_concurrent: None,
-                backoff: None,
-            },
-            scheduled: false,
-            schedule: None,
             created_at: Timestamp(1),
-            last_modified_at: Timestamp(1),
+            now: Timestamp(1),
         };
-        let execution = Execution::new(&job, None, Timestamp(1));
+        let request = crate::payload::parse_enqueue(br#"{"image": "busybox", "command": "true"}"#)
+            .expect("valid request");
+        let built = crate::build::new_job(origin, request, 60);
+        let mut job = built.job;
+        // Set after parsing: the lists may be longer than a request may send, to check the cap.
+        job.metadata.webhooks = lists(hooks);
+        job.metadata.emails = lists(addresses);
+        let execution = built.execution.expect("runs now");
         (job, execution)
     }
 
