@@ -47,8 +47,9 @@ const WEBHOOK_BACKOFF_MAX_MS: u64 = 3_600_000;
 /// How often the notifier looks for due deliveries without being woken (retries, deliveries
 /// left by a node that died, another node's executions).
 pub const ROUND_INTERVAL: Duration = Duration::from_secs(1);
-/// Wake-ups closer than this to the last round are left to the next periodic one, so a burst
-/// of finishing executions costs a few store reads, not one per execution.
+/// Wake-ups (an execution started or ended) closer than this to the end of the last round are
+/// left to the next periodic one, so a burst of finishing executions costs a few store reads,
+/// not one per execution.
 const MIN_ROUND_GAP: Duration = Duration::from_millis(200);
 /// Outboxes read by one round.
 pub const OUTBOXES_PER_ROUND: usize = 16;
@@ -71,6 +72,7 @@ const SETTLE_TRIES: u32 = 8;
 pub struct NotifierState {
     services: Services,
     sending: Arc<Semaphore>,
+    /// When the last round ended.
     last_round: Option<Instant>,
     ticker: tokio::task::JoinHandle<()>,
 }
@@ -87,7 +89,7 @@ impl Actor for NotifierActor {
     ) -> Result<NotifierState, ActorProcessingErr> {
         // The first round runs at once: a node that starts delivers what is owed.
         let ticker = tokio::spawn(async move {
-            while myself.cast(NotifierMessage::Deliver).is_ok() {
+            while myself.cast(NotifierMessage::Tick).is_ok() {
                 tokio::time::sleep(ROUND_INTERVAL).await;
             }
         });
@@ -114,18 +116,18 @@ impl Actor for NotifierActor {
         message: NotifierMessage,
         state: &mut NotifierState,
     ) -> Result<(), ActorProcessingErr> {
-        let periodic = matches!(message, NotifierMessage::Deliver);
-        if !periodic
-            && state
-                .last_round
-                .is_some_and(|at| at.elapsed() < MIN_ROUND_GAP)
-        {
+        let gap = match message {
+            NotifierMessage::Deliver => Duration::ZERO,
+            NotifierMessage::Tick => ROUND_INTERVAL / 2,
+            NotifierMessage::Started { .. } | NotifierMessage::Ended { .. } => MIN_ROUND_GAP,
+        };
+        if state.last_round.is_some_and(|ended| ended.elapsed() < gap) {
             return Ok(());
         }
-        state.last_round = Some(Instant::now());
         if let Err(error) = state.round().await {
             tracing::warn!(%error, "could not read the notifications due");
         }
+        state.last_round = Some(Instant::now());
         Ok(())
     }
 }

@@ -147,7 +147,10 @@ pub const NOTIFIER_NAME: &str = "fastlane-notifier";
 /// status); `Started` and `Ended` only wake the notifier so it delivers without waiting for its
 /// next round.
 pub enum NotifierMessage {
-    /// Deliver what is due now (the notifier's own periodic round).
+    /// The notifier's periodic round (skipped when a round ended moments ago, so ticks queued
+    /// behind a slow round do not run one round each).
+    Tick,
+    /// Deliver what is due now (a retry whose back-off just ran out).
     Deliver,
     Started {
         task_id: String,

@@ -132,7 +132,7 @@ impl Actor for NotifierProbe {
         let notice = match message {
             NotifierMessage::Started { execution_id, .. } => Notice::Started(execution_id),
             NotifierMessage::Ended { execution_id, .. } => Notice::Ended(execution_id),
-            NotifierMessage::Deliver => return Ok(()),
+            NotifierMessage::Deliver | NotifierMessage::Tick => return Ok(()),
         };
         notices
             .lock()
