@@ -145,6 +145,12 @@ impl NotifierState {
             let claim_until = later(now, CLAIM_FOR);
             let mut claimed = Vec::new();
             for entry in outbox.entries.iter_mut().filter(|entry| entry.is_due(now)) {
+                if entry.attempts >= entry.max_attempts {
+                    // Its last attempt was claimed by a sender that never settled it (a crash).
+                    entry.next_at = None;
+                    entry.outcome = Some("abandoned: no attempts left".into());
+                    continue;
+                }
                 let Ok(permit) = self.sending.clone().try_acquire_owned() else {
                     break;
                 };
