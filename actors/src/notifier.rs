@@ -65,6 +65,9 @@ const PROMPT_RETRY_BELOW: Duration = Duration::from_secs(10);
 /// Sending stops this long before a claim runs out, so that a delivery is never being sent by
 /// its claimant when another node may claim it.
 const CLAIM_MARGIN: Duration = Duration::from_secs(5);
+/// Claims beyond a delivery's attempts allowed for claims that were never settled (the sender
+/// died mid-call: whether the call was made is unknown, so it is made again).
+pub const UNSETTLED_CLAIMS: u32 = 2;
 /// Compare-and-set tries to settle a delivery against concurrent changes of its outbox.
 const SETTLE_TRIES: u32 = 8;
 
@@ -145,8 +148,10 @@ impl NotifierState {
             let claim_until = later(now, CLAIM_FOR);
             let mut claimed = Vec::new();
             for entry in outbox.entries.iter_mut().filter(|entry| entry.is_due(now)) {
-                if entry.attempts >= entry.max_attempts {
-                    // Its last attempt was claimed by a sender that never settled it (a crash).
+                // Due with no attempts left: claimed by senders that never settled it (crashes).
+                // Re-sent a bounded number of times (at-least-once), then abandoned, so that a
+                // delivery that crashes its sender cannot loop.
+                if entry.attempts >= entry.max_attempts + UNSETTLED_CLAIMS {
                     entry.next_at = None;
                     entry.outcome = Some("abandoned: no attempts left".into());
                     continue;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use fakes::queue::FakeQueue;
 use fakes::store::FakeStore;
 use fakes::{job, FakeReporter};
-use fastlane_actors::notifier::{NotifierActor, DELIVERY_ID_HEADER};
+use fastlane_actors::notifier::{NotifierActor, DELIVERY_ID_HEADER, UNSETTLED_CLAIMS};
 use fastlane_actors::ports::{
     Email, Mailer, Store, WebhookClient, WebhookError, WebhookRequest, WebhookResponse,
 };
@@ -121,8 +121,9 @@ async fn within(what: &str, mut condition: impl AsyncFnMut() -> bool) {
 
 /// Three cases in one test, so the 1 s rounds are waited for once: a hook answering 500, 503,
 /// then 200 is called three times with one `Fastlane-Delivery-Id` (its entry's id), each attempt
-/// recorded, and ends `delivered`; a delivery whose last attempt was claimed by a sender that
-/// died is abandoned without a call; two notifiers on one store call each of 20 hooks once.
+/// recorded, and ends `delivered`; a delivery claimed by senders that died is sent again within
+/// the allowance for unsettled claims and abandoned without a call after it; two notifiers on
+/// one store call each of 20 hooks once.
 #[tokio::test]
 async fn deliveries_retry_settle_and_are_claimed_once() {
     let store = Arc::new(FakeStore::default());
@@ -138,11 +139,16 @@ async fn deliveries_retry_settle_and_are_claimed_once() {
         serde_json::json!([{"url": "http://hooks/retried", "retries": 5}]),
     )
     .await;
-    // A claim of the last attempt by a sender that died: abandoned without a call.
-    let crashed =
-        finished_with_hooks(&store, serde_json::json!([{"url": "http://hooks/crashed"}])).await;
+    // Claims of a delivery by senders that died: sent again while the allowance for unsettled
+    // claims lasts, abandoned without a call after it.
+    let crashed = finished_with_hooks(
+        &store,
+        serde_json::json!([{"url": "http://hooks/crashed"}, {"url": "http://hooks/crashed-once"}]),
+    )
+    .await;
     let mut entries = outbox(&store, &crashed).await;
-    entries[0].attempts = entries[0].max_attempts;
+    entries[0].attempts = entries[0].max_attempts + UNSETTLED_CLAIMS;
+    entries[1].attempts = entries[1].max_attempts;
     let version = store
         .get_outbox(crashed.execution_id)
         .await
@@ -224,11 +230,13 @@ async fn deliveries_retry_settle_and_are_claimed_once() {
     );
 
     assert!(to("http://hooks/crashed").is_empty());
-    let entry = &outbox(&store, &crashed).await[0];
+    let entries = outbox(&store, &crashed).await;
     assert_eq!(
-        entry.outcome.as_deref(),
+        entries[0].outcome.as_deref(),
         Some("abandoned: no attempts left")
     );
+    assert_eq!(to("http://hooks/crashed-once").len(), 1);
+    assert_eq!(entries[1].outcome.as_deref(), Some("delivered"));
 
     for n in 0..20 {
         assert_eq!(to(&format!("http://hooks/many/{n}")).len(), 1, "hook {n}");

@@ -49,7 +49,8 @@ pub struct OwedNotification {
     /// The hook object, or the recipient's address, as the job had it when the debt was made.
     pub target: Value,
     /// Attempts claimed so far (a claim counts as an attempt, so a sender that crashes every
-    /// time still ends the delivery after `max_attempts`).
+    /// time still ends the delivery: after `max_attempts` plus a small allowance for claims
+    /// never settled, whose calls may not have been made).
     pub attempts: u32,
     /// Attempts allowed: a hook's `retries + 1`, or [`EMAIL_ATTEMPTS`].
     pub max_attempts: u32,
