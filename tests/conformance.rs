@@ -655,6 +655,7 @@ fn execution(job: &Job, at: i64) -> Execution {
         metadata: ExecutionMetadata::default(),
         log: None,
         error: None,
+        outbox: Vec::new(),
     }
 }
 
@@ -671,6 +672,7 @@ async fn store_suite(store: Arc<dyn Store>) {
     last_execution_without_output(&*store).await;
     fenced_writes(&*store).await;
     webhook_dispatch(store.clone()).await;
+    notification_outbox(store.clone()).await;
     schedules(&*store).await;
     job_versions(&*store).await;
     store.ping().await.expect("ping");
@@ -1126,6 +1128,174 @@ async fn webhook_dispatch(store: Arc<dyn Store>) {
     assert_eq!(read.status, ExecutionStatus::Running);
     assert_eq!(read.metadata.webhook_dispatch.len(), 3, "newest 3 kept");
     store.delete_job(job.job_id).await.expect("delete");
+}
+
+/// The outbox: a status change records what it owes in the same write (the largest lists a
+/// client can send: 20 hooks per list, 50 recipients per list), a write of the same status or
+/// a refused one adds nothing and keeps progress, replaces are compare-and-set (of two
+/// concurrent claims one wins), the due index lists due outboxes soonest first within a limit
+/// and drops settled ones, and deleting the job removes it.
+async fn notification_outbox(store: Arc<dyn Store>) {
+    use fastlane_proto::limits::{MAX_RECIPIENTS_PER_LIST, MAX_WEBHOOKS_PER_LIST};
+    use fastlane_proto::outbox::{owed, MAX_OWED};
+    let hooks = |list: &str| -> Vec<serde_json::Value> {
+        (0..MAX_WEBHOOKS_PER_LIST)
+            .map(|n| serde_json::json!({"url": format!("http://127.0.0.1:1/{list}/{n}"), "retries": 3}))
+            .collect()
+    };
+    let addresses: Vec<String> = (0..MAX_RECIPIENTS_PER_LIST)
+        .map(|n| format!("user{n}@example.com"))
+        .collect();
+    let mut job = job(&format!("outbox-{}", Uuid::new_v4().simple()));
+    job.metadata.webhooks =
+        serde_json::json!({"starts": hooks("s"), "fails": hooks("f"), "finishes": hooks("e")});
+    job.metadata.emails = serde_json::json!({"fails": addresses, "finishes": addresses});
+    let run = execution(&job, Timestamp::now().0);
+    let earlier = execution(&job, Timestamp::now().0);
+    store.create_job(&job, Some(&run)).await.expect("create");
+    assert!(store.create_execution(&earlier).await.expect("create"));
+    assert_eq!(store.get_outbox(run.execution_id).await.expect("get"), None);
+    let now = Timestamp::now();
+    let ours = |found: Vec<fastlane_proto::outbox::Outbox>| -> Vec<Uuid> {
+        found
+            .into_iter()
+            .map(|outbox| outbox.execution_id)
+            .filter(|id| [run.execution_id, earlier.execution_id].contains(id))
+            .collect()
+    };
+    assert!(ours(store.due_outboxes(now, 100).await.expect("due")).is_empty());
+
+    // Running owes the `starts` hooks; the same write again adds nothing.
+    let mut running = run.clone();
+    running.status = ExecutionStatus::Running;
+    running.outbox = owed(&job, &running, now);
+    store.update_execution(&running).await.expect("running");
+    let stored = store
+        .get_outbox(run.execution_id)
+        .await
+        .expect("get")
+        .expect("outbox");
+    assert_eq!(stored.entries.len(), MAX_WEBHOOKS_PER_LIST);
+    assert_eq!(
+        (stored.task_id.as_str(), stored.job_id),
+        (job.task_id.as_str(), job.job_id)
+    );
+    store
+        .update_execution(&running)
+        .await
+        .expect("running again");
+    let again = store
+        .get_outbox(run.execution_id)
+        .await
+        .expect("get")
+        .expect("outbox");
+    assert_eq!(
+        again, stored,
+        "a write of the same status leaves the outbox alone"
+    );
+
+    // Two claims from the same read: one wins.
+    let far = Timestamp(now.0 + 3_600_000_000);
+    let mut claimed = stored.entries.clone();
+    for entry in &mut claimed {
+        entry.attempts = 1;
+        entry.next_at = Some(far);
+    }
+    let (first, second) = tokio::join!(
+        store.replace_outbox(run.execution_id, stored.version, &claimed),
+        store.replace_outbox(run.execution_id, stored.version, &claimed)
+    );
+    assert!(
+        first.expect("claim") ^ second.expect("claim"),
+        "exactly one claim wins"
+    );
+    assert!(
+        ours(store.due_outboxes(now, 100).await.expect("due")).is_empty(),
+        "claimed: not due"
+    );
+
+    // Failing owes `fails` and `finishes` in the same write; the claimed start hooks keep their
+    // progress.
+    let mut failed = running.clone();
+    failed.status = ExecutionStatus::Failed;
+    failed.finished_at = Some(now);
+    failed.error = Some(b"boom".to_vec());
+    failed.outbox = owed(&job, &failed, now);
+    store.update_execution(&failed).await.expect("failed");
+    let stored = store
+        .get_outbox(run.execution_id)
+        .await
+        .expect("get")
+        .expect("outbox");
+    assert_eq!(stored.entries.len(), MAX_OWED);
+    let starts: Vec<_> = stored
+        .entries
+        .iter()
+        .filter(|entry| entry.list == "starts")
+        .collect();
+    assert!(starts
+        .iter()
+        .all(|entry| entry.attempts == 1 && entry.next_at == Some(far)));
+
+    // A refused write (a terminal status is final) and a same-status rewrite add nothing.
+    let mut done = failed.clone();
+    done.status = ExecutionStatus::Done;
+    done.outbox = owed(&job, &done, now);
+    assert!(matches!(
+        store.update_execution(&done).await,
+        Err(StoreError::Conflict(_))
+    ));
+    failed.log = Some(b"output added later".to_vec());
+    store.update_execution(&failed).await.expect("same status");
+    assert_eq!(
+        store
+            .get_outbox(run.execution_id)
+            .await
+            .expect("get")
+            .expect("outbox"),
+        stored
+    );
+
+    // Due soonest first, within the limit.
+    let mut stopped = earlier.clone();
+    stopped.status = ExecutionStatus::Stopped;
+    stopped.outbox = owed(&job, &stopped, Timestamp(now.0 - 1_000_000));
+    store.update_execution(&stopped).await.expect("stopped");
+    let due = ours(store.due_outboxes(now, 100).await.expect("due"));
+    assert_eq!(due, vec![earlier.execution_id, run.execution_id]);
+    let first_due = store
+        .due_outboxes(Timestamp(now.0 - 1), 1)
+        .await
+        .expect("due");
+    assert_eq!(ours(first_due), vec![earlier.execution_id]);
+
+    // Settled entries stay but leave the due index; a stale replace loses.
+    let mut settled = stored.entries.clone();
+    for entry in &mut settled {
+        entry.next_at = None;
+        entry.outcome = Some("delivered".into());
+    }
+    assert!(store
+        .replace_outbox(run.execution_id, stored.version, &settled)
+        .await
+        .expect("settle"));
+    assert!(!store
+        .replace_outbox(run.execution_id, stored.version, &stored.entries)
+        .await
+        .expect("stale"));
+    assert_eq!(
+        ours(store.due_outboxes(now, 100).await.expect("due")),
+        vec![earlier.execution_id]
+    );
+    let kept = store
+        .get_outbox(run.execution_id)
+        .await
+        .expect("get")
+        .expect("outbox");
+    assert_eq!(kept.entries, settled);
+    store.delete_job(job.job_id).await.expect("delete");
+    assert_eq!(store.get_outbox(run.execution_id).await.expect("get"), None);
+    assert!(ours(store.due_outboxes(now, 100).await.expect("due")).is_empty());
 }
 
 async fn schedules(store: &dyn Store) {

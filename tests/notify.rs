@@ -6,6 +6,7 @@ mod common;
 use common::{image, path_of, wait_until, Node};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -20,12 +21,30 @@ struct Mail {
 
 /// A minimal SMTP server (EHLO, MAIL, RCPT, DATA, QUIT) that records what it receives.
 async fn smtp_server() -> (u16, Arc<Mutex<Vec<Mail>>>) {
+    smtp_server_with(
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await
+}
+
+/// [`smtp_server`], answering `421` (service not available) to every connection while `down`
+/// is set, counted in `refused`.
+async fn smtp_server_with(
+    down: Arc<AtomicBool>,
+    refused: Arc<AtomicUsize>,
+) -> (u16, Arc<Mutex<Vec<Mail>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let mails = Arc::new(Mutex::new(Vec::new()));
     let received = mails.clone();
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            if down.load(Ordering::SeqCst) {
+                refused.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(b"421 down for a test\r\n").await;
+                continue;
+            }
             let received = received.clone();
             tokio::spawn(async move {
                 let (reader, mut writer) = stream.into_split();
@@ -68,6 +87,17 @@ async fn smtp_server() -> (u16, Arc<Mutex<Vec<Mail>>>) {
     (port, mails)
 }
 
+/// A node sending its e-mails to the test SMTP server on `port`.
+async fn node_mailing_to(port: u16) -> Node {
+    let port = port.to_string();
+    Node::start(&[
+        ("SMTP_HOST", "127.0.0.1"),
+        ("SMTP_PORT", &port),
+        ("SMTP_FROM", "fastlane@example.com"),
+    ])
+    .await
+}
+
 /// A request received by the test HTTP server.
 #[derive(Clone, Debug)]
 struct Hit {
@@ -79,7 +109,9 @@ struct Hit {
     at: Instant,
 }
 
-/// An HTTP server that records every request; paths ending in `/fail` answer 500, others 200.
+/// An HTTP server that records every request (on arrival); paths ending in `/fail` answer 500,
+/// in `/once` 500 to their first request, in `/hang-once` answer their first request after a
+/// minute (longer than a webhook call may take); others 200.
 async fn http_server() -> (String, Arc<Mutex<Vec<Hit>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -105,7 +137,15 @@ async fn http_server() -> (String, Arc<Mutex<Vec<Hit>>>) {
                             let body = request.into_body().collect().await.unwrap().to_bytes();
                             let raw = String::from_utf8_lossy(&body).into_owned();
                             let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                            let failing = path.ends_with("/fail");
+                            let earlier = recorded
+                                .lock()
+                                .unwrap()
+                                .iter()
+                                .filter(|hit: &&Hit| hit.path == path)
+                                .count();
+                            let failing = path.ends_with("/fail")
+                                || (path.ends_with("/once") && earlier == 0);
+                            let hanging = path.ends_with("/hang-once") && earlier == 0;
                             recorded.lock().unwrap().push(Hit {
                                 method,
                                 path,
@@ -119,6 +159,9 @@ async fn http_server() -> (String, Arc<Mutex<Vec<Hit>>>) {
                             ));
                             if failing {
                                 *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                            }
+                            if hanging {
+                                tokio::time::sleep(Duration::from_secs(60)).await;
                             }
                             Ok::<_, std::convert::Infallible>(response)
                         }
@@ -147,13 +190,7 @@ fn hits_to(hits: &Arc<Mutex<Vec<Hit>>>, path: &str) -> Vec<Hit> {
 #[tokio::test]
 async fn failing_jobs_send_email_to_the_right_recipients() {
     let (port, mails) = smtp_server().await;
-    let port = port.to_string();
-    let node = Node::start(&[
-        ("SMTP_HOST", "127.0.0.1"),
-        ("SMTP_PORT", &port),
-        ("SMTP_FROM", "fastlane@example.com"),
-    ])
-    .await;
+    let node = node_mailing_to(port).await;
     let posted = node
         .post_job(
             "mailing",
@@ -373,4 +410,282 @@ async fn nothing_is_sent_without_a_dsn() {
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(hits.lock().unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durable notifications: what is owed is in the store and survives the node.
+
+/// The `Fastlane-Delivery-Id` of a call.
+fn delivery_id(hit: &Hit) -> String {
+    hit.headers
+        .iter()
+        .find(|(name, _)| name == "fastlane-delivery-id")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_else(|| panic!("no delivery id on {hit:?}"))
+}
+
+/// The webhook attempts recorded on an execution.
+async fn dispatch(node: &Node, execution_url: &str) -> Vec<Value> {
+    let execution = node.get_json(path_of(execution_url)).await;
+    execution["execution"]["metadata"]["webhookDispatch"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits until a successful call (200) is recorded on the execution.
+async fn wait_recorded_delivery(node: &Node, execution_url: &str) {
+    wait_until(Duration::from_secs(60), "a delivery recorded", || async {
+        dispatch(node, execution_url)
+            .await
+            .iter()
+            .any(|entry| entry["statusCode"] == 200)
+    })
+    .await;
+}
+
+/// The environment of a node on Redis and SecantusDB (a key prefix and a database of its own).
+fn shared_backends() -> Vec<(String, String)> {
+    let name = format!("outbox{}", uuid::Uuid::new_v4().simple());
+    let mongo = std::env::var("FASTLANE_TEST_SECANTUS_URL").expect("FASTLANE_TEST_SECANTUS_URL");
+    let base = mongo
+        .rsplit_once('/')
+        .map_or(mongo.as_str(), |(base, _)| base);
+    vec![
+        (
+            "REDIS_URL".into(),
+            std::env::var("FASTLANE_TEST_REDIS_URL").expect("FASTLANE_TEST_REDIS_URL"),
+        ),
+        ("REDIS_KEY_PREFIX".into(), name.clone()),
+        ("MONGODB_URL".into(), format!("{base}/{name}")),
+    ]
+}
+
+/// Starts a node with `settings` plus `backends`.
+async fn node_with(settings: &[(&str, &str)], backends: &[(String, String)]) -> Node {
+    let mut env: Vec<(&str, &str)> = settings.to_vec();
+    env.extend(
+        backends
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+    );
+    Node::start(&env).await
+}
+
+/// A webhook whose receiver fails (500) is retried by the node that starts after a SIGKILL:
+/// the retry was owed in the store, not in the dead process. Every call carries the same
+/// `Fastlane-Delivery-Id`, and both attempts are recorded on the execution.
+async fn webhook_retry_survives_sigkill(backends: &[(String, String)]) {
+    let (base, hits) = http_server().await;
+    let mut node = node_with(
+        &[
+            // Long enough that the retry is still waiting when the node is killed.
+            ("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "8000"),
+            ("WEBHOOKS_ALLOW_NETWORKS", "127.0.0.0/8"),
+        ],
+        backends,
+    )
+    .await;
+    let posted = node
+        .post_job(
+            "durable-hooks",
+            json!({"image": image(), "command": "echo durable",
+                   "webhooks": {"finishes": [{"url": format!("{base}/crash/once"), "retries": 3}]}}),
+        )
+        .await;
+    let execution_url = posted["executionUrl"].as_str().unwrap().to_string();
+    node.wait_finished(&execution_url).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the failed first attempt recorded",
+        || async { !dispatch(&node, &execution_url).await.is_empty() },
+    )
+    .await;
+    node.kill();
+    assert_eq!(
+        hits_to(&hits, "/crash/once").len(),
+        1,
+        "the retry was owed, not made"
+    );
+    node.start_again().await;
+    wait_until(
+        Duration::from_secs(60),
+        "the retry after the restart",
+        || async { hits_to(&hits, "/crash/once").len() >= 2 },
+    )
+    .await;
+    let calls = hits_to(&hits, "/crash/once");
+    let ids: std::collections::HashSet<String> = calls.iter().map(delivery_id).collect();
+    assert_eq!(ids.len(), 1, "one delivery id across retries: {ids:?}");
+    uuid::Uuid::parse_str(ids.iter().next().unwrap()).expect("a uuid");
+    assert_eq!(calls[1].body["log"], "durable\n");
+    assert_eq!(calls[1].body["executionId"], posted["executionId"]);
+    wait_recorded_delivery(&node, &execution_url).await;
+    let recorded = dispatch(&node, &execution_url).await;
+    assert_eq!(recorded[0]["statusCode"], 500, "{recorded:?}");
+    assert_eq!(recorded[0]["attempt"], 1, "{recorded:?}");
+}
+
+#[tokio::test]
+async fn webhook_retry_survives_sigkill_embedded() {
+    webhook_retry_survives_sigkill(&[]).await;
+}
+
+#[tokio::test]
+async fn webhook_retry_survives_sigkill_on_redis_and_mongodb() {
+    webhook_retry_survives_sigkill(&shared_backends()).await;
+}
+
+/// An e-mail owed while the SMTP server refuses (421) is sent by the node that starts after a
+/// SIGKILL, once the server is back.
+#[tokio::test]
+async fn email_retry_survives_sigkill() {
+    let down = Arc::new(AtomicBool::new(true));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (port, mails) = smtp_server_with(down.clone(), refused.clone()).await;
+    let mut node = node_mailing_to(port).await;
+    let posted = node
+        .post_job(
+            "durable-mail",
+            json!({"image": image(), "command": "bash -c 'exit 3'",
+                   "notify": {"fails": ["ops@example.com"]}}),
+        )
+        .await;
+    node.wait_finished(posted["executionUrl"].as_str().unwrap())
+        .await;
+    wait_until(Duration::from_secs(30), "a refused attempt", || async {
+        refused.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    node.kill();
+    down.store(false, Ordering::SeqCst);
+    node.start_again().await;
+    wait_until(
+        Duration::from_secs(60),
+        "the e-mail after the restart",
+        || async { !mails.lock().unwrap().is_empty() },
+    )
+    .await;
+    let mail = mails.lock().unwrap()[0].clone();
+    assert_eq!(mail.recipients, ["ops@example.com"]);
+    let job = format!("durable-mail/{}", posted["jobId"].as_str().unwrap());
+    assert!(
+        mail.data.replace("\n ", " ").contains(&format!(
+            "Subject: [Fastlane] Job {job} failed with exit code 3!"
+        )),
+        "{}",
+        mail.data
+    );
+}
+
+/// A SIGTERM while a webhook call is in flight (its receiver holds the first call longer than a
+/// call may take) loses nothing: the node that starts again makes the call once the claim of
+/// the first one runs out, with the same delivery id.
+#[tokio::test]
+async fn webhook_in_flight_at_sigterm_is_delivered_after_restart() {
+    let (base, hits) = http_server().await;
+    let mut node = Node::start(&[("WEBHOOKS_ALLOW_NETWORKS", "127.0.0.0/8")]).await;
+    let posted = node
+        .post_job(
+            "durable-term",
+            json!({"image": image(), "command": "echo bye",
+                   "webhooks": {"succeeds": [{"url": format!("{base}/term/hang-once")}]}}),
+        )
+        .await;
+    let execution_url = posted["executionUrl"].as_str().unwrap().to_string();
+    node.wait_finished(&execution_url).await;
+    wait_until(Duration::from_secs(30), "the first call", || async {
+        !hits_to(&hits, "/term/hang-once").is_empty()
+    })
+    .await;
+    assert!(node.terminate().success(), "{}", node.log());
+    node.start_again().await;
+    wait_until(
+        Duration::from_secs(90),
+        "the call after the restart",
+        || async { hits_to(&hits, "/term/hang-once").len() >= 2 },
+    )
+    .await;
+    let calls = hits_to(&hits, "/term/hang-once");
+    assert_eq!(delivery_id(&calls[0]), delivery_id(&calls[1]));
+    assert_eq!(calls[1].body["status"], "done");
+    wait_recorded_delivery(&node, &execution_url).await;
+}
+
+/// Two nodes on Redis and SecantusDB deliver from the same outboxes: each hook (failing once,
+/// then retried after 300 ms) is called exactly twice, whichever node ran the job and however
+/// the two notifiers' rounds interleave: a claim is a compare-and-set, one node sends.
+#[tokio::test]
+async fn two_nodes_send_each_delivery_once() {
+    let (base, hits) = http_server().await;
+    let backends = shared_backends();
+    let settings = [
+        ("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "300"),
+        ("WEBHOOKS_ALLOW_NETWORKS", "127.0.0.0/8"),
+    ];
+    let first = node_with(&settings, &backends).await;
+    let second = node_with(&settings, &backends).await;
+    let mut executions = Vec::new();
+    for n in 0..6 {
+        let node = if n % 2 == 0 { &first } else { &second };
+        let posted = node
+            .post_job(
+                "two-notifiers",
+                json!({"image": image(), "command": "echo twice",
+                       "webhooks": {"finishes": [{"url": format!("{base}/two/{n}/once"), "retries": 2}]}}),
+            )
+            .await;
+        executions.push((n, posted["executionUrl"].as_str().unwrap().to_string()));
+    }
+    for (n, execution_url) in &executions {
+        first.wait_finished(execution_url).await;
+        wait_recorded_delivery(&first, execution_url).await;
+        let calls = hits_to(&hits, &format!("/two/{n}/once"));
+        assert_eq!(calls.len(), 2, "one failed call and one retry: {calls:?}");
+        assert_eq!(delivery_id(&calls[0]), delivery_id(&calls[1]));
+        assert_eq!(dispatch(&first, execution_url).await.len(), 2);
+    }
+}
+
+/// The largest lists a client can send (20 hooks per list), on several executions at once: more
+/// deliveries than the notifier sends at a time (64) are all made, each exactly once.
+#[tokio::test]
+async fn more_deliveries_than_sending_permits_are_all_made_once() {
+    let (base, hits) = http_server().await;
+    let node = Node::start(&[("WEBHOOKS_ALLOW_NETWORKS", "127.0.0.0/8")]).await;
+    let jobs = 4;
+    let hooks = |n: usize, list: &str| -> Vec<Value> {
+        (0..20)
+            .map(|i| json!({"url": format!("{base}/burst/{n}/{list}/{i}")}))
+            .collect()
+    };
+    let started = Instant::now();
+    for n in 0..jobs {
+        let posted = node
+            .post_job(
+                "burst",
+                json!({"image": image(), "command": "true",
+                       "webhooks": {"succeeds": hooks(n, "s"), "finishes": hooks(n, "f")}}),
+            )
+            .await;
+        node.wait_finished(posted["executionUrl"].as_str().unwrap())
+            .await;
+    }
+    let expected = jobs * 40;
+    wait_until(Duration::from_secs(60), "every hook called", || async {
+        hits.lock().unwrap().len() >= expected
+    })
+    .await;
+    eprintln!(
+        "{expected} deliveries made {:?} after the first POST",
+        started.elapsed()
+    );
+    let paths: std::collections::HashSet<String> = hits
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|hit| hit.path.clone())
+        .collect();
+    assert_eq!(paths.len(), expected, "each hook called once");
+    assert_eq!(hits.lock().unwrap().len(), expected);
 }

@@ -7,7 +7,7 @@
 //! store and its queue message removed; should a JobActor take it at the same moment, its next
 //! write is refused (a terminal status is final) and it cleans up.
 
-use crate::messages::{job_actor_name, JobMessage};
+use crate::messages::{job_actor_name, tell_notifier, JobMessage, NotifierMessage};
 use crate::ports::{QueueMessage, StoreError};
 use crate::Services;
 use fastlane_proto::{Execution, ExecutionStatus, Timestamp};
@@ -42,8 +42,9 @@ pub async fn stop_execution(
     Ok(())
 }
 
-/// Ends `execution`, which no JobActor runs, as `status` with `reason` in its `error`. `false`
-/// when the store refused because it had ended meanwhile (a terminal status is final).
+/// Ends `execution`, which no JobActor runs, as `status` with `reason` in its `error`, with the
+/// notifications that owes recorded in the same write (and the notifier woken). `false` when
+/// the store refused because it had ended meanwhile (a terminal status is final).
 pub async fn end_unowned(
     services: &Services,
     execution: &mut Execution,
@@ -55,8 +56,22 @@ pub async fn end_unowned(
     execution.finished_at = Some(now);
     execution.last_modified_at = now;
     execution.error = Some(reason.as_bytes().to_vec());
+    let job = services
+        .store
+        .get_job(&execution.task_id, execution.job_id)
+        .await?;
+    execution.outbox = job
+        .map(|job| fastlane_proto::outbox::owed(&job, execution, now))
+        .unwrap_or_default();
     match services.store.update_execution(execution, None).await {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            tell_notifier(NotifierMessage::Ended {
+                task_id: execution.task_id.clone(),
+                job_id: execution.job_id,
+                execution_id: execution.execution_id,
+            });
+            Ok(true)
+        }
         Err(StoreError::Conflict(_)) => Ok(false),
         Err(error) => Err(error),
     }

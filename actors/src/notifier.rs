@@ -1,162 +1,360 @@
 //! NotifierActor: tells the outside world about executions: webhooks and e-mails. Started and
-//! restarted by the RootActor, registered under [`NOTIFIER_NAME`].
+//! restarted by the RootActor, registered under [`NOTIFIER_NAME`](crate::messages::NOTIFIER_NAME).
 //!
-//! In: `Started` and `Ended` (from JobActors). Out: webhook calls and e-mails, each in its own
-//! task; every webhook attempt is recorded on the execution (`webhookDispatch`).
+//! What is owed is not kept here but in the store: the write that records an execution's status
+//! records the deliveries it makes owed (the outbox, `fastlane_proto::outbox`). The notifier
+//! delivers what is due, in rounds: every [`ROUND_INTERVAL`], and when a JobActor or a sweep
+//! wakes it (`Started`, `Ended`). A round reads up to [`OUTBOXES_PER_ROUND`] due outboxes, claims
+//! their due deliveries (each claim counts an attempt and moves the delivery's due time
+//! [`CLAIM_FOR`] ahead, by a compare-and-set on the outbox version, so another node does not send
+//! it meanwhile), sends them in tasks (at most [`MAX_SENDING`] at once), records every webhook
+//! attempt on the execution (`webhookDispatch`) and settles each delivery: delivered, abandoned
+//! (refused, out of attempts), or due again after the back-off. A crash between claim and
+//! settlement sends again once the claim runs out: at-least-once, each webhook call carrying its
+//! stable `Fastlane-Delivery-Id` so receivers can drop duplicates.
 //!
-//! Which lists apply: `starts` when the container started; `succeeds` + `finishes` for `done`;
-//! `fails` + `finishes` for `failed`, `timedout` and `expired` (also when nothing ever ran: a pull
-//! error, no host); `finishes` only for `stopped`. The original sent nothing for failures before
-//! a container started, and no start hooks (its bug 29).
+//! Which lists apply (`fastlane_proto::outbox::lists_for`): `starts` when the container started;
+//! `succeeds` + `finishes` for `done`; `fails` + `finishes` for `failed`, `timedout` and
+//! `expired` (also when nothing ever ran: a pull error, no host); `finishes` only for `stopped`.
+//! The original sent nothing for failures before a container started, and no start hooks (its
+//! bug 29).
 
-use crate::messages::NotifierMessage;
+use crate::messages::{tell_notifier, NotifierMessage};
 use crate::ports::{Email, WebhookError, WebhookRequest, WebhookResponse, WEBHOOK_BODY_LIMIT};
 use crate::Services;
 use fastlane_proto::backoff::capped_exponential;
 use fastlane_proto::model::WEBHOOK_DISPATCH_KEPT;
+use fastlane_proto::outbox::{NotificationKind, Outbox, OwedNotification};
 use fastlane_proto::redact::redact_url;
-use fastlane_proto::{webhook, Execution, ExecutionStatus, Job, Timestamp};
+use fastlane_proto::{webhook, Execution, Job, Timestamp};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 pub struct NotifierActor;
 
 /// Timeout of one webhook call.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
-/// E-mail attempts when the SMTP server is unreachable, and their back-off.
-const EMAIL_ATTEMPTS: u32 = 5;
+/// Back-off of e-mail attempts.
 const EMAIL_BACKOFF_MIN_MS: u64 = 1_000;
+const EMAIL_BACKOFF_MAX_MS: u64 = 60_000;
+/// Longest wait between two webhook attempts, whatever the configured back-off.
+const WEBHOOK_BACKOFF_MAX_MS: u64 = 3_600_000;
+/// How often the notifier looks for due deliveries without being woken (retries, deliveries
+/// left by a node that died, another node's executions).
+pub const ROUND_INTERVAL: Duration = Duration::from_secs(1);
+/// Wake-ups (an execution started or ended) closer than this to the end of the last round are
+/// left to the next periodic one, so a burst of finishing executions costs a few store reads,
+/// not one per execution.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(200);
+/// Outboxes read by one round.
+pub const OUTBOXES_PER_ROUND: usize = 16;
+/// Deliveries being sent at once by this node.
+pub const MAX_SENDING: usize = 64;
+/// How long a claimed delivery is left to its sender before anyone may try it again (also how
+/// long a delivery claimed by a node that died waits): reading the job and execution and the
+/// call must fit in it, less [`CLAIM_MARGIN`], or they are given up as a failed attempt.
+pub const CLAIM_FOR: Duration = Duration::from_secs(30);
+/// Retries due sooner than this wake the notifier at their due time; later ones are found by
+/// the periodic rounds (a second late at most).
+const PROMPT_RETRY_BELOW: Duration = Duration::from_secs(10);
+/// Sending stops this long before a claim runs out, so that a delivery is never being sent by
+/// its claimant when another node may claim it.
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
+/// Claims beyond a delivery's attempts allowed for claims that were never settled (the sender
+/// died mid-call: whether the call was made is unknown, so it is made again).
+pub const UNSETTLED_CLAIMS: u32 = 2;
+/// Compare-and-set tries to settle a delivery against concurrent changes of its outbox.
+const SETTLE_TRIES: u32 = 8;
+
+/// The notifier's state: the services, the permits of deliveries in flight, the periodic round.
+pub struct NotifierState {
+    services: Services,
+    sending: Arc<Semaphore>,
+    /// When the last round ended.
+    last_round: Option<Instant>,
+    ticker: tokio::task::JoinHandle<()>,
+}
 
 impl Actor for NotifierActor {
     type Msg = NotifierMessage;
-    type State = Services;
+    type State = NotifierState;
     type Arguments = Services;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<NotifierMessage>,
+        myself: ActorRef<NotifierMessage>,
         services: Services,
-    ) -> Result<Services, ActorProcessingErr> {
-        Ok(services)
+    ) -> Result<NotifierState, ActorProcessingErr> {
+        // The first round runs at once: a node that starts delivers what is owed.
+        let ticker = tokio::spawn(async move {
+            while myself.cast(NotifierMessage::Tick).is_ok() {
+                tokio::time::sleep(ROUND_INTERVAL).await;
+            }
+        });
+        Ok(NotifierState {
+            services,
+            sending: Arc::new(Semaphore::new(MAX_SENDING)),
+            last_round: None,
+            ticker,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<NotifierMessage>,
+        state: &mut NotifierState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.ticker.abort();
+        Ok(())
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<NotifierMessage>,
         message: NotifierMessage,
-        services: &mut Services,
+        state: &mut NotifierState,
     ) -> Result<(), ActorProcessingErr> {
-        let (task_id, job_id, execution_id, started) = match message {
-            NotifierMessage::Started {
-                task_id,
-                job_id,
-                execution_id,
-            } => (task_id, job_id, execution_id, true),
-            NotifierMessage::Ended {
-                task_id,
-                job_id,
-                execution_id,
-            } => (task_id, job_id, execution_id, false),
+        let gap = match message {
+            NotifierMessage::Deliver => Duration::ZERO,
+            NotifierMessage::Tick => ROUND_INTERVAL / 2,
+            NotifierMessage::Started { .. } | NotifierMessage::Ended { .. } => MIN_ROUND_GAP,
         };
-        let services = services.clone();
-        tokio::spawn(async move {
-            if let Err(error) = send_owed(&services, &task_id, job_id, execution_id, started).await
-            {
-                tracing::warn!(%execution_id, %error, "could not send notifications");
-            }
-        });
+        if state.last_round.is_some_and(|ended| ended.elapsed() < gap) {
+            return Ok(());
+        }
+        if let Err(error) = state.round().await {
+            tracing::warn!(%error, "could not read the notifications due");
+        }
+        state.last_round = Some(Instant::now());
         Ok(())
     }
 }
 
-/// The lists (`starts`, `succeeds`, `fails`, `finishes`) that apply.
-fn lists_for(started: bool, status: ExecutionStatus) -> &'static [&'static str] {
-    if started {
-        return &["starts"];
-    }
-    match status {
-        ExecutionStatus::Done => &["succeeds", "finishes"],
-        ExecutionStatus::Failed | ExecutionStatus::Timedout | ExecutionStatus::Expired => {
-            &["fails", "finishes"]
+impl NotifierState {
+    /// One round: claims what is due (as many deliveries as there are free sending permits)
+    /// and sends each claimed outbox's deliveries in a task.
+    async fn round(&mut self) -> Result<(), crate::ports::StoreError> {
+        if self.sending.available_permits() == 0 {
+            return Ok(());
         }
-        ExecutionStatus::Stopped => &["finishes"],
-        _ => &[],
-    }
-}
-
-/// Sends what the execution's outcome makes owed: the webhooks and e-mails of each list that
-/// applies, each in a task of its own.
-async fn send_owed(
-    services: &Services,
-    task_id: &str,
-    job_id: Uuid,
-    execution_id: Uuid,
-    started: bool,
-) -> Result<(), crate::ports::StoreError> {
-    let Some(job) = services.store.get_job(task_id, job_id).await? else {
-        return Ok(());
-    };
-    let Some(execution) = services.store.get_execution(execution_id).await? else {
-        return Ok(());
-    };
-    for list in lists_for(started, execution.status) {
-        for hook in job
-            .metadata
-            .webhooks
-            .get(list)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let (services, job, execution, hook) = (
-                services.clone(),
-                job.clone(),
-                execution.clone(),
-                hook.clone(),
-            );
-            tokio::spawn(async move { send_webhook(&services, &job, &execution, &hook).await });
-        }
-        if started {
-            continue;
-        }
-        for address in job
-            .metadata
-            .emails
-            .get(list)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let Some(address) = address.as_str().map(str::to_string) else {
+        let now = Timestamp::now();
+        let store = &self.services.store;
+        for mut outbox in store.due_outboxes(now, OUTBOXES_PER_ROUND).await? {
+            let claim_until = later(now, CLAIM_FOR);
+            let mut claimed = Vec::new();
+            for entry in outbox.entries.iter_mut().filter(|entry| entry.is_due(now)) {
+                // Due with no attempts left: claimed by senders that never settled it (crashes).
+                // Re-sent a bounded number of times (at-least-once), then abandoned, so that a
+                // delivery that crashes its sender cannot loop.
+                if entry.attempts >= entry.max_attempts + UNSETTLED_CLAIMS {
+                    entry.next_at = None;
+                    entry.outcome = Some("abandoned: no attempts left".into());
+                    continue;
+                }
+                let Ok(permit) = self.sending.clone().try_acquire_owned() else {
+                    break;
+                };
+                entry.attempts += 1;
+                entry.next_at = Some(claim_until);
+                claimed.push((entry.clone(), permit));
+            }
+            // Also when nothing could be claimed for want of permits: nothing changes then but
+            // the version. With nothing due at all, the write corrects a stale due time.
+            if claimed.is_empty() && self.sending.available_permits() == 0 {
+                break; // Out of permits: the rest waits for the next round.
+            }
+            let execution_id = outbox.execution_id;
+            if !store
+                .replace_outbox(execution_id, outbox.version, &outbox.entries)
+                .await?
+            {
+                continue; // Another node claimed or settled meanwhile; the next round sees it.
+            }
+            if claimed.is_empty() {
                 continue;
-            };
-            let email = email(services, &job, &execution, list, address);
-            let services = services.clone();
-            tokio::spawn(async move { send_email(&services, email).await });
+            }
+            let services = self.services.clone();
+            // Whatever is still being sent by then is given up, before the claim runs out and
+            // another node may take the delivery.
+            let deadline = tokio::time::Instant::now() + CLAIM_FOR - CLAIM_MARGIN;
+            tokio::spawn(async move { deliver(services, outbox, claimed, deadline).await });
         }
+        Ok(())
     }
-    Ok(())
 }
 
-/// One hook: up to `retries + 1` attempts, `WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS × FACTOR^k`
-/// apart; each attempt recorded on the execution. A refused hook (a method or header the rules
-/// forbid, for jobs stored before they existed, or a destination the webhook client refuses) is
-/// recorded once with its reason and not retried: nothing would change on the next attempt.
-async fn send_webhook(services: &Services, job: &Job, execution: &Execution, hook: &Value) {
-    let Some(hook) = hook.as_object() else {
+/// `at` plus `delay`.
+fn later(at: Timestamp, delay: Duration) -> Timestamp {
+    Timestamp(at.0.saturating_add(delay.as_micros().min(i64::MAX as u128) as i64))
+}
+
+/// Sends the claimed deliveries of one outbox, concurrently, each built from the stored job and
+/// execution as they are now, then settles each.
+async fn deliver(
+    services: Services,
+    outbox: Outbox,
+    claimed: Vec<(OwedNotification, OwnedSemaphorePermit)>,
+    deadline: tokio::time::Instant,
+) {
+    let store = &services.store;
+    let read = tokio::time::timeout_at(deadline, async {
+        (
+            store.get_job(&outbox.task_id, outbox.job_id).await,
+            store.get_execution(outbox.execution_id).await,
+        )
+    });
+    let Ok(read) = read.await else {
+        tracing::warn!(execution_id = %outbox.execution_id, "reading what a notification is about took too long");
         return;
+    };
+    let found = match read {
+        (Ok(Some(job)), Ok(Some(execution))) => Some((job, execution)),
+        (Ok(_), Ok(_)) => None,
+        (Err(error), _) | (_, Err(error)) => {
+            // Left claimed: tried again when the claim runs out.
+            tracing::warn!(execution_id = %outbox.execution_id, %error, "could not read what a notification is about");
+            return;
+        }
+    };
+    let Some((job, execution)) = found else {
+        for (entry, _permit) in claimed {
+            settle(
+                &services,
+                outbox.execution_id,
+                &entry,
+                Settled::Abandoned("the job or execution is gone".into()),
+            )
+            .await;
+        }
+        return;
+    };
+    let (job, execution) = (Arc::new(job), Arc::new(execution));
+    let mut sends = tokio::task::JoinSet::new();
+    for (entry, permit) in claimed {
+        let (services, job, execution) = (services.clone(), job.clone(), execution.clone());
+        sends.spawn(async move {
+            let send = async {
+                match entry.kind {
+                    NotificationKind::Webhook => {
+                        send_webhook(&services, &job, &execution, &entry).await
+                    }
+                    NotificationKind::Email => {
+                        send_email(&services, &job, &execution, &entry).await
+                    }
+                }
+            };
+            let settled = tokio::time::timeout_at(deadline, send)
+                .await
+                .unwrap_or(Settled::Failed);
+            settle(&services, execution.execution_id, &entry, settled).await;
+            drop(permit);
+        });
+    }
+    while sends.join_next().await.is_some() {}
+}
+
+/// How an attempt ended.
+enum Settled {
+    Delivered,
+    /// Not worth trying again (refused, misconfigured, gone).
+    Abandoned(String),
+    /// Try again after the back-off, if attempts are left.
+    Failed,
+}
+
+/// Records the outcome of the attempt `claimed` made: delivered or abandoned for good, or due
+/// again after the back-off (abandoned once out of attempts). Written only while the delivery
+/// still carries this claim (a sender that outlived its claim leaves it to the new claimant).
+async fn settle(
+    services: &Services,
+    execution_id: Uuid,
+    claimed: &OwedNotification,
+    settled: Settled,
+) {
+    let settings = &services.settings;
+    let delay = match claimed.kind {
+        NotificationKind::Webhook => capped_exponential(
+            settings.webhook_backoff_min_ms,
+            settings.webhook_backoff_factor,
+            claimed.attempts.saturating_sub(1),
+            WEBHOOK_BACKOFF_MAX_MS,
+        ),
+        NotificationKind::Email => capped_exponential(
+            EMAIL_BACKOFF_MIN_MS,
+            2.0,
+            claimed.attempts.saturating_sub(1),
+            EMAIL_BACKOFF_MAX_MS,
+        ),
+    };
+    let (next_at, outcome) = match settled {
+        Settled::Delivered => (None, Some("delivered".to_string())),
+        Settled::Abandoned(reason) => (None, Some(format!("abandoned: {reason}"))),
+        Settled::Failed if claimed.attempts >= claimed.max_attempts => {
+            (None, Some("abandoned: no attempts left".to_string()))
+        }
+        Settled::Failed => (Some(later(Timestamp::now(), delay)), None),
+    };
+    if next_at.is_some() && delay < PROMPT_RETRY_BELOW {
+        // A short back-off is kept to the millisecond by waking the notifier when it is due,
+        // not at its next round. Only a hint: the due time is in the store.
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            tell_notifier(NotifierMessage::Deliver);
+        });
+    }
+    for _ in 0..SETTLE_TRIES {
+        let outbox = match services.store.get_outbox(execution_id).await {
+            Ok(Some(outbox)) => outbox,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%execution_id, %error, "could not settle a notification; it is retried when its claim runs out");
+                return;
+            }
+        };
+        let mut entries = outbox.entries;
+        let Some(entry) = entries.iter_mut().find(|entry| entry.id == claimed.id) else {
+            return;
+        };
+        if entry.next_at != claimed.next_at || entry.attempts != claimed.attempts {
+            return; // Claimed again by someone else after this claim ran out.
+        }
+        entry.next_at = next_at;
+        entry.outcome = outcome.clone();
+        match services
+            .store
+            .replace_outbox(execution_id, outbox.version, &entries)
+            .await
+        {
+            Ok(true) => return,
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!(%execution_id, %error, "could not settle a notification; it is retried when its claim runs out");
+                return;
+            }
+        }
+    }
+}
+
+/// One attempt of a hook, recorded on the execution. A refused hook (a method or header the
+/// rules forbid, for jobs stored before they existed, or a destination the webhook client
+/// refuses) is recorded with its reason and abandoned: nothing would change on the next attempt.
+async fn send_webhook(
+    services: &Services,
+    job: &Job,
+    execution: &Execution,
+    entry: &OwedNotification,
+) -> Settled {
+    let Some(hook) = entry.target.as_object() else {
+        return Settled::Abandoned("the hook is not an object".into());
     };
     let Some(url) = hook.get("url").and_then(Value::as_str) else {
-        return;
+        return Settled::Abandoned("the hook has no url".into());
     };
-    let retries = hook
-        .get("retries")
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
-        .min(20) as u32;
     let mut headers: BTreeMap<String, String> = hook
         .get("headers")
         .and_then(Value::as_object)
@@ -180,6 +378,8 @@ async fn send_webhook(services: &Services, job: &Job, execution: &Execution, hoo
     {
         headers.insert("Content-Type".into(), "application/json".into());
     }
+    headers.retain(|name, _| !name.eq_ignore_ascii_case(DELIVERY_ID_HEADER));
+    headers.insert(DELIVERY_ID_HEADER.into(), entry.id.to_string());
     let body = serde_json::to_vec(&fastlane_proto::views::webhook_payload(execution, job))
         .unwrap_or_default();
     let request = WebhookRequest {
@@ -191,37 +391,30 @@ async fn send_webhook(services: &Services, job: &Job, execution: &Execution, hoo
     };
     if let Err(error) = webhook::check_hook(hook) {
         let refusal = WebhookError::Refused(error.to_string());
-        record_attempt(services, execution, &request, 0, &Err(refusal)).await;
-        return;
+        record_attempt(services, execution, &request, entry.attempts, &Err(refusal)).await;
+        return Settled::Abandoned(format!("refused: {error}"));
     }
-    let settings = &services.settings;
-    for attempt in 0..=retries {
-        if attempt > 0 {
-            let delay = capped_exponential(
-                settings.webhook_backoff_min_ms,
-                settings.webhook_backoff_factor,
-                attempt - 1,
-                3_600_000,
-            );
-            tokio::time::sleep(delay).await;
+    let outcome = services.webhooks.send(&request).await;
+    record_attempt(services, execution, &request, entry.attempts, &outcome).await;
+    match &outcome {
+        Ok(response) if response.status < 400 => Settled::Delivered,
+        Err(WebhookError::Refused(reason)) => {
+            tracing::warn!(url = %redact_url(&request.url), %reason, "webhook refused");
+            Settled::Abandoned(format!("refused: {reason}"))
         }
-        let outcome = services.webhooks.send(&request).await;
-        record_attempt(services, execution, &request, attempt, &outcome).await;
-        match &outcome {
-            Ok(response) if response.status < 400 => return,
-            Err(WebhookError::Refused(reason)) => {
-                tracing::warn!(url = %redact_url(&request.url), %reason, "webhook refused");
-                return;
-            }
-            _ => {
-                tracing::info!(url = %redact_url(&request.url), attempt = attempt + 1, "webhook attempt failed")
-            }
+        _ => {
+            tracing::info!(url = %redact_url(&request.url), attempt = entry.attempts, "webhook attempt failed");
+            Settled::Failed
         }
     }
 }
 
-/// Appends one attempt to the execution's `webhookDispatch`: the status code and the beginning
-/// of the answer, or the error (with `refused: true` when the call was refused).
+/// The header carrying a delivery's id, the same on every attempt of it.
+pub const DELIVERY_ID_HEADER: &str = "Fastlane-Delivery-Id";
+
+/// Appends attempt number `attempt` (from 1) to the execution's `webhookDispatch`: the status
+/// code and the beginning of the answer, or the error (with `refused: true` when the call was
+/// refused).
 async fn record_attempt(
     services: &Services,
     execution: &Execution,
@@ -233,7 +426,7 @@ async fn record_attempt(
         "timestamp": Timestamp::now().iso(),
         "url": request.url,
         "method": request.method,
-        "attempt": attempt + 1,
+        "attempt": attempt,
     });
     match outcome {
         Ok(response) => {
@@ -303,26 +496,26 @@ fn email(services: &Services, job: &Job, execution: &Execution, list: &str, to: 
     }
 }
 
-async fn send_email(services: &Services, email: Email) {
+/// One attempt of an e-mail.
+async fn send_email(
+    services: &Services,
+    job: &Job,
+    execution: &Execution,
+    entry: &OwedNotification,
+) -> Settled {
     if !services.mailer.configured() {
         tracing::warn!("SMTP_HOST, SMTP_PORT and SMTP_FROM must be configured; not sending e-mail");
-        return;
+        return Settled::Abandoned("SMTP is not configured".into());
     }
-    for attempt in 0..EMAIL_ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(capped_exponential(
-                EMAIL_BACKOFF_MIN_MS,
-                2.0,
-                attempt - 1,
-                60_000,
-            ))
-            .await;
-        }
-        match services.mailer.send(&email).await {
-            Ok(()) => return,
-            Err(error) => {
-                tracing::warn!(to = %email.to, attempt = attempt + 1, %error, "could not send e-mail")
-            }
+    let Some(address) = entry.target.as_str() else {
+        return Settled::Abandoned("the recipient is not a string".into());
+    };
+    let email = email(services, job, execution, &entry.list, address.to_string());
+    match services.mailer.send(&email).await {
+        Ok(()) => Settled::Delivered,
+        Err(error) => {
+            tracing::warn!(to = %email.to, attempt = entry.attempts, %error, "could not send e-mail");
+            Settled::Failed
         }
     }
 }

@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use fastlane_proto::farm::DockerEndpoint;
 use fastlane_proto::image::ImageRef;
+use fastlane_proto::outbox::{Outbox, OwedNotification};
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -105,6 +106,8 @@ pub trait Store: Send + Sync + 'static {
     /// With `fence` (a runner's claim, see [`Store::claim_execution`]) it is refused with
     /// `Fenced` unless the stored claim is still that one; `None` writes whoever claimed it
     /// (a stop, a timeout, a sweep: those must always win).
+    /// A write that changes the status (or inserts) adds the entries of `execution.outbox` not
+    /// stored yet, in the same atomic write; other writes leave the outbox alone.
     async fn update_execution(
         &self,
         execution: &Execution,
@@ -140,6 +143,20 @@ pub trait Store: Send + Sync + 'static {
         entry: serde_json::Value,
         keep: usize,
     ) -> Result<(), StoreError>;
+    /// Up to `limit` outboxes with a delivery due at or before `now`, soonest due first (an
+    /// indexed query: settled deliveries are not in the index).
+    async fn due_outboxes(&self, now: Timestamp, limit: usize) -> Result<Vec<Outbox>, StoreError>;
+    /// The execution's outbox; `None` when it owes or owed nothing.
+    async fn get_outbox(&self, execution_id: Uuid) -> Result<Option<Outbox>, StoreError>;
+    /// Replaces the outbox's entries and recomputes its due time, if its version is still
+    /// `expected` (compare-and-set: a claim or a settlement made from a stale read loses);
+    /// `true` when written.
+    async fn replace_outbox(
+        &self,
+        execution_id: Uuid,
+        expected: u64,
+        entries: &[OwedNotification],
+    ) -> Result<bool, StoreError>;
     /// Executions in any of `statuses` (for reconciliation at start).
     async fn executions_in(
         &self,

@@ -5,10 +5,9 @@
 //! - Unfinished executions are pushed again (pushes of queued, leased or dead ids change
 //!   nothing), so a message a crash or a Redis failover lost comes back.
 //! - Executions whose message was dead-lettered end `failed`, with their `fails` notifications
-//!   and an error report.
+//!   (owed in the write that ends them: `end_unowned`) and an error report.
 
 use crate::lifecycle::{end_unowned, report_context};
-use crate::messages::{tell_notifier, NotifierMessage};
 use crate::ports::QueueMessage;
 use crate::Services;
 use fastlane_proto::{ExecutionStatus, Timestamp};
@@ -84,11 +83,6 @@ async fn finish_dead_lettered(services: &Services) -> Result<usize, ActorProcess
         );
         let extra = report_context("dead-letter", &dead.message, Some(&execution));
         services.reporter.report(&reason, &extra);
-        tell_notifier(NotifierMessage::Ended {
-            task_id: execution.task_id.clone(),
-            job_id: execution.job_id,
-            execution_id: execution.execution_id,
-        });
     }
     Ok(finished)
 }

@@ -674,3 +674,69 @@ async fn a_retry_is_recorded_pending_then_created() {
     })
     .await;
 }
+
+/// The lists of `job`'s notifications the outbox of `id` owes, in the order they were owed.
+fn owed_lists(harness: &Harness, id: Uuid) -> Vec<(String, String)> {
+    let stored = harness.store.execution(id).expect("stored");
+    stored
+        .outbox
+        .iter()
+        .map(|entry| (entry.list.clone(), entry.target.to_string()))
+        .collect()
+}
+
+fn notifying_job() -> fastlane_proto::Job {
+    let mut job = job(60, 0, None);
+    job.metadata.webhooks = serde_json::json!({
+        "starts": [{"url": "http://hooks/start"}],
+        "succeeds": [{"url": "http://hooks/ok"}],
+        "fails": [{"url": "http://hooks/failed"}],
+        "finishes": [{"url": "http://hooks/end"}],
+    });
+    job.metadata.emails = serde_json::json!({"finishes": ["ops@example.com"]});
+    job
+}
+
+/// The notifications are owed in the writes that record the statuses: `starts` with `running`,
+/// `succeeds` and `finishes` (hooks and e-mails) with `done`, each once, none for `fails`.
+#[tokio::test(start_paused = true)]
+async fn the_outbox_is_written_with_the_status() {
+    scenario(host_a(Script::default()), |harness| async move {
+        let job = notifying_job();
+        let id = run_job(&harness, &job).await;
+        assert_eq!(harness.store.status(id), Some(Done));
+        assert_eq!(
+            owed_lists(&harness, id),
+            [
+                ("starts".into(), r#"{"url":"http://hooks/start"}"#.into()),
+                ("succeeds".into(), r#"{"url":"http://hooks/ok"}"#.into()),
+                ("finishes".into(), r#"{"url":"http://hooks/end"}"#.into()),
+                ("finishes".into(), r#""ops@example.com""#.into()),
+            ]
+        );
+    })
+    .await;
+}
+
+/// Stopping an execution no JobActor owns owes its `finishes` notifications, in the write that
+/// stops it.
+#[tokio::test(start_paused = true)]
+async fn a_stop_of_an_unowned_execution_owes_finishes() {
+    scenario(host_a(Script::default()), |harness| async move {
+        let job = notifying_job();
+        let execution = enqueue(&harness.store, &job);
+        let id = execution.execution_id;
+        stop_execution(&harness.services, id, STOP_REASON)
+            .await
+            .expect("stop");
+        assert_eq!(harness.store.status(id), Some(Stopped));
+        assert_eq!(
+            owed_lists(&harness, id),
+            [
+                ("finishes".into(), r#"{"url":"http://hooks/end"}"#.into()),
+                ("finishes".into(), r#""ops@example.com""#.into()),
+            ]
+        );
+    })
+    .await;
+}

@@ -14,6 +14,7 @@ pub mod farm;
 pub mod image;
 pub mod limits;
 pub mod model;
+pub mod outbox;
 pub mod payload;
 pub mod redact;
 pub mod schedule;

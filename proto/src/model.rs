@@ -226,6 +226,11 @@ pub struct Execution {
     /// The container's whole stderr, or the message of a failure before it ran.
     #[serde(skip)]
     pub error: Option<Vec<u8>>,
+    /// The notifications this write's status makes owed ([`crate::outbox::owed`]); the store
+    /// adds them only when the write changes the status. Kept apart from the record: reads
+    /// leave it empty (the stored outbox is read with the store's `get_outbox`).
+    #[serde(skip)]
+    pub outbox: Vec<crate::outbox::OwedNotification>,
 }
 
 /// Where and how an execution ran.
@@ -307,6 +312,7 @@ impl Execution {
             metadata: ExecutionMetadata::default(),
             log: None,
             error: None,
+            outbox: Vec::new(),
         }
     }
 }

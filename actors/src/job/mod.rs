@@ -268,9 +268,13 @@ impl JobState {
         self.record.as_ref()?.1.metadata.container_id.clone()
     }
 
+    /// Writes the execution, with the notifications its status owes: the store records them
+    /// only with a status change, in the same write (see `fastlane_proto::outbox`).
     async fn persist(&mut self) -> Result<(), StepError> {
-        let execution = self.execution();
-        execution.last_modified_at = Timestamp::now();
+        let (job, execution) = self.record.as_mut().expect("record checked in begin");
+        let now = Timestamp::now();
+        execution.last_modified_at = now;
+        execution.outbox = fastlane_proto::outbox::owed(job, execution, now);
         let execution = execution.clone();
         self.services
             .store
@@ -286,7 +290,8 @@ impl JobState {
         self.services.reporter.report(message, &extra);
     }
 
-    /// Tells the notifier the execution started (`true`) or ended.
+    /// Wakes the notifier: the execution started (`true`) or ended, and what that owes was
+    /// stored with the status.
     fn tell_notifier(&self, started: bool) {
         let message = &self.delivery.message;
         let (task_id, job_id, execution_id) = (

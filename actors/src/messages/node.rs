@@ -153,9 +153,15 @@ pub fn slots_done(holder: &str) {
 /// The registered name of the notifier.
 pub const NOTIFIER_NAME: &str = "fastlane-notifier";
 
-/// Messages of the NotifierActor: an execution started or ended, so the job's webhooks and
-/// e-mail lists for that outcome are owed.
+/// Messages of the NotifierActor. What is owed is in the store (the outbox, written with the
+/// status); `Started` and `Ended` only wake the notifier so it delivers without waiting for its
+/// next round.
 pub enum NotifierMessage {
+    /// The notifier's periodic round (skipped when a round ended moments ago, so ticks queued
+    /// behind a slow round do not run one round each).
+    Tick,
+    /// Deliver what is due now (a retry whose back-off just ran out).
+    Deliver,
     Started {
         task_id: String,
         job_id: Uuid,

@@ -136,6 +136,7 @@ impl Actor for NotifierProbe {
         let notice = match message {
             NotifierMessage::Started { execution_id, .. } => Notice::Started(execution_id),
             NotifierMessage::Ended { execution_id, .. } => Notice::Ended(execution_id),
+            NotifierMessage::Deliver | NotifierMessage::Tick => return Ok(()),
         };
         notices
             .lock()

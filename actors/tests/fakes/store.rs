@@ -9,6 +9,7 @@
 
 use async_trait::async_trait;
 use fastlane_actors::ports::{ExecutionTail, Page, Paged, Store, StoreCounts, StoreError};
+use fastlane_proto::outbox::{self, Outbox, OwedNotification};
 use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use std::collections::HashMap;
@@ -30,6 +31,8 @@ struct Records {
     /// A concurrent writer's change, applied to the stored job (as a write of its own) just
     /// before the next `update_job` is checked: a race made to happen at the worst moment.
     racing_job_write: Option<Box<dyn FnOnce(&mut Job) + Send>>,
+    /// Each execution's outbox version (its entries live on the stored execution).
+    outbox_versions: HashMap<Uuid, u64>,
 }
 
 /// The fake store. Tests read it synchronously (`execution`, `job`, …) while actors use it
@@ -241,6 +244,16 @@ impl Store for FakeStore {
             )));
         }
         let mut written = execution.clone();
+        // The outbox gets the written entries only from a write that changes the status.
+        let changes_status = records
+            .executions
+            .get(&id)
+            .is_none_or(|stored| stored.status != execution.status);
+        written.outbox = records
+            .executions
+            .get(&id)
+            .map(|stored| stored.outbox.clone())
+            .unwrap_or_default();
         if let Some(stored) = records.executions.get(&id) {
             if stored.status.is_terminal() && stored.status != execution.status {
                 let refusal = format!(
@@ -257,6 +270,9 @@ impl Store for FakeStore {
                 written.log = stored.log.clone();
                 written.error = stored.error.clone();
             }
+        }
+        if changes_status && outbox::merge(&mut written.outbox, &execution.outbox) {
+            *records.outbox_versions.entry(id).or_default() += 1;
         }
         records.executions.insert(id, written);
         records
@@ -336,6 +352,46 @@ impl Store for FakeStore {
         Ok(())
     }
 
+    async fn due_outboxes(&self, now: Timestamp, limit: usize) -> Result<Vec<Outbox>, StoreError> {
+        let records = self.records();
+        let mut due: Vec<(Timestamp, Outbox)> = records
+            .executions
+            .keys()
+            .filter_map(|id| {
+                let outbox = outbox_of(&records, *id)?;
+                let at = outbox::due_at(&outbox.entries).filter(|at| *at <= now)?;
+                Some((at, outbox))
+            })
+            .collect();
+        due.sort_by_key(|(at, _)| *at);
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|(_, outbox)| outbox)
+            .collect())
+    }
+
+    async fn get_outbox(&self, execution_id: Uuid) -> Result<Option<Outbox>, StoreError> {
+        Ok(outbox_of(&self.records(), execution_id))
+    }
+
+    async fn replace_outbox(
+        &self,
+        execution_id: Uuid,
+        expected: u64,
+        entries: &[OwedNotification],
+    ) -> Result<bool, StoreError> {
+        let mut records = self.records();
+        if records.outbox_versions.get(&execution_id) != Some(&expected) {
+            return Ok(false);
+        }
+        records.outbox_versions.insert(execution_id, expected + 1);
+        if let Some(execution) = records.executions.get_mut(&execution_id) {
+            execution.outbox = entries.to_vec();
+        }
+        Ok(true)
+    }
+
     async fn executions_in(
         &self,
         statuses: &[ExecutionStatus],
@@ -365,4 +421,17 @@ impl Store for FakeStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// The stored outbox of `execution_id`, when it ever owed anything.
+fn outbox_of(records: &Records, execution_id: Uuid) -> Option<Outbox> {
+    let version = *records.outbox_versions.get(&execution_id)?;
+    let execution = records.executions.get(&execution_id)?;
+    Some(Outbox {
+        execution_id,
+        task_id: execution.task_id.clone(),
+        job_id: execution.job_id,
+        version,
+        entries: execution.outbox.clone(),
+    })
 }

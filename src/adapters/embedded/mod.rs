@@ -14,6 +14,7 @@
 
 mod blacklist;
 mod connection;
+mod outbox;
 mod queue;
 mod records;
 mod slots;
@@ -210,6 +211,7 @@ impl Embedded {
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
         add_fence_column(&connection)?;
+        connection.execute_batch(outbox::SCHEMA)?;
         connection.set_prepared_statement_cache_capacity(64);
         Ok(Embedded {
             calls: connection::spawn(connection)?,

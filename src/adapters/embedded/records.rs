@@ -140,5 +140,5 @@ pub(super) fn insert_execution(
             execution.status.as_str(),
             serde_json::to_string(execution)?
         ])?;
-    Ok(())
+    super::outbox::add_owed(transaction, execution)
 }

@@ -3,9 +3,10 @@
 use super::records::{
     index_schedule, insert_execution, parsed, read_execution, records, task_from_row, write_job,
 };
-use super::{DbError, Embedded};
+use super::{outbox, DbError, Embedded};
 use async_trait::async_trait;
 use fastlane_actors::ports::{ExecutionTail, Page, Paged, Store, StoreCounts, StoreError};
+use fastlane_proto::outbox::{Outbox, OwedNotification};
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
@@ -82,6 +83,7 @@ impl Store for Embedded {
                 "DELETE FROM outputs WHERE execution_id IN (SELECT execution_id FROM executions WHERE job_id = ?1)",
                 params![job_id],
             )?;
+            outbox::delete_of_job(&transaction, &job_id)?;
             transaction.execute("DELETE FROM executions WHERE job_id = ?1", params![job_id])?;
             transaction.execute("DELETE FROM jobs WHERE job_id = ?1", params![job_id])?;
             transaction.execute("DELETE FROM schedules WHERE job_id = ?1", params![job_id])?;
@@ -356,7 +358,11 @@ impl Store for Embedded {
                         execution.status
                     )));
                 }
-                Some((_, record)) => {
+                Some((stored_status, record)) => {
+                    // Owed notifications come with the write that changes the status.
+                    if stored_status != execution.status {
+                        outbox::add_owed(&transaction, &execution)?;
+                    }
                     // Webhook attempts are appended on their own (`append_webhook_dispatch`):
                     // a writer's copy of the execution never replaces them.
                     let stored: Execution = serde_json::from_str(record)?;
@@ -505,6 +511,28 @@ impl Store for Embedded {
         })
         .await
         .map_err(StoreError::from)
+    }
+
+    async fn due_outboxes(&self, now: Timestamp, limit: usize) -> Result<Vec<Outbox>, StoreError> {
+        let due = self.with(move |connection| outbox::due(connection, now, limit));
+        due.await.map_err(StoreError::from)
+    }
+
+    async fn get_outbox(&self, execution_id: Uuid) -> Result<Option<Outbox>, StoreError> {
+        let found = self.with(move |connection| outbox::get(connection, execution_id));
+        found.await.map_err(StoreError::from)
+    }
+
+    async fn replace_outbox(
+        &self,
+        execution_id: Uuid,
+        expected: u64,
+        entries: &[OwedNotification],
+    ) -> Result<bool, StoreError> {
+        let entries = entries.to_vec();
+        let written = self
+            .with(move |connection| outbox::replace(connection, execution_id, expected, &entries));
+        written.await.map_err(StoreError::from)
     }
 
     async fn executions_in(

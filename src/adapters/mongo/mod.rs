@@ -9,7 +9,8 @@
 //!   `record` (the job as a document).
 //! - `executions`: `_id` = execution id, `job_id`, `status`, `created_at`, `record`,
 //!   `output` (`{log: version, error: version}`: which chunks are current), and
-//!   `webhook_dispatch` apart (appended atomically with `$push`/`$slice`).
+//!   `webhook_dispatch` apart (appended atomically with `$push`/`$slice`), and the notification
+//!   outbox (`outbox`, `outbox_version`, `notify_due_at`: `outbox.rs`).
 //! - `outputs`: stdout/stderr in 4 MiB binary chunks (`execution_id`, `kind`, `v`, `n`, `data`),
 //!   so output of any size fits under the 16 MiB document limit. A write adds a new version's
 //!   chunks first, then points the execution at it in the same update that sets its status, then
@@ -24,6 +25,7 @@
 //!
 //! [`Store`]: fastlane_actors::ports::Store
 
+mod outbox;
 mod outputs;
 mod store;
 
@@ -174,6 +176,12 @@ impl MongoStore {
                 .create_index(index(doc! {"status": 1}, false)),
         )
         .await?;
+        // Only executions owing a notification have `notify_due_at`: a sparse index.
+        let due_index = IndexModel::builder()
+            .keys(doc! {"notify_due_at": 1})
+            .options(IndexOptions::builder().sparse(true).build())
+            .build();
+        bounded(self.executions.create_index(due_index)).await?;
         bounded(self.outputs.create_index(index(
             doc! {"execution_id": 1, "kind": 1, "v": 1, "n": 1},
             true,

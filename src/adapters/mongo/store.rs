@@ -5,6 +5,8 @@ use super::outputs::output_pointers;
 use super::{bounded, integer, internal, is_duplicate, readable_record, to_document, MongoStore};
 use async_trait::async_trait;
 use fastlane_actors::ports::{ExecutionTail, Page, Paged, Store, StoreCounts, StoreError};
+use fastlane_proto::outbox::{Outbox, OwedNotification};
+use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use mongodb::bson::{doc, Bson, Document};
 use uuid::Uuid;
@@ -86,7 +88,7 @@ impl MongoStore {
         execution: &Execution,
         versions: &[(String, String)],
     ) -> Result<(), StoreError> {
-        bounded(self.executions.insert_one(doc! {
+        let mut document = doc! {
             "_id": execution.execution_id.to_string(),
             "job_id": execution.job_id.to_string(),
             "status": execution.status.as_str(),
@@ -99,9 +101,11 @@ impl MongoStore {
                 .iter()
                 .map(|entry| mongodb::bson::to_bson(entry).map_err(internal))
                 .collect::<Result<Vec<_>, _>>()?,
-        }))
-        .await
-        .map(|_| ())
+        };
+        super::outbox::insert_fields(execution, &mut document)?;
+        bounded(self.executions.insert_one(document))
+            .await
+            .map(|_| ())
     }
 
     /// Replaces the job if its stored version is still `job.version` (documents written
@@ -436,6 +440,14 @@ impl Store for MongoStore {
         for (kind, version) in &versions {
             set.insert(format!("output.{kind}"), version);
         }
+        // A status change that owes notifications records them in the same update.
+        match self.write_status_change(execution, &set, &terminal, fence).await {
+            Ok(false) => {}
+            done => {
+                self.drop_outputs(&id, &versions, done.is_err()).await;
+                return done.map(|_| ());
+            }
+        }
         // A terminal status is final: only an execution not yet terminal, or already in this
         // very status, is written. Status and output pointers change in one update.
         let mut filter =
@@ -542,6 +554,23 @@ impl Store for MongoStore {
         ))
         .await
         .map(|_| ())
+    }
+
+    async fn due_outboxes(&self, now: Timestamp, limit: usize) -> Result<Vec<Outbox>, StoreError> {
+        MongoStore::due_outboxes(self, now, limit).await
+    }
+
+    async fn get_outbox(&self, execution_id: Uuid) -> Result<Option<Outbox>, StoreError> {
+        MongoStore::get_outbox(self, execution_id).await
+    }
+
+    async fn replace_outbox(
+        &self,
+        execution_id: Uuid,
+        expected: u64,
+        entries: &[OwedNotification],
+    ) -> Result<bool, StoreError> {
+        MongoStore::replace_outbox(self, execution_id, expected, entries).await
     }
 
     async fn executions_in(
