@@ -1169,7 +1169,7 @@ async fn notification_outbox(store: Arc<dyn Store>) {
     let mut running = run.clone();
     running.status = ExecutionStatus::Running;
     running.outbox = owed(&job, &running, now);
-    store.update_execution(&running).await.expect("running");
+    store.update_execution(&running, None).await.expect("running");
     let stored = store
         .get_outbox(run.execution_id)
         .await
@@ -1181,7 +1181,7 @@ async fn notification_outbox(store: Arc<dyn Store>) {
         (job.task_id.as_str(), job.job_id)
     );
     store
-        .update_execution(&running)
+        .update_execution(&running, None)
         .await
         .expect("running again");
     let again = store
@@ -1221,7 +1221,7 @@ async fn notification_outbox(store: Arc<dyn Store>) {
     failed.finished_at = Some(now);
     failed.error = Some(b"boom".to_vec());
     failed.outbox = owed(&job, &failed, now);
-    store.update_execution(&failed).await.expect("failed");
+    store.update_execution(&failed, None).await.expect("failed");
     let stored = store
         .get_outbox(run.execution_id)
         .await
@@ -1242,11 +1242,11 @@ async fn notification_outbox(store: Arc<dyn Store>) {
     done.status = ExecutionStatus::Done;
     done.outbox = owed(&job, &done, now);
     assert!(matches!(
-        store.update_execution(&done).await,
+        store.update_execution(&done, None).await,
         Err(StoreError::Conflict(_))
     ));
     failed.log = Some(b"output added later".to_vec());
-    store.update_execution(&failed).await.expect("same status");
+    store.update_execution(&failed, None).await.expect("same status");
     assert_eq!(
         store
             .get_outbox(run.execution_id)
@@ -1260,7 +1260,7 @@ async fn notification_outbox(store: Arc<dyn Store>) {
     let mut stopped = earlier.clone();
     stopped.status = ExecutionStatus::Stopped;
     stopped.outbox = owed(&job, &stopped, Timestamp(now.0 - 1_000_000));
-    store.update_execution(&stopped).await.expect("stopped");
+    store.update_execution(&stopped, None).await.expect("stopped");
     let due = ours(store.due_outboxes(now, 100).await.expect("due"));
     assert_eq!(due, vec![earlier.execution_id, run.execution_id]);
     let first_due = store

@@ -6,7 +6,6 @@ use super::{bounded, integer, internal, is_duplicate, readable_record, to_docume
 use async_trait::async_trait;
 use fastlane_actors::ports::{ExecutionTail, Page, Paged, Store, StoreCounts, StoreError};
 use fastlane_proto::outbox::{Outbox, OwedNotification};
-use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use mongodb::bson::{doc, Bson, Document};
 use uuid::Uuid;
