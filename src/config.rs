@@ -49,6 +49,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "ENABLE_CORS", group: "General", kind: Kind::Bool, default: "true", help: "Add CORS headers to every response." },
     OptionSpec { name: "CORS_ORIGINS", group: "General", kind: Kind::Str, default: "\"*\"", help: "Allowed origins: '*' or a comma-separated list." },
     OptionSpec { name: "SERVER_NAME", group: "General", kind: Kind::OptStr, default: "\"\"", help: "host[:port] used in absolute URLs; empty = the request's Host header." },
+    OptionSpec { name: "SQLITE_SYNCHRONOUS", group: "General", kind: Kind::Str, default: "\"full\"", help: "How the embedded database commits: full = each commit is on disk before it is acknowledged (nothing acknowledged is lost to a power failure; concurrent calls share one flush); normal = faster lone commits, but a power failure may lose the last acknowledged ones." },
     OptionSpec { name: "DATA_DIR", group: "General", kind: Kind::Str, default: "\"./fastlane-data\"", help: "Where the embedded store and queue keep their files." },
     OptionSpec { name: "LOG_FORMAT", group: "General", kind: Kind::Str, default: "\"text\"", help: "'text' (human-readable) or 'json' (one JSON object per line). Verbosity: RUST_LOG." },
     OptionSpec { name: "LOG_LEVEL", group: "General", kind: Kind::Str, default: "\"info\"", help: "Log verbosity (error, warn, info, debug, trace, or a tracing filter); RUST_LOG wins when set." },
