@@ -252,13 +252,21 @@ impl JobState {
         self.record.as_ref()?.1.metadata.container_id.clone()
     }
 
+    /// Writes the execution under this runner's claim (refused once another runner claimed it).
     async fn persist(&mut self) -> Result<(), StepError> {
+        let fence = Some(self.fence);
+        self.persist_with(fence).await
+    }
+
+    /// Writes the execution with `fence` (`None`: whoever claimed it, for a stop or a timeout,
+    /// which must win even from a runner that lost its claim).
+    async fn persist_with(&mut self, fence: Option<u64>) -> Result<(), StepError> {
         let execution = self.execution();
         execution.last_modified_at = Timestamp::now();
         let execution = execution.clone();
         self.services
             .store
-            .update_execution(&execution, Some(self.fence))
+            .update_execution(&execution, fence)
             .await?;
         Ok(())
     }
