@@ -36,6 +36,7 @@ fn start_refuses_bad_values_naming_the_option() {
         ("DOCKER_HOSTS", "not json"),
         ("DEBUG", "perhaps"),
         ("PAGINATION_PER_PAGE", "-3"),
+        ("SQLITE_SYNCHRONOUS", "sometimes"),
     ] {
         let output = fastlane(&["start", "-p", "0"], &[(name, value), ("DATA_DIR", data)]);
         assert!(!output.status.success(), "{name}={value} was accepted");

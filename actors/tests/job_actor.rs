@@ -740,3 +740,31 @@ async fn a_stop_of_an_unowned_execution_owes_finishes() {
     })
     .await;
 }
+
+/// A stop always wins: sent to a runner whose claim was taken meanwhile, it is still stored
+/// (`stopped` is written unfenced) and the container is stopped; the new runner's result would
+/// then be refused by the terminal rule.
+#[tokio::test(start_paused = true)]
+async fn a_stop_wins_even_through_a_runner_that_lost_its_claim() {
+    scenario(host_a(never_exits()), |harness| async move {
+        let job = job(600, 0, None);
+        let execution = enqueue(&harness.store, &job);
+        let id = execution.execution_id;
+        let run = harness.deliver(&execution, 1).await;
+        eventually("the container runs", || {
+            harness.store.status(id) == Some(Running)
+        })
+        .await;
+        harness.store.claim(id);
+        stop_execution(&harness.services, id, STOP_REASON)
+            .await
+            .expect("stop");
+        run.finished().await;
+
+        assert_eq!(harness.store.status(id), Some(Stopped));
+        assert!(stored_error(&harness, id).starts_with(STOP_REASON));
+        let calls = harness.runtimes[0].calls();
+        assert_eq!(calls.stops.len(), 1, "the container was stopped");
+    })
+    .await;
+}

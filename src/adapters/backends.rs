@@ -4,7 +4,7 @@
 //! legal, though only Redis + MongoDB lets several nodes share work). The slots and the host
 //! blacklist always come from the queue's backend: renewing a lease renews its slots there.
 
-use super::embedded::Embedded;
+use super::embedded::{Durability, Embedded};
 use super::mongo::{MongoSettings, MongoStore};
 use super::redis::{self, RedisBackend};
 use crate::config::Config;
@@ -39,12 +39,14 @@ impl Backends {
     /// when it serves the queue, the store or both.
     pub(crate) async fn open(config: &Config) -> anyhow::Result<Backends> {
         let data_dir = config.data_dir();
+        let durability = Durability::parse(&config.string("SQLITE_SYNCHRONOUS"))
+            .context("invalid value for SQLITE_SYNCHRONOUS: expected full or normal")?;
         let mut embedded = None;
         let mut open_embedded = || -> anyhow::Result<Embedded> {
             if let Some(embedded) = &embedded {
                 return Ok(Clone::clone(embedded));
             }
-            let opened = Embedded::open(&data_dir).with_context(|| {
+            let opened = Embedded::open_with(&data_dir, durability).with_context(|| {
                 format!(
                     "could not open the embedded store in {}",
                     data_dir.display()

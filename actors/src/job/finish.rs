@@ -58,7 +58,9 @@ impl JobState {
         execution.status = status;
         execution.finished_at = Some(Timestamp::now());
         execution.error = Some(message.into_bytes());
-        self.persist().await?;
+        // Unfenced: a stop or a timeout wins even if another runner claimed the execution
+        // since (that runner's result is then refused by the terminal rule, and it cleans up).
+        self.persist_with(None).await?;
         match (&self.host, container_id) {
             (Some(host), Some(container_id)) => {
                 host.cast(HostMessage::StopContainer {

@@ -268,9 +268,17 @@ impl JobState {
         self.record.as_ref()?.1.metadata.container_id.clone()
     }
 
-    /// Writes the execution, with the notifications its status owes: the store records them
-    /// only with a status change, in the same write (see `fastlane_proto::outbox`).
+    /// Writes the execution under this runner's claim (refused once another runner claimed it).
     async fn persist(&mut self) -> Result<(), StepError> {
+        let fence = Some(self.fence);
+        self.persist_with(fence).await
+    }
+
+    /// Writes the execution with `fence` (`None`: whoever claimed it, for a stop or a timeout,
+    /// which must win even from a runner that lost its claim), with the notifications its status
+    /// owes: the store records them only with a status change, in the same write (see
+    /// `fastlane_proto::outbox`).
+    async fn persist_with(&mut self, fence: Option<u64>) -> Result<(), StepError> {
         let (job, execution) = self.record.as_mut().expect("record checked in begin");
         let now = Timestamp::now();
         execution.last_modified_at = now;
@@ -278,7 +286,7 @@ impl JobState {
         let execution = execution.clone();
         self.services
             .store
-            .update_execution(&execution, Some(self.fence))
+            .update_execution(&execution, fence)
             .await?;
         Ok(())
     }

@@ -27,7 +27,6 @@ use std::time::Duration;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
-PRAGMA synchronous = FULL;
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id TEXT NOT NULL UNIQUE,
@@ -201,15 +200,47 @@ fn add_fence_column(connection: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// How commits reach the disk (`SQLITE_SYNCHRONOUS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: every commit is flushed before its callers are answered; nothing
+    /// acknowledged is lost to a power failure. The group commit shares one flush between the
+    /// calls waiting together, so under load it costs little; a lone call waits for its flush.
+    Full,
+    /// `synchronous=NORMAL`: the WAL is flushed at checkpoints only; faster lone commits, but a
+    /// power failure (not a crash of the process) may lose the last acknowledged ones.
+    Normal,
+}
+
+impl Durability {
+    /// Parses `SQLITE_SYNCHRONOUS` (`full` or `normal`, any case).
+    pub fn parse(text: &str) -> Option<Durability> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "full" => Some(Durability::Full),
+            "normal" => Some(Durability::Normal),
+            _ => None,
+        }
+    }
+}
+
 impl Embedded {
-    /// Opens (creating if needed) the database in `dir`.
+    /// Opens (creating if needed) the database in `dir`, with [`Durability::Full`].
     pub fn open(dir: &Path) -> anyhow::Result<Embedded> {
+        Embedded::open_with(dir, Durability::Full)
+    }
+
+    /// Opens (creating if needed) the database in `dir`, committing with `durability`.
+    pub fn open_with(dir: &Path, durability: Durability) -> anyhow::Result<Embedded> {
         crate::data_dir::prepare(dir)?;
         let path = dir.join("fastlane.sqlite3");
         crate::data_dir::create_private_file(&path)?;
         let connection = Connection::open(&path)?;
         connection.busy_timeout(Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
+        connection.execute_batch(match durability {
+            Durability::Full => "PRAGMA synchronous = FULL;",
+            Durability::Normal => "PRAGMA synchronous = NORMAL;",
+        })?;
         add_fence_column(&connection)?;
         connection.execute_batch(outbox::SCHEMA)?;
         connection.set_prepared_statement_cache_capacity(64);
