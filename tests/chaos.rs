@@ -103,8 +103,9 @@ impl Plan {
                 window: Duration::from_secs(900),
                 node_kills: 20,
                 pauses: 3,
-                // Past the 60 s lease (`LEASE_DURATION`), as a VM pause or a closed laptop.
-                pause: Duration::from_secs(75),
+                // Well past the lease (`QUEUE_LEASE_SECONDS`, below), as a VM pause or a
+                // closed laptop.
+                pause: Duration::from_secs(20),
                 engine_kills: 4,
                 redis_restarts: 4,
                 embedded,
@@ -120,8 +121,9 @@ impl Plan {
                 window: Duration::from_secs(60),
                 node_kills: 3,
                 pauses: 1,
-                // Short of the 60 s lease: the default run must stay within 4 minutes.
-                pause: Duration::from_secs(5),
+                // Past the lease (`QUEUE_LEASE_SECONDS`, below): the node resumes to find its
+                // leases expired.
+                pause: Duration::from_secs(8),
                 engine_kills: 1,
                 redis_restarts: 1,
                 embedded,
@@ -473,6 +475,11 @@ async fn chaos() {
         ("QUEUE_SWEEP_INTERVAL_SECONDS", "10".into()),
         ("DOCKER_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS", "3".into()),
         ("DOCKER_CALL_TIMEOUT_SECONDS", "10".into()),
+        // The shortest lease allowed, so a pause of a few seconds outlives it.
+        ("QUEUE_LEASE_SECONDS", "5".into()),
+        // Containers a killed node or engine left are reaped before the end checks.
+        ("CONTAINER_REAPER_INTERVAL_SECONDS", "3".into()),
+        ("CONTAINER_REAPER_GRACE_SECONDS", "5".into()),
     ];
     if !plan.embedded {
         settings.extend([
