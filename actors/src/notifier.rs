@@ -10,12 +10,14 @@
 //! a container started, and no start hooks (its bug 29).
 
 use crate::messages::NotifierMessage;
-use crate::ports::{Email, WebhookError, WebhookRequest, WebhookResponse, WEBHOOK_BODY_LIMIT};
+use crate::ports::{
+    Email, ExecutionTail, WebhookError, WebhookRequest, WebhookResponse, WEBHOOK_BODY_LIMIT,
+};
 use crate::Services;
 use fastlane_proto::backoff::capped_exponential;
 use fastlane_proto::model::WEBHOOK_DISPATCH_KEPT;
 use fastlane_proto::redact::redact_url;
-use fastlane_proto::{webhook, Execution, ExecutionStatus, Job, Timestamp};
+use fastlane_proto::{views, webhook, Execution, ExecutionStatus, Job, Timestamp};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -99,10 +101,16 @@ async fn send_owed(
     let Some(job) = services.store.get_job(task_id, job_id).await? else {
         return Ok(());
     };
-    let Some(execution) = services.store.get_execution(execution_id).await? else {
+    // Bodies and e-mails carry the ends of the outputs with links to the rest, never whole ones.
+    let max_bytes = Some(services.settings.job_details_output_max_bytes);
+    let Some(execution) = services
+        .store
+        .get_execution_tail(execution_id, max_bytes)
+        .await?
+    else {
         return Ok(());
     };
-    for list in lists_for(started, execution.status) {
+    for list in lists_for(started, execution.execution.status) {
         for hook in job
             .metadata
             .webhooks
@@ -145,7 +153,8 @@ async fn send_owed(
 /// apart; each attempt recorded on the execution. A refused hook (a method or header the rules
 /// forbid, for jobs stored before they existed, or a destination the webhook client refuses) is
 /// recorded once with its reason and not retried: nothing would change on the next attempt.
-async fn send_webhook(services: &Services, job: &Job, execution: &Execution, hook: &Value) {
+async fn send_webhook(services: &Services, job: &Job, tail: &ExecutionTail, hook: &Value) {
+    let execution = &tail.execution;
     let Some(hook) = hook.as_object() else {
         return;
     };
@@ -180,8 +189,10 @@ async fn send_webhook(services: &Services, job: &Job, execution: &Execution, hoo
     {
         headers.insert("Content-Type".into(), "application/json".into());
     }
-    let body = serde_json::to_vec(&fastlane_proto::views::webhook_payload(execution, job))
-        .unwrap_or_default();
+    let mut payload = views::webhook_payload(execution, job);
+    let execution_url = execution_url(services, execution);
+    views::mark_cut_outputs(&mut payload, &execution_url, tail.log_cut, tail.error_cut);
+    let body = serde_json::to_vec(&payload).unwrap_or_default();
     let request = WebhookRequest {
         method: webhook::method_of(hook),
         url: url.to_string(),
@@ -268,7 +279,16 @@ fn cut(text: &str, limit: usize) -> &str {
     &text[..end]
 }
 
-fn email(services: &Services, job: &Job, execution: &Execution, list: &str, to: String) -> Email {
+/// The execution's URL on the node's public address.
+fn execution_url(services: &Services, execution: &Execution) -> String {
+    format!(
+        "{}/tasks/{}/jobs/{}/executions/{}/",
+        services.settings.public_url, execution.task_id, execution.job_id, execution.execution_id
+    )
+}
+
+fn email(services: &Services, job: &Job, tail: &ExecutionTail, list: &str, to: String) -> Email {
+    let execution = &tail.execution;
     let who = format!("{}/{}", job.task_id, job.job_id);
     let outcome = match execution.exit_code {
         Some(code) => format!("exit code {code}"),
@@ -282,7 +302,9 @@ fn email(services: &Services, job: &Job, execution: &Execution, list: &str, to: 
     let base = &services.settings.public_url;
     let task_url = format!("{base}/tasks/{}/", job.task_id);
     let job_url = format!("{task_url}jobs/{}/", job.job_id);
-    let mut details = fastlane_proto::views::execution(execution);
+    let mut details = views::execution(execution);
+    let execution_url = execution_url(services, execution);
+    views::mark_cut_outputs(&mut details, &execution_url, tail.log_cut, tail.error_cut);
     if let Some(envs) = details["metadata"].get_mut("envs") {
         *envs = Value::Null;
     }

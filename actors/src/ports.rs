@@ -93,6 +93,53 @@ pub trait Store: Send + Sync + 'static {
     async fn last_execution(&self, job_id: Uuid) -> Result<Option<Execution>, StoreError>;
     /// One execution with its output.
     async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError>;
+    /// One execution with at most the last `max_bytes` of each output (`Some(0)`: whole), or
+    /// without output (`None`: `log` and `error` are `None`), cut by the store itself. The
+    /// default reads the whole execution; both stores override it.
+    async fn get_execution_tail(
+        &self,
+        execution_id: Uuid,
+        max_bytes: Option<u64>,
+    ) -> Result<Option<ExecutionTail>, StoreError> {
+        let Some(mut execution) = self.get_execution(execution_id).await? else {
+            return Ok(None);
+        };
+        let Some(max_bytes) = max_bytes else {
+            (execution.log, execution.error) = (None, None);
+            return Ok(Some(ExecutionTail::of(execution, 0)));
+        };
+        Ok(Some(ExecutionTail::of(execution, max_bytes)))
+    }
+    /// The length in bytes of the execution's stored `stream` output; `None` when it has none
+    /// (yet). The default reads the whole execution; both stores override it.
+    async fn output_len(
+        &self,
+        execution_id: Uuid,
+        stream: OutputStream,
+    ) -> Result<Option<u64>, StoreError> {
+        let execution = self.get_execution(execution_id).await?;
+        Ok(execution.and_then(|execution| stream.of(&execution).map(|bytes| bytes.len() as u64)))
+    }
+    /// At most `max_len` bytes of the execution's stored `stream` output from `offset`: what
+    /// the output routes send, one piece at a time, so a whole output is never in memory.
+    /// Fewer bytes than asked only at the end (empty past it, or when there is no output).
+    /// The default reads the whole execution; both stores override it.
+    async fn read_output(
+        &self,
+        execution_id: Uuid,
+        stream: OutputStream,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let execution = self.get_execution(execution_id).await?;
+        let bytes = execution
+            .as_ref()
+            .and_then(|execution| stream.of(execution))
+            .unwrap_or_default();
+        let start = offset.min(bytes.len() as u64) as usize;
+        let end = offset.saturating_add(max_len).min(bytes.len() as u64) as usize;
+        Ok(bytes[start..end].to_vec())
+    }
     /// Writes the execution record; its output too when `log` or `error` is set. Refused with
     /// `Conflict` when the stored execution is terminal and this write would change its status:
     /// a terminal status is final (a stop and a finishing run cannot overwrite each other).
@@ -380,6 +427,33 @@ impl ExecutionTail {
             execution,
             log_cut,
             error_cut,
+        }
+    }
+}
+
+/// One of an execution's two stored outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputStream {
+    /// The container's stdout: the execution's `log`.
+    Stdout,
+    /// The container's stderr: the execution's `error`.
+    Stderr,
+}
+
+impl OutputStream {
+    /// The name stores use for it: `log` or `error`, as the execution's fields.
+    pub fn field(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "log",
+            OutputStream::Stderr => "error",
+        }
+    }
+
+    /// This output of a whole execution.
+    pub fn of(self, execution: &Execution) -> Option<&[u8]> {
+        match self {
+            OutputStream::Stdout => execution.log.as_deref(),
+            OutputStream::Stderr => execution.error.as_deref(),
         }
     }
 }

@@ -14,6 +14,7 @@
 
 mod blacklist;
 mod connection;
+mod outputs;
 mod queue;
 mod records;
 mod slots;
