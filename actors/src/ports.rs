@@ -94,52 +94,28 @@ pub trait Store: Send + Sync + 'static {
     /// One execution with its output.
     async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError>;
     /// One execution with at most the last `max_bytes` of each output (`Some(0)`: whole), or
-    /// without output (`None`: `log` and `error` are `None`), cut by the store itself. The
-    /// default reads the whole execution; both stores override it.
+    /// without output (`None`: `log` and `error` are `None`), cut by the store itself.
     async fn get_execution_tail(
         &self,
         execution_id: Uuid,
         max_bytes: Option<u64>,
-    ) -> Result<Option<ExecutionTail>, StoreError> {
-        let Some(mut execution) = self.get_execution(execution_id).await? else {
-            return Ok(None);
-        };
-        let Some(max_bytes) = max_bytes else {
-            (execution.log, execution.error) = (None, None);
-            return Ok(Some(ExecutionTail::of(execution, 0)));
-        };
-        Ok(Some(ExecutionTail::of(execution, max_bytes)))
-    }
-    /// The length in bytes of the execution's stored `stream` output; `None` when it has none
-    /// (yet). The default reads the whole execution; both stores override it.
+    ) -> Result<Option<ExecutionTail>, StoreError>;
+    /// The length in bytes of the execution's stored `stream` output; `None` when it has none.
     async fn output_len(
         &self,
         execution_id: Uuid,
         stream: OutputStream,
-    ) -> Result<Option<u64>, StoreError> {
-        let execution = self.get_execution(execution_id).await?;
-        Ok(execution.and_then(|execution| stream.of(&execution).map(|bytes| bytes.len() as u64)))
-    }
-    /// At most `max_len` bytes of the execution's stored `stream` output from `offset`: what
-    /// the output routes send, one piece at a time, so a whole output is never in memory.
-    /// Fewer bytes than asked only at the end (empty past it, or when there is no output).
-    /// The default reads the whole execution; both stores override it.
+    ) -> Result<Option<u64>, StoreError>;
+    /// At most `max_len` bytes of the execution's stored `stream` output from `offset`, fewer
+    /// only at its end (none past it, or without output): what the output routes send, piece
+    /// by piece, so that a whole output is never in memory.
     async fn read_output(
         &self,
         execution_id: Uuid,
         stream: OutputStream,
         offset: u64,
         max_len: u64,
-    ) -> Result<Vec<u8>, StoreError> {
-        let execution = self.get_execution(execution_id).await?;
-        let bytes = execution
-            .as_ref()
-            .and_then(|execution| stream.of(execution))
-            .unwrap_or_default();
-        let start = offset.min(bytes.len() as u64) as usize;
-        let end = offset.saturating_add(max_len).min(bytes.len() as u64) as usize;
-        Ok(bytes[start..end].to_vec())
-    }
+    ) -> Result<Vec<u8>, StoreError>;
     /// Writes the execution record; its output too when `log` or `error` is set. Refused with
     /// `Conflict` when the stored execution is terminal and this write would change its status:
     /// a terminal status is final (a stop and a finishing run cannot overwrite each other).
@@ -505,8 +481,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn wait(&self, container_id: &str) -> Result<(), RuntimeError>;
     /// Reads the exited container's exit code and whole stdout and stderr.
     async fn collect(&self, container_id: &str) -> Result<ContainerExit, RuntimeError>;
-    /// Follows the container's combined stdout and stderr from its start, as Docker writes them;
-    /// the channel closes when the container has exited (or the host went away).
+    /// Follows the container's combined stdout and stderr from its last lines (a bounded
+    /// backlog, not its start), as Docker writes them; the channel closes when the container
+    /// has exited (or the host went away).
     async fn follow_logs(
         &self,
         container_id: &str,
