@@ -23,7 +23,7 @@ trap cleanup EXIT
 start_node() { # $1 = DOCKER_HOSTS value; extra environment (REDIS_URL=…) before the call
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   DATA_DIR="${BENCH_DATA_DIR:-$state/data-$RANDOM}" RUST_LOG=warn DOCKER_HOSTS="$1" \
-    target/release/fastlane-node start -b 127.0.0.1 -p "$port" 2>"$state/node.log" &
+    "target/${profile:-release}/fastlane-node" start -b 127.0.0.1 -p "$port" 2>"$state/node.log" &
   node_pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthcheck" >/dev/null && break; sleep 0.1; done
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
@@ -84,17 +84,23 @@ case $mode in
       # shellcheck disable=SC1091
       source "$state/env"
     fi
-    cargo build --release --quiet --bin fastlane-node --example bench_memory
+    # FASTLANE_BENCH_PROFILE=debug: the debug build, when there is no time for a release one.
+    profile=${FASTLANE_BENCH_PROFILE:-release}
+    if [ "$profile" = release ]; then
+      cargo build --release --quiet --bin fastlane-node --example bench_memory
+    else
+      cargo build --quiet --bin fastlane-node --example bench_memory
+    fi
     engine=${FASTLANE_TEST_DOCKER_HOSTS%%,*}
     farm="[{\"match\": \"\", \"hosts\": [\"$engine\"], \"maxRunning\": 8}]"
     export BENCH_DATA_DIR="$state/data-memory"
     start_node "$farm"
-    target/release/examples/bench_memory seed "http://127.0.0.1:$port" "$FASTLANE_TEST_IMAGE" "$count" "$state/large"
+    target/$profile/examples/bench_memory seed "http://127.0.0.1:$port" "$FASTLANE_TEST_IMAGE" "$count" "$state/large"
     kill "$node_pid"; wait "$node_pid" 2>/dev/null || true; node_pid=
-    target/release/examples/bench_memory grow "$BENCH_DATA_DIR/fastlane.sqlite3" 200000000 "$state/large"
+    target/$profile/examples/bench_memory grow "$BENCH_DATA_DIR/fastlane.sqlite3" 200000000 "$state/large"
     # A fresh process, so that VmHWM counts only the load below.
     start_node "$farm"
-    target/release/examples/bench_memory run "http://127.0.0.1:$port" "$node_pid" "$FASTLANE_TEST_IMAGE" "$state/large" "$seconds"
+    target/$profile/examples/bench_memory run "http://127.0.0.1:$port" "$node_pid" "$FASTLANE_TEST_IMAGE" "$state/large" "$seconds"
     ;;
   *) echo "usage: scripts/bench.sh latency [N] | cron [N] [FIRING] | enqueue [N] [C] | memory [SECONDS] [N]" >&2; exit 2 ;;
 esac

@@ -155,8 +155,9 @@ impl SchedulerState {
     /// unparsable: the store logged it), so that `sync` does not index it again at that time.
     fn mark_unfireable(&mut self, job_id: Uuid, next: Timestamp) {
         if self.unfireable.len() >= UNFIREABLE_KEPT {
-            let evicted = self.unfireable.keys().next().copied();
-            evicted.map(|id| self.unfireable.remove(&id));
+            if let Some(evicted) = self.unfireable.keys().next().copied() {
+                self.unfireable.remove(&evicted);
+            }
         }
         self.unfireable.insert(job_id, next);
     }
