@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const WATCHERS: usize = 50;
+/// Readers of large outputs; `FASTLANE_BENCH_READERS` changes it (0: the live load alone).
 const READERS: usize = 20;
 
 /// `(VmRSS, VmHWM)` of a process, in MB.
@@ -140,7 +141,10 @@ async fn reader(
         let Ok(mut response) = client.get(&target).send().await else {
             continue;
         };
-        while let Ok(Some(piece)) = response.chunk().await {
+        // Left at the deadline: a 200 MB body may take longer than the load lasts.
+        while let Ok(Ok(Some(piece))) =
+            tokio::time::timeout_at(deadline.into(), response.chunk()).await
+        {
             stats
                 .http_bytes
                 .fetch_add(piece.len() as u64, Ordering::Relaxed);
@@ -189,7 +193,11 @@ async fn run(url: &str, pid: u32, image: &str, file: &str, seconds: u64) -> Resu
     for index in 0..WATCHERS {
         tasks.spawn(watcher(ws_url.clone(), index, deadline, stats.clone()));
     }
-    for index in 0..READERS {
+    let readers = std::env::var("FASTLANE_BENCH_READERS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(READERS);
+    for index in 0..readers {
         let (url, paths) = (url.to_string(), paths.clone());
         tasks.spawn(reader(url, paths, index, deadline, stats.clone()));
     }
