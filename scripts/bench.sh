@@ -4,6 +4,10 @@
 #   scripts/bench.sh cron [N] [FIRING]    N cron jobs (default 100000): memory, idle CPU, firing lag
 #   scripts/bench.sh enqueue [N] [C]      N scheduled jobs (default 50000) posted with C in flight
 #                                         (default 64): embedded, then Redis + MongoDB (SecantusDB)
+#   scripts/bench.sh memory [SECONDS] [N]  a chatty job watched by 50 joining/leaving WebSockets
+#                                         and 20 readers of N (default 4) 200 MB stored outputs
+#                                         for SECONDS (default 60): peak RSS, trivial job time.
+#                                         FASTLANE_BENCH_ENV=FILE uses that test environment
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-latency}
@@ -18,8 +22,8 @@ trap cleanup EXIT
 
 start_node() { # $1 = DOCKER_HOSTS value; extra environment (REDIS_URL=…) before the call
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  DATA_DIR="$state/data-$RANDOM" RUST_LOG=warn DOCKER_HOSTS="$1" \
-    target/release/fastlane-node start -b 127.0.0.1 -p "$port" 2>"$state/node.log" &
+  DATA_DIR="${BENCH_DATA_DIR:-$state/data-$RANDOM}" RUST_LOG=warn DOCKER_HOSTS="$1" \
+    "target/${profile:-release}/fastlane-node" start -b 127.0.0.1 -p "$port" 2>"$state/node.log" &
   node_pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthcheck" >/dev/null && break; sleep 0.1; done
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
@@ -69,5 +73,34 @@ case $mode in
         "node=$node_pid" "redis=$(cat "$state/redis/pid")"
     fi
     ;;
-  *) echo "usage: scripts/bench.sh latency [N] | cron [N] [FIRING] | enqueue [N] [C]" >&2; exit 2 ;;
+  memory)
+    seconds=${2:-60}
+    count=${3:-4}
+    if [ -n "${FASTLANE_BENCH_ENV:-}" ]; then
+      # shellcheck disable=SC1090
+      source "$FASTLANE_BENCH_ENV"
+    else
+      scripts/testenv.sh up "$state" >/dev/null
+      # shellcheck disable=SC1091
+      source "$state/env"
+    fi
+    # FASTLANE_BENCH_PROFILE=debug: the debug build, when there is no time for a release one.
+    profile=${FASTLANE_BENCH_PROFILE:-release}
+    if [ "$profile" = release ]; then
+      cargo build --release --quiet --bin fastlane-node --example bench_memory
+    else
+      cargo build --quiet --bin fastlane-node --example bench_memory
+    fi
+    engine=${FASTLANE_TEST_DOCKER_HOSTS%%,*}
+    farm="[{\"match\": \"\", \"hosts\": [\"$engine\"], \"maxRunning\": 8}]"
+    export BENCH_DATA_DIR="$state/data-memory"
+    start_node "$farm"
+    target/$profile/examples/bench_memory seed "http://127.0.0.1:$port" "$FASTLANE_TEST_IMAGE" "$count" "$state/large"
+    kill "$node_pid"; wait "$node_pid" 2>/dev/null || true; node_pid=
+    target/$profile/examples/bench_memory grow "$BENCH_DATA_DIR/fastlane.sqlite3" 200000000 "$state/large"
+    # A fresh process, so that VmHWM counts only the load below.
+    start_node "$farm"
+    target/$profile/examples/bench_memory run "http://127.0.0.1:$port" "$node_pid" "$FASTLANE_TEST_IMAGE" "$state/large" "$seconds"
+    ;;
+  *) echo "usage: scripts/bench.sh latency [N] | cron [N] [FIRING] | enqueue [N] [C] | memory [SECONDS] [N]" >&2; exit 2 ;;
 esac

@@ -8,7 +8,7 @@
 //! uses its own Redis key prefix or Mongo database, so runs do not see each other.
 
 use fastlane_actors::ports::{
-    HostBlacklist, Page, Queue, QueueError, QueueMessage, Slots, Store, StoreError,
+    HostBlacklist, OutputStream, Page, Queue, QueueError, QueueMessage, Slots, Store, StoreError,
 };
 use fastlane_node::adapters::embedded::Embedded;
 use fastlane_node::adapters::mongo::{MongoSettings, MongoStore};
@@ -671,6 +671,7 @@ async fn store_suite(store: Arc<dyn Store>) {
     executions_and_outputs(&*store).await;
     last_execution_without_output(&*store).await;
     fenced_writes(&*store).await;
+    output_pieces(&*store).await;
     webhook_dispatch(store.clone()).await;
     notification_outbox(store.clone()).await;
     schedules(&*store).await;
@@ -1094,6 +1095,88 @@ async fn last_execution_without_output(store: &dyn Store) {
         .expect("whole");
     assert_eq!(whole[0].execution.log, newest.log);
     assert!(!whole[0].log_cut);
+    store.delete_job(job.job_id).await.expect("delete");
+}
+
+/// The output routes read stored output in pieces (`output_len`, `read_output`), across
+/// MongoDB's 4 MiB chunks, and one execution with the ends of its outputs or none of them
+/// (`get_execution_tail`).
+async fn output_pieces(store: &dyn Store) {
+    let job = job(&format!("pieces-{}", Uuid::new_v4().simple()));
+    store.create_job(&job, None).await.expect("create");
+    let base = Timestamp::now().0;
+    let bare = execution(&job, base);
+    let mut run = execution(&job, base + 1);
+    for execution in [&bare, &run] {
+        assert!(store.create_execution(execution).await.expect("create"));
+    }
+    let log: Vec<u8> = (0..9 * 1024 * 1024 + 7).map(|n| (n % 253) as u8).collect();
+    run.status = ExecutionStatus::Done;
+    run.log = Some(log.clone());
+    run.error = Some(Vec::new());
+    store.update_execution(&run).await.expect("done");
+    let id = run.execution_id;
+    let (stdout, stderr) = (OutputStream::Stdout, OutputStream::Stderr);
+    let len = |id, stream| async move { store.output_len(id, stream).await.expect("len") };
+    assert_eq!(len(id, stdout).await, Some(log.len() as u64));
+    assert_eq!(len(id, stderr).await, Some(0));
+    assert_eq!(len(bare.execution_id, stdout).await, None);
+    assert_eq!(len(Uuid::new_v4(), stdout).await, None);
+    let read = |id, offset: usize, max_len: u64| async move {
+        store
+            .read_output(id, OutputStream::Stdout, offset as u64, max_len)
+            .await
+            .expect("read")
+    };
+    let chunk = 4 * 1024 * 1024;
+    assert_eq!(read(id, 0, 1024).await, &log[..1024]);
+    assert_eq!(read(id, chunk - 10, 20).await, &log[chunk - 10..chunk + 10]);
+    assert_eq!(read(id, 2, 2 * chunk as u64).await, &log[2..2 + 2 * chunk]);
+    assert_eq!(
+        read(id, log.len() - 5, 1 << 20).await,
+        &log[log.len() - 5..]
+    );
+    assert!(read(id, log.len(), 10).await.is_empty(), "past the end");
+    assert!(read(id, 10, 0).await.is_empty(), "nothing asked");
+    assert!(read(bare.execution_id, 0, 10).await.is_empty(), "no output");
+    let mut whole = Vec::new();
+    while whole.len() < log.len() {
+        let piece = read(id, whole.len(), 1 << 20).await;
+        assert!(!piece.is_empty() && piece.len() <= 1 << 20);
+        whole.extend_from_slice(&piece);
+    }
+    assert!(whole == log, "the pieces make the output");
+    let tail = |max_bytes| async move {
+        store
+            .get_execution_tail(id, max_bytes)
+            .await
+            .expect("tail")
+            .expect("found")
+    };
+    let record = tail(None).await;
+    assert_eq!((record.execution.log, record.execution.error), (None, None));
+    assert_eq!(record.execution.status, ExecutionStatus::Done);
+    let end = tail(Some(4)).await;
+    assert_eq!(end.execution.log.as_deref(), Some(&log[log.len() - 4..]));
+    assert_eq!(end.execution.error, Some(Vec::new()));
+    assert!(end.log_cut && !end.error_cut);
+    let all = tail(Some(0)).await;
+    assert!(all.execution.log.as_deref() == Some(&log[..]) && !all.log_cut);
+    let bare_tail = store
+        .get_execution_tail(bare.execution_id, Some(4))
+        .await
+        .expect("bare")
+        .expect("found");
+    assert_eq!(bare_tail.execution.log, None);
+    assert!(store
+        .get_execution_tail(Uuid::new_v4(), Some(4))
+        .await
+        .expect("absent")
+        .is_none());
+    run.log = Some(b"short".to_vec());
+    store.update_execution(&run).await.expect("rewrite");
+    assert_eq!(len(id, stdout).await, Some(5));
+    assert_eq!(read(id, 0, 1 << 20).await, b"short");
     store.delete_job(job.job_id).await.expect("delete");
 }
 

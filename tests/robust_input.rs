@@ -250,3 +250,59 @@ async fn a_root_that_dies_ends_the_process() {
         "no reason on stderr:\n{stderr}"
     );
 }
+
+/// A cron job whose stored record is overwritten with garbage while the node runs leaves the
+/// scheduler's index at its next firing: the unreadable row is logged once (not at every
+/// 2-second sync), and the healthy cron job beside it keeps firing.
+#[tokio::test]
+async fn a_broken_cron_row_is_logged_once_and_others_keep_firing() {
+    let node = Node::start(&[]).await;
+    let healthy = node
+        .post_job(
+            "C",
+            json!({"image": image(), "command": "true", "cron": "*/2 * * * * *"}),
+        )
+        .await;
+    // Fires once a day, 6 s from now: time enough to break its row first.
+    let at = time::OffsetDateTime::now_utc() + Duration::from_secs(6);
+    let cron = format!("{} {} {} * * *", at.second(), at.minute(), at.hour());
+    let broken = node
+        .post_job(
+            "C",
+            json!({"image": image(), "command": "true", "cron": cron}),
+        )
+        .await;
+    let broken_id = broken["jobId"].as_str().unwrap().to_string();
+    corrupt_job_record(&node.data_dir, &broken_id);
+    let healthy_path = path_of(healthy["jobUrl"].as_str().unwrap()).to_string();
+    let runs = || async {
+        node.get_json(&healthy_path).await["job"]["executionCount"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let mentions = |log: &str| {
+        log.lines()
+            .filter(|line| line.contains(&broken_id) && line.contains("cannot be parsed"))
+            .count()
+    };
+    // Its firing time passes, then several syncs (every 2 s) while the healthy job fires on.
+    common::wait_until(
+        Duration::from_secs(60),
+        "the broken firing is logged",
+        || async { mentions(&node.log()) >= 1 },
+    )
+    .await;
+    let before = runs().await;
+    common::wait_until(
+        Duration::from_secs(90),
+        "healthy cron fires 5 more times",
+        || async { runs().await >= before + 5 },
+    )
+    .await;
+    assert_eq!(
+        mentions(&node.log()),
+        1,
+        "logged more than once:\n{}",
+        node.log()
+    );
+}

@@ -250,3 +250,61 @@ async fn the_stream_page_shows_the_lines_in_chromium() {
         "the page stops on done: {dom}"
     );
 }
+
+/// A job that printed 200,000 numbered lines before anyone watched: its first watcher gets the
+/// recent lines first (the live stream starts from Docker's last lines, not the container's
+/// start), so it is neither sent the whole history nor closed as `slow`.
+#[tokio::test]
+async fn a_first_watcher_of_a_chatty_job_gets_recent_output_first() {
+    let node = Node::start(&[]).await;
+    let posted = node
+        .post_job(
+            "chatty-first",
+            json!({"image": image(), "command": "sh -c 'seq 1 200000; sleep 600'"}),
+        )
+        .await;
+    let execution_url = posted["executionUrl"].as_str().unwrap().to_string();
+    let execution_id = execution_url
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let container = format!("fastlane-job-{execution_id}");
+    let host = common::docker_hosts()[0].clone();
+    wait_until(Duration::from_secs(60), "all lines printed", || async {
+        common::docker(&host, &["logs", "--tail", "1", &container]).trim() == "200000"
+    })
+    .await;
+    let url = node
+        .url(&format!("{}ws/", path_of(&execution_url)))
+        .replace("http://", "ws://");
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("websocket handshake");
+    let first = loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("no frame in 30 s")
+            .expect("socket open")
+            .expect("websocket error");
+        match message {
+            Message::Text(text) => break text.as_str().to_string(),
+            Message::Close(frame) => panic!("closed before any output: {frame:?}"),
+            _ => {}
+        }
+    };
+    let first_line: u64 = first
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!(
+        first_line > 150_000,
+        "the first watcher got old output first: line {first_line}"
+    );
+    drop(socket);
+    node.post_empty(&format!("{}stop/", path_of(&execution_url)))
+        .await;
+}

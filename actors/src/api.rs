@@ -2,7 +2,8 @@
 //! Started and restarted by the RootActor, registered under [`API_NAME`].
 //!
 //! In: `Enqueue` (POST and PUT), `StopJob`, `StopExecution`, `Retry`, `ListTasks`,
-//! `SearchTasks`, `GetTask`, `GetJob`, `FindExecution`, `Health`, `Status`.
+//! `SearchTasks`, `GetTask`, `GetJob`, `FindExecution`, `OutputLen`, `ReadOutput`, `Health`,
+//! `Status`.
 //! Out: store and queue operations; a wake-up to the poller after an enqueue; schedule changes
 //! to the SchedulerActor; stop requests to JobActors.
 //!
@@ -116,11 +117,31 @@ impl Actor for ApiActor {
                 task_id,
                 job_id,
                 execution_id,
+                tails,
                 reply,
             } => serve(
                 reply,
-                find_execution(services, task_id, job_id, execution_id),
+                find_execution(services, task_id, job_id, execution_id, tails),
             ),
+            ApiMessage::OutputLen {
+                execution_id,
+                stream,
+                reply,
+            } => serve(reply, async move {
+                Ok(services.store.output_len(execution_id, stream).await?)
+            }),
+            ApiMessage::ReadOutput {
+                execution_id,
+                stream,
+                offset,
+                max_len,
+                reply,
+            } => serve(reply, async move {
+                let store = &services.store;
+                Ok(store
+                    .read_output(execution_id, stream, offset, max_len)
+                    .await?)
+            }),
             ApiMessage::Health(reply) => serve(reply, health(services)),
             ApiMessage::Status(reply) => serve(reply, status(services, state.root.clone())),
             ApiMessage::Watch {
@@ -312,9 +333,9 @@ async fn stop_one_execution(
     }
     let Some(execution) = services
         .store
-        .get_execution(execution_id)
+        .get_execution_tail(execution_id, None)
         .await?
-        .filter(|e| e.job_id == job_id)
+        .filter(|found| found.execution.job_id == job_id)
     else {
         return Ok(ExecutionLookup::NoSuchExecution);
     };
@@ -436,26 +457,27 @@ async fn find_execution(
     task_id: String,
     job_id: Uuid,
     execution_id: Option<Uuid>,
+    tails: bool,
 ) -> ApiResult<ExecutionLookup> {
     if services.store.get_job(&task_id, job_id).await?.is_none() {
         return Ok(ExecutionLookup::NoJob);
     }
-    let found = match execution_id {
-        None => {
-            let mut last = services.store.list_executions(job_id, 1).await?;
-            if last.is_empty() {
-                return Ok(ExecutionLookup::NoExecutions);
-            }
-            last.pop()
-        }
-        Some(execution_id) => services
-            .store
-            .get_execution(execution_id)
-            .await?
-            .filter(|execution| execution.job_id == job_id && execution.task_id == task_id),
+    // Never the whole output: the ends when asked, else the record alone.
+    let max_bytes = tails.then_some(services.settings.job_details_output_max_bytes);
+    let execution_id = match execution_id {
+        Some(execution_id) => execution_id,
+        None => match services.store.last_execution(job_id).await? {
+            Some(last) => last.execution_id,
+            None => return Ok(ExecutionLookup::NoExecutions),
+        },
     };
+    let found = services
+        .store
+        .get_execution_tail(execution_id, max_bytes)
+        .await?
+        .filter(|found| found.execution.job_id == job_id && found.execution.task_id == task_id);
     Ok(match found {
-        Some(execution) => ExecutionLookup::Found(Box::new(execution)),
+        Some(found) => ExecutionLookup::Found(Box::new(found)),
         None if services.store.count_executions(job_id).await? == 0 => {
             ExecutionLookup::NoExecutions
         }
@@ -470,12 +492,13 @@ async fn watch(
     job_id: Uuid,
     execution_id: Option<Uuid>,
 ) -> ApiResult<WatchOutcome> {
-    let execution = match find_execution(services, task_id, job_id, execution_id).await? {
+    let lookup = find_execution(services, task_id, job_id, execution_id, false).await?;
+    let execution = match lookup {
         ExecutionLookup::NoJob => return Ok(WatchOutcome::NoJob),
         ExecutionLookup::NoExecutions | ExecutionLookup::NoSuchExecution => {
             return Ok(WatchOutcome::NoExecution)
         }
-        ExecutionLookup::Found(execution) => execution,
+        ExecutionLookup::Found(found) => Box::new(found.execution),
     };
     if execution.status.is_terminal() {
         return Ok(WatchOutcome::Finished(execution));

@@ -20,13 +20,15 @@
 //! bug 29).
 
 use crate::messages::{tell_notifier, NotifierMessage};
-use crate::ports::{Email, WebhookError, WebhookRequest, WebhookResponse, WEBHOOK_BODY_LIMIT};
+use crate::ports::{
+    Email, ExecutionTail, WebhookError, WebhookRequest, WebhookResponse, WEBHOOK_BODY_LIMIT,
+};
 use crate::Services;
 use fastlane_proto::backoff::capped_exponential;
 use fastlane_proto::model::WEBHOOK_DISPATCH_KEPT;
 use fastlane_proto::outbox::{NotificationKind, Outbox, OwedNotification};
 use fastlane_proto::redact::redact_url;
-use fastlane_proto::{webhook, Execution, Job, Timestamp};
+use fastlane_proto::{views, webhook, Execution, Job, Timestamp};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -202,10 +204,14 @@ async fn deliver(
     deadline: tokio::time::Instant,
 ) {
     let store = &services.store;
+    // Bodies and e-mails carry the ends of the outputs with links to the rest, never whole ones.
+    let max_bytes = Some(services.settings.job_details_output_max_bytes);
     let read = tokio::time::timeout_at(deadline, async {
         (
             store.get_job(&outbox.task_id, outbox.job_id).await,
-            store.get_execution(outbox.execution_id).await,
+            store
+                .get_execution_tail(outbox.execution_id, max_bytes)
+                .await,
         )
     });
     let Ok(read) = read.await else {
@@ -251,7 +257,7 @@ async fn deliver(
             let settled = tokio::time::timeout_at(deadline, send)
                 .await
                 .unwrap_or(Settled::Failed);
-            settle(&services, execution.execution_id, &entry, settled).await;
+            settle(&services, execution.execution.execution_id, &entry, settled).await;
             drop(permit);
         });
     }
@@ -346,9 +352,10 @@ async fn settle(
 async fn send_webhook(
     services: &Services,
     job: &Job,
-    execution: &Execution,
+    tail: &ExecutionTail,
     entry: &OwedNotification,
 ) -> Settled {
+    let execution = &tail.execution;
     let Some(hook) = entry.target.as_object() else {
         return Settled::Abandoned("the hook is not an object".into());
     };
@@ -380,8 +387,10 @@ async fn send_webhook(
     }
     headers.retain(|name, _| !name.eq_ignore_ascii_case(DELIVERY_ID_HEADER));
     headers.insert(DELIVERY_ID_HEADER.into(), entry.id.to_string());
-    let body = serde_json::to_vec(&fastlane_proto::views::webhook_payload(execution, job))
-        .unwrap_or_default();
+    let mut payload = views::webhook_payload(execution, job);
+    let execution_url = execution_url(services, execution);
+    views::mark_cut_outputs(&mut payload, &execution_url, tail.log_cut, tail.error_cut);
+    let body = serde_json::to_vec(&payload).unwrap_or_default();
     let request = WebhookRequest {
         method: webhook::method_of(hook),
         url: url.to_string(),
@@ -461,7 +470,16 @@ fn cut(text: &str, limit: usize) -> &str {
     &text[..end]
 }
 
-fn email(services: &Services, job: &Job, execution: &Execution, list: &str, to: String) -> Email {
+/// The execution's URL on the node's public address.
+fn execution_url(services: &Services, execution: &Execution) -> String {
+    format!(
+        "{}/tasks/{}/jobs/{}/executions/{}/",
+        services.settings.public_url, execution.task_id, execution.job_id, execution.execution_id
+    )
+}
+
+fn email(services: &Services, job: &Job, tail: &ExecutionTail, list: &str, to: String) -> Email {
+    let execution = &tail.execution;
     let who = format!("{}/{}", job.task_id, job.job_id);
     let outcome = match execution.exit_code {
         Some(code) => format!("exit code {code}"),
@@ -475,7 +493,9 @@ fn email(services: &Services, job: &Job, execution: &Execution, list: &str, to: 
     let base = &services.settings.public_url;
     let task_url = format!("{base}/tasks/{}/", job.task_id);
     let job_url = format!("{task_url}jobs/{}/", job.job_id);
-    let mut details = fastlane_proto::views::execution(execution);
+    let mut details = views::execution(execution);
+    let execution_url = execution_url(services, execution);
+    views::mark_cut_outputs(&mut details, &execution_url, tail.log_cut, tail.error_cut);
     if let Some(envs) = details["metadata"].get_mut("envs") {
         *envs = Value::Null;
     }
@@ -500,7 +520,7 @@ fn email(services: &Services, job: &Job, execution: &Execution, list: &str, to: 
 async fn send_email(
     services: &Services,
     job: &Job,
-    execution: &Execution,
+    execution: &ExecutionTail,
     entry: &OwedNotification,
 ) -> Settled {
     if !services.mailer.configured() {

@@ -100,6 +100,29 @@ pub trait Store: Send + Sync + 'static {
     async fn last_execution(&self, job_id: Uuid) -> Result<Option<Execution>, StoreError>;
     /// One execution with its output.
     async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError>;
+    /// One execution with at most the last `max_bytes` of each output (`Some(0)`: whole), or
+    /// without output (`None`: `log` and `error` are `None`), cut by the store itself.
+    async fn get_execution_tail(
+        &self,
+        execution_id: Uuid,
+        max_bytes: Option<u64>,
+    ) -> Result<Option<ExecutionTail>, StoreError>;
+    /// The length in bytes of the execution's stored `stream` output; `None` when it has none.
+    async fn output_len(
+        &self,
+        execution_id: Uuid,
+        stream: OutputStream,
+    ) -> Result<Option<u64>, StoreError>;
+    /// At most `max_len` bytes of the execution's stored `stream` output from `offset`, fewer
+    /// only at its end (none past it, or without output): what the output routes send, piece
+    /// by piece, so that a whole output is never in memory.
+    async fn read_output(
+        &self,
+        execution_id: Uuid,
+        stream: OutputStream,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Vec<u8>, StoreError>;
     /// Writes the execution record; its output too when `log` or `error` is set. Refused with
     /// `Conflict` when the stored execution is terminal and this write would change its status:
     /// a terminal status is final (a stop and a finishing run cannot overwrite each other).
@@ -456,6 +479,33 @@ impl ExecutionTail {
     }
 }
 
+/// One of an execution's two stored outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputStream {
+    /// The container's stdout: the execution's `log`.
+    Stdout,
+    /// The container's stderr: the execution's `error`.
+    Stderr,
+}
+
+impl OutputStream {
+    /// The name stores use for it: `log` or `error`, as the execution's fields.
+    pub fn field(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "log",
+            OutputStream::Stderr => "error",
+        }
+    }
+
+    /// This output of a whole execution.
+    pub fn of(self, execution: &Execution) -> Option<&[u8]> {
+        match self {
+            OutputStream::Stdout => execution.log.as_deref(),
+            OutputStream::Stderr => execution.error.as_deref(),
+        }
+    }
+}
+
 /// A container runtime failure, split by whose fault it is: only host faults count against a
 /// host's health and are retried elsewhere; the others are the job's own failure.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -515,8 +565,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn wait(&self, container_id: &str) -> Result<(), RuntimeError>;
     /// Reads the exited container's exit code and whole stdout and stderr.
     async fn collect(&self, container_id: &str) -> Result<ContainerExit, RuntimeError>;
-    /// Follows the container's combined stdout and stderr from its start, as Docker writes them;
-    /// the channel closes when the container has exited (or the host went away).
+    /// Follows the container's combined stdout and stderr from its last lines (a bounded
+    /// backlog, not its start), as Docker writes them; the channel closes when the container
+    /// has exited (or the host went away).
     async fn follow_logs(
         &self,
         container_id: &str,

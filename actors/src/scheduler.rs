@@ -37,7 +37,15 @@ pub struct SchedulerState {
     entries: HashMap<Uuid, (Timestamp, String)>,
     /// The firing time a precise wake-up is already set for.
     armed_for: Option<Timestamp>,
+    /// Jobs that could not be fired at their stored next firing because they are gone or their
+    /// record cannot be parsed (logged once, by the store): `sync` does not index them again
+    /// until that firing changes, so a broken row is not re-read and logged every sync. At
+    /// most [`UNFIREABLE_KEPT`].
+    unfireable: HashMap<Uuid, Timestamp>,
 }
+
+/// Unfireable jobs remembered; beyond it one is forgotten (and logged once more).
+const UNFIREABLE_KEPT: usize = 10_000;
 
 /// A safety tick; the actor also wakes exactly when its earliest firing is due.
 const TICK: Duration = Duration::from_secs(1);
@@ -66,6 +74,7 @@ impl Actor for SchedulerActor {
             queue: BTreeSet::new(),
             entries: HashMap::new(),
             armed_for: None,
+            unfireable: HashMap::new(),
         };
         for job in state.services.store.scheduled_jobs().await? {
             if let Some(next) = job.attention_at() {
@@ -91,7 +100,10 @@ impl Actor for SchedulerActor {
                 job_id,
                 task_id,
                 next,
-            } => state.set(job_id, task_id, next),
+            } => {
+                state.unfireable.remove(&job_id);
+                state.set(job_id, task_id, next)
+            }
             SchedulerMessage::Unschedule { job_id } => state.remove(job_id),
             SchedulerMessage::Tick => state.fire_due().await,
             SchedulerMessage::Sync => state.sync().await,
@@ -139,6 +151,17 @@ impl SchedulerState {
         }
     }
 
+    /// Remembers a job whose record could not be read at its firing `next` (gone, or
+    /// unparsable: the store logged it), so that `sync` does not index it again at that time.
+    fn mark_unfireable(&mut self, job_id: Uuid, next: Timestamp) {
+        if self.unfireable.len() >= UNFIREABLE_KEPT {
+            if let Some(evicted) = self.unfireable.keys().next().copied() {
+                self.unfireable.remove(&evicted);
+            }
+        }
+        self.unfireable.insert(job_id, next);
+    }
+
     async fn sync(&mut self) {
         let before = Timestamp(Timestamp::now().0 + SYNC_WINDOW.as_micros() as i64);
         match self
@@ -149,6 +172,9 @@ impl SchedulerState {
         {
             Ok(due) => {
                 for (job_id, task_id, next) in due {
+                    if self.unfireable.get(&job_id) == Some(&next) {
+                        continue;
+                    }
                     if self.entries.get(&job_id).map(|(at, _)| *at) != Some(next) {
                         self.set(job_id, task_id, next);
                     }
@@ -185,14 +211,15 @@ impl SchedulerState {
     /// the firings recorded as pending runs) and only then created and queued: a stop or a PUT
     /// that wrote the job after it was read makes the write fail, and the job is read again.
     async fn fire(
-        &self,
+        &mut self,
         task_id: &str,
         job_id: Uuid,
         expected: Timestamp,
         now: Timestamp,
     ) -> Result<Option<Timestamp>, StoreError> {
-        let store = self.services.store.as_ref();
+        let store = self.services.store.clone();
         let Some(job) = store.get_job(task_id, job_id).await? else {
+            self.mark_unfireable(job_id, expected);
             return Ok(None);
         };
         // Runs a writer recorded but did not create (it crashed, or the store failed it) are

@@ -67,3 +67,40 @@ pub fn webhook_payload(execution_record: &Execution, job: &Job) -> Value {
     payload["job_id"] = Value::String(job.job_id.to_string());
     payload
 }
+
+/// Marks the outputs of `view` (an [`execution`]) that hold only their ends, as job details
+/// do (`logTruncated`, `errorTruncated`), and links each to its whole output route under
+/// `execution_url` (`logUrl` → `…/stdout/`, `errorUrl` → `…/stderr/`). Outputs that are whole
+/// keep the original's shape.
+pub fn mark_cut_outputs(view: &mut Value, execution_url: &str, log_cut: bool, error_cut: bool) {
+    if log_cut {
+        view["logTruncated"] = Value::Bool(true);
+        view["logUrl"] = Value::String(format!("{execution_url}stdout/"));
+    }
+    if error_cut {
+        view["errorTruncated"] = Value::Bool(true);
+        view["errorUrl"] = Value::String(format!("{execution_url}stderr/"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_outputs_are_flagged_and_linked() {
+        let mut view = json!({"log": "end", "error": "whole"});
+        mark_cut_outputs(
+            &mut view,
+            "http://h/tasks/t/jobs/j/executions/e/",
+            true,
+            false,
+        );
+        assert_eq!(view["logTruncated"], true);
+        assert_eq!(
+            view["logUrl"],
+            "http://h/tasks/t/jobs/j/executions/e/stdout/"
+        );
+        assert!(view.get("errorTruncated").is_none() && view.get("errorUrl").is_none());
+    }
+}

@@ -3,14 +3,29 @@
 
 use bytes::Bytes;
 use fastlane_proto::ErrorKind;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{HeaderMap, Response, StatusCode};
 use serde_json::Value;
 use std::net::SocketAddr;
 
-/// Every answer of the gateway: a whole body in memory.
-pub(crate) type HttpResponse = Response<Full<Bytes>>;
+/// Why a streamed body could not go on (the connection is then closed mid-body).
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every answer: a whole one in memory ([`full_body`]) or a stream of pieces
+/// (stored outputs), so that one response type serves every route.
+pub(crate) type Body = BoxBody<Bytes, BodyError>;
+
+/// Every answer of the gateway.
+pub(crate) type HttpResponse = Response<Body>;
+
+/// A body held whole in memory.
+pub(crate) fn full_body(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
 
 /// The one mapping of error kinds to HTTP statuses.
 pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
@@ -72,7 +87,7 @@ pub(crate) fn json_response(status: StatusCode, body: &Value, pretty: bool) -> H
     }
     .expect("a JSON value always serializes");
     text.push(b'\n');
-    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let mut response = Response::new(full_body(text));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -86,7 +101,7 @@ pub(crate) fn text_response(
     body: Vec<u8>,
     content_type: &'static str,
 ) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(full_body(body));
     *response.status_mut() = status;
     response
         .headers_mut()

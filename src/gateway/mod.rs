@@ -16,6 +16,7 @@ mod guard;
 mod http;
 pub(crate) mod limits;
 mod live;
+mod output;
 mod render;
 mod router;
 mod routes;
@@ -27,7 +28,6 @@ use bytes::Bytes;
 use fastlane_actors::messages::{ApiError, ApiMessage, API_NAME};
 use fastlane_proto::redact::Redactor;
 use http::{json_response, Failure, HttpResponse};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
@@ -102,7 +102,7 @@ pub(crate) async fn handle(
         guard::add_cors(&settings, &mut response, origin);
     }
     if is_head {
-        *response.body_mut() = Full::new(Bytes::new());
+        *response.body_mut() = http::full_body(Bytes::new());
     }
     Ok(response)
 }

@@ -4,12 +4,12 @@
 
 use super::http::percent_encode;
 use fastlane_actors::messages::{Enqueued, Health, JobView, NodeStatus};
-use fastlane_actors::ports::{DeadLetter, Paged};
+use fastlane_actors::ports::{DeadLetter, ExecutionTail, Paged};
 use fastlane_proto::farm::Farm;
 use fastlane_proto::redact::{redact_webhooks, Redactor};
 use fastlane_proto::schedule::JobSchedule;
-use fastlane_proto::views::{execution, iso};
-use fastlane_proto::{Execution, Job, TaskSummary};
+use fastlane_proto::views::{execution, iso, mark_cut_outputs};
+use fastlane_proto::{Job, TaskSummary};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -50,18 +50,10 @@ pub(crate) fn job_details(view: &JobView, urls: &Urls, redactor: &Redactor) -> V
         .iter()
         .map(|item| {
             let mut value = execution(&item.execution);
-            value["url"] = Value::String(urls.execution(
-                &job.task_id,
-                job.job_id,
-                item.execution.execution_id,
-            ));
+            let url = urls.execution(&job.task_id, job.job_id, item.execution.execution_id);
             // Only when cut, so that details of small outputs keep the original's shape.
-            if item.log_cut {
-                value["logTruncated"] = Value::Bool(true);
-            }
-            if item.error_cut {
-                value["errorTruncated"] = Value::Bool(true);
-            }
+            mark_cut_outputs(&mut value, &url, item.log_cut, item.error_cut);
+            value["url"] = Value::String(url);
             value
         })
         .collect();
@@ -101,12 +93,17 @@ fn schedule(schedule: &JobSchedule) -> Value {
     })
 }
 
-/// `GET …/executions/{id}/`: the execution with links to its task and job.
-pub(crate) fn execution_details(item: &Execution, urls: &Urls) -> Value {
+/// `GET …/executions/{id}/`: the execution with links to its task and job; outputs longer
+/// than `JOB_DETAILS_OUTPUT_MAX_BYTES` hold their ends, flagged and linked to the whole ones.
+pub(crate) fn execution_details(found: &ExecutionTail, urls: &Urls) -> Value {
+    let item = &found.execution;
+    let mut shown = execution(item);
+    let url = urls.execution(&item.task_id, item.job_id, item.execution_id);
+    mark_cut_outputs(&mut shown, &url, found.log_cut, found.error_cut);
     json!({
         "task": {"id": item.task_id, "url": urls.task(&item.task_id)},
         "job": {"id": item.job_id.to_string(), "url": urls.job(&item.task_id, item.job_id)},
-        "execution": execution(item),
+        "execution": shown,
     })
 }
 

@@ -10,8 +10,11 @@
 use super::guard::same_site;
 use super::http::{text_response, Failure, HttpResponse};
 use super::limits::ConnectionSlot;
+use super::output::{self, Part};
 use super::{call, GatewaySettings};
 use fastlane_actors::messages::{ApiMessage, WatchOutcome};
+use fastlane_actors::ports::OutputStream;
+use fastlane_proto::Execution;
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, UPGRADE};
@@ -101,7 +104,7 @@ pub(super) fn text(bytes: &[u8]) -> Message {
     Message::Text(String::from_utf8_lossy(bytes).into_owned().into())
 }
 
-async fn serve(settings: &GatewaySettings, mut socket: Socket, target: Target) {
+async fn serve(settings: &Arc<GatewaySettings>, socket: Socket, target: Target) {
     let (Ok(job_id), Ok(execution_id)) = (
         Uuid::parse_str(&target.job_id),
         target
@@ -126,23 +129,53 @@ async fn serve(settings: &GatewaySettings, mut socket: Socket, target: Target) {
     match outcome {
         WatchOutcome::NoJob => close(socket, "").await,
         WatchOutcome::NoExecution | WatchOutcome::Pending => close(socket, "retry").await,
-        WatchOutcome::Finished(execution) => {
-            let mut frames: Vec<Vec<u8>> = Vec::new();
-            if let Some(code) = execution.exit_code {
-                frames.push(format!("EXIT CODE: {code}\n").into_bytes());
-            }
-            frames.push(execution.log.unwrap_or_default());
-            frames.push(b"\n-=-\n".to_vec());
-            frames.push(execution.error.unwrap_or_default());
-            for frame in frames.iter().filter(|frame| !frame.is_empty()) {
-                if socket.send(text(frame)).await.is_err() {
-                    return;
-                }
-            }
-            close(socket, "done").await
-        }
+        WatchOutcome::Finished(execution) => replay(settings, socket, &execution).await,
         WatchOutcome::Live(watch) => super::live::serve(&settings.limits, socket, watch).await,
     }
+}
+
+/// A finished execution's output: the exit code, stdout, a `-=-` line and stderr, each read
+/// from the store in pieces (one text frame each, a character split between two pieces sent
+/// whole with the second), then closed with `done`.
+async fn replay(settings: &Arc<GatewaySettings>, mut socket: Socket, execution: &Execution) {
+    let id = execution.execution_id;
+    let mut parts = Vec::with_capacity(3);
+    for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+        match output::stored_len(settings, id, stream).await {
+            Ok(len) => parts.push(Part::Stored(stream, len)),
+            Err(_) => return close(socket, "retry").await,
+        }
+        if stream == OutputStream::Stdout {
+            parts.push(Part::Fixed(b"\n-=-\n"));
+        }
+    }
+    if let Some(code) = execution.exit_code {
+        if socket
+            .send(text(format!("EXIT CODE: {code}\n").as_bytes()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let mut pieces = std::pin::pin!(output::pieces(settings.clone(), id, parts));
+    let mut carried: Vec<u8> = Vec::new();
+    while let Some(piece) = pieces.next().await {
+        let Ok(piece) = piece else {
+            return close(socket, "retry").await;
+        };
+        carried.extend_from_slice(&piece);
+        let cut = output::utf8_cut(&carried);
+        let rest = carried.split_off(cut);
+        let frame = std::mem::replace(&mut carried, rest);
+        if !frame.is_empty() && socket.send(text(&frame)).await.is_err() {
+            return;
+        }
+    }
+    if !carried.is_empty() && socket.send(text(&carried)).await.is_err() {
+        return;
+    }
+    close(socket, "done").await
 }
 
 fn escape_html(text: &str) -> String {

@@ -1,7 +1,9 @@
 //! The ApiActor's calls (one per gateway route family) and the values they answer with.
 
 use super::host::{HostStatus, LogWatch};
-use crate::ports::{DeadLetter, Page, Paged, QueueStats, StoreCounts, StoreError};
+use crate::ports::{
+    DeadLetter, ExecutionTail, OutputStream, Page, Paged, QueueStats, StoreCounts, StoreError,
+};
 use fastlane_proto::payload::EnqueueRequest;
 use fastlane_proto::{ErrorKind, Execution, Job, Task, TaskSummary, Timestamp};
 use ractor::RpcReplyPort;
@@ -59,7 +61,8 @@ pub enum ExecutionLookup {
     NoJob,
     NoExecutions,
     NoSuchExecution,
-    Found(Box<Execution>),
+    /// The execution, with the ends of its outputs or without them, as asked.
+    Found(Box<ExecutionTail>),
 }
 
 /// What `/healthcheck` reports.
@@ -130,12 +133,28 @@ pub enum ApiMessage {
         job_id: Uuid,
         reply: RpcReplyPort<ApiResult<Option<JobView>>>,
     },
-    /// An execution of a job by id, or the job's last one when `execution_id` is `None`.
+    /// An execution of a job by id, or the job's last one when `execution_id` is `None`; with
+    /// the ends of its outputs (`JOB_DETAILS_OUTPUT_MAX_BYTES`) when `tails`, else without.
     FindExecution {
         task_id: String,
         job_id: Uuid,
         execution_id: Option<Uuid>,
+        tails: bool,
         reply: RpcReplyPort<ApiResult<ExecutionLookup>>,
+    },
+    /// The length of an execution's stored output (`None`: it has none).
+    OutputLen {
+        execution_id: Uuid,
+        stream: OutputStream,
+        reply: RpcReplyPort<ApiResult<Option<u64>>>,
+    },
+    /// A piece of an execution's stored output (`Store::read_output`).
+    ReadOutput {
+        execution_id: Uuid,
+        stream: OutputStream,
+        offset: u64,
+        max_len: u64,
+        reply: RpcReplyPort<ApiResult<Vec<u8>>>,
     },
     Health(RpcReplyPort<Health>),
     Status(RpcReplyPort<NodeStatus>),
@@ -160,7 +179,7 @@ pub enum WatchOutcome {
     NoExecution,
     /// Not started yet: come back later.
     Pending,
-    /// Finished (or ended): its stored output.
+    /// Finished (or ended): the record without output, which is read with `ReadOutput`.
     Finished(Box<Execution>),
     /// Running: its output so far and then live.
     Live(LogWatch),

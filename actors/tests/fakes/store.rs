@@ -8,7 +8,9 @@
 //! instead of passing on a made-up answer.
 
 use async_trait::async_trait;
-use fastlane_actors::ports::{ExecutionTail, Page, Paged, Store, StoreCounts, StoreError};
+use fastlane_actors::ports::{
+    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError,
+};
 use fastlane_proto::outbox::{self, Outbox, OwedNotification};
 use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
@@ -227,6 +229,45 @@ impl Store for FakeStore {
 
     async fn get_execution(&self, execution_id: Uuid) -> Result<Option<Execution>, StoreError> {
         Ok(self.execution(execution_id))
+    }
+
+    async fn get_execution_tail(
+        &self,
+        execution_id: Uuid,
+        max_bytes: Option<u64>,
+    ) -> Result<Option<ExecutionTail>, StoreError> {
+        Ok(self.execution(execution_id).map(|mut execution| {
+            if max_bytes.is_none() {
+                (execution.log, execution.error) = (None, None);
+            }
+            ExecutionTail::of(execution, max_bytes.unwrap_or(0))
+        }))
+    }
+
+    async fn output_len(
+        &self,
+        execution_id: Uuid,
+        stream: OutputStream,
+    ) -> Result<Option<u64>, StoreError> {
+        let execution = self.execution(execution_id);
+        Ok(execution.and_then(|execution| stream.of(&execution).map(|bytes| bytes.len() as u64)))
+    }
+
+    async fn read_output(
+        &self,
+        execution_id: Uuid,
+        stream: OutputStream,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let execution = self.execution(execution_id);
+        let bytes = execution
+            .as_ref()
+            .and_then(|e| stream.of(e))
+            .unwrap_or_default();
+        let start = (offset as usize).min(bytes.len());
+        let end = (offset.saturating_add(max_len) as usize).min(bytes.len());
+        Ok(bytes[start..end].to_vec())
     }
 
     async fn update_execution(

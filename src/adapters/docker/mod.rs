@@ -71,6 +71,9 @@ pub(crate) struct DockerRuntime {
 
 /// Pulls may take much longer than other calls.
 const PULL_TIMEOUT_FACTOR: u32 = 20;
+/// Lines of earlier output a new live stream starts with (Docker's `tail` counts lines):
+/// about the live replay's 1 MiB for lines of ~100 bytes, and a bounded backlog either way.
+const FOLLOW_TAIL_LINES: u32 = 10_000;
 
 impl DockerRuntime {
     /// A client for `endpoint`. `wait_limit` bounds the longest call (waiting for a container).
@@ -491,10 +494,14 @@ impl ContainerRuntime for DockerRuntime {
             self.docker.inspect_container(container_id, None),
         )
         .await?;
+        // From the last lines, not the container's start: a long chatty job's first watcher
+        // would otherwise be sent its whole history at once and be closed as `slow`. The stored
+        // output is read apart (`collect`), whole.
         let options = LogsOptions {
             follow: true,
             stdout: true,
             stderr: true,
+            tail: FOLLOW_TAIL_LINES.to_string(),
             ..Default::default()
         };
         let mut logs = self.docker.logs(container_id, Some(options));

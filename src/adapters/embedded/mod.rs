@@ -15,6 +15,7 @@
 mod blacklist;
 mod connection;
 mod outbox;
+mod outputs;
 mod queue;
 mod records;
 mod slots;

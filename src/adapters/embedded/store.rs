@@ -1,11 +1,14 @@
 //! The [`Store`] port on the embedded database: tasks, jobs, executions and their outputs.
 
+use super::outputs::{self, tail_of};
 use super::records::{
     index_schedule, insert_execution, parsed, read_execution, records, task_from_row, write_job,
 };
 use super::{outbox, DbError, Embedded};
 use async_trait::async_trait;
-use fastlane_actors::ports::{ExecutionTail, Page, Paged, Store, StoreCounts, StoreError};
+use fastlane_actors::ports::{
+    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError,
+};
 use fastlane_proto::outbox::{Outbox, OwedNotification};
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use rusqlite::{params, OptionalExtension};
@@ -244,47 +247,77 @@ impl Store for Embedded {
         limit: u64,
         max_bytes: u64,
     ) -> Result<Vec<ExecutionTail>, StoreError> {
-        // SQLite cuts the BLOBs itself: only the ends leave the database.
-        let keep = if max_bytes == 0 {
-            i64::MAX / 2
-        } else {
-            max_bytes.min(i64::MAX as u64 / 2) as i64
-        };
         self.with(move |connection| {
             let mut statement = connection.prepare_cached(
-                "SELECT e.execution_id, e.record, \
-                 length(o.log), substr(o.log, max(length(o.log) - ?3 + 1, 1)), \
-                 length(o.error), substr(o.error, max(length(o.error) - ?3 + 1, 1)) \
-                 FROM executions e LEFT JOIN outputs o ON o.execution_id = e.execution_id \
-                 WHERE e.job_id = ?1 ORDER BY e.seq DESC LIMIT ?2",
+                "SELECT execution_id, record FROM executions WHERE job_id = ?1 \
+                 ORDER BY seq DESC LIMIT ?2",
             )?;
             let rows = statement
-                .query_map(params![job_id.to_string(), limit as i64, keep], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, Option<i64>>(2)?,
-                        row.get::<_, Option<Vec<u8>>>(3)?,
-                        row.get::<_, Option<i64>>(4)?,
-                        row.get::<_, Option<Vec<u8>>>(5)?,
-                    ))
+                .query_map(params![job_id.to_string(), limit as i64], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|(id, record, log_length, log, error_length, error)| {
-                    // An unparsable record is skipped, with an error logged.
-                    let mut execution: Execution = parsed(&id, &record)?;
-                    // `substr` of an empty BLOB is NULL: a length says the output exists.
-                    execution.log = log.or(log_length.map(|_| Vec::new()));
-                    execution.error = error.or(error_length.map(|_| Vec::new()));
-                    Some(ExecutionTail {
-                        execution,
-                        log_cut: log_length.unwrap_or(0) > keep,
-                        error_cut: error_length.unwrap_or(0) > keep,
-                    })
-                })
-                .collect())
+            let mut tails = Vec::with_capacity(rows.len());
+            for (id, record) in rows {
+                // An unparsable record is skipped, with an error logged.
+                if let Some(execution) = parsed(&id, &record) {
+                    tails.push(tail_of(connection, execution, max_bytes)?);
+                }
+            }
+            Ok(tails)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn get_execution_tail(
+        &self,
+        execution_id: Uuid,
+        max_bytes: Option<u64>,
+    ) -> Result<Option<ExecutionTail>, StoreError> {
+        self.with(move |connection| {
+            let id = execution_id.to_string();
+            let record: Option<String> = connection
+                .prepare_cached("SELECT record FROM executions WHERE execution_id = ?1")?
+                .query_row(params![id], |row| row.get(0))
+                .optional()?;
+            // As `get_execution`: an unparsable record reads as absent, with an error logged.
+            let Some(execution) = record.and_then(|record| parsed::<Execution>(&id, &record))
+            else {
+                return Ok(None);
+            };
+            Ok(Some(match max_bytes {
+                Some(max_bytes) => tail_of(connection, execution, max_bytes)?,
+                None => ExecutionTail::of(execution, 0),
+            }))
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn output_len(
+        &self,
+        execution_id: Uuid,
+        stream: OutputStream,
+    ) -> Result<Option<u64>, StoreError> {
+        self.with(move |connection| {
+            let found = outputs::output_len(connection, &execution_id.to_string(), stream)?;
+            Ok(found.map(|(_, length)| length))
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    async fn read_output(
+        &self,
+        execution_id: Uuid,
+        stream: OutputStream,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.with(move |connection| {
+            let id = execution_id.to_string();
+            outputs::read_output(connection, &id, stream, offset, max_len)
         })
         .await
         .map_err(StoreError::from)

@@ -2,8 +2,9 @@
 //! collection, each write a new version, so output of any size fits under the 16 MiB document
 //! limit and a reader never sees a version half written (see the module comment of `mod.rs`).
 
+use super::store::execution_without_output;
 use super::{bounded, MongoStore};
-use fastlane_actors::ports::StoreError;
+use fastlane_actors::ports::{ExecutionTail, OutputStream, StoreError};
 use fastlane_proto::Execution;
 use mongodb::bson::{doc, Bson, Document};
 use uuid::Uuid;
@@ -61,6 +62,121 @@ impl MongoStore {
             target.get_or_insert_with(Vec::new).extend_from_slice(data);
         }
         Ok(())
+    }
+
+    /// `Store::get_execution_tail`: the record, and the ends of its outputs when asked.
+    pub(super) async fn execution_tail(
+        &self,
+        execution_id: Uuid,
+        max_bytes: Option<u64>,
+    ) -> Result<Option<ExecutionTail>, StoreError> {
+        let found = bounded(
+            self.executions
+                .find_one(doc! {"_id": execution_id.to_string()}),
+        );
+        let Some(document) = found.await? else {
+            return Ok(None);
+        };
+        let Some(mut execution) = execution_without_output(&document) else {
+            return Ok(None);
+        };
+        let (log_cut, error_cut) = match max_bytes {
+            Some(max_bytes) => {
+                self.read_output_tails(&mut execution, &document, max_bytes)
+                    .await?
+            }
+            None => (false, false),
+        };
+        Ok(Some(ExecutionTail {
+            execution,
+            log_cut,
+            error_cut,
+        }))
+    }
+
+    /// The output version the execution record points at for `stream`; `None` when it has none.
+    async fn output_version(
+        &self,
+        execution_id: Uuid,
+        stream: OutputStream,
+    ) -> Result<Option<String>, StoreError> {
+        let found = bounded(
+            self.executions
+                .find_one(doc! {"_id": execution_id.to_string()})
+                .projection(doc! {"output": 1}),
+        )
+        .await?;
+        Ok(found.and_then(|document| {
+            let versions = document.get_document("output").ok()?;
+            Some(versions.get_str(stream.field()).ok()?.to_string())
+        }))
+    }
+
+    /// `Store::output_len`: every chunk but the last holds [`CHUNK_BYTES`], so the last chunk
+    /// alone gives the length.
+    pub(super) async fn output_len(
+        &self,
+        execution_id: Uuid,
+        stream: OutputStream,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(version) = self.output_version(execution_id, stream).await? else {
+            return Ok(None);
+        };
+        let last = bounded(
+            self.outputs
+                .find_one(doc! {
+                    "execution_id": execution_id.to_string(),
+                    "kind": stream.field(),
+                    "v": version,
+                })
+                .sort(doc! {"n": -1}),
+        )
+        .await?;
+        Ok(last.map(|chunk| {
+            let n = chunk.get_i64("n").unwrap_or(0).max(0) as u64;
+            n * CHUNK_BYTES as u64 + chunk_data(&chunk).len() as u64
+        }))
+    }
+
+    /// `Store::read_output`: fetches only the chunks the range touches.
+    pub(super) async fn read_output(
+        &self,
+        execution_id: Uuid,
+        stream: OutputStream,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let Some(version) = self.output_version(execution_id, stream).await? else {
+            return Ok(Vec::new());
+        };
+        if max_len == 0 {
+            return Ok(Vec::new());
+        }
+        let chunk = CHUNK_BYTES as u64;
+        let first = (offset / chunk).min(i64::MAX as u64) as i64;
+        let last = (offset.saturating_add(max_len - 1) / chunk).min(i64::MAX as u64) as i64;
+        let chunks = self
+            .collect(
+                self.outputs
+                    .find(doc! {
+                        "execution_id": execution_id.to_string(),
+                        "kind": stream.field(),
+                        "v": version,
+                        "n": {"$gte": first, "$lte": last},
+                    })
+                    .sort(doc! {"n": 1}),
+            )
+            .await?;
+        let mut bytes = Vec::new();
+        let mut skip = (offset % chunk) as usize;
+        for chunk_document in &chunks {
+            let data = chunk_data(chunk_document);
+            let wanted = max_len as usize - bytes.len();
+            let start = skip.min(data.len());
+            bytes.extend_from_slice(&data[start..data.len().min(start + wanted)]);
+            skip = 0;
+        }
+        Ok(bytes)
     }
 
     /// Writes the execution's `log` and `error` (those set) as new output versions; returns
@@ -207,5 +323,13 @@ impl MongoStore {
             bounded(self.outputs.insert_one(chunk)).await?;
         }
         Ok(())
+    }
+}
+
+/// The bytes of one output chunk (none when the chunk is malformed).
+fn chunk_data(chunk: &Document) -> &[u8] {
+    match chunk.get("data") {
+        Some(Bson::Binary(binary)) => binary.bytes.as_slice(),
+        _ => &[],
     }
 }

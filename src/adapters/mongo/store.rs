@@ -4,7 +4,9 @@
 use super::outputs::output_pointers;
 use super::{bounded, integer, internal, is_duplicate, readable_record, to_document, MongoStore};
 use async_trait::async_trait;
-use fastlane_actors::ports::{ExecutionTail, Page, Paged, Store, StoreCounts, StoreError};
+use fastlane_actors::ports::{
+    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError,
+};
 use fastlane_proto::outbox::{Outbox, OwedNotification};
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use mongodb::bson::{doc, Bson, Document};
@@ -33,7 +35,7 @@ fn execution_record(execution: &Execution) -> Result<Document, StoreError> {
 
 /// The execution with its webhook attempts, its output not read (`log` and `error` are `None`);
 /// `None` (logged) when the record cannot be parsed.
-fn execution_without_output(document: &Document) -> Option<Execution> {
+pub(super) fn execution_without_output(document: &Document) -> Option<Execution> {
     let mut execution: Execution = readable_record(document)?;
     if let Ok(dispatch) = document.get_array("webhook_dispatch") {
         execution.metadata.webhook_dispatch = dispatch
@@ -414,6 +416,28 @@ impl Store for MongoStore {
             Some(document) => self.read_execution(&document).await,
             None => Ok(None),
         }
+    }
+
+    async fn get_execution_tail(
+        &self,
+        execution_id: Uuid,
+        max_bytes: Option<u64>,
+    ) -> Result<Option<ExecutionTail>, StoreError> {
+        self.execution_tail(execution_id, max_bytes).await
+    }
+
+    async fn output_len(&self, id: Uuid, stream: OutputStream) -> Result<Option<u64>, StoreError> {
+        MongoStore::output_len(self, id, stream).await
+    }
+
+    async fn read_output(
+        &self,
+        id: Uuid,
+        stream: OutputStream,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        MongoStore::read_output(self, id, stream, offset, max_len).await
     }
 
     async fn update_execution(

@@ -3,13 +3,15 @@
 //! the job's last one; and the live output (`stream` page, `ws` socket, served by `stream`).
 
 use crate::gateway::http::{percent_encode, text_response, Failure, HttpResponse};
+use crate::gateway::output::{self, stored_len, Part};
 use crate::gateway::render::{self, Urls};
 use crate::gateway::stream::{self, Target};
 use crate::gateway::{api_failure, call, ok, GatewaySettings};
 use fastlane_actors::messages::{ApiMessage, ApiResult, ExecutionLookup};
+use fastlane_actors::ports::OutputStream;
 use fastlane_proto::ExecutionStatus;
 use hyper::body::Incoming;
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderValue, CONTENT_LENGTH};
 use hyper::{Request, StatusCode};
 use ractor::RpcReplyPort;
 use std::sync::Arc;
@@ -141,6 +143,7 @@ impl ExecutionAction {
                 task_id,
                 job_id,
                 execution_id: Some(execution_id),
+                tails: true,
                 reply,
             },
             ExecutionAction::Stop => ApiMessage::StopExecution {
@@ -216,9 +219,10 @@ pub(crate) enum OutputKind {
 }
 
 /// `stdout`, `stderr` or `logs` of an execution (the job's last one when `execution_id` is
-/// `None`), with the exit code in `Fastlane-Exit-Code` once there is one.
+/// `None`), with the exit code in `Fastlane-Exit-Code` once there is one. The body is read from
+/// the store in pieces while it is sent (`gateway/output.rs`), never whole.
 pub(crate) async fn output(
-    settings: &GatewaySettings,
+    settings: &Arc<GatewaySettings>,
     output: OutputKind,
     task_id: &str,
     job_id: &str,
@@ -240,6 +244,7 @@ pub(crate) async fn output(
         task_id: owned_task,
         job_id: job_uuid,
         execution_id: execution_uuid,
+        tails: false,
         reply,
     })
     .await?
@@ -253,18 +258,39 @@ pub(crate) async fn output(
             ))
         }
         ExecutionLookup::NoSuchExecution => return Err(no_match()),
-        ExecutionLookup::Found(found) => found,
+        ExecutionLookup::Found(found) => found.execution,
     };
     let pending = found.status.output_pending() && found.status != ExecutionStatus::Done;
-    let log = found.log.clone().unwrap_or_default();
-    let error = found.error.clone().unwrap_or_default();
-    let body = match (pending, output) {
+    let id = found.execution_id;
+    let parts = match (pending, output) {
         (true, _) => Vec::new(),
-        (false, OutputKind::Stdout) => log,
-        (false, OutputKind::Stderr) => error,
-        (false, OutputKind::Logs) => [log, b"\n-=-\n".to_vec(), error].concat(),
+        (false, OutputKind::Stdout) => vec![Part::Stored(
+            OutputStream::Stdout,
+            stored_len(settings, id, OutputStream::Stdout).await?,
+        )],
+        (false, OutputKind::Stderr) => vec![Part::Stored(
+            OutputStream::Stderr,
+            stored_len(settings, id, OutputStream::Stderr).await?,
+        )],
+        (false, OutputKind::Logs) => vec![
+            Part::Stored(
+                OutputStream::Stdout,
+                stored_len(settings, id, OutputStream::Stdout).await?,
+            ),
+            Part::Fixed(b"\n-=-\n"),
+            Part::Stored(
+                OutputStream::Stderr,
+                stored_len(settings, id, OutputStream::Stderr).await?,
+            ),
+        ],
     };
-    let mut response = text_response(StatusCode::OK, body, "text/plain; charset=utf-8");
+    let length: u64 = parts.iter().map(|part| part.len()).sum();
+    let mut response = text_response(StatusCode::OK, Vec::new(), "text/plain; charset=utf-8");
+    *response.body_mut() = output::body(settings.clone(), id, parts);
+    // The length is known before the first piece is read: sent as it was for a whole body.
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
     if let Some(exit_code) = found.exit_code {
         response
             .headers_mut()
