@@ -1114,7 +1114,7 @@ async fn output_pieces(store: &dyn Store) {
     run.status = ExecutionStatus::Done;
     run.log = Some(log.clone());
     run.error = Some(Vec::new());
-    store.update_execution(&run).await.expect("done");
+    store.update_execution(&run, None).await.expect("done");
     let id = run.execution_id;
     let (stdout, stderr) = (OutputStream::Stdout, OutputStream::Stderr);
     let len = |id, stream| async move { store.output_len(id, stream).await.expect("len") };
@@ -1174,7 +1174,7 @@ async fn output_pieces(store: &dyn Store) {
         .expect("absent")
         .is_none());
     run.log = Some(b"short".to_vec());
-    store.update_execution(&run).await.expect("rewrite");
+    store.update_execution(&run, None).await.expect("rewrite");
     assert_eq!(len(id, stdout).await, Some(5));
     assert_eq!(read(id, 0, 1 << 20).await, b"short");
     store.delete_job(job.job_id).await.expect("delete");

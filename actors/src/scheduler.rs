@@ -246,7 +246,7 @@ impl SchedulerState {
                         last_modified_at: now,
                         ..job
                     };
-                    if !try_write(store, &unscheduled).await? {
+                    if !try_write(store.as_ref(), &unscheduled).await? {
                         return Ok(Some(expected));
                     }
                     return Ok(None);
@@ -288,7 +288,7 @@ impl SchedulerState {
             last_modified_at: now,
             ..job
         };
-        if !try_write(store, &fired).await? {
+        if !try_write(store.as_ref(), &fired).await? {
             // Written meanwhile (a stop, a PUT, another node's firing, a retry): read it again
             // and decide again, right away.
             return Ok(Some(expected));
