@@ -1252,7 +1252,10 @@ async fn notification_outbox(store: Arc<dyn Store>) {
     let mut running = run.clone();
     running.status = ExecutionStatus::Running;
     running.outbox = owed(&job, &running, now);
-    store.update_execution(&running, None).await.expect("running");
+    store
+        .update_execution(&running, None)
+        .await
+        .expect("running");
     let stored = store
         .get_outbox(run.execution_id)
         .await
@@ -1329,7 +1332,10 @@ async fn notification_outbox(store: Arc<dyn Store>) {
         Err(StoreError::Conflict(_))
     ));
     failed.log = Some(b"output added later".to_vec());
-    store.update_execution(&failed, None).await.expect("same status");
+    store
+        .update_execution(&failed, None)
+        .await
+        .expect("same status");
     assert_eq!(
         store
             .get_outbox(run.execution_id)
@@ -1343,7 +1349,10 @@ async fn notification_outbox(store: Arc<dyn Store>) {
     let mut stopped = earlier.clone();
     stopped.status = ExecutionStatus::Stopped;
     stopped.outbox = owed(&job, &stopped, Timestamp(now.0 - 1_000_000));
-    store.update_execution(&stopped, None).await.expect("stopped");
+    store
+        .update_execution(&stopped, None)
+        .await
+        .expect("stopped");
     let due = ours(store.due_outboxes(now, 100).await.expect("due"));
     assert_eq!(due, vec![earlier.execution_id, run.execution_id]);
     let first_due = store

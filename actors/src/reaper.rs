@@ -163,6 +163,8 @@ mod tests {
             schedule: None,
             created_at: now,
             last_modified_at: now,
+            version: 0,
+            pending: Vec::new(),
         };
         Execution::new(&job, None, now)
     }

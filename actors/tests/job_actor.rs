@@ -607,6 +607,10 @@ async fn a_runner_whose_claim_was_taken_leaves_everything_to_the_new_one() {
         let log = harness.queue.messages.log();
         assert!(log.acks.is_empty(), "the message is the new runner's");
         assert!(log.releases.is_empty());
+    })
+    .await;
+}
+
 /// A stop written while a failure decides its retry (after the JobActor read the job, before
 /// its write) wins: the retry's write is refused, the job read again has no retries left, and
 /// no retry is created or queued; the stop's `retry_count` and cleared schedule stand.
@@ -658,6 +662,10 @@ async fn a_lost_lease_leaves_the_container_running() {
         assert_eq!(harness.runtimes[0].running().len(), 1, "still running");
         let log = harness.queue.messages.log();
         assert!(log.acks.is_empty() && log.releases.is_empty());
+    })
+    .await;
+}
+
 /// Without a race the retry is decided by one write that records it pending, then created,
 /// then taken off the job: nothing stays pending, and the job's version counts both writes.
 #[tokio::test(start_paused = true)]

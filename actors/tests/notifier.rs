@@ -75,6 +75,12 @@ fn services(store: Arc<FakeStore>, webhooks: Arc<ScriptedWebhooks>) -> Services 
         reporter: Arc::new(FakeReporter::default()),
         settings: Arc::new(Settings {
             node_id: "notifier-tests".into(),
+            previous_consumers: Vec::new(),
+            lease_duration: fastlane_actors::ports::LEASE_DURATION,
+            deployment_id: "notifier-tests".into(),
+            container_lookup_limit: std::time::Duration::from_secs(600),
+            reaper_interval: None,
+            reaper_grace: std::time::Duration::from_secs(60),
             farms: Vec::new(),
             hard_timeout_seconds: 3_600,
             job_details_output_max_bytes: 0,
@@ -101,7 +107,10 @@ async fn finished_with_hooks(store: &FakeStore, hooks: serde_json::Value) -> Exe
     store.seed(&job, &[&execution]);
     execution.status = ExecutionStatus::Done;
     execution.outbox = owed(&job, &execution, Timestamp::now());
-    store.update_execution(&execution).await.expect("stored");
+    store
+        .update_execution(&execution, None)
+        .await
+        .expect("stored");
     execution
 }
 

@@ -12,7 +12,6 @@ use fastlane_actors::ports::{
     ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError,
 };
 use fastlane_proto::outbox::{self, Outbox, OwedNotification};
-use fastlane_proto::schedule::JobSchedule;
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use std::collections::HashMap;
 use std::sync::Mutex;

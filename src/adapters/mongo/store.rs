@@ -464,7 +464,10 @@ impl Store for MongoStore {
             set.insert(format!("output.{kind}"), version);
         }
         // A status change that owes notifications records them in the same update.
-        match self.write_status_change(execution, &set, &terminal, fence).await {
+        match self
+            .write_status_change(execution, &set, &terminal, fence)
+            .await
+        {
             Ok(false) => {}
             done => {
                 self.drop_outputs(&id, &versions, done.is_err()).await;
