@@ -57,7 +57,7 @@ pub async fn run(
     let _lock = data_dir::lock(&data_dir)?;
     let backends = adapters::backends::Backends::open(&config).await?;
     let (node_id, previous_consumers) = consumer_id(&data_dir)?;
-    let deployment_id = deployment_id(&config, &data_dir, true)?.unwrap_or_default();
+    let deployment_id = shared_deployment_id(&config, &data_dir, &backends).await?;
     // Whatever the backends made in DATA_DIR (SQLite's -wal and -shm) is private too.
     data_dir::tighten_files(&data_dir)?;
 
@@ -280,29 +280,18 @@ pub fn deployment_id(
     data_dir: &std::path::Path,
     create: bool,
 ) -> anyhow::Result<Option<String>> {
-    let valid = |id: &str| {
-        !id.is_empty()
-            && id.len() <= 64
-            && id
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte))
-    };
     if let Some(id) = config.optional("DEPLOYMENT_ID") {
         anyhow::ensure!(
-            valid(&id),
+            valid_deployment_id(&id),
             "DEPLOYMENT_ID {id:?} is not 1 to 64 letters, digits, '.', '_' or '-'"
         );
         return Ok(Some(id));
-    }
-    if create && config.optional("REDIS_URL").is_some() {
-        // Each node would get an id of its own: none could take over another's containers.
-        tracing::warn!("REDIS_URL is set but DEPLOYMENT_ID is not: give every node sharing this queue and store the same DEPLOYMENT_ID");
     }
     let path = data_dir.join("deployment-id");
     if let Ok(id) = std::fs::read_to_string(&path) {
         let id = id.trim();
         anyhow::ensure!(
-            valid(id),
+            valid_deployment_id(id),
             "{} holds {id:?}, not a deployment id",
             path.display()
         );
@@ -315,6 +304,47 @@ pub fn deployment_id(
     data_dir::write_private_file(&path, id.as_bytes())?;
     tracing::info!(deployment_id = %id, "generated this deployment's id");
     Ok(Some(id))
+}
+
+/// 1 to 64 letters, digits, '.', '_' or '-': safe as a Docker label value and a file's content.
+fn valid_deployment_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte))
+}
+
+/// The deployment id this node labels its containers with. Configured (`DEPLOYMENT_ID`), it is
+/// that; otherwise nodes sharing a Redis queue agree on the first id stored there (the one in
+/// `DATA_DIR/deployment-id`, generated once, is this node's candidate and is overwritten with
+/// the shared one, so `fastlane-node prune` on this machine knows it too); an embedded node
+/// keeps its own.
+async fn shared_deployment_id(
+    config: &Config,
+    data_dir: &std::path::Path,
+    backends: &adapters::backends::Backends,
+) -> anyhow::Result<String> {
+    let local = deployment_id(config, data_dir, true)?.unwrap_or_default();
+    let Some(redis) = backends.redis.as_ref() else {
+        return Ok(local);
+    };
+    if config.optional("DEPLOYMENT_ID").is_some() {
+        return Ok(local);
+    }
+    let shared = tokio::time::timeout(Duration::from_secs(10), redis.shared_deployment_id(&local))
+        .await
+        .map_err(|_| anyhow::anyhow!("Redis did not answer for the shared deployment id"))?
+        .map_err(|error| anyhow::anyhow!("could not read the shared deployment id: {error}"))?;
+    anyhow::ensure!(
+        valid_deployment_id(&shared),
+        "Redis holds {shared:?} as the deployment id, not 1 to 64 letters, digits, '.', '_' or '-'"
+    );
+    if shared != local {
+        data_dir::write_private_file(&data_dir.join("deployment-id"), shared.as_bytes())?;
+        tracing::info!(deployment_id = %shared, "using the deployment id shared by the nodes of this queue");
+    }
+    Ok(shared)
 }
 
 /// This node's stable id, kept in the data directory: the prefix of its consumer ids.

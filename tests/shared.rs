@@ -39,8 +39,6 @@ impl Deployment {
                 ("REDIS_URL".into(), redis_url.to_string()),
                 ("REDIS_KEY_PREFIX".into(), name.clone()),
                 ("MONGODB_URL".into(), format!("{base}/{name}")),
-                // Nodes of one deployment take over each other's containers.
-                ("DEPLOYMENT_ID".into(), name.clone()),
                 ("DOCKER_HOSTS".into(), farms.to_string()),
             ],
         }
@@ -212,6 +210,29 @@ async fn blacklist_through_one_node_holds_on_the_other() {
             .count(),
         0
     );
+}
+
+/// Without `DEPLOYMENT_ID`, the nodes of one queue label their containers alike: the first
+/// node's generated id is stored in Redis and adopted by the others (kept in each `DATA_DIR`
+/// for `prune`), so any node can take over a container another created; another deployment
+/// (another key prefix) has its own.
+#[tokio::test]
+async fn nodes_of_one_queue_share_the_deployment_id() {
+    let hosts = docker_hosts();
+    let farms = json!([{"match": "", "hosts": [hosts[0]]}]);
+    let deployment = Deployment::new(&env("FASTLANE_TEST_REDIS_URL"), farms.clone());
+    let (first, second) = (deployment.node().await, deployment.node().await);
+    let id_of = |node: &Node| std::fs::read_to_string(node.data_dir.join("deployment-id")).unwrap();
+    assert!(
+        id_of(&first).starts_with("deployment-"),
+        "{}",
+        id_of(&first)
+    );
+    assert_eq!(id_of(&first), id_of(&second));
+    let other = Deployment::new(&env("FASTLANE_TEST_REDIS_URL"), farms)
+        .node()
+        .await;
+    assert_ne!(id_of(&other), id_of(&first));
 }
 
 /// A node of a new deployment sweeping every `sweep_seconds`, whose farm's only host is

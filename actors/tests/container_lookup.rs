@@ -137,8 +137,9 @@ async fn a_redelivery_takes_over_the_container_on_the_recorded_host() {
     .await;
 }
 
-/// A redelivered execution recorded on `host-a` whose container is certainly not there (the
-/// crash came before the create): it is placed as usual and runs once.
+/// A redelivered execution recorded on `host-a` whose container is not there (the crash came
+/// before the create, or the create is still on its way): it is placed on `host-a` again,
+/// where Docker would refuse a second container of the name, and runs once.
 #[tokio::test(start_paused = true)]
 async fn a_redelivery_finding_no_container_places_the_execution() {
     scenario(two_hosts(Script::default()), |harness| async move {
@@ -151,6 +152,11 @@ async fn a_redelivery_finding_no_container_places_the_execution() {
         assert_eq!(harness.store.status(id), Some(Done));
         assert_eq!(creations(&harness).len(), 1);
         assert_eq!(harness.runtimes[0].calls().finds, [name(&execution)]);
+        assert_eq!(
+            harness.runtimes[1].calls().starts,
+            0,
+            "placed on the recorded host, not by load"
+        );
         assert_eq!(
             harness.store.status_history(id),
             [Enqueued, Pulling, Running, Done]

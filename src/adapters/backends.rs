@@ -20,6 +20,8 @@ pub(crate) struct Backends {
     pub slots: Arc<dyn Slots>,
     pub blacklist: Arc<dyn HostBlacklist>,
     pub names: (String, String),
+    /// The Redis backend when it serves the queue: what several nodes share besides the ports.
+    pub redis: Option<RedisBackend>,
 }
 
 /// The ports one backend serves together.
@@ -55,6 +57,7 @@ impl Backends {
             embedded = Some(opened.clone());
             Ok(opened)
         };
+        let mut shared_redis = None;
         let ((queue, slots, blacklist), queue_name) = match config.optional("REDIS_URL") {
             Some(url) => {
                 let redis_config = redis::parse_url(&url).map_err(anyhow::Error::msg)?;
@@ -62,6 +65,7 @@ impl Backends {
                 let redis = RedisBackend::connect(redis_config, &config.string("REDIS_KEY_PREFIX"))
                     .await
                     .context("could not connect to Redis (REDIS_URL)")?;
+                shared_redis = Some(redis.clone());
                 (queue_ports(redis), name)
             }
             None => (queue_ports(open_embedded()?), "embedded".to_string()),
@@ -86,6 +90,7 @@ impl Backends {
             slots,
             blacklist,
             names: (queue_name, store_name),
+            redis: shared_redis,
         })
     }
 }

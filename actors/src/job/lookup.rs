@@ -140,14 +140,20 @@ impl JobState {
         );
         execution.status = ExecutionStatus::Enqueued;
         self.persist().await?;
-        if let (true, Some(host), Some(port)) = (avoid, failed.0, failed.1) {
+        if let (Some(host), Some(port)) = (failed.0, failed.1) {
             if let Some(endpoint) = self
                 .hosts
                 .iter()
                 .map(|(endpoint, _)| endpoint)
                 .find(|endpoint| endpoint.host() == host && endpoint.port() == port)
             {
-                self.failed_hosts.push(endpoint.clone());
+                if avoid {
+                    self.failed_hosts.push(endpoint.clone());
+                } else {
+                    // Absent now, but a create sent by a runner that died may still be on its
+                    // way there: only that host would refuse a second container of the name.
+                    self.preferred_host = Some(endpoint.clone());
+                }
             }
         }
         self.start(myself).await

@@ -77,6 +77,10 @@ pub struct JobState {
     /// Whether the lookup in flight follows a host fault (then the host is avoided if the
     /// container is not there).
     lookup_after_fault: bool,
+    /// The recorded host where the container was not found on a redelivery: placed there again
+    /// when it can take it, since a create a dead runner sent may still land there, and Docker
+    /// refuses a second container of that name on the same host (the runtime takes it over).
+    preferred_host: Option<DockerEndpoint>,
 }
 
 /// Extra time granted past the hard timeout before a wait is abandoned.
@@ -138,6 +142,7 @@ impl Actor for JobActor {
             create_attempted: false,
             lookups: 0,
             lookup_after_fault: false,
+            preferred_host: None,
         })
     }
 

@@ -183,7 +183,15 @@ impl JobState {
             });
             loads.push(load);
         }
-        least_loaded(&loads).map(|index| candidates[index].clone())
+        let preferred = self.preferred_host.as_ref().and_then(|preferred| {
+            candidates
+                .iter()
+                .zip(&loads)
+                .position(|((endpoint, _), load)| endpoint == preferred && load.available)
+        });
+        preferred
+            .or_else(|| least_loaded(&loads))
+            .map(|index| candidates[index].clone())
     }
 
     pub(super) fn image_ready(&mut self, warnings: Vec<String>) -> Finished {

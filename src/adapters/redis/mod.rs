@@ -207,6 +207,14 @@ impl RedisBackend {
             .map_err(queue_error)
     }
 
+    /// The deployment id every node of this queue uses: `candidate` if none was stored yet.
+    pub async fn shared_deployment_id(&self, candidate: &str) -> Result<String, QueueError> {
+        self.script(&scripts::DEPLOYMENT_ID, vec![candidate.to_string()])
+            .await?
+            .convert::<String>()
+            .map_err(queue_error)
+    }
+
     /// Removes every key of this namespace (tests only use it, on their own namespace).
     pub async fn clear(&self) -> Result<(), QueueError> {
         self.integer(&scripts::CLEAR, Vec::new()).await.map(|_| ())

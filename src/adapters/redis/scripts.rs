@@ -303,6 +303,17 @@ return redis.call('SREM', p .. 'blacklist', ARGV[3])
     )
 });
 
+/// ARGV: a candidate deployment id. The first node to ask sets it; every node gets the stored
+/// one, so nodes sharing this queue label their containers alike without configuration.
+pub(super) static DEPLOYMENT_ID: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+redis.call('SET', p .. 'deployment-id', ARGV[2], 'NX')
+return redis.call('GET', p .. 'deployment-id')
+"#,
+    )
+});
+
 pub(super) static BLACKLISTED: LazyLock<Script> =
     LazyLock::new(|| script(r#"return redis.call('SMEMBERS', p .. 'blacklist')"#));
 
