@@ -32,6 +32,10 @@ pub struct PollerState {
     in_flight: HashSet<String>,
     /// How many of `in_flight` wait parked at the gate, as the gate last said.
     parked: usize,
+    /// When the leases were last renewed (monotonic): a poll long after it (the process was
+    /// paused, or starved) renews first, so this node's running work keeps its leases and
+    /// slots before anything new is leased in their place.
+    last_renewed: tokio::time::Instant,
 }
 
 /// How often the queue is looked at without being woken (delayed messages, expired leases).
@@ -58,6 +62,7 @@ impl Actor for PollerActor {
             root: args.root,
             in_flight: args.in_flight,
             parked: 0,
+            last_renewed: tokio::time::Instant::now(),
         })
     }
 
@@ -88,6 +93,9 @@ impl Actor for PollerActor {
 
 impl PollerState {
     async fn poll(&mut self) {
+        if self.last_renewed.elapsed() >= self.services.settings.lease_duration / 2 {
+            self.renew().await;
+        }
         let capacity = self
             .services
             .settings
@@ -116,6 +124,7 @@ impl PollerState {
     }
 
     async fn renew(&mut self) {
+        self.last_renewed = tokio::time::Instant::now();
         if self.in_flight.is_empty() {
             return;
         }
