@@ -132,7 +132,7 @@ async fn reader(
     let mut turn = index;
     while Instant::now() < deadline {
         let (job, execution) = &paths[turn % paths.len()];
-        let target = if turn % 2 == 0 {
+        let target = if turn.is_multiple_of(2) {
             format!("{url}{job}")
         } else {
             format!("{url}{execution}logs/")

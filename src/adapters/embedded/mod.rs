@@ -1,7 +1,8 @@
 //! The embedded backend: one SQLite database (WAL mode) under `DATA_DIR`, needing no other
 //! service and surviving restarts. [`Embedded`] implements the [`Store`], the [`Queue`], the
 //! [`Slots`] and the [`HostBlacklist`] ports, each in its own file here; `connection.rs` holds the
-//! thread that owns the connection.
+//! thread that owns the connection, `reader.rs` the read-only connections that serve reads of
+//! outputs beside it.
 //!
 //! Why SQLite (rusqlite, bundled): it is the most proven embedded database there is, it gives
 //! transactions across the store and the queue tables, secondary indexes for paging and word
@@ -17,6 +18,7 @@ mod connection;
 mod outbox;
 mod outputs;
 mod queue;
+mod reader;
 mod records;
 mod slots;
 mod store;
@@ -98,10 +100,16 @@ CREATE INDEX IF NOT EXISTS slots_by_holder ON slots (holder);
 CREATE TABLE IF NOT EXISTS blacklist (host TEXT PRIMARY KEY);
 ";
 
-/// The embedded database: a handle on the thread that owns its connection. Cheap to clone.
+/// How long a connection waits for a lock held by another one (another process, or a
+/// checkpoint) before failing with "busy".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The embedded database: a handle on the thread that owns its connection and on the threads
+/// reading outputs. Cheap to clone.
 #[derive(Clone)]
 pub struct Embedded {
     calls: connection::Calls,
+    reads: reader::Reads,
     clock: LeaseClock,
 }
 
@@ -236,7 +244,7 @@ impl Embedded {
         let path = dir.join("fastlane.sqlite3");
         crate::data_dir::create_private_file(&path)?;
         let connection = Connection::open(&path)?;
-        connection.busy_timeout(Duration::from_secs(5))?;
+        connection.busy_timeout(BUSY_TIMEOUT)?;
         connection.execute_batch(SCHEMA)?;
         connection.execute_batch(match durability {
             Durability::Full => "PRAGMA synchronous = FULL;",
@@ -245,8 +253,11 @@ impl Embedded {
         add_fence_column(&connection)?;
         connection.execute_batch(outbox::SCHEMA)?;
         connection.set_prepared_statement_cache_capacity(64);
+        // The readers open the file once the writer made it a WAL database with its tables.
+        let reads = reader::spawn(&path, BUSY_TIMEOUT)?;
         Ok(Embedded {
             calls: connection::spawn(connection)?,
+            reads,
             clock: LeaseClock::start(),
         })
     }

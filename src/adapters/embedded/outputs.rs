@@ -1,12 +1,107 @@
 //! Reading pieces of stored outputs from the embedded database with SQLite's incremental BLOB
 //! I/O: `substr` or a plain column read would load a whole output (up to
 //! `EXECUTION_OUTPUT_MAX_BYTES` per stream) into memory to return a few KiB of it, whereas
-//! `length()` and `sqlite3_blob_read` touch only the pages needed.
+//! `length()` and `sqlite3_blob_read` touch only the pages needed. The [`Store`] calls reading
+//! outputs run on the reader connections (`reader.rs`), not on the database thread.
+//!
+//! [`Store`]: fastlane_actors::ports::Store
 
-use super::DbError;
-use fastlane_actors::ports::{ExecutionTail, OutputStream};
+use super::records::parsed;
+use super::{DbError, Embedded};
+use fastlane_actors::ports::{ExecutionTail, OutputStream, StoreError};
 use fastlane_proto::Execution;
 use rusqlite::{params, Connection, OptionalExtension};
+use uuid::Uuid;
+
+impl Embedded {
+    /// The last `limit` executions of the job, newest first, each with the last `max_bytes` of
+    /// its outputs; on a reader connection.
+    pub(super) async fn tails(
+        &self,
+        job_id: Uuid,
+        limit: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<ExecutionTail>, StoreError> {
+        self.read(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT execution_id, record FROM executions WHERE job_id = ?1 \
+                 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            let rows = statement
+                .query_map(params![job_id.to_string(), limit as i64], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut tails = Vec::with_capacity(rows.len());
+            for (id, record) in rows {
+                // An unparsable record is skipped, with an error logged.
+                if let Some(execution) = parsed(&id, &record) {
+                    tails.push(tail_of(connection, execution, max_bytes)?);
+                }
+            }
+            Ok(tails)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    /// The execution with the last `max_bytes` of its outputs (`None`: without outputs); on a
+    /// reader connection.
+    pub(super) async fn tail(
+        &self,
+        execution_id: Uuid,
+        max_bytes: Option<u64>,
+    ) -> Result<Option<ExecutionTail>, StoreError> {
+        self.read(move |connection| {
+            let id = execution_id.to_string();
+            let record: Option<String> = connection
+                .prepare_cached("SELECT record FROM executions WHERE execution_id = ?1")?
+                .query_row(params![id], |row| row.get(0))
+                .optional()?;
+            // As `get_execution`: an unparsable record reads as absent, with an error logged.
+            let Some(execution) = record.and_then(|record| parsed::<Execution>(&id, &record))
+            else {
+                return Ok(None);
+            };
+            Ok(Some(match max_bytes {
+                Some(max_bytes) => tail_of(connection, execution, max_bytes)?,
+                None => ExecutionTail::of(execution, 0),
+            }))
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    /// The length of the execution's output; on a reader connection.
+    pub(super) async fn stored_len(
+        &self,
+        execution_id: Uuid,
+        stream: OutputStream,
+    ) -> Result<Option<u64>, StoreError> {
+        self.read(move |connection| {
+            let found = output_len(connection, &execution_id.to_string(), stream)?;
+            Ok(found.map(|(_, length)| length))
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+
+    /// A piece of the execution's output; on a reader connection.
+    pub(super) async fn piece(
+        &self,
+        execution_id: Uuid,
+        stream: OutputStream,
+        offset: u64,
+        max_len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.read(move |connection| {
+            let id = execution_id.to_string();
+            read_output(connection, &id, stream, offset, max_len)
+        })
+        .await
+        .map_err(StoreError::from)
+    }
+}
 
 /// The output's row id and length in bytes; `None` when the execution has no such output.
 pub(super) fn output_len(

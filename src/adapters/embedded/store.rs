@@ -1,6 +1,5 @@
 //! The [`Store`] port on the embedded database: tasks, jobs, executions and their outputs.
 
-use super::outputs::{self, tail_of};
 use super::records::{
     index_schedule, insert_execution, parsed, read_execution, records, task_from_row, write_job,
 };
@@ -247,27 +246,7 @@ impl Store for Embedded {
         limit: u64,
         max_bytes: u64,
     ) -> Result<Vec<ExecutionTail>, StoreError> {
-        self.with(move |connection| {
-            let mut statement = connection.prepare_cached(
-                "SELECT execution_id, record FROM executions WHERE job_id = ?1 \
-                 ORDER BY seq DESC LIMIT ?2",
-            )?;
-            let rows = statement
-                .query_map(params![job_id.to_string(), limit as i64], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut tails = Vec::with_capacity(rows.len());
-            for (id, record) in rows {
-                // An unparsable record is skipped, with an error logged.
-                if let Some(execution) = parsed(&id, &record) {
-                    tails.push(tail_of(connection, execution, max_bytes)?);
-                }
-            }
-            Ok(tails)
-        })
-        .await
-        .map_err(StoreError::from)
+        self.tails(job_id, limit, max_bytes).await
     }
 
     async fn get_execution_tail(
@@ -275,24 +254,7 @@ impl Store for Embedded {
         execution_id: Uuid,
         max_bytes: Option<u64>,
     ) -> Result<Option<ExecutionTail>, StoreError> {
-        self.with(move |connection| {
-            let id = execution_id.to_string();
-            let record: Option<String> = connection
-                .prepare_cached("SELECT record FROM executions WHERE execution_id = ?1")?
-                .query_row(params![id], |row| row.get(0))
-                .optional()?;
-            // As `get_execution`: an unparsable record reads as absent, with an error logged.
-            let Some(execution) = record.and_then(|record| parsed::<Execution>(&id, &record))
-            else {
-                return Ok(None);
-            };
-            Ok(Some(match max_bytes {
-                Some(max_bytes) => tail_of(connection, execution, max_bytes)?,
-                None => ExecutionTail::of(execution, 0),
-            }))
-        })
-        .await
-        .map_err(StoreError::from)
+        self.tail(execution_id, max_bytes).await
     }
 
     async fn output_len(
@@ -300,12 +262,7 @@ impl Store for Embedded {
         execution_id: Uuid,
         stream: OutputStream,
     ) -> Result<Option<u64>, StoreError> {
-        self.with(move |connection| {
-            let found = outputs::output_len(connection, &execution_id.to_string(), stream)?;
-            Ok(found.map(|(_, length)| length))
-        })
-        .await
-        .map_err(StoreError::from)
+        self.stored_len(execution_id, stream).await
     }
 
     async fn read_output(
@@ -315,12 +272,7 @@ impl Store for Embedded {
         offset: u64,
         max_len: u64,
     ) -> Result<Vec<u8>, StoreError> {
-        self.with(move |connection| {
-            let id = execution_id.to_string();
-            outputs::read_output(connection, &id, stream, offset, max_len)
-        })
-        .await
-        .map_err(StoreError::from)
+        self.piece(execution_id, stream, offset, max_len).await
     }
 
     async fn last_execution(&self, job_id: Uuid) -> Result<Option<Execution>, StoreError> {

@@ -2,8 +2,7 @@
 //! collection, each write a new version, so output of any size fits under the 16 MiB document
 //! limit and a reader never sees a version half written (see the module comment of `mod.rs`).
 
-use super::store::execution_without_output;
-use super::{bounded, MongoStore};
+use super::{bounded, readable_record, MongoStore};
 use fastlane_actors::ports::{ExecutionTail, OutputStream, StoreError};
 use fastlane_proto::Execution;
 use mongodb::bson::{doc, Bson, Document};
@@ -20,7 +19,59 @@ pub(super) fn output_pointers(versions: &[(String, String)]) -> Document {
         .collect()
 }
 
+/// The execution with its webhook attempts, its output not read (`log` and `error` are `None`);
+/// `None` (logged) when the record cannot be parsed.
+pub(super) fn execution_without_output(document: &Document) -> Option<Execution> {
+    let mut execution: Execution = readable_record(document)?;
+    if let Ok(dispatch) = document.get_array("webhook_dispatch") {
+        execution.metadata.webhook_dispatch = dispatch
+            .iter()
+            .map(|entry| entry.clone().into_relaxed_extjson())
+            .collect();
+    }
+    Some(execution)
+}
+
 impl MongoStore {
+    /// The execution with its output and webhook attempts; `None` (logged) when its record
+    /// cannot be parsed.
+    pub(super) async fn read_execution(
+        &self,
+        document: &Document,
+    ) -> Result<Option<Execution>, StoreError> {
+        let Some(mut execution) = execution_without_output(document) else {
+            return Ok(None);
+        };
+        self.read_outputs(&mut execution, document).await?;
+        Ok(Some(execution))
+    }
+
+    /// The job's newest `limit` executions, newest first, each with the last `max_bytes` of its
+    /// outputs.
+    pub(super) async fn execution_tails(
+        &self,
+        job_id: Uuid,
+        limit: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<ExecutionTail>, StoreError> {
+        let documents = self.newest_executions(job_id, limit).await?;
+        let mut executions = Vec::with_capacity(documents.len());
+        for document in &documents {
+            let Some(mut execution) = execution_without_output(document) else {
+                continue;
+            };
+            let (log_cut, error_cut) = self
+                .read_output_tails(&mut execution, document, max_bytes)
+                .await?;
+            executions.push(ExecutionTail {
+                execution,
+                log_cut,
+                error_cut,
+            });
+        }
+        Ok(executions)
+    }
+
     /// Reads into `execution` the output versions the execution `document` points at.
     pub(super) async fn read_outputs(
         &self,

@@ -1,7 +1,7 @@
 //! The [`Store`] port on MongoDB: tasks, jobs and executions, written in an order that leaves
 //! nothing visible half-done (see the module comment of `mod.rs`).
 
-use super::outputs::output_pointers;
+use super::outputs::{execution_without_output, output_pointers};
 use super::{bounded, integer, internal, is_duplicate, readable_record, to_document, MongoStore};
 use async_trait::async_trait;
 use fastlane_actors::ports::{
@@ -33,19 +33,6 @@ fn execution_record(execution: &Execution) -> Result<Document, StoreError> {
     to_document(&record)
 }
 
-/// The execution with its webhook attempts, its output not read (`log` and `error` are `None`);
-/// `None` (logged) when the record cannot be parsed.
-pub(super) fn execution_without_output(document: &Document) -> Option<Execution> {
-    let mut execution: Execution = readable_record(document)?;
-    if let Ok(dispatch) = document.get_array("webhook_dispatch") {
-        execution.metadata.webhook_dispatch = dispatch
-            .iter()
-            .map(|entry| entry.clone().into_relaxed_extjson())
-            .collect();
-    }
-    Some(execution)
-}
-
 fn task_summary(document: &Document) -> Result<TaskSummary, StoreError> {
     Ok(TaskSummary {
         task: Task {
@@ -59,7 +46,7 @@ fn task_summary(document: &Document) -> Result<TaskSummary, StoreError> {
 
 impl MongoStore {
     /// The records of the job's newest `limit` executions, newest first.
-    async fn newest_executions(
+    pub(super) async fn newest_executions(
         &self,
         job_id: Uuid,
         limit: u64,
@@ -71,16 +58,6 @@ impl MongoStore {
                 .limit(limit.min(i64::MAX as u64) as i64),
         )
         .await
-    }
-
-    /// The execution with its output and webhook attempts; `None` (logged) when its record
-    /// cannot be parsed.
-    async fn read_execution(&self, document: &Document) -> Result<Option<Execution>, StoreError> {
-        let Some(mut execution) = execution_without_output(document) else {
-            return Ok(None);
-        };
-        self.read_outputs(&mut execution, document).await?;
-        Ok(Some(execution))
     }
 
     /// Inserts the execution record, pointing at the output `versions` already written.
@@ -377,22 +354,7 @@ impl Store for MongoStore {
         limit: u64,
         max_bytes: u64,
     ) -> Result<Vec<ExecutionTail>, StoreError> {
-        let documents = self.newest_executions(job_id, limit).await?;
-        let mut executions = Vec::with_capacity(documents.len());
-        for document in &documents {
-            let Some(mut execution) = execution_without_output(document) else {
-                continue;
-            };
-            let (log_cut, error_cut) = self
-                .read_output_tails(&mut execution, document, max_bytes)
-                .await?;
-            executions.push(ExecutionTail {
-                execution,
-                log_cut,
-                error_cut,
-            });
-        }
-        Ok(executions)
+        self.execution_tails(job_id, limit, max_bytes).await
     }
 
     async fn last_execution(&self, job_id: Uuid) -> Result<Option<Execution>, StoreError> {
