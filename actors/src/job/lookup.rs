@@ -8,7 +8,9 @@
 //!   started), never created again.
 //! - Found, with other labels: someone else's container; the execution fails, the container is
 //!   left alone.
-//! - Certainly absent: placed as usual (on another host after a fault).
+//! - Absent: placed again; on another host after a fault, else preferably on that same host (a
+//!   create sent by a runner that died may still land there, and only there would Docker refuse
+//!   a second container of the name).
 //! - The host does not answer: the message is released with a delay and the lookup repeated on
 //!   the next delivery, for at most `CONTAINER_LOOKUP_TIMEOUT_SECONDS` after the execution's
 //!   last write. Past that the execution fails (it may still be running on that host, so running
