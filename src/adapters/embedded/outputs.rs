@@ -6,7 +6,7 @@
 //!
 //! [`Store`]: fastlane_actors::ports::Store
 
-use super::records::parsed;
+use super::records::{newest_execution_rows, parsed};
 use super::{DbError, Embedded};
 use fastlane_actors::ports::{ExecutionTail, OutputStream, StoreError};
 use fastlane_proto::Execution;
@@ -23,15 +23,7 @@ impl Embedded {
         max_bytes: u64,
     ) -> Result<Vec<ExecutionTail>, StoreError> {
         self.read(move |connection| {
-            let mut statement = connection.prepare_cached(
-                "SELECT execution_id, record FROM executions WHERE job_id = ?1 \
-                 ORDER BY seq DESC LIMIT ?2",
-            )?;
-            let rows = statement
-                .query_map(params![job_id.to_string(), limit as i64], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let rows = newest_execution_rows(connection, job_id, limit)?;
             let mut tails = Vec::with_capacity(rows.len());
             for (id, record) in rows {
                 // An unparsable record is skipped, with an error logged.

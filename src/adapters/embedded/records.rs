@@ -5,6 +5,24 @@ use super::DbError;
 use fastlane_proto::{Execution, Job, Task, TaskSummary, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension};
 
+/// `(execution id, JSON record)` of the job's newest `limit` executions, newest first: what a
+/// listing of them reads before it adds their outputs (whole, or tails).
+pub(super) fn newest_execution_rows(
+    connection: &Connection,
+    job_id: uuid::Uuid,
+    limit: u64,
+) -> Result<Vec<(String, String)>, DbError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT execution_id, record FROM executions WHERE job_id = ?1 ORDER BY seq DESC LIMIT ?2",
+    )?;
+    let rows = statement
+        .query_map(params![job_id.to_string(), limit as i64], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 /// Runs `sql` and parses the JSON record in the second column of every row, the row's id being
 /// the first. A record that cannot be parsed is skipped with an error logged (it names the row),
 /// so that one bad row never fails a listing, the scheduler's start-up or a sweep.

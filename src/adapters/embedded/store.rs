@@ -1,7 +1,8 @@
 //! The [`Store`] port on the embedded database: tasks, jobs, executions and their outputs.
 
 use super::records::{
-    index_schedule, insert_execution, parsed, read_execution, records, task_from_row, write_job,
+    index_schedule, insert_execution, newest_execution_rows, parsed, read_execution, records,
+    task_from_row, write_job,
 };
 use super::{outbox, DbError, Embedded};
 use async_trait::async_trait;
@@ -222,14 +223,7 @@ impl Store for Embedded {
         limit: u64,
     ) -> Result<Vec<Execution>, StoreError> {
         self.with(move |connection| {
-            let mut statement = connection.prepare_cached(
-                "SELECT execution_id, record FROM executions WHERE job_id = ?1 ORDER BY seq DESC LIMIT ?2",
-            )?;
-            let records = statement
-                .query_map(params![job_id.to_string(), limit as i64], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let records = newest_execution_rows(connection, job_id, limit)?;
             let mut executions = Vec::with_capacity(records.len());
             for (id, record) in &records {
                 executions.extend(read_execution(connection, id, record)?);
