@@ -6,7 +6,10 @@
 //!
 //!     bench_memory seed NODE_URL IMAGE N FILE      N finished jobs; their paths into FILE
 //!     bench_memory grow DATABASE SIZE FILE         (node stopped) their stdout grown to SIZE
-//!     bench_memory run NODE_URL PID IMAGE FILE [SECONDS]
+//!     bench_memory run NODE_URL PID IMAGE FILE [SECONDS [ENGINE]]
+//!
+//! With ENGINE, each trivial job is followed, half-way to the next, by a `docker run --rm` of the
+//! same command straight on that engine: what the engine itself needs under the same load.
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -47,11 +50,21 @@ async fn post_job(client: &reqwest::Client, url: &str, body: Value) -> Result<Va
 
 /// Polls the execution until it ends; its status.
 async fn wait_end(client: &reqwest::Client, execution_url: &str) -> Result<String, Error> {
+    Ok(
+        wait_end_details(client, execution_url).await?["execution"]["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+/// The execution's details once it has ended.
+async fn wait_end_details(client: &reqwest::Client, execution_url: &str) -> Result<Value, Error> {
     loop {
         let details: Value = client.get(execution_url).send().await?.json().await?;
         let status = details["execution"]["status"].as_str().unwrap_or("");
         if ["done", "failed", "timedout", "expired", "stopped"].contains(&status) {
-            return Ok(status.to_string());
+            return Ok(details);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -162,7 +175,37 @@ struct Stats {
     http_bytes: AtomicU64,
 }
 
-async fn run(url: &str, pid: u32, image: &str, file: &str, seconds: u64) -> Result<(), Error> {
+/// `docker run --rm` of the trivial command on `engine`, in milliseconds: what the engine itself
+/// needs under the same load, without the node.
+async fn docker_run_ms(engine: &str, image: &str) -> Result<f64, Error> {
+    let started = Instant::now();
+    let status = tokio::process::Command::new("docker")
+        .args([
+            "-H",
+            &format!("tcp://{engine}"),
+            "run",
+            "--rm",
+            "--network",
+            "none",
+        ])
+        .args(["--log-driver", "local", image, "echo", "ok"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await?;
+    if !status.success() {
+        return Err(format!("docker run failed: {status}").into());
+    }
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
+}
+
+async fn run(
+    url: &str,
+    pid: u32,
+    image: &str,
+    file: &str,
+    seconds: u64,
+    engine: Option<&str>,
+) -> Result<(), Error> {
     let client = reqwest::Client::new();
     let paths: Vec<(String, String)> = std::fs::read_to_string(file)?
         .lines()
@@ -202,17 +245,32 @@ async fn run(url: &str, pid: u32, image: &str, file: &str, seconds: u64) -> Resu
         tasks.spawn(reader(url, paths, index, deadline, stats.clone()));
     }
     let mut trivial = Vec::new();
+    let mut direct = Vec::new();
     let mut peak_rss: f64 = 0.0;
     let mut next_trivial = started + Duration::from_secs(2);
     while Instant::now() < deadline {
         if Instant::now() >= next_trivial {
             next_trivial += Duration::from_secs(5);
             let posted_at = Instant::now();
+            let posted_wall = time::OffsetDateTime::now_utc().time();
             let posted =
                 post_job(&client, url, json!({"image": image, "command": "echo ok"})).await?;
             let execution_url = posted["executionUrl"].as_str().ok_or("no executionUrl")?;
-            let status = wait_end(&client, execution_url).await?;
+            let details = wait_end_details(&client, execution_url).await?;
+            let execution = &details["execution"];
+            let status = format!(
+                "{} (posted {posted_wall}, created {}, started {}, finished {})",
+                execution["status"].as_str().unwrap_or(""),
+                execution["createdAt"].as_str().unwrap_or("-"),
+                execution["startedAt"].as_str().unwrap_or("-"),
+                execution["finishedAt"].as_str().unwrap_or("-"),
+            );
             trivial.push((posted_at.elapsed().as_secs_f64() * 1000.0, status));
+            if let Some(engine) = engine {
+                // Half-way to the next trivial job: the same command straight on the engine.
+                tokio::time::sleep_until((posted_at + Duration::from_millis(2500)).into()).await;
+                direct.push(docker_run_ms(engine, image).await?);
+            }
         }
         peak_rss = peak_rss.max(memory(pid).0);
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -241,6 +299,14 @@ async fn run(url: &str, pid: u32, image: &str, file: &str, seconds: u64) -> Resu
     }
     let worst = trivial.iter().map(|(ms, _)| *ms).fold(0.0, f64::max);
     println!("trivial jobs: n={} max={worst:.0} ms", trivial.len());
+    if !direct.is_empty() {
+        let listed: Vec<String> = direct.iter().map(|ms| format!("{ms:.0}")).collect();
+        let worst = direct.iter().copied().fold(0.0, f64::max);
+        println!(
+            "docker run --rm of the same command on the engine, under the same load (ms): {} (max {worst:.0})",
+            listed.join(" ")
+        );
+    }
     Ok(())
 }
 
@@ -253,7 +319,8 @@ async fn main() -> Result<(), Error> {
         ["grow", database, size, file] => grow(database, size.parse()?, file),
         ["run", url, pid, image, file, rest @ ..] => {
             let seconds = rest.first().map_or(Ok(60), |s| s.parse())?;
-            run(url, pid.parse()?, image, file, seconds).await
+            let engine = rest.get(1).copied();
+            run(url, pid.parse()?, image, file, seconds, engine).await
         }
         _ => Err("usage: bench_memory seed|grow|run … (see the file's doc)".into()),
     }

@@ -100,7 +100,7 @@ case $mode in
     target/$profile/examples/bench_memory grow "$BENCH_DATA_DIR/fastlane.sqlite3" 200000000 "$state/large"
     # A fresh process, so that VmHWM counts only the load below.
     start_node "$farm"
-    target/$profile/examples/bench_memory run "http://127.0.0.1:$port" "$node_pid" "$FASTLANE_TEST_IMAGE" "$state/large" "$seconds"
+    target/$profile/examples/bench_memory run "http://127.0.0.1:$port" "$node_pid" "$FASTLANE_TEST_IMAGE" "$state/large" "$seconds" "$engine"
     ;;
   *) echo "usage: scripts/bench.sh latency [N] | cron [N] [FIRING] | enqueue [N] [C] | memory [SECONDS] [N]" >&2; exit 2 ;;
 esac

@@ -71,11 +71,16 @@ pub async fn run(
         .collect();
     let tls = adapters::docker::TlsFiles::from_config(&config);
     let output_max_bytes = config.uint("EXECUTION_OUTPUT_MAX_BYTES");
+    let live_bytes_per_second = config.uint("LIVE_OUTPUT_MAX_BYTES_PER_SECOND");
     let runtimes = endpoints
         .iter()
         .map(|endpoint| {
             DockerRuntime::connect(endpoint, tls.as_ref(), call_timeout, wait_limit)
-                .map(|runtime| runtime.with_output_limit(output_max_bytes))
+                .map(|runtime| {
+                    runtime
+                        .with_output_limit(output_max_bytes)
+                        .with_live_output_pace(live_bytes_per_second)
+                })
                 .map(|runtime| Arc::new(runtime) as Arc<dyn ContainerRuntime>)
                 .with_context(|| format!("invalid docker host {endpoint}"))
         })

@@ -308,3 +308,55 @@ async fn a_first_watcher_of_a_chatty_job_gets_recent_output_first() {
     node.post_empty(&format!("{}stop/", path_of(&execution_url)))
         .await;
 }
+
+/// A watched container that writes far faster than `LIVE_OUTPUT_MAX_BYTES_PER_SECOND`: its watcher
+/// gets about that many bytes a second (the node reads Docker's stream no faster, so the engine
+/// does not read a flood back for it), and a skip marker once the stream fell behind for 5 s.
+/// (The stored output is read apart, by `collect`, whole.)
+#[tokio::test]
+async fn a_flooding_container_is_watched_at_the_live_pace() {
+    const PACE: usize = 100_000;
+    let node = Node::start(&[("LIVE_OUTPUT_MAX_BYTES_PER_SECOND", &PACE.to_string())]).await;
+    let posted = node
+        .post_job(
+            "live-pace",
+            json!({"image": image(), "command": "sh -c 'yes a line written as fast as possible'"}),
+        )
+        .await;
+    let execution_url = posted["executionUrl"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(60), "running", || async {
+        node.get_json(path_of(&execution_url)).await["execution"]["status"] == "running"
+    })
+    .await;
+    let url = node
+        .url(&format!("{}ws/", path_of(&execution_url)))
+        .replace("http://", "ws://");
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("websocket handshake");
+    let watched = Duration::from_secs(12);
+    let deadline = tokio::time::Instant::now() + watched;
+    let (mut received, mut markers) = (0usize, 0usize);
+    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, socket.next()).await {
+        match message.expect("websocket error") {
+            Message::Text(text) => {
+                received += text.len();
+                markers += text.matches("[fastlane: live output skipped ahead").count();
+            }
+            Message::Close(frame) => panic!("closed while running: {frame:?}"),
+            _ => {}
+        }
+    }
+    drop(socket);
+    // The first read starts with up to 10,000 earlier lines (~360 kB here), then the pace.
+    let most = 400_000 + PACE * (watched.as_secs() as usize + 2);
+    assert!(
+        received <= most,
+        "{received} bytes in {watched:?}, beyond the pace ({most})"
+    );
+    assert!(received >= PACE * 3, "only {received} bytes in {watched:?}");
+    assert!(markers >= 1, "no skip marker in {received} bytes");
+    node.post_empty(&format!("{}stop/", path_of(&execution_url)))
+        .await;
+    node.wait_finished(&execution_url).await;
+}

@@ -4,7 +4,9 @@
 //! Bounds (issue 11, point 5): the replay keeps the last [`REPLAY_MAX_BYTES`] (older chunks are
 //! dropped and counted, so a late joiner is told how much it missed); the broadcast holds at most
 //! [`LIVE_CAPACITY`] chunks of at most [`CHUNK_MAX_BYTES`], and a watcher that falls that far
-//! behind is dropped by the gateway (it sees `Lagged`) instead of being buffered for. The stream
+//! behind is dropped by the gateway (it sees `Lagged`) instead of being buffered for; output is
+//! sent in chunks at most every [`BATCH`] (unless full), so `LIVE_CAPACITY` chunks are seconds of
+//! output rather than a few milliseconds of single lines. The stream
 //! itself ends [`LINGER`] after its last watcher left, so an unwatched container costs nothing.
 
 use crate::messages::{HostMessage, LogWatch};
@@ -22,6 +24,8 @@ pub const LIVE_CAPACITY: usize = 64;
 /// Docker delivers a chatty container's output line by line: what is waiting is merged into
 /// chunks of up to this size, so a watcher gets few large frames rather than millions of small.
 const CHUNK_MAX_BYTES: usize = 64 * 1024;
+/// After a chunk that was not full, how long the feed waits for more before the next one.
+const BATCH: Duration = Duration::from_millis(50);
 /// Replay chunks smaller than this are merged, so a trickle of short lines cannot make the
 /// replay a long list of tiny allocations.
 const REPLAY_SEGMENT_BYTES: usize = 16 * 1024;
@@ -146,7 +150,15 @@ impl LogFeed {
                         self.replay().ended = true;
                         break;
                     };
-                    self.publish(merge_waiting(first, &mut chunks));
+                    let merged = merge_waiting(first, &mut chunks);
+                    let full = merged.len() >= CHUNK_MAX_BYTES;
+                    self.publish(merged);
+                    if !full {
+                        // Lines arriving meanwhile wait in `chunks` and go out as one chunk: a
+                        // watcher gets at most ~1/BATCH frames a second (plus full chunks),
+                        // however finely Docker splits the output.
+                        tokio::time::sleep(BATCH).await;
+                    }
                 }
                 _ = check.tick() => {
                     // Two checks in a row: unwatched for at least one whole LINGER.

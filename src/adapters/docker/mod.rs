@@ -8,6 +8,7 @@
 //! `prune.rs` holds `fastlane-node prune`, which removes leftover job containers.
 
 mod output;
+mod pace;
 mod prune;
 
 pub use prune::prune;
@@ -67,6 +68,8 @@ pub(crate) struct DockerRuntime {
     call_timeout: Duration,
     /// Most bytes kept of each stream of a collected container (0 = all).
     output_max_bytes: u64,
+    /// Most bytes a second read from a live log stream (0 = as fast as Docker sends).
+    live_bytes_per_second: u64,
 }
 
 /// Pulls may take much longer than other calls.
@@ -116,7 +119,14 @@ impl DockerRuntime {
             docker,
             call_timeout,
             output_max_bytes: 0,
+            live_bytes_per_second: 0,
         })
+    }
+
+    /// Reads live log streams at most `bytes_per_second` (see `pace`); 0 = unpaced.
+    pub(crate) fn with_live_output_pace(mut self, bytes_per_second: u64) -> DockerRuntime {
+        self.live_bytes_per_second = bytes_per_second;
+        self
     }
 
     /// Keeps at most `max_bytes` of each stream of a collected container (head and tail around
@@ -497,26 +507,52 @@ impl ContainerRuntime for DockerRuntime {
         // From the last lines, not the container's start: a long chatty job's first watcher
         // would otherwise be sent its whole history at once and be closed as `slow`. The stored
         // output is read apart (`collect`), whole.
-        let options = LogsOptions {
+        let follow = |tail: u32| LogsOptions {
             follow: true,
             stdout: true,
             stderr: true,
-            tail: FOLLOW_TAIL_LINES.to_string(),
+            tail: tail.to_string(),
             ..Default::default()
         };
-        let mut logs = self.docker.logs(container_id, Some(options));
+        let mut logs = self
+            .docker
+            .logs(container_id, Some(follow(FOLLOW_TAIL_LINES)));
         let (sender, receiver) = tokio::sync::mpsc::channel(256);
+        let (docker, container_id) = (self.docker.clone(), container_id.to_string());
+        let bytes_per_second = self.live_bytes_per_second;
         tokio::spawn(async move {
+            let mut pace = pace::Pace::new(bytes_per_second, tokio::time::Instant::now());
             // Ends (dropping the Docker connection) as soon as the feed lets go of the receiver,
-            // also while the container is silent.
+            // also while the container is silent or the stream is held back.
             loop {
                 let chunk = tokio::select! {
                     () = sender.closed() => break,
                     chunk = logs.next() => chunk,
                 };
                 let Some(Ok(chunk)) = chunk else { break };
-                if sender.send(chunk.into_bytes()).await.is_err() {
+                let chunk = chunk.into_bytes();
+                let read = chunk.len();
+                if sender.send(chunk).await.is_err() {
                     break;
+                }
+                match pace.after(read, tokio::time::Instant::now()) {
+                    pace::Step::Go => {}
+                    pace::Step::Wait(wait) => tokio::select! {
+                        () = sender.closed() => break,
+                        () = tokio::time::sleep(wait) => {}
+                    },
+                    pace::Step::SkipAhead => {
+                        // Dropping the old stream closes its connection: Docker stops reading
+                        // back what nobody will see.
+                        logs = docker.logs(&container_id, Some(follow(pace::SKIP_TAIL_LINES)));
+                        if sender
+                            .send(pace::skip_marker(bytes_per_second))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
                 }
             }
         });
