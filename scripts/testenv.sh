@@ -28,6 +28,8 @@ need_packages() {
   command -v openssl >/dev/null || missing+=(openssl)
   command -v pkill >/dev/null || missing+=(procps)
   command -v chromium >/dev/null || missing+=(chromium)
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
   if [ "${FASTLANE_TEST_BACKENDS:-1}" != 0 ]; then
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)

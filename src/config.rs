@@ -77,6 +77,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "CONTAINER_REAPER_INTERVAL_SECONDS", group: "Docker Executor", kind: Kind::UInt, default: "60", help: "How often each node removes this deployment's containers that no unfinished execution owns (its execution is missing, ended, or runs elsewhere), on every host; 0 = never." },
     OptionSpec { name: "CONTAINER_REAPER_GRACE_SECONDS", group: "Docker Executor", kind: Kind::UInt, default: "60", help: "Age a container (and an ended execution) must reach before the reaper may remove it: younger ones may be between their creation and the write that records them, or being collected." },
     OptionSpec { name: "EXECUTION_OUTPUT_MAX_BYTES", group: "Docker Executor", kind: Kind::UInt, default: "67108864", help: "Most bytes of stdout and of stderr stored per execution: beyond it the first and last halves are kept around one line saying how many bytes were left out; 0 = unlimited." },
+    OptionSpec { name: "DOCKER_REGISTRY_AUTH", group: "Docker Executor", kind: Kind::Json, default: "{}", help: "Logins for private registries, sent with pulls of their images: {\"registry.example.com\": {\"username\": \"…\", \"password\": \"…\"}, \"127.0.0.1:5000\": {\"identitytoken\": \"…\"}} (Docker Hub as docker.io). Never logged or shown. A pull the registry refuses fails the execution with the registry's message; it is not the host's fault." },
     OptionSpec { name: "LIVE_OUTPUT_MAX_BYTES_PER_SECOND", group: "Docker Executor", kind: Kind::UInt, default: "1048576", help: "Most bytes a second a node reads of a watched container's live output (one stream per container, shared by its watchers); a container that writes faster for 5 s in a row is skipped ahead to its last lines, with a marker line. Reading a chatty container back as fast as it writes doubles its Docker engine's work and slows every other container there. The stored output is not affected. 0 = unlimited." },
     OptionSpec { name: "MONGODB_CONFIG", group: "Models", kind: Kind::Json, default: "null", help: "Store backend shared by several nodes: {\"host\": \"mongodb://…\", \"db\": \"fastlane\", \"serverSelectionTimeoutMS\": n}; null = MONGODB_URL, or the embedded store under DATA_DIR." },
     OptionSpec { name: "MONGODB_URL", group: "Models", kind: Kind::OptStr, default: "\"\"", help: "Store backend as a plain mongodb:// URI (database from its path, else 'fastlane'); used when MONGODB_CONFIG is null." },
@@ -268,6 +269,10 @@ impl Config {
             config.optional("MONGODB_URL").as_deref(),
         )
         .map_err(ConfigError)?;
+        crate::adapters::docker::registry::RegistryAuth::parse(config.json("DOCKER_REGISTRY_AUTH"))
+            .map_err(|error| {
+                ConfigError(format!("invalid value for DOCKER_REGISTRY_AUTH: {error}"))
+            })?;
         config.check_auth()?;
         let prefix = config.string("REDIS_KEY_PREFIX");
         if prefix.is_empty() || prefix.contains(['{', '}']) {

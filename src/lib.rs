@@ -72,6 +72,11 @@ pub async fn run(
     let tls = adapters::docker::TlsFiles::from_config(&config);
     let output_max_bytes = config.uint("EXECUTION_OUTPUT_MAX_BYTES");
     let live_bytes_per_second = config.uint("LIVE_OUTPUT_MAX_BYTES_PER_SECOND");
+    // Checked when the configuration was loaded.
+    let registry_auth = Arc::new(
+        adapters::docker::registry::RegistryAuth::parse(config.json("DOCKER_REGISTRY_AUTH"))
+            .map_err(anyhow::Error::msg)?,
+    );
     let runtimes = endpoints
         .iter()
         .map(|endpoint| {
@@ -80,6 +85,7 @@ pub async fn run(
                     runtime
                         .with_output_limit(output_max_bytes)
                         .with_live_output_pace(live_bytes_per_second)
+                        .with_registry_auth(registry_auth.clone())
                 })
                 .map(|runtime| Arc::new(runtime) as Arc<dyn ContainerRuntime>)
                 .with_context(|| format!("invalid docker host {endpoint}"))

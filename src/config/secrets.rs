@@ -14,6 +14,7 @@ pub(super) fn is_secret_option(name: &str) -> bool {
         "_URL",
         "MONGODB_CONFIG",
         "_KEY",
+        "REGISTRY_AUTH",
     ]
     .iter()
     .any(|word| name.contains(word))

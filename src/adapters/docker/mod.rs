@@ -10,6 +10,7 @@
 mod output;
 mod pace;
 mod prune;
+pub(crate) mod registry;
 
 pub use prune::prune;
 
@@ -70,6 +71,8 @@ pub(crate) struct DockerRuntime {
     output_max_bytes: u64,
     /// Most bytes a second read from a live log stream (0 = as fast as Docker sends).
     live_bytes_per_second: u64,
+    /// Logins sent with pulls from private registries.
+    registry_auth: std::sync::Arc<registry::RegistryAuth>,
 }
 
 /// Pulls may take much longer than other calls.
@@ -120,7 +123,17 @@ impl DockerRuntime {
             call_timeout,
             output_max_bytes: 0,
             live_bytes_per_second: 0,
+            registry_auth: Default::default(),
         })
+    }
+
+    /// Sends these logins with pulls from their registries.
+    pub(crate) fn with_registry_auth(
+        mut self,
+        auth: std::sync::Arc<registry::RegistryAuth>,
+    ) -> DockerRuntime {
+        self.registry_auth = auth;
+        self
     }
 
     /// Reads live log streams at most `bytes_per_second` (see `pace`); 0 = unpaced.
@@ -196,7 +209,8 @@ impl DockerRuntime {
             ..Default::default()
         };
         let pull = async {
-            let mut progress = self.docker.create_image(Some(options), None, None);
+            let credentials = self.registry_auth.credentials_for(image);
+            let mut progress = self.docker.create_image(Some(options), None, credentials);
             while let Some(item) = progress.next().await {
                 let info = item?;
                 if let Some(detail) = info.error_detail {
