@@ -137,6 +137,7 @@ pub async fn run(
             seconds => Some(Duration::from_secs(seconds)),
         },
         reaper_grace: Duration::from_secs(config.uint("CONTAINER_REAPER_GRACE_SECONDS")),
+        max_stop_grace: Duration::from_secs(config.uint("STOP_GRACE_PERIOD_MAX_SECONDS")),
         public_url: format!(
             "http://{}",
             config.optional("SERVER_NAME").unwrap_or_else(|| format!(

@@ -627,6 +627,7 @@ fn job(task_id: &str) -> Job {
             enqueued_id: None,
             cron: None,
             max_concurrent: None,
+            container: Default::default(),
             backoff: None,
         },
         scheduled: false,

@@ -195,6 +195,7 @@ async fn enqueue(
     request_ip: Option<String>,
 ) -> ApiResult<Enqueued> {
     refuse_unplaceable(&services, &task_id)?;
+    refuse_beyond_limits(&services, &task_id, &request)?;
     let now = Timestamp::now();
     let (
         NewJob {
@@ -422,6 +423,25 @@ fn refuse_unplaceable(services: &Services, task_id: &str) -> ApiResult<()> {
         kind: ErrorKind::Invalid,
         message: crate::job::no_farm_message(task_id),
     })
+}
+
+/// A job asking for more resources than its farm's `limits` is refused before anything is
+/// written.
+fn refuse_beyond_limits(
+    services: &Services,
+    task_id: &str,
+    request: &EnqueueRequest,
+) -> ApiResult<()> {
+    let Some(farm) = farm_for(&services.settings.farms, task_id) else {
+        return Ok(());
+    };
+    match request.container.resources.beyond(&farm.limits) {
+        None => Ok(()),
+        Some(message) => Err(ApiError {
+            kind: ErrorKind::Invalid,
+            message,
+        }),
+    }
 }
 
 async fn get_task(services: Services, task_id: String) -> ApiResult<Option<TaskView>> {

@@ -78,7 +78,7 @@ impl Actor for HostActor {
                 spec,
                 wait_limit,
                 job,
-            } => state.run(myself, spec, wait_limit, job),
+            } => state.run(myself, *spec, wait_limit, job),
             HostMessage::Attach {
                 container_id,
                 wait_limit,

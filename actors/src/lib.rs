@@ -83,6 +83,9 @@ pub struct Settings {
     /// How old a container must be before the reaper may remove it: a younger one may be between
     /// its creation and the write that records it.
     pub reaper_grace: std::time::Duration,
+    /// The longest SIGTERM → SIGKILL delay a job's `stopGracePeriodSeconds` may ask for
+    /// (`STOP_GRACE_PERIOD_MAX_SECONDS`).
+    pub max_stop_grace: std::time::Duration,
 }
 
 /// Timeout of an actor call made by the gateway or between actors, in milliseconds.

@@ -157,6 +157,7 @@ mod tests {
                 enqueued_id: None,
                 cron: None,
                 max_concurrent: None,
+                container: Default::default(),
                 backoff: None,
             },
             scheduled: false,

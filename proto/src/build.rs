@@ -62,6 +62,7 @@ pub fn new_job(origin: Origin, request: EnqueueRequest, hard_timeout: u64) -> Ne
             cron: cron.clone(),
             backoff: request.backoff,
             max_concurrent: request.max_concurrent,
+            container: request.container,
         },
         scheduled: cron.is_some(),
         schedule,

@@ -95,6 +95,10 @@ pub struct Farm {
     pub hosts: Vec<DockerEndpoint>,
     /// `maxRunning`: executions of this farm running at once, across all its hosts.
     pub max_running: u32,
+    /// `defaults`: the resources of a container whose job asks for none of them.
+    pub defaults: crate::container::Resources,
+    /// `limits`: a job asking for more is refused at enqueue.
+    pub limits: crate::container::Resources,
 }
 
 /// `maxRunning` when a farm does not say.
@@ -122,6 +126,8 @@ impl Farm {
             matcher,
             hosts,
             max_running,
+            defaults: Default::default(),
+            limits: Default::default(),
         })
     }
 
@@ -132,6 +138,8 @@ impl Farm {
             matcher: None,
             hosts: vec![DockerEndpoint::Local],
             max_running: DEFAULT_MAX_RUNNING,
+            defaults: Default::default(),
+            limits: Default::default(),
         }
     }
 
@@ -195,7 +203,21 @@ pub fn parse_farms(value: &Value) -> Result<Vec<Farm>, String> {
                         format!("farm {index}: 'maxRunning' must be a positive integer")
                     })? as u32,
             };
-            Farm::new(pattern, hosts, max_running).map_err(|e| format!("farm {index}: {e}"))
+            let resources = |field: &str| {
+                crate::container::Resources::parse(object.get(field), field)
+                    .map_err(|e| format!("farm {index}: {e}"))
+            };
+            let (defaults, limits) = (resources("defaults")?, resources("limits")?);
+            if let Some(beyond) = defaults.beyond(&limits) {
+                return Err(format!(
+                    "farm {index}: 'defaults' exceed 'limits': {beyond}"
+                ));
+            }
+            let mut farm =
+                Farm::new(pattern, hosts, max_running).map_err(|e| format!("farm {index}: {e}"))?;
+            farm.defaults = defaults;
+            farm.limits = limits;
+            Ok(farm)
         })
         .collect()
 }

@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod build;
 pub mod command;
+pub mod container;
 pub mod error;
 pub mod farm;
 pub mod image;

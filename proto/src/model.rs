@@ -187,6 +187,12 @@ pub struct JobMetadata {
     /// Per-job retry back-off; the configured default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
+    /// Resources, labels, working directory, user and stop grace period of its containers.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::container::ContainerOptions::is_default"
+    )]
+    pub container: crate::container::ContainerOptions,
 }
 
 /// One run of a job in one container.
@@ -341,6 +347,7 @@ mod tests {
                 enqueued_id: None,
                 cron: None,
                 max_concurrent: None,
+                container: Default::default(),
                 backoff: None,
             },
             scheduled: true,

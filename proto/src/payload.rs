@@ -49,6 +49,8 @@ pub struct EnqueueRequest {
     pub backoff: Option<Backoff>,
     /// At most this many executions of the task at once.
     pub max_concurrent: Option<u32>,
+    /// `resources`, `labels`, `workingDir`, `user`, `stopGracePeriodSeconds`.
+    pub container: crate::container::ContainerOptions,
 }
 
 /// When a job should run, as requested.
@@ -254,6 +256,7 @@ pub fn parse_enqueue(body: &[u8]) -> Result<EnqueueRequest, PayloadError> {
                     })? as u32,
             ),
         },
+        container: crate::container::ContainerOptions::parse(&object).map_err(PayloadError)?,
     })
 }
 

@@ -36,6 +36,21 @@ impl JobState {
         self.end_early(Ending::Stopped(reason)).await
     }
 
+    /// The SIGTERM → SIGKILL delay of a stop or a timeout: the job's `stopGracePeriodSeconds`
+    /// (at most the configured maximum), else `default`.
+    pub(super) fn grace(&self, default: std::time::Duration) -> std::time::Duration {
+        let asked = self
+            .record
+            .as_ref()
+            .and_then(|(job, _)| job.metadata.container.stop_grace_period_seconds);
+        match asked {
+            Some(seconds) => {
+                std::time::Duration::from_secs(seconds).min(self.services.settings.max_stop_grace)
+            }
+            None => default,
+        }
+    }
+
     /// Ends a running execution early: the final status is stored at once, the container is
     /// stopped, and its output is added when it has exited.
     pub(super) async fn end_early(&mut self, ending: Ending) -> Step {
@@ -46,10 +61,16 @@ impl JobState {
             return Ok(false);
         }
         let (status, message, grace) = match &ending {
-            Ending::Stopped(message) => (ExecutionStatus::Stopped, message.clone(), STOP_GRACE),
-            Ending::TimedOut(message) => {
-                (ExecutionStatus::Timedout, message.clone(), TIMEOUT_GRACE)
-            }
+            Ending::Stopped(message) => (
+                ExecutionStatus::Stopped,
+                message.clone(),
+                self.grace(STOP_GRACE),
+            ),
+            Ending::TimedOut(message) => (
+                ExecutionStatus::Timedout,
+                message.clone(),
+                self.grace(TIMEOUT_GRACE),
+            ),
         };
         tracing::info!(execution_id = %self.delivery.message.execution_id, %status, "ending execution early");
         self.ending = Some(ending);
@@ -96,6 +117,15 @@ impl JobState {
             }
             None => Vec::new(),
         };
+        // Killed by the kernel for going over its memory limit: a failure whatever the exit code
+        // (the code is the kill's, 137), said in words.
+        let out_of_memory = exit.oom_killed && ending.is_none();
+        if out_of_memory {
+            error.extend_from_slice(
+                b"The container ran out of memory and was killed (OOMKilled): raise \
+                  resources.memoryMB or make the job use less.\n",
+            );
+        }
         if let Some(state_error) = exit.state_error {
             error.extend_from_slice(state_error.as_bytes());
             if !exit.stderr.is_empty() {
@@ -105,7 +135,7 @@ impl JobState {
         error.extend_from_slice(&exit.stderr);
         execution.error = Some(error);
         if ending.is_none() {
-            execution.status = if exit.exit_code == 0 {
+            execution.status = if exit.exit_code == 0 && !out_of_memory {
                 ExecutionStatus::Done
             } else {
                 ExecutionStatus::Failed

@@ -94,7 +94,8 @@ impl JobState {
             Ok(Some(container)) if container.is_owned_by(&deployment_id, &execution_id) => {
                 tracing::info!(container_id = %container.container_id, "taking over the container found by name");
                 let (job, execution) = self.record.as_ref().expect("record checked in begin");
-                let spec = match container_spec(job, execution, &deployment_id) {
+                let defaults = super::spec::farm_defaults(&self.services.settings, &job.task_id);
+                let spec = match container_spec(job, execution, &deployment_id, defaults) {
                     Ok(spec) => spec,
                     Err(message) => {
                         return self
@@ -106,7 +107,7 @@ impl JobState {
                 // never started): nothing new is created.
                 let host = self.host.clone().expect("set by look_up");
                 host.cast(HostMessage::Run {
-                    spec,
+                    spec: Box::new(spec),
                     wait_limit: self.wait_limit(),
                     job: myself.clone(),
                 })?;

@@ -1,6 +1,7 @@
 //! What an execution needs from the outside, as plain values: its container and its slots.
 
 use crate::ports::{ContainerSpec, DEPLOYMENT_LABEL, EXECUTION_LABEL};
+use fastlane_proto::container::{Resources, USER_LABEL_PREFIX};
 use fastlane_proto::image::ImageRef;
 use fastlane_proto::{command, Execution, Job};
 use std::collections::BTreeMap;
@@ -23,16 +24,25 @@ pub(crate) fn slot_pools(settings: &crate::Settings, job: &Job) -> Vec<(String, 
     pools
 }
 
+/// The resources a job of `task_id` gets where it asks for none: its farm's `defaults`.
+pub(crate) fn farm_defaults(settings: &crate::Settings, task_id: &str) -> Resources {
+    fastlane_proto::farm::farm_for(&settings.farms, task_id)
+        .map(|farm| farm.defaults)
+        .unwrap_or_default()
+}
+
 /// The name of `execution_id`'s container: Docker refuses a second container of that name.
 pub(crate) fn container_name(execution_id: Uuid) -> String {
     format!("fastlane-job-{execution_id}")
 }
 
-/// The container to run for `execution` in `deployment_id`, or why it cannot run.
+/// The container to run for `execution` in `deployment_id`, with `farm_defaults` for the
+/// resources its job does not set, or why it cannot run.
 pub(crate) fn container_spec(
     job: &Job,
     execution: &Execution,
     deployment_id: &str,
+    farm_defaults: Resources,
 ) -> Result<ContainerSpec, String> {
     let image = ImageRef::parse(&execution.image)
         .ok_or_else(|| format!("Invalid image reference {:?}.", execution.image))?;
@@ -42,7 +52,13 @@ pub(crate) fn container_spec(
             execution.command
         )
     })?;
-    let labels = BTreeMap::from([
+    let options = &job.metadata.container;
+    let mut labels: BTreeMap<String, String> = options
+        .labels
+        .iter()
+        .map(|(key, value)| (format!("{USER_LABEL_PREFIX}{key}"), value.clone()))
+        .collect();
+    labels.extend([
         ("fastlane.task_id".to_string(), execution.task_id.clone()),
         ("fastlane.job_id".to_string(), execution.job_id.to_string()),
         (
@@ -68,5 +84,8 @@ pub(crate) fn container_spec(
             .map(|(host, ip)| format!("{host}:{ip}"))
             .collect(),
         labels,
+        resources: options.resources.or(farm_defaults),
+        working_dir: options.working_dir.clone(),
+        user: options.user.clone(),
     })
 }

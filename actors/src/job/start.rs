@@ -128,7 +128,9 @@ impl JobState {
             return Box::pin(self.look_up(myself, false)).await;
         }
         let (job, execution) = self.record.as_ref().expect("record checked in begin");
-        let spec = match container_spec(job, execution, &self.services.settings.deployment_id) {
+        let settings = &self.services.settings;
+        let defaults = super::spec::farm_defaults(settings, &job.task_id);
+        let spec = match container_spec(job, execution, &settings.deployment_id, defaults) {
             Ok(spec) => spec,
             Err(message) => {
                 return self
@@ -146,7 +148,7 @@ impl JobState {
         execution.metadata.docker_port = Some(endpoint.port());
         self.persist().await?;
         host.cast(HostMessage::Run {
-            spec,
+            spec: Box::new(spec),
             wait_limit: self.wait_limit(),
             job: myself.clone(),
         })?;
@@ -234,7 +236,7 @@ impl JobState {
             // Stopped or timed out while it was being created: stop it now.
             host.cast(HostMessage::StopContainer {
                 container_id: started.container_id,
-                grace: STOP_GRACE,
+                grace: self.grace(STOP_GRACE),
             })?;
         }
         Ok(false)

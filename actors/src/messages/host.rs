@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 pub enum HostMessage {
     /// Pull (if needed), create, start and wait for a container, then collect its output.
     Run {
-        spec: ContainerSpec,
+        spec: Box<ContainerSpec>,
         wait_limit: Duration,
         job: ActorRef<JobMessage>,
     },

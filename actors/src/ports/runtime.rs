@@ -20,8 +20,15 @@ pub struct ContainerSpec {
     /// `host:ip` entries.
     pub extra_hosts: Vec<String>,
     /// `fastlane.task_id`, `fastlane.job_id`, `fastlane.execution_id` and
-    /// `fastlane.deployment_id`: whose run a container is.
+    /// `fastlane.deployment_id`: whose run a container is; and the job's own labels, under
+    /// [`fastlane_proto::container::USER_LABEL_PREFIX`].
     pub labels: BTreeMap<String, String>,
+    /// The job's resources, with its farm's defaults where it asked for none.
+    pub resources: fastlane_proto::container::Resources,
+    /// The command's working directory, when the job gives one.
+    pub working_dir: Option<String>,
+    /// The user the command runs as, when the job gives one.
+    pub user: Option<String>,
 }
 
 /// A container that has been created (and, unless `start_error` says otherwise, started).
@@ -88,6 +95,8 @@ pub struct ContainerExit {
     pub stderr_left_out: u64,
     /// Docker's `State.Error`, when set.
     pub state_error: Option<String>,
+    /// Docker's `State.OOMKilled`: the container was killed for going over its memory limit.
+    pub oom_killed: bool,
 }
 
 /// A container runtime failure, split by whose fault it is: only host faults count against a

@@ -213,6 +213,7 @@ impl Harness {
             container_lookup_limit: CONTAINER_LOOKUP_LIMIT,
             reaper_interval: None,
             reaper_grace: Duration::from_secs(60),
+            max_stop_grace: Duration::from_secs(300),
         };
         let store = Arc::new(FakeStore::default());
         let queue = Arc::new(FakeQueue::default());
@@ -382,6 +383,7 @@ pub fn job(timeout: u64, retries: u32, backoff: Option<Backoff>) -> Job {
             enqueued_id: None,
             cron: None,
             max_concurrent: None,
+            container: Default::default(),
             backoff,
         },
         scheduled: false,

@@ -394,6 +394,7 @@ impl ContainerRuntime for FakeRuntime {
             stdout_left_out: 0,
             stderr_left_out: 0,
             state_error: None,
+            oom_killed: false,
         })
     }
 

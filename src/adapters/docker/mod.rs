@@ -340,8 +340,13 @@ impl ContainerRuntime for DockerRuntime {
             cmd: (!spec.argv.is_empty()).then(|| spec.argv.clone()),
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone().into_iter().collect::<HashMap<_, _>>()),
+            working_dir: spec.working_dir.clone(),
+            user: spec.user.clone(),
             host_config: Some(HostConfig {
                 extra_hosts: Some(spec.extra_hosts.clone()),
+                nano_cpus: spec.resources.cpus.map(|cpus| (cpus * 1e9).round() as i64),
+                memory: spec.resources.memory_mb.map(|mb| (mb * 1024 * 1024) as i64),
+                pids_limit: spec.resources.pids_limit.map(|pids| pids as i64),
                 // The default json-file driver replaces bytes that are not UTF-8; `local` keeps
                 // output byte for byte (up to max-size × max-file, 250 MB per container).
                 log_config: Some(HostConfigLogConfig {
@@ -505,6 +510,7 @@ impl ContainerRuntime for DockerRuntime {
             stdout_left_out,
             stderr_left_out,
             state_error: state.error.filter(|error| !error.is_empty()),
+            oom_killed: state.oom_killed.unwrap_or(false),
         })
     }
 
@@ -575,7 +581,7 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn stop(&self, container_id: &str, grace: Duration) -> Result<(), RuntimeError> {
         let options = StopContainerOptions {
-            t: Some(grace.as_secs().clamp(0, 600) as i32),
+            t: Some(grace.as_secs().clamp(0, 86_400) as i32),
             signal: None,
         };
         match self
