@@ -212,6 +212,7 @@ pub async fn run(
         farms: config.farms.clone(),
         backends: backends.names.clone(),
         limits: gateway::limits::Limits::from_config(&config),
+        idempotency_ttl: Duration::from_secs(config.uint("IDEMPOTENCY_KEY_TTL_SECONDS")),
     });
     let listener = TcpListener::bind(bind)
         .await

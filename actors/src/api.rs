@@ -21,10 +21,12 @@ use crate::ports::{QueueMessage, StoreError};
 use crate::Services;
 use fastlane_proto::build::{new_job, NewJob, Origin};
 use fastlane_proto::farm::farm_for;
+use fastlane_proto::idempotency::{IdempotencyRecord, IdempotentAnswer};
 use fastlane_proto::payload::EnqueueRequest;
 use fastlane_proto::{ErrorKind, Execution, Timestamp};
 use ractor::{call_t, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::future::Future;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Dead letters shown in `/status/`.
@@ -69,11 +71,24 @@ impl Actor for ApiActor {
     ) -> Result<(), ActorProcessingErr> {
         let services = state.services.clone();
         match message {
+            // A PUT names its job: it is idempotent without a key.
+            ApiMessage::Enqueue {
+                task_id,
+                job_id: None,
+                request,
+                request_ip,
+                idempotency: Some(idempotency),
+                reply,
+            } => serve(
+                reply,
+                enqueue_once(services, task_id, *request, request_ip, idempotency),
+            ),
             ApiMessage::Enqueue {
                 task_id,
                 job_id,
                 request,
                 request_ip,
+                idempotency: _,
                 reply,
             } => serve(
                 reply,
@@ -230,6 +245,139 @@ async fn enqueue(
         execution_id: execution.map(|execution| execution.execution_id),
         queue_message_id: queue_id,
     })
+}
+
+/// How long a repeat of an idempotent POST waits for the first one's answer before it finishes
+/// the work itself (the first request's node died between recording the key and answering).
+const IDEMPOTENT_WAIT: Duration = Duration::from_secs(5);
+
+/// A POST with an `Idempotency-Key`: the key is recorded (with the body's digest and the id of
+/// the job to create) before anything else is written, so that a repeat — from a client that
+/// timed out, on any node — answers the first answer instead of creating a second job, and a
+/// different body under the same key is refused (409).
+async fn enqueue_once(
+    services: Services,
+    task_id: String,
+    request: EnqueueRequest,
+    request_ip: Option<String>,
+    idempotency: crate::messages::Idempotency,
+) -> ApiResult<Enqueued> {
+    let now = Timestamp::now();
+    let ttl_micros = i64::try_from(idempotency.ttl.as_micros()).unwrap_or(i64::MAX);
+    let mut record = IdempotencyRecord {
+        task_id: task_id.clone(),
+        key: idempotency.key.clone(),
+        body_sha256: idempotency.body_sha256.clone(),
+        job_id: Uuid::new_v4(),
+        answer: None,
+        created_at: now,
+        expires_at: Timestamp(now.0.saturating_add(ttl_micros)),
+    };
+    let Some(first) = services.store.claim_idempotency_key(&record, now).await? else {
+        // This request is the first: create the job, then record the answer.
+        let created = enqueue(
+            services.clone(),
+            task_id.clone(),
+            Some(record.job_id),
+            request,
+            request_ip,
+        )
+        .await;
+        match &created {
+            Ok(enqueued) => {
+                record.answer = Some(IdempotentAnswer {
+                    execution_id: enqueued.execution_id,
+                    queue_message_id: enqueued.queue_message_id.clone(),
+                });
+                if let Err(error) = services.store.complete_idempotency_key(&record).await {
+                    // The job exists: a repeat finds it and answers from it.
+                    tracing::warn!(%task_id, %error, "could not record the answer of an idempotent POST");
+                }
+            }
+            Err(_) => {
+                // Nothing was created: the key may be used again at once.
+                let _ = services
+                    .store
+                    .release_idempotency_key(&task_id, &record.key, record.job_id)
+                    .await;
+            }
+        }
+        return created;
+    };
+    if first.body_sha256 != record.body_sha256 {
+        return Err(ApiError {
+            kind: ErrorKind::Conflict,
+            message: format!(
+                "The Idempotency-Key {:?} was used with a different request body (it holds until {}).",
+                first.key,
+                first.expires_at.iso()
+            ),
+        });
+    }
+    let deadline = tokio::time::Instant::now() + IDEMPOTENT_WAIT;
+    let mut current = first;
+    loop {
+        if let Some(answer) = &current.answer {
+            return Ok(Enqueued {
+                task_id,
+                job_id: current.job_id,
+                execution_id: answer.execution_id,
+                queue_message_id: answer.queue_message_id.clone(),
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match services
+            .store
+            .get_idempotency_key(&task_id, &idempotency.key)
+            .await?
+        {
+            Some(latest) if latest.job_id == current.job_id => current = latest,
+            // Released (the first request failed) or replaced: decide again, as a first request.
+            _ => {
+                return Box::pin(enqueue_once(
+                    services,
+                    task_id,
+                    request,
+                    request_ip,
+                    idempotency,
+                ))
+                .await
+            }
+        }
+    }
+    // The first request's node stopped before answering. If its job exists, answer from it;
+    // else create it under the recorded id.
+    if let Some(job) = services.store.get_job(&task_id, current.job_id).await? {
+        let last = services.store.last_execution(job.job_id).await?;
+        return Ok(Enqueued {
+            task_id,
+            job_id: job.job_id,
+            execution_id: last.as_ref().map(|execution| execution.execution_id),
+            queue_message_id: job
+                .metadata
+                .enqueued_id
+                .clone()
+                .or_else(|| last.map(|execution| execution.execution_id.to_string()))
+                .unwrap_or_default(),
+        });
+    }
+    let enqueued = enqueue(
+        services.clone(),
+        task_id,
+        Some(current.job_id),
+        request,
+        request_ip,
+    )
+    .await?;
+    current.answer = Some(IdempotentAnswer {
+        execution_id: enqueued.execution_id,
+        queue_message_id: enqueued.queue_message_id.clone(),
+    });
+    let _ = services.store.complete_idempotency_key(&current).await;
+    Ok(enqueued)
 }
 
 /// Writes the job of a POST or PUT with its first execution; `true` when it replaced an

@@ -14,6 +14,7 @@ pub use notify::*;
 pub use runtime::*;
 
 use async_trait::async_trait;
+use fastlane_proto::idempotency::IdempotencyRecord;
 use fastlane_proto::outbox::{Outbox, OwedNotification};
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use std::time::Duration;
@@ -73,6 +74,34 @@ pub trait Store: Send + Sync + 'static {
     async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError>;
     /// Removes a job and its executions (used to undo a create whose enqueue failed).
     async fn delete_job(&self, job_id: Uuid) -> Result<(), StoreError>;
+    /// Records an idempotency key unless a live one (expiring after `now`) holds its task and
+    /// key: then writes nothing and returns that one. Expired records may be removed meanwhile
+    /// (a bounded number per call).
+    async fn claim_idempotency_key(
+        &self,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// The record of a task's key, expired or not.
+    async fn get_idempotency_key(
+        &self,
+        task_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Replaces the record of `record`'s task and key if it still names `record.job_id` (its
+    /// creator adds the answer); `false` when it does not.
+    async fn complete_idempotency_key(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<bool, StoreError>;
+    /// Removes the record of a task's key if it still names `job_id` (its creation failed, so
+    /// the key may be used again at once).
+    async fn release_idempotency_key(
+        &self,
+        task_id: &str,
+        key: &str,
+        job_id: Uuid,
+    ) -> Result<(), StoreError>;
     /// Tasks in insertion order.
     async fn list_tasks(&self, page: Page) -> Result<Paged<TaskSummary>, StoreError>;
     /// Tasks whose id contains any of `words` as a whole word (ids split at non-alphanumerics),

@@ -12,6 +12,7 @@ pub mod command;
 pub mod container;
 pub mod error;
 pub mod farm;
+pub mod idempotency;
 pub mod image;
 pub mod limits;
 pub mod model;

@@ -54,6 +54,8 @@ pub(crate) struct GatewaySettings {
     pub(crate) backends: (String, String),
     /// Bounds on connections, requests and WebSockets.
     pub(crate) limits: limits::Limits,
+    /// How long a POST's `Idempotency-Key` holds (`IDEMPOTENCY_KEY_TTL_SECONDS`).
+    pub(crate) idempotency_ttl: Duration,
 }
 
 /// Serves one request. Never panics on input; every failure is a response.

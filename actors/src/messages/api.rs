@@ -43,6 +43,16 @@ pub struct Enqueued {
     pub queue_message_id: String,
 }
 
+/// The `Idempotency-Key` of a POST, with what identifies its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    /// SHA-256 of the request body, in hex.
+    pub body_sha256: String,
+    /// How long the key holds (`IDEMPOTENCY_KEY_TTL_SECONDS`).
+    pub ttl: std::time::Duration,
+}
+
 /// A task with its jobs, most recently modified first.
 pub type TaskView = (Task, Vec<Job>);
 
@@ -94,6 +104,8 @@ pub enum ApiMessage {
         job_id: Option<Uuid>,
         request: Box<EnqueueRequest>,
         request_ip: Option<String>,
+        /// A POST's `Idempotency-Key`: the job is created once per key and body.
+        idempotency: Option<Idempotency>,
         reply: RpcReplyPort<ApiResult<Enqueued>>,
     },
     /// Stops the job: no more firings or retries; its last execution is stopped.

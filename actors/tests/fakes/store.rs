@@ -143,6 +143,38 @@ impl Store for FakeStore {
         Ok(())
     }
 
+    async fn claim_idempotency_key(
+        &self,
+        _record: &fastlane_proto::idempotency::IdempotencyRecord,
+        _now: Timestamp,
+    ) -> Result<Option<fastlane_proto::idempotency::IdempotencyRecord>, StoreError> {
+        Err(not_faked("claim_idempotency_key"))
+    }
+
+    async fn get_idempotency_key(
+        &self,
+        _task_id: &str,
+        _key: &str,
+    ) -> Result<Option<fastlane_proto::idempotency::IdempotencyRecord>, StoreError> {
+        Err(not_faked("get_idempotency_key"))
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        _record: &fastlane_proto::idempotency::IdempotencyRecord,
+    ) -> Result<bool, StoreError> {
+        Err(not_faked("complete_idempotency_key"))
+    }
+
+    async fn release_idempotency_key(
+        &self,
+        _task_id: &str,
+        _key: &str,
+        _job_id: Uuid,
+    ) -> Result<(), StoreError> {
+        Err(not_faked("release_idempotency_key"))
+    }
+
     async fn delete_job(&self, job_id: Uuid) -> Result<(), StoreError> {
         let mut records = self.records();
         records.jobs.remove(&job_id);

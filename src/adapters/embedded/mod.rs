@@ -15,6 +15,7 @@
 
 mod blacklist;
 mod connection;
+mod idempotency;
 mod outbox;
 mod outputs;
 mod queue;
@@ -252,6 +253,7 @@ impl Embedded {
         })?;
         add_fence_column(&connection)?;
         connection.execute_batch(outbox::SCHEMA)?;
+        connection.execute_batch(idempotency::SCHEMA)?;
         connection.set_prepared_statement_cache_capacity(64);
         // The readers open the file once the writer made it a WAL database with its tables.
         let reads = reader::spawn(&path, BUSY_TIMEOUT)?;

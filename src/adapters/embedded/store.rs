@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use fastlane_actors::ports::{
     ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError,
 };
+use fastlane_proto::idempotency::IdempotencyRecord;
 use fastlane_proto::outbox::{Outbox, OwedNotification};
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
 use rusqlite::{params, OptionalExtension};
@@ -105,6 +106,38 @@ impl Store for Embedded {
         })
         .await
         .map_err(StoreError::from)
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        record: &IdempotencyRecord,
+        now: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.claim_key(record, now).await
+    }
+
+    async fn get_idempotency_key(
+        &self,
+        task_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.get_key(task_id, key).await
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<bool, StoreError> {
+        self.complete_key(record).await
+    }
+
+    async fn release_idempotency_key(
+        &self,
+        task_id: &str,
+        key: &str,
+        job_id: Uuid,
+    ) -> Result<(), StoreError> {
+        self.release_key(task_id, key, job_id).await
     }
 
     async fn list_tasks(&self, page: Page) -> Result<Paged<TaskSummary>, StoreError> {

@@ -25,6 +25,7 @@
 //!
 //! [`Store`]: fastlane_actors::ports::Store
 
+mod idempotency;
 mod outbox;
 mod outputs;
 mod store;
@@ -121,6 +122,7 @@ pub struct MongoStore {
     jobs: Collection<Document>,
     executions: Collection<Document>,
     outputs: Collection<Document>,
+    idempotency_keys: Collection<Document>,
 }
 
 impl MongoStore {
@@ -137,6 +139,7 @@ impl MongoStore {
             jobs: database.collection("jobs"),
             executions: database.collection("executions"),
             outputs: database.collection("outputs"),
+            idempotency_keys: database.collection("idempotency_keys"),
             database,
         };
         store.create_indexes().await?;
@@ -182,6 +185,11 @@ impl MongoStore {
             .options(IndexOptions::builder().sparse(true).build())
             .build();
         bounded(self.executions.create_index(due_index)).await?;
+        bounded(
+            self.idempotency_keys
+                .create_index(index(doc! {"expires_at": 1}, false)),
+        )
+        .await?;
         bounded(self.outputs.create_index(index(
             doc! {"execution_id": 1, "kind": 1, "v": 1, "n": 1},
             true,

@@ -5,11 +5,12 @@ use crate::gateway::guard::read_body;
 use crate::gateway::http::{percent_encode, query_param, request_ip, Failure, HttpResponse};
 use crate::gateway::render::{self, Urls};
 use crate::gateway::{api_failure, call, ok, GatewaySettings};
-use fastlane_actors::messages::ApiMessage;
+use fastlane_actors::messages::{ApiMessage, Idempotency};
 use fastlane_actors::ports::Page;
 use fastlane_proto::payload::parse_enqueue;
 use hyper::body::Incoming;
 use hyper::Request;
+use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use uuid::Uuid;
 
@@ -149,14 +150,43 @@ pub(crate) async fn enqueue(
         })
         .transpose()?;
     let ip = request_ip(request.headers(), peer);
+    // Only a POST takes one: a PUT names its job, so repeating it is harmless already.
+    let key = match request.headers().get("idempotency-key") {
+        Some(value) if job_id.is_none() => Some(
+            value
+                .to_str()
+                .ok()
+                .filter(|key| fastlane_proto::idempotency::valid_key(key))
+                .ok_or_else(|| {
+                    Failure::invalid(
+                        OPERATION,
+                        format!(
+                            "The Idempotency-Key header must be 1 to {} visible ASCII characters.",
+                            fastlane_proto::idempotency::MAX_KEY_LENGTH
+                        ),
+                    )
+                })?
+                .to_string(),
+        ),
+        _ => None,
+    };
     let body = read_body(settings, request).await?;
     let parsed = parse_enqueue(&body).map_err(|error| Failure::invalid(OPERATION, error.0))?;
+    let idempotency = key.map(|key| Idempotency {
+        key,
+        body_sha256: Sha256::digest(&body)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect(),
+        ttl: settings.idempotency_ttl,
+    });
     let task_id = task_id.to_string();
     let enqueued = call(settings, OPERATION, |reply| ApiMessage::Enqueue {
         task_id,
         job_id,
         request: Box::new(parsed),
         request_ip: Some(ip),
+        idempotency,
         reply,
     })
     .await?
