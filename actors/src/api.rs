@@ -99,6 +99,14 @@ impl Actor for ApiActor {
                 job_id,
                 reply,
             } => serve(reply, stop_job(services, task_id, job_id)),
+            ApiMessage::DeleteJob {
+                task_id,
+                job_id,
+                reply,
+            } => serve(reply, delete_job(services, task_id, job_id)),
+            ApiMessage::DeleteTask { task_id, reply } => {
+                serve(reply, delete_task(services, task_id))
+            }
             ApiMessage::StopExecution {
                 task_id,
                 job_id,
@@ -469,6 +477,75 @@ async fn stop_job(services: Services, task_id: String, job_id: Uuid) -> ApiResul
         }
     }
     Ok(Some(()))
+}
+
+/// Stops the job (nothing of it runs, fires or retries afterwards), then removes its queue
+/// messages and everything stored of it.
+async fn delete_job(services: Services, task_id: String, job_id: Uuid) -> ApiResult<Option<u64>> {
+    let Some(job) = services.store.get_job(&task_id, job_id).await? else {
+        return Ok(None);
+    };
+    // Its messages still queued: each waiting execution's run, and the job's next firing or
+    // retry. (A running execution's message is its JobActor's: stopped below, the actor ends
+    // it and acknowledges it; the messages of finished executions are gone already.)
+    let tails = services
+        .store
+        .list_execution_tails(job_id, STOP_SCANNED, 1)
+        .await?;
+    let (waiting, started): (Vec<_>, Vec<_>) = tails
+        .iter()
+        .map(|tail| &tail.execution)
+        .partition(|execution| execution.status == fastlane_proto::ExecutionStatus::Enqueued);
+    let mut messages: Vec<String> = waiting
+        .iter()
+        .map(|execution| execution.execution_id.to_string())
+        .collect();
+    messages.extend(job.metadata.enqueued_id.clone().filter(|id| {
+        !started
+            .iter()
+            .any(|execution| execution.execution_id.to_string() == *id)
+    }));
+    if stop_job(services.clone(), task_id.clone(), job_id)
+        .await?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let executions = services.store.count_executions(job_id).await?;
+    for id in messages {
+        if let Err(error) = services.queue.ack(&id).await {
+            tracing::warn!(%task_id, %job_id, message_id = %id, %error, "could not remove a deleted job's queue message");
+        }
+    }
+    services.store.delete_job(job_id).await?;
+    tracing::info!(%task_id, %job_id, executions, "job deleted");
+    Ok(Some(executions))
+}
+
+/// Most jobs read at once while deleting a task.
+const DELETE_BATCH: usize = 100;
+
+/// Deletes every job of a task, a batch at a time; the task goes with its last job.
+async fn delete_task(services: Services, task_id: String) -> ApiResult<Option<u64>> {
+    if services.store.get_task(&task_id).await?.is_none() {
+        return Ok(None);
+    }
+    let mut deleted = 0;
+    loop {
+        let jobs = services.store.list_jobs(&task_id).await?;
+        if jobs.is_empty() {
+            break;
+        }
+        for job in jobs.into_iter().take(DELETE_BATCH) {
+            if delete_job(services.clone(), task_id.clone(), job.job_id)
+                .await?
+                .is_some()
+            {
+                deleted += 1;
+            }
+        }
+    }
+    Ok(Some(deleted))
 }
 
 async fn stop_one_execution(

@@ -46,6 +46,10 @@ enum Endpoint {
     StreamPage,
     /// The WebSocket the stream page reads.
     WebSocket,
+    /// `DELETE …/jobs/{job}/`: stops the job and removes everything of it.
+    DeleteJob,
+    /// `DELETE /tasks/{task}/`: the same for every job of the task.
+    DeleteTask,
 }
 
 /// One route: a method, a path pattern (`:task`, `:job` and `:execution` capture a segment),
@@ -79,8 +83,10 @@ const ROUTES: &[Route] = {
         row(Method::GET,    "/search",                                             SearchTasks,                       Read),
         row(Method::GET,    "/tasks/:task",                                        TaskDetails,                       Read),
         row(Method::POST,   "/tasks/:task",                                        CreateJob,                         Submit),
+        row(Method::DELETE, "/tasks/:task",                                        DeleteTask,                        Admin),
         row(Method::GET,    "/tasks/:task/jobs/:job",                              JobDetails,                        Read),
         row(Method::PUT,    "/tasks/:task/jobs/:job",                              PutJob,                            Submit),
+        row(Method::DELETE, "/tasks/:task/jobs/:job",                              DeleteJob,                         Admin),
         row(Method::POST,   "/tasks/:task/jobs/:job/stop",                         Job(JobAction::Stop),              Submit),
         row(Method::POST,   "/tasks/:task/jobs/:job/retry",                        Job(JobAction::Retry),             Submit),
         row(Method::GET,    "/tasks/:task/jobs/:job/stdout",                       Output(OutputKind::Stdout),        Read),
@@ -219,6 +225,8 @@ pub(crate) async fn route(
         Endpoint::CreateJob => tasks::enqueue(settings, &urls, request, peer, task, None).await,
         Endpoint::PutJob => tasks::enqueue(settings, &urls, request, peer, task, Some(job)).await,
         Endpoint::JobDetails => jobs::details(settings, &urls, task, job).await,
+        Endpoint::DeleteJob => jobs::delete(settings, &urls, task, job).await,
+        Endpoint::DeleteTask => tasks::delete(settings, &urls, task).await,
         Endpoint::Job(action) => jobs::stop_or_retry(settings, &urls, action, task, job).await,
         Endpoint::Execution(action) => {
             let execution = execution.unwrap_or_default();
@@ -264,8 +272,8 @@ mod tests {
     fn each_path_allows_its_methods_in_order() {
         assert_eq!(methods("/"), ["GET"]);
         assert_eq!(methods("/status/"), ["GET"]);
-        assert_eq!(methods("/tasks/t/"), ["GET", "POST"]);
-        assert_eq!(methods("/tasks/t/jobs/j"), ["GET", "PUT"]);
+        assert_eq!(methods("/tasks/t/"), ["GET", "POST", "DELETE"]);
+        assert_eq!(methods("/tasks/t/jobs/j"), ["GET", "PUT", "DELETE"]);
         assert_eq!(methods("/tasks/t/jobs/j/retry"), ["POST"]);
         assert_eq!(methods("/tasks/t/jobs/j/executions/e"), ["GET"]);
         assert_eq!(methods("/tasks/t/jobs/j/executions/e/stop/"), ["POST"]);
@@ -278,11 +286,13 @@ mod tests {
         assert!(methods("/tasks/t/jobs/j/executions/e/retry").is_empty());
     }
 
-    /// Reads need `read`, state changes `submit`, the host blacklist `admin`.
+    /// Reads need `read`, state changes `submit`, the host blacklist and deletes `admin`.
     #[test]
     fn every_route_names_the_scope_it_needs() {
         for route in ROUTES {
-            let expected = if route.pattern.starts_with("/docker-executor") {
+            let expected = if route.pattern.starts_with("/docker-executor")
+                || route.method == Method::DELETE
+            {
                 Scope::Admin
             } else if route.method == Method::GET {
                 Scope::Read

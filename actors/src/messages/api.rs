@@ -114,6 +114,18 @@ pub enum ApiMessage {
         job_id: Uuid,
         reply: RpcReplyPort<ApiResult<Option<()>>>,
     },
+    /// Stops the job as `StopJob` does, then removes it with its executions, outputs, schedule
+    /// and queue messages; answers how many executions went (`None`: no such job).
+    DeleteJob {
+        task_id: String,
+        job_id: Uuid,
+        reply: RpcReplyPort<ApiResult<Option<u64>>>,
+    },
+    /// Deletes every job of the task; answers how many jobs went (`None`: no such task).
+    DeleteTask {
+        task_id: String,
+        reply: RpcReplyPort<ApiResult<Option<u64>>>,
+    },
     /// Stops one execution (no more retries of the job; the schedule stays).
     StopExecution {
         task_id: String,

@@ -41,6 +41,37 @@ pub(crate) async fn details(
     )
 }
 
+/// `DELETE /tasks/{task}/jobs/{job}/`: stops the job, then removes it with its executions,
+/// outputs, schedule and queue messages. A second call is 404.
+pub(crate) async fn delete(
+    settings: &GatewaySettings,
+    urls: &Urls,
+    task_id: &str,
+    job_id: &str,
+) -> Result<HttpResponse, Failure> {
+    const OPERATION: &str = "delete_job";
+    let not_found = || Failure::not_found(OPERATION, "Job not found in task.");
+    let job_uuid = Uuid::parse_str(job_id).map_err(|_| not_found())?;
+    let owned = task_id.to_string();
+    let executions = call(settings, OPERATION, |reply| ApiMessage::DeleteJob {
+        task_id: owned,
+        job_id: job_uuid,
+        reply,
+    })
+    .await?
+    .map_err(api_failure(OPERATION))?
+    .ok_or_else(not_found)?;
+    ok(
+        settings,
+        &serde_json::json!({
+            "task": {"id": task_id, "url": urls.task(task_id)},
+            "job": {"id": job_uuid.to_string()},
+            "deleted": true,
+            "executionsDeleted": executions,
+        }),
+    )
+}
+
 /// What `POST …/jobs/{job}/{stop|retry}/` does to the job.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum JobAction {

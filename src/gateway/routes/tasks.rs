@@ -203,3 +203,30 @@ fn valid_task_id<'a>(task_id: &'a str, operation: &'static str) -> Result<&'a st
     }
     Ok(task_id)
 }
+
+/// `DELETE /tasks/{task}/`: deletes every job of the task as `DELETE …/jobs/{job}/` does; the
+/// task goes with its last job. A second call is 404.
+pub(crate) async fn delete(
+    settings: &GatewaySettings,
+    urls: &Urls,
+    task_id: &str,
+) -> Result<HttpResponse, Failure> {
+    const OPERATION: &str = "delete_task";
+    let not_found = || Failure::not_found(OPERATION, "Task not found.");
+    let owned = valid_task_id(task_id, OPERATION)?.to_string();
+    let jobs = call(settings, OPERATION, |reply| ApiMessage::DeleteTask {
+        task_id: owned,
+        reply,
+    })
+    .await?
+    .map_err(api_failure(OPERATION))?
+    .ok_or_else(not_found)?;
+    ok(
+        settings,
+        &serde_json::json!({
+            "task": {"id": task_id, "url": urls.task(task_id)},
+            "deleted": true,
+            "jobsDeleted": jobs,
+        }),
+    )
+}
