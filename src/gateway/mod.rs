@@ -18,6 +18,7 @@ pub(crate) mod limits;
 mod live;
 mod output;
 mod render;
+mod role;
 mod router;
 mod routes;
 pub(crate) mod server;
@@ -54,6 +55,8 @@ pub(crate) struct GatewaySettings {
     pub(crate) backends: (String, String),
     /// Bounds on connections, requests and WebSockets.
     pub(crate) limits: limits::Limits,
+    /// What the node does: a worker serves only [`role::WORKER_PATHS`].
+    pub(crate) role: fastlane_actors::Role,
 }
 
 /// Serves one request. Never panics on input; every failure is a response.

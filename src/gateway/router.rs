@@ -151,6 +151,7 @@ pub(crate) async fn route(
         .collect::<Option<_>>()
         .ok_or_else(|| Failure::invalid("route", "The path is not valid percent-encoded UTF-8."))?;
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    super::role::admit(settings.role, &segments)?;
     let matching = matching(&segments);
     if matching.is_empty() {
         return Err(Failure::not_found("route", format!("No route for {path}.")));
