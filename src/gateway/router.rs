@@ -209,7 +209,7 @@ pub(crate) async fn route(
     } = ids;
     match route.endpoint {
         Endpoint::Healthcheck => node::healthcheck(settings).await,
-        Endpoint::Status => node::status(settings).await,
+        Endpoint::Status => node::status(settings, &urls).await,
         Endpoint::Blacklist { add } => {
             let body = read_body(settings, request).await?;
             node::blacklist(settings, add, &body).await

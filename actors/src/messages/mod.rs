@@ -23,7 +23,7 @@ mod job;
 mod node;
 
 pub use api::{
-    ApiError, ApiMessage, ApiResult, Enqueued, ExecutionLookup, Health, JobView, NodeStatus,
+    ApiError, ApiMessage, ApiResult, Enqueued, ExecutionLookup, Health, JobView, NodeStatus, ScheduledJob,
     TaskView, WatchOutcome, API_NAME,
 };
 pub use host::{HostMessage, HostStatus, LogWatch};
