@@ -189,7 +189,10 @@ fn a_role_needs_the_shared_backends() {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_fastlane-node"))
             .args(["start", "-b", "127.0.0.1", "-p", "0", "--role", role])
             .env("DATA_DIR", data_dir.path())
-            .env("DOCKER_HOSTS", json!([{"match": "", "hosts": [docker_hosts()[0]]}]).to_string())
+            .env(
+                "DOCKER_HOSTS",
+                json!([{"match": "", "hosts": [docker_hosts()[0]]}]).to_string(),
+            )
             .env_remove("REDIS_URL")
             .env_remove("MONGODB_URL")
             .env_remove("MONGODB_CONFIG")

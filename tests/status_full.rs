@@ -144,11 +144,15 @@ async fn a_dead_engine_is_unavailable_within_5_seconds() {
             .find(|host| format!("{}:{}", host["host"].as_str().unwrap(), host["port"]) == address)
             .map(|host| host["available"] == true)
     };
-    wait_until(Duration::from_secs(20), "both engines available", || async {
-        let status = node.get_json("/status/").await;
-        available(&status, &shared) == Some(true)
-            && available(&status, &engine.address) == Some(true)
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "both engines available",
+        || async {
+            let status = node.get_json("/status/").await;
+            available(&status, &shared) == Some(true)
+                && available(&status, &engine.address) == Some(true)
+        },
+    )
     .await;
 
     engine.kill();

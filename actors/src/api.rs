@@ -14,8 +14,8 @@ use crate::job_record::{self, change_job, end_pending, Change};
 use crate::lifecycle::stop_execution;
 use crate::messages::{
     schedule_changed, wake_poller, ApiError, ApiMessage, ApiResult, Enqueued, ExecutionLookup,
-    Health, HostMessage, JobView, NodeStatus, RootMessage, ScheduledJob, SchedulerMessage, TaskView,
-    WatchOutcome, SCHEDULER_NAME,
+    Health, HostMessage, JobView, NodeStatus, RootMessage, ScheduledJob, SchedulerMessage,
+    TaskView, WatchOutcome, SCHEDULER_NAME,
 };
 use crate::ports::{QueueMessage, StoreError};
 use crate::Services;
@@ -566,7 +566,9 @@ async fn status(services: Services, root: ActorRef<RootMessage>) -> NodeStatus {
             call_t!(scheduler, SchedulerMessage::Next, crate::CALL_TIMEOUT_MS).unwrap_or((0, None))
         }
         None => (
-            counts.as_ref().map_or(0, |counts| counts.scheduled as usize),
+            counts
+                .as_ref()
+                .map_or(0, |counts| counts.scheduled as usize),
             scheduled_jobs
                 .iter()
                 .filter_map(|scheduled| scheduled.job.attention_at())
@@ -611,7 +613,13 @@ async fn scheduled_jobs(services: &Services) -> Vec<ScheduledJob> {
             reads.spawn(async move {
                 let job = store.get_job(&task_id, job_id).await.ok().flatten()?;
                 let execution_count = store.count_executions(job_id).await.unwrap_or(0);
-                Some((index, ScheduledJob { job, execution_count }))
+                Some((
+                    index,
+                    ScheduledJob {
+                        job,
+                        execution_count,
+                    },
+                ))
             });
         }
         let mut read: Vec<(usize, ScheduledJob)> =

@@ -36,7 +36,12 @@ mod tests {
         for path in [&[][..], &["healthcheck"], &["status"], &["metrics"]] {
             assert!(admit(Role::Worker, path).is_ok(), "{path:?}");
         }
-        for path in [&["tasks"][..], &["tasks", "t"], &["docker-executor", "blacklist"], &["status", "x"]] {
+        for path in [
+            &["tasks"][..],
+            &["tasks", "t"],
+            &["docker-executor", "blacklist"],
+            &["status", "x"],
+        ] {
             assert!(admit(Role::Worker, path).is_err(), "{path:?}");
         }
         assert!(admit(Role::Api, &["tasks"]).is_ok());

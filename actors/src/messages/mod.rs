@@ -23,8 +23,8 @@ mod job;
 mod node;
 
 pub use api::{
-    ApiError, ApiMessage, ApiResult, Enqueued, ExecutionLookup, Health, JobView, NodeStatus, ScheduledJob,
-    TaskView, WatchOutcome, API_NAME,
+    ApiError, ApiMessage, ApiResult, Enqueued, ExecutionLookup, Health, JobView, NodeStatus,
+    ScheduledJob, TaskView, WatchOutcome, API_NAME,
 };
 pub use host::{HostMessage, HostStatus, LogWatch};
 pub use job::{job_actor_name, JobMessage, LEFT_TO_ANOTHER_RUNNER};

@@ -7,8 +7,7 @@ use super::records::{
 use super::{outbox, DbError, Embedded};
 use async_trait::async_trait;
 use fastlane_actors::ports::{
-    OUTBOXES_COUNTED,
-    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError,
+    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError, OUTBOXES_COUNTED,
 };
 use fastlane_proto::outbox::{Outbox, OwedNotification};
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};

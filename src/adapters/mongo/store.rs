@@ -5,8 +5,7 @@ use super::outputs::{execution_without_output, output_pointers};
 use super::{bounded, integer, internal, is_duplicate, readable_record, to_document, MongoStore};
 use async_trait::async_trait;
 use fastlane_actors::ports::{
-    OUTBOXES_COUNTED,
-    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError,
+    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError, OUTBOXES_COUNTED,
 };
 use fastlane_proto::outbox::{Outbox, OwedNotification};
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
