@@ -17,6 +17,7 @@ use anyhow::Context;
 use config::Config;
 use fastlane_actors::ports::ContainerRuntime;
 use fastlane_actors::root::{RootActor, RootArgs};
+pub use fastlane_actors::Role;
 use fastlane_actors::{Services, Settings};
 use fastlane_proto::redact::Redactor;
 use gateway::GatewaySettings;
@@ -43,12 +44,17 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs the node until `shutdown` completes, then stops taking requests, lets the ones in
 /// flight finish (bounded), stops the actors and returns. Containers keep running; the next
 /// start re-attaches to them.
+///
+/// `role` says what the node does (see [`Role`]): `Api` and `Worker` need the shared backends
+/// (Redis and MongoDB), or `run` refuses to start.
 pub async fn run(
     config: Config,
     bind: SocketAddr,
+    role: Role,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     // Decided before anything is opened: a node that must not start touches nothing.
+    check_role(&config, role)?;
     let access = gateway::access::Access::from_config(&config, bind).map_err(anyhow::Error::msg)?;
     let _sentry = adapters::sentry::init(config.optional("SENTRY_DSN"))?;
     let data_dir = config.data_dir();
@@ -102,6 +108,7 @@ pub async fn run(
 
     let redactor = Redactor::new(&config.string("ENV_BLACKLISTED_WORDS"));
     let settings = Settings {
+        role,
         node_id: node_id.clone(),
         previous_consumers,
         lease_duration: Duration::from_secs(
@@ -213,11 +220,12 @@ pub async fn run(
         backends: backends.names.clone(),
         limits: gateway::limits::Limits::from_config(&config),
         idempotency_ttl: Duration::from_secs(config.uint("IDEMPOTENCY_KEY_TTL_SECONDS")),
+        role,
     });
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("could not listen on {bind}"))?;
-    tracing::info!(address = %listener.local_addr()?, "fastlane-node listening");
+    tracing::info!(address = %listener.local_addr()?, role = role.as_str(), "fastlane-node listening");
 
     let mut root_failure = None;
     let until_stopped = async {
@@ -248,6 +256,27 @@ pub async fn run(
     watch.stop(None);
     release_leases(&backends, &node_id).await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// An `api` or `worker` node shares its work with other processes, which only Redis (queue) and
+/// MongoDB (store) allow: the embedded database is locked by one process (`DATA_DIR/lock`).
+fn check_role(config: &Config, role: Role) -> anyhow::Result<()> {
+    if role == Role::All {
+        return Ok(());
+    }
+    let shared_queue = config.optional("REDIS_URL").is_some();
+    let shared_store = adapters::mongo::MongoSettings::from_options(
+        config.json("MONGODB_CONFIG"),
+        config.optional("MONGODB_URL").as_deref(),
+    )
+    .is_ok_and(|settings| settings.is_some());
+    anyhow::ensure!(
+        shared_queue && shared_store,
+        "--role {} needs the shared backends: set REDIS_URL and MONGODB_URL (or MONGODB_CONFIG); \
+         with the embedded store one process does everything (--role all)",
+        role.as_str()
+    );
     Ok(())
 }
 

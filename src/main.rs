@@ -31,6 +31,11 @@ enum Command {
         /// Port to listen on.
         #[arg(short = 'p', long = "port", default_value_t = 10000)]
         port: u16,
+        /// What the node does: `api` (HTTP API and scheduler, runs no containers), `worker`
+        /// (runs containers; serves only /healthcheck, /status/ and /metrics) or `all`. `api`
+        /// and `worker` need REDIS_URL and MONGODB_URL.
+        #[arg(long = "role", default_value = "all", value_parser = ["all", "api", "worker"])]
+        role: String,
     },
     /// Remove leftover job containers (not running) on every host of every farm; keeps going
     /// past a failing host. Prints one JSON object per removed container.
@@ -79,7 +84,13 @@ fn main() -> ExitCode {
             println!("{}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Start { config, bind, port } => {
+        Command::Start {
+            config,
+            bind,
+            port,
+            role,
+        } => {
+            let role = fastlane_node::Role::parse(&role).unwrap_or_default();
             let config = match Config::load(config.as_deref()) {
                 Ok(config) => config,
                 Err(error) => {
@@ -101,6 +112,7 @@ fn main() -> ExitCode {
             let result = runtime.block_on(fastlane_node::run(
                 config,
                 SocketAddr::new(bind, port),
+                role,
                 shutdown_signal(),
             ));
             match result {

@@ -14,8 +14,8 @@ use crate::job_record::{self, change_job, end_pending, Change};
 use crate::lifecycle::stop_execution;
 use crate::messages::{
     schedule_changed, wake_poller, ApiError, ApiMessage, ApiResult, Enqueued, ExecutionLookup,
-    Health, HostMessage, JobView, NodeStatus, RootMessage, SchedulerMessage, TaskView,
-    WatchOutcome, SCHEDULER_NAME,
+    Health, HostMessage, JobView, NodeStatus, RootMessage, ScheduledJob, SchedulerMessage,
+    TaskView, WatchOutcome, SCHEDULER_NAME,
 };
 use crate::ports::{QueueMessage, StoreError};
 use crate::Services;
@@ -31,6 +31,12 @@ use uuid::Uuid;
 
 /// Dead letters shown in `/status/`.
 pub const DEAD_LETTERS_SHOWN: usize = 20;
+
+/// Scheduled jobs listed in `/status/` (the soonest; `jobs.scheduledCount` counts them all).
+pub const SCHEDULED_JOBS_SHOWN: usize = 100;
+
+/// Store reads `/status/` makes at once for the scheduled jobs.
+const STATUS_READS_AT_ONCE: usize = 10;
 
 /// Number of executions shown in the job details.
 pub const JOB_EXECUTIONS_SHOWN: u64 = 20;
@@ -797,13 +803,25 @@ fn described<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, String>
 async fn status(services: Services, root: ActorRef<RootMessage>) -> NodeStatus {
     let hosts =
         call_t!(root, RootMessage::HostStatuses, crate::CALL_TIMEOUT_MS).unwrap_or_default();
+    let counts = described(services.store.counts().await);
+    let scheduled_jobs = scheduled_jobs(&services).await;
+    // The scheduler's index where one runs (api nodes); a worker has none and asks the store.
     let scheduled = match ActorRef::<SchedulerMessage>::where_is(SCHEDULER_NAME) {
         Some(scheduler) => {
             call_t!(scheduler, SchedulerMessage::Next, crate::CALL_TIMEOUT_MS).unwrap_or((0, None))
         }
-        None => (0, None),
+        None => (
+            counts
+                .as_ref()
+                .map_or(0, |counts| counts.scheduled as usize),
+            scheduled_jobs
+                .iter()
+                .filter_map(|scheduled| scheduled.job.attention_at())
+                .min(),
+        ),
     };
     NodeStatus {
+        scheduled_jobs,
         hosts,
         blacklist: services.blacklist.list().await.unwrap_or_default(),
         slots: services.slots.in_use().await.unwrap_or_default(),
@@ -814,6 +832,45 @@ async fn status(services: Services, root: ActorRef<RootMessage>) -> NodeStatus {
             .dead_letters(DEAD_LETTERS_SHOWN)
             .await
             .unwrap_or_default(),
-        counts: described(services.store.counts().await),
+        counts,
     }
+}
+
+/// The soonest [`SCHEDULED_JOBS_SHOWN`] scheduled jobs with their execution counts, read
+/// [`STATUS_READS_AT_ONCE`] at a time; a job that cannot be read is left out.
+async fn scheduled_jobs(services: &Services) -> Vec<ScheduledJob> {
+    let soonest = match services
+        .store
+        .scheduled_before(Timestamp(i64::MAX), SCHEDULED_JOBS_SHOWN)
+        .await
+    {
+        Ok(soonest) => soonest,
+        Err(error) => {
+            tracing::warn!(%error, "status: could not list the scheduled jobs");
+            return Vec::new();
+        }
+    };
+    let mut shown = Vec::with_capacity(soonest.len());
+    for chunk in soonest.chunks(STATUS_READS_AT_ONCE) {
+        let mut reads = tokio::task::JoinSet::new();
+        for (index, (job_id, task_id, _)) in chunk.iter().cloned().enumerate() {
+            let store = services.store.clone();
+            reads.spawn(async move {
+                let job = store.get_job(&task_id, job_id).await.ok().flatten()?;
+                let execution_count = store.count_executions(job_id).await.unwrap_or(0);
+                Some((
+                    index,
+                    ScheduledJob {
+                        job,
+                        execution_count,
+                    },
+                ))
+            });
+        }
+        let mut read: Vec<(usize, ScheduledJob)> =
+            reads.join_all().await.into_iter().flatten().collect();
+        read.sort_by_key(|(index, _)| *index);
+        shown.extend(read.into_iter().map(|(_, job)| job));
+    }
+    shown
 }

@@ -33,6 +33,10 @@ pub struct HostState {
     last_error: Option<String>,
     probing: bool,
     last_probe: Instant,
+    /// Whether the engine answered its last liveness ping ([`LIVENESS_INTERVAL`]), and why not:
+    /// `/status/` shows a dead engine within seconds, whatever the breaker's settings.
+    reachable: Result<(), String>,
+    pinging: bool,
     /// Log feeds of watched containers (`log_feed.rs`: each ends when its last watcher left).
     feeds: HashMap<String, Arc<LogFeed>>,
     /// Numbers the feeds, so that an old feed's end cannot remove its successor.
@@ -43,6 +47,11 @@ pub struct HostState {
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// How often a host with a closed circuit is pinged.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the engine is pinged for `/status/` (on the probe timer), and how long it may take
+/// to answer: a dead or hung engine shows as unavailable within their sum (under 5 s). These
+/// pings do not feed the breaker (a slow answer under load is not a host fault).
+const LIVENESS_INTERVAL: Duration = PROBE_INTERVAL;
+const LIVENESS_TIMEOUT: Duration = Duration::from_millis(2_500);
 
 impl Actor for HostActor {
     type Msg = HostMessage;
@@ -55,6 +64,7 @@ impl Actor for HostActor {
         args: HostArgs,
     ) -> Result<HostState, ActorProcessingErr> {
         myself.send_interval(PROBE_INTERVAL, || HostMessage::Probe);
+        debug_assert!(LIVENESS_INTERVAL + LIVENESS_TIMEOUT < Duration::from_secs(5));
         Ok(HostState {
             runtime: args.runtime,
             breaker: CircuitBreaker::new(args.breaker_max_fails, args.breaker_reset_timeout),
@@ -62,6 +72,8 @@ impl Actor for HostActor {
             last_error: None,
             probing: false,
             last_probe: Instant::now(),
+            reachable: Ok(()),
+            pinging: false,
             feeds: HashMap::new(),
             feed_generation: 0,
         })
@@ -105,7 +117,17 @@ impl Actor for HostActor {
             HostMessage::Status(reply) => {
                 let _ = reply.send(state.status());
             }
-            HostMessage::Probe => state.probe(myself),
+            HostMessage::Probe => {
+                state.ping(myself.clone());
+                state.probe(myself)
+            }
+            HostMessage::Pinged { fault } => {
+                state.pinging = false;
+                if let (Some(error), Ok(())) = (&fault, &state.reachable) {
+                    tracing::warn!(host = %state.runtime.endpoint(), %error, "docker host does not answer its ping");
+                }
+                state.reachable = fault.map_or(Ok(()), Err);
+            }
             HostMessage::Watch {
                 container_id,
                 reply,
@@ -139,17 +161,18 @@ impl HostState {
         let circuit = self.breaker.state(Instant::now());
         let mut containers: Vec<String> = self.running.iter().cloned().collect();
         containers.sort();
+        let error = match (&self.reachable, circuit) {
+            (Err(error), _) => Some(error.clone()),
+            (Ok(()), CircuitState::Closed) => None,
+            (Ok(()), _) => self.last_error.clone(),
+        };
         HostStatus {
             endpoint: self.runtime.endpoint().clone(),
             containers,
-            available: circuit == CircuitState::Closed,
+            available: circuit == CircuitState::Closed && self.reachable.is_ok(),
             circuit,
             running: self.running.len(),
-            error: if circuit == CircuitState::Closed {
-                None
-            } else {
-                self.last_error.clone()
-            },
+            error,
         }
     }
 
@@ -182,6 +205,26 @@ impl HostState {
         self.feeds.insert(container_id.clone(), feed.clone());
         let _ = reply.send(Ok(watch));
         tokio::spawn(feed.run(chunks, myself, container_id));
+    }
+
+    /// Pings the engine for `/status/` (one ping at a time, [`LIVENESS_TIMEOUT`]).
+    fn ping(&mut self, myself: ActorRef<HostMessage>) {
+        if self.pinging {
+            return;
+        }
+        self.pinging = true;
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move {
+            let fault = match tokio::time::timeout(LIVENESS_TIMEOUT, runtime.ping()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some(format!(
+                    "the engine did not answer a ping within {} ms",
+                    LIVENESS_TIMEOUT.as_millis()
+                )),
+            };
+            let _ = myself.cast(HostMessage::Pinged { fault });
+        });
     }
 
     /// A half-open circuit is probed at once; a closed one every [`HEALTH_INTERVAL`], so a host

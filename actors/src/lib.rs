@@ -42,9 +42,58 @@ pub struct Services {
     pub settings: Arc<Settings>,
 }
 
+/// What a node does (`fastlane-node start --role`). The backends are shared, so any mix of
+/// roles over one Redis and one MongoDB makes one farm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Everything: the API, the scheduler and the containers.
+    #[default]
+    All,
+    /// The HTTP API and the scheduler: it enqueues, it never leases (no poller, JobActors,
+    /// gate, reaper or periodic sweep; no notifier, since it owes nothing the workers do not
+    /// deliver). Its HostActors only answer `/status/` and live output.
+    Api,
+    /// The containers: poller, gate, JobActors, reaper, periodic sweep and notifier; over HTTP
+    /// only `/healthcheck`, `/status/` and `/metrics`. No scheduler.
+    Worker,
+}
+
+impl Role {
+    /// Parses `all`, `api` or `worker`.
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "all" => Some(Role::All),
+            "api" => Some(Role::Api),
+            "worker" => Some(Role::Worker),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Api => "api",
+            Role::Worker => "worker",
+        }
+    }
+
+    /// Leases queue messages and runs containers (poller, gate, JobActors, reaper, sweep,
+    /// notifier).
+    pub fn runs_containers(self) -> bool {
+        self != Role::Api
+    }
+
+    /// Fires schedules (the SchedulerActor) and serves the whole API.
+    pub fn serves_api(self) -> bool {
+        self != Role::Worker
+    }
+}
+
 /// The settings the actors use (the node's configuration, narrowed).
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// What this node does.
+    pub role: Role,
     /// This process's consumer name in the queue: unique per start (the node id and a random
     /// suffix), so leases of another process are never taken for its own.
     pub node_id: String,

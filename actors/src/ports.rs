@@ -234,7 +234,18 @@ pub struct StoreCounts {
     pub tasks: u64,
     /// Jobs stored (`jobs.count` in `/status/`).
     pub jobs: u64,
+    /// Jobs with a future firing or a pending run (`jobs.scheduledCount`).
+    pub scheduled: u64,
+    /// E-mails owed: outbox entries not settled yet (`queues.notify`), counted over at most
+    /// [`OUTBOXES_COUNTED`] executions that owe something.
+    pub owed_emails: u64,
+    /// Webhook calls owed, the same way (`queues.webhooks`).
+    pub owed_webhooks: u64,
 }
+
+/// How many executions owing notifications [`Store::counts`] looks at, at most: `/status/`
+/// stays cheap however large a backlog grows (the counts are then lower bounds).
+pub const OUTBOXES_COUNTED: usize = 1_000;
 
 /// A unit of work in the queue: run one execution. Its id is the execution id, which makes
 /// pushing idempotent (reconciliation may push again what is already queued).

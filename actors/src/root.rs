@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! RootActor           started by `run`; reconciles the queue with the store before any child
+//!                     (which children depends on the node's `Role`: `Api` runs no poller, gate,
+//!                     notifier, reaper or sweep; `Worker` no scheduler)
 //! ├── ApiActor        "fastlane-api"; answers the gateway's calls; restarted with back-off
 //! ├── PollerActor     "fastlane-poller"; leases while there is capacity; restarted with
 //! │                   back-off, keeping the in-flight set
@@ -119,7 +121,15 @@ impl Actor for RootActor {
             state.spawn_child(&myself, ChildKind::Host(index)).await?;
         }
         state.spawn_child(&myself, ChildKind::Api).await?;
-        state.spawn_child(&myself, ChildKind::Scheduler).await?;
+        let role = state.services.settings.role;
+        // The role decides the rest (see `Role`): an api node fires schedules and leases
+        // nothing; a worker runs containers and fires nothing.
+        if role.serves_api() {
+            state.spawn_child(&myself, ChildKind::Scheduler).await?;
+        }
+        if !role.runs_containers() {
+            return Ok(());
+        }
         state.spawn_child(&myself, ChildKind::Gate).await?;
         state.spawn_child(&myself, ChildKind::Notifier).await?;
         state.spawn_child(&myself, ChildKind::Poller).await?;

@@ -74,6 +74,7 @@ fn services(store: Arc<FakeStore>, webhooks: Arc<ScriptedWebhooks>) -> Services 
         mailer: Arc::new(NoMailer),
         reporter: Arc::new(FakeReporter::default()),
         settings: Arc::new(Settings {
+            role: fastlane_actors::Role::All,
             node_id: "notifier-tests".into(),
             previous_consumers: Vec::new(),
             lease_duration: fastlane_actors::ports::LEASE_DURATION,

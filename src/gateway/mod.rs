@@ -18,6 +18,7 @@ pub(crate) mod limits;
 mod live;
 mod output;
 mod render;
+mod role;
 mod router;
 mod routes;
 pub(crate) mod server;
@@ -56,6 +57,8 @@ pub(crate) struct GatewaySettings {
     pub(crate) limits: limits::Limits,
     /// How long a POST's `Idempotency-Key` holds (`IDEMPOTENCY_KEY_TTL_SECONDS`).
     pub(crate) idempotency_ttl: Duration,
+    /// What the node does: a worker serves only [`role::WORKER_PATHS`].
+    pub(crate) role: fastlane_actors::Role,
 }
 
 /// Serves one request. Never panics on input; every failure is a response.

@@ -3,7 +3,7 @@
 //! keys come out sorted, as Flask's `jsonify` sorted them. Error bodies are `http::Failure`'s.
 
 use super::http::percent_encode;
-use fastlane_actors::messages::{Enqueued, Health, JobView, NodeStatus};
+use fastlane_actors::messages::{Enqueued, Health, JobView, NodeStatus, ScheduledJob};
 use fastlane_actors::ports::{DeadLetter, ExecutionTail, Paged};
 use fastlane_proto::farm::Farm;
 use fastlane_proto::redact::{redact_webhooks, Redactor};
@@ -180,7 +180,12 @@ pub(crate) fn health(health: &Health, backends: &(String, String)) -> Value {
 /// `/status/`: hosts (available ones first, as the original), their running containers, farm
 /// slots, queue lengths with the newest dead letters, schedules and counts, and `warnings`
 /// about the node's own configuration (e.g. anonymous access from the network).
-pub(crate) fn node_status(node: &NodeStatus, farms: &[Farm], warnings: &[String]) -> Value {
+pub(crate) fn node_status(
+    node: &NodeStatus,
+    farms: &[Farm],
+    warnings: &[String],
+    view: &StatusView<'_>,
+) -> Value {
     let queue = node.queue.clone().unwrap_or_default();
     let counts = node.counts.clone().unwrap_or_default();
     let (scheduled, next) = node.scheduled;
@@ -192,6 +197,11 @@ pub(crate) fn node_status(node: &NodeStatus, farms: &[Farm], warnings: &[String]
             "jobs": {"length": queue.ready},
             "delayed": {"length": queue.delayed},
             "running": {"length": queue.leased},
+            // The original's queues under their meaning here: executions a node holds and
+            // watches (leased messages), e-mails and webhook calls owed (outbox entries).
+            "monitor": {"length": queue.leased},
+            "notify": {"length": counts.owed_emails},
+            "webhooks": {"length": counts.owed_webhooks},
             "deadLetter": {
                 "length": queue.dead,
                 "newest": node.dead_letters.iter().map(dead_letter).collect::<Vec<_>>(),
@@ -203,9 +213,50 @@ pub(crate) fn node_status(node: &NodeStatus, farms: &[Farm], warnings: &[String]
             },
         },
         "tasks": {"count": counts.tasks},
-        "jobs": {"count": counts.jobs},
-        "fastlane": {"version": env!("CARGO_PKG_VERSION"), "executor": "docker"},
+        "jobs": {
+            "count": counts.jobs,
+            "scheduled": node
+                .scheduled_jobs
+                .iter()
+                .map(|scheduled| scheduled_job(scheduled, view))
+                .collect::<Vec<_>>(),
+            "scheduledCount": counts.scheduled.max(node.scheduled_jobs.len() as u64),
+        },
+        "fastlane": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "executor": "docker",
+            "role": view.role.as_str(),
+        },
         "warnings": warnings,
+    })
+}
+
+/// What `/status/` needs beside the actors' answer.
+pub(crate) struct StatusView<'a> {
+    pub(crate) urls: &'a Urls,
+    pub(crate) redactor: &'a Redactor,
+    pub(crate) role: fastlane_actors::Role,
+}
+
+/// A scheduled job as the original's `/status/` lists it: the job without its executions and
+/// task id, metadata redacted, its next firing and links.
+fn scheduled_job(scheduled: &ScheduledJob, view: &StatusView<'_>) -> Value {
+    let job = &scheduled.job;
+    let url = view.urls.job(&job.task_id, job.job_id);
+    json!({
+        "id": job.job_id.to_string(),
+        "createdAt": job.created_at.iso(),
+        "lastModifiedAt": job.last_modified_at.iso(),
+        "image": job.image,
+        "command": job.command,
+        "scheduled": job.scheduled,
+        "executionCount": scheduled.execution_count,
+        "requestIPAddress": job.request_ip,
+        "metadata": job_metadata(job, view.redactor),
+        "nextScheduledAt": iso(job.schedule.as_ref().and_then(|schedule| schedule.next_fire_at)),
+        "stopUrl": format!("{url}stop/"),
+        "url": url,
+        "task": {"id": job.task_id, "url": view.urls.task(&job.task_id)},
     })
 }
 

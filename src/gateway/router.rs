@@ -157,6 +157,7 @@ pub(crate) async fn route(
         .collect::<Option<_>>()
         .ok_or_else(|| Failure::invalid("route", "The path is not valid percent-encoded UTF-8."))?;
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    super::role::admit(settings.role, &segments)?;
     let matching = matching(&segments);
     if matching.is_empty() {
         return Err(Failure::not_found("route", format!("No route for {path}.")));
@@ -214,7 +215,7 @@ pub(crate) async fn route(
     } = ids;
     match route.endpoint {
         Endpoint::Healthcheck => node::healthcheck(settings).await,
-        Endpoint::Status => node::status(settings).await,
+        Endpoint::Status => node::status(settings, &urls).await,
         Endpoint::Blacklist { add } => {
             let body = read_body(settings, request).await?;
             node::blacklist(settings, add, &body).await

@@ -49,6 +49,8 @@ pub struct Node {
     pub port: u16,
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
+    /// Extra arguments of `start` (e.g. `--role worker`).
+    args: Vec<String>,
     child: Option<Child>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -56,6 +58,11 @@ pub struct Node {
 impl Node {
     /// Starts a node on the first test engine with `extra` environment variables.
     pub async fn start(extra: &[(&str, &str)]) -> Node {
+        Self::start_with_args(extra, &[]).await
+    }
+
+    /// Starts a node with `extra` environment variables and extra arguments of `start`.
+    pub async fn start_with_args(extra: &[(&str, &str)], args: &[&str]) -> Node {
         let temp = tempfile::tempdir().unwrap();
         let data_dir = temp.path().to_path_buf();
         let farms = format!(
@@ -74,6 +81,7 @@ impl Node {
             port: free_port(),
             data_dir,
             env,
+            args: args.iter().map(|arg| arg.to_string()).collect(),
             child: None,
             _temp: Some(temp),
         };
@@ -89,6 +97,7 @@ impl Node {
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_fastlane-node"))
             .args(["start", "-b", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.args)
             .env("DATA_DIR", &self.data_dir)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())

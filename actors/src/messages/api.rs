@@ -95,6 +95,15 @@ pub struct NodeStatus {
     /// The newest dead letters.
     pub dead_letters: Vec<DeadLetter>,
     pub counts: Result<StoreCounts, String>,
+    /// The soonest scheduled jobs (at most `api::SCHEDULED_JOBS_SHOWN`).
+    pub scheduled_jobs: Vec<ScheduledJob>,
+}
+
+/// A scheduled job as `/status/` lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduledJob {
+    pub job: fastlane_proto::Job,
+    pub execution_count: u64,
 }
 
 pub enum ApiMessage {

@@ -48,6 +48,10 @@ pub enum HostMessage {
     Observed {
         fault: Option<String>,
     },
+    /// A liveness ping (for `/status/`, not the breaker) ended.
+    Pinged {
+        fault: Option<String>,
+    },
     /// A probe of a half-open circuit ended.
     Probed {
         fault: Option<String>,

@@ -192,6 +192,7 @@ impl Harness {
             })
             .collect();
         let settings = Settings {
+            role: fastlane_actors::Role::All,
             node_id: "jobtests-node".into(),
             previous_consumers: vec!["jobtests-node".into()],
             lease_duration: fastlane_actors::ports::LEASE_DURATION,

@@ -487,6 +487,7 @@ impl Store for FakeStore {
         Ok(StoreCounts {
             tasks: tasks.len() as u64,
             jobs: records.jobs.len() as u64,
+            ..StoreCounts::default()
         })
     }
 

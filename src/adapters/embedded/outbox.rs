@@ -84,6 +84,30 @@ pub(super) fn due(
     Ok(due)
 }
 
+/// E-mails and webhook calls owed (entries not settled), over at most `limit` outboxes that owe
+/// something (those in the due index).
+pub(super) fn owed_counts(connection: &Connection, limit: usize) -> Result<(u64, u64), DbError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT json_extract(entry.value, '$.kind'), COUNT(*)
+         FROM (SELECT entries FROM outbox WHERE due_at IS NOT NULL LIMIT ?1) AS owing,
+              json_each(owing.entries) AS entry
+         WHERE json_type(entry.value, '$.nextAt') NOT IN ('null')
+         GROUP BY 1",
+    )?;
+    let rows = statement
+        .query_map(params![limit.min(i64::MAX as usize) as i64], |row| {
+            Ok((row.get::<_, Option<String>>(0)?, row.get::<_, i64>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = |kind: &str| {
+        rows.iter()
+            .filter(|(name, _)| name.as_deref() == Some(kind))
+            .map(|(_, count)| *count as u64)
+            .sum()
+    };
+    Ok((count("email"), count("webhook")))
+}
+
 /// The outbox of `execution_id`.
 pub(super) fn get(connection: &Connection, execution_id: Uuid) -> Result<Option<Outbox>, DbError> {
     read(connection, &execution_id.to_string())

@@ -7,7 +7,7 @@ use super::records::{
 use super::{outbox, DbError, Embedded};
 use async_trait::async_trait;
 use fastlane_actors::ports::{
-    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError,
+    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError, OUTBOXES_COUNTED,
 };
 use fastlane_proto::idempotency::IdempotencyRecord;
 use fastlane_proto::outbox::{Outbox, OwedNotification};
@@ -567,14 +567,19 @@ impl Store for Embedded {
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
         self.with(|connection| {
-            let (tasks, jobs): (i64, i64) = connection.query_row(
-                "SELECT (SELECT COUNT(*) FROM tasks), (SELECT COUNT(*) FROM jobs)",
+            let (tasks, jobs, scheduled): (i64, i64, i64) = connection.query_row(
+                "SELECT (SELECT COUNT(*) FROM tasks), (SELECT COUNT(*) FROM jobs),
+                        (SELECT COUNT(*) FROM schedules)",
                 [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )?;
+            let (owed_emails, owed_webhooks) = outbox::owed_counts(connection, OUTBOXES_COUNTED)?;
             Ok(StoreCounts {
                 tasks: tasks as u64,
                 jobs: jobs as u64,
+                scheduled: scheduled as u64,
+                owed_emails,
+                owed_webhooks,
             })
         })
         .await

@@ -109,6 +109,36 @@ impl MongoStore {
         Ok(written.matched_count == 1)
     }
 
+    /// E-mails and webhook calls owed (entries not settled), over at most `limit` executions
+    /// that owe something (those with a `notify_due_at`).
+    pub(super) async fn owed_counts(&self, limit: usize) -> Result<(u64, u64), StoreError> {
+        let documents = self
+            .collect(
+                self.executions
+                    .find(doc! {"notify_due_at": {"$lte": i64::MAX}})
+                    .limit(limit.min(i64::MAX as usize) as i64)
+                    .projection(doc! {"outbox": 1}),
+            )
+            .await?;
+        let (mut emails, mut webhooks) = (0, 0);
+        for document in &documents {
+            let Ok(entries) = document.get_document("outbox") else {
+                continue;
+            };
+            for entry in entries.values().filter_map(Bson::as_document) {
+                if matches!(entry.get("nextAt"), None | Some(Bson::Null)) {
+                    continue;
+                }
+                match entry.get_str("kind") {
+                    Ok("email") => emails += 1,
+                    Ok("webhook") => webhooks += 1,
+                    _ => {}
+                }
+            }
+        }
+        Ok((emails, webhooks))
+    }
+
     pub(super) async fn due_outboxes(
         &self,
         now: Timestamp,

@@ -5,7 +5,7 @@ use super::outputs::{execution_without_output, output_pointers};
 use super::{bounded, integer, internal, is_duplicate, readable_record, to_document, MongoStore};
 use async_trait::async_trait;
 use fastlane_actors::ports::{
-    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError,
+    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError, OUTBOXES_COUNTED,
 };
 use fastlane_proto::idempotency::IdempotencyRecord;
 use fastlane_proto::outbox::{Outbox, OwedNotification};
@@ -614,9 +614,17 @@ impl Store for MongoStore {
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let (owed_emails, owed_webhooks) = self.owed_counts(OUTBOXES_COUNTED).await?;
         Ok(StoreCounts {
             tasks: bounded(self.tasks.estimated_document_count()).await?,
             jobs: bounded(self.jobs.estimated_document_count()).await?,
+            scheduled: bounded(
+                self.jobs
+                    .count_documents(doc! {"next_fire_at": {"$ne": Bson::Null, "$lte": i64::MAX}}),
+            )
+            .await?,
+            owed_emails,
+            owed_webhooks,
         })
     }
 

@@ -21,11 +21,19 @@ pub(crate) async fn healthcheck(settings: &GatewaySettings) -> Result<HttpRespon
 
 /// `/status/`: answered from the actors' live state and the backends' counters, with no Docker
 /// call per request.
-pub(crate) async fn status(settings: &GatewaySettings) -> Result<HttpResponse, Failure> {
+pub(crate) async fn status(
+    settings: &GatewaySettings,
+    urls: &render::Urls,
+) -> Result<HttpResponse, Failure> {
     let node = call(settings, "status", ApiMessage::Status).await?;
+    let view = render::StatusView {
+        urls,
+        redactor: &settings.redactor,
+        role: settings.role,
+    };
     ok(
         settings,
-        &render::node_status(&node, &settings.farms, &settings.access.warnings),
+        &render::node_status(&node, &settings.farms, &settings.access.warnings, &view),
     )
 }
 
