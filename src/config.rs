@@ -83,6 +83,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "SENTRY_DSN", group: "Errors", kind: Kind::OptStr, default: "\"\"", help: "Sentry DSN; empty disables reporting." },
     OptionSpec { name: "ENV_BLACKLISTED_WORDS", group: "API", kind: Kind::Str, default: "\"password,key,secret,client_id,token,pass,pwd,auth,credential,dsn,private,cookie,session\"", help: "Env names containing one of these words are shown as *** (webhook header values and URL query values always are)." },
     OptionSpec { name: "JOB_DETAILS_OUTPUT_MAX_BYTES", group: "API", kind: Kind::UInt, default: "65536", help: "Most bytes of each execution's log and error shown in a job's details (the end; `logTruncated`/`errorTruncated` say when cut); the output routes serve all of it. 0 = unlimited." },
+    OptionSpec { name: "METRICS_MAX_TASKS", group: "API", kind: Kind::UInt, default: "500", help: "Distinct tasks that get a task label of their own in /metrics; executions of further tasks are counted under task=\"_other\" (bounds the number of series)." },
     OptionSpec { name: "PAGINATION_PER_PAGE", group: "API", kind: Kind::UInt, default: "10", help: "Page size of /tasks/ and /search/." },
     OptionSpec { name: "SMTP_USE_SSL", group: "Email", kind: Kind::Bool, default: "false", help: "STARTTLS after connecting." },
     OptionSpec { name: "SMTP_HOST", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "SMTP host." },
