@@ -106,6 +106,7 @@ pub async fn run(
         }
     }
 
+    fastlane_actors::metrics::set_max_tasks(config.uint("METRICS_MAX_TASKS") as usize);
     let redactor = Redactor::new(&config.string("ENV_BLACKLISTED_WORDS"));
     let settings = Settings {
         role,

@@ -14,6 +14,7 @@ mod job_record;
 pub mod lifecycle;
 pub mod log_feed;
 pub mod messages;
+pub mod metrics;
 pub mod notifier;
 pub mod placement;
 pub mod poller;

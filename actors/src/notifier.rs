@@ -297,6 +297,10 @@ async fn settle(
             EMAIL_BACKOFF_MAX_MS,
         ),
     };
+    let kind = match claimed.kind {
+        NotificationKind::Webhook => "webhook",
+        NotificationKind::Email => "email",
+    };
     let (next_at, outcome) = match settled {
         Settled::Delivered => (None, Some("delivered".to_string())),
         Settled::Abandoned(reason) => (None, Some(format!("abandoned: {reason}"))),
@@ -305,6 +309,12 @@ async fn settle(
         }
         Settled::Failed => (Some(later(Timestamp::now(), delay)), None),
     };
+    let counted = match (&next_at, &outcome) {
+        (Some(_), _) => "failed",
+        (None, Some(outcome)) if outcome == "delivered" => "delivered",
+        _ => "abandoned",
+    };
+    crate::metrics::notification(kind, counted);
     if next_at.is_some() && delay < PROMPT_RETRY_BELOW {
         // A short back-off is kept to the millisecond by waking the notifier when it is due,
         // not at its next round. Only a hint: the due time is in the store.

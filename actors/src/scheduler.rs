@@ -255,6 +255,7 @@ impl SchedulerState {
             None => None,
         };
         let due = due_firings(&schedule, cron.as_ref(), now);
+        let mut num_missed = due.missed.len();
         for slot in &due.missed {
             schedule.record_missed(*slot, "missed: the node was down or busy at that time");
         }
@@ -265,6 +266,7 @@ impl SchedulerState {
                     *slot,
                     "skipped: the previous execution was still running (overlap: forbid)",
                 );
+                num_missed += 1;
                 continue;
             }
             runs.push(PendingRun {
@@ -293,6 +295,9 @@ impl SchedulerState {
             // and decide again, right away.
             return Ok(Some(expected));
         }
+        if num_missed > 0 {
+            crate::metrics::schedule_missed(num_missed);
+        }
         for run in &fired.pending {
             tracing::info!(%job_id, scheduled_at = ?run.scheduled_at.map(|slot| slot.iso()), lag_ms = (now.0 - run.scheduled_at.unwrap_or(now).0) / 1000, "firing");
         }
@@ -300,7 +305,15 @@ impl SchedulerState {
             version: fired.version + 1,
             ..fired
         };
+        let slots: Vec<Timestamp> = fired
+            .pending
+            .iter()
+            .filter_map(|run| run.scheduled_at)
+            .collect();
         complete_pending(&self.services, fired).await?;
+        for slot in slots {
+            crate::metrics::schedule_fired(slot);
+        }
         Ok(due.next)
     }
 

@@ -4,8 +4,8 @@
 //!
 //! A request goes `server` (connection) → [`handle`] → `guard` (`Host`, credentials, origin)
 //! → `router` (method and path, the route's scope) → one handler in `routes/` → `render`
-//! (JSON) → `guard` (CORS). This file holds the settings, the entry point with the access log,
-//! and the actor call every handler makes.
+//! (JSON) → `guard` (CORS). This file holds the settings, the entry point (request id, access
+//! log and HTTP metrics through `observe`), and the actor call every handler makes.
 //!
 //! Status mapping: invalid input 4xx with `{"error", "operation"}`; a dead ApiActor 503; an
 //! actor call that times out 504.
@@ -16,6 +16,7 @@ mod guard;
 mod http;
 pub(crate) mod limits;
 mod live;
+mod observe;
 mod output;
 mod render;
 mod role;
@@ -34,9 +35,11 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
+use sentry::SentryFutureExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// What the gateway needs from the configuration.
 #[derive(Clone, Debug)]
@@ -61,21 +64,36 @@ pub(crate) struct GatewaySettings {
     pub(crate) role: fastlane_actors::Role,
 }
 
-/// Serves one request. Never panics on input; every failure is a response.
+/// Serves one request. Never panics on input; every failure is a response. Its id
+/// (`X-Request-ID`) is echoed and carried by every log line and Sentry event of the request.
 pub(crate) async fn handle(
     settings: Arc<GatewaySettings>,
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<HttpResponse, std::convert::Infallible> {
+    let request_id = observe::request_id(request.headers());
+    let mut response = serve(settings, request, peer)
+        .instrument(observe::span(&request_id))
+        .bind_hub(observe::hub(&request_id))
+        .await;
+    observe::echo_request_id(&mut response, &request_id);
+    Ok(response)
+}
+
+async fn serve(
+    settings: Arc<GatewaySettings>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> HttpResponse {
     let started = std::time::Instant::now();
     // Held until the answer is ready (a WebSocket's life is not counted: it has its own bounds).
     let _permit = match settings.limits.admit_request() {
         Ok(permit) => permit,
-        Err(refused) => return Ok(*refused),
+        Err(refused) => return *refused,
     };
     let origin = request.headers().get("origin").cloned();
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    let route = router::template(request.uri().path());
     let (mut response, credential) = match guard::admit(&settings, &request) {
         Err(denied) => (*denied, None),
         Ok(identity) => (
@@ -86,16 +104,6 @@ pub(crate) async fn handle(
         ),
     };
     let (credential_kind, credential) = credential.unwrap_or(("none", "-"));
-    tracing::info!(
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        credential_kind,
-        credential,
-        peer = %peer.ip(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
     if response.status() == StatusCode::REQUEST_TIMEOUT {
         // What is left of the body would be read as the next request.
         response
@@ -109,7 +117,16 @@ pub(crate) async fn handle(
     if is_head {
         *response.body_mut() = http::full_body(Bytes::new());
     }
-    Ok(response)
+    let served = observe::Served {
+        method: &method,
+        route,
+        peer,
+        credential_kind,
+        credential,
+        started,
+    };
+    observe::finished(served, &response);
+    response
 }
 
 /// One call of the ApiActor, with the gateway's timeout.

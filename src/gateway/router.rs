@@ -14,7 +14,7 @@ use super::guard::{host, read_body};
 use super::http::{percent_decode, text_response, Failure, HttpResponse};
 use super::render::Urls;
 use super::routes::jobs::{self, ExecutionAction, JobAction, OutputKind};
-use super::routes::{node, tasks};
+use super::routes::{metrics, node, tasks};
 use super::GatewaySettings;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW};
@@ -50,6 +50,8 @@ enum Endpoint {
     DeleteJob,
     /// `DELETE /tasks/{task}/`: the same for every job of the task.
     DeleteTask,
+    /// Prometheus metrics.
+    Metrics,
 }
 
 /// One route: a method, a path pattern (`:task`, `:job` and `:execution` capture a segment),
@@ -79,6 +81,7 @@ const ROUTES: &[Route] = {
         row(Method::GET,    "/",                                                   Healthcheck,                       Read),
         row(Method::GET,    "/healthcheck",                                        Healthcheck,                       Read),
         row(Method::GET,    "/status",                                             Status,                            Read),
+        row(Method::GET,    "/metrics",                                            Metrics,                           Read),
         row(Method::GET,    "/tasks",                                              ListTasks,                         Read),
         row(Method::GET,    "/search",                                             SearchTasks,                       Read),
         row(Method::GET,    "/tasks/:task",                                        TaskDetails,                       Read),
@@ -141,6 +144,27 @@ fn matching<'a>(segments: &[&'a str]) -> Vec<(&'static Route, PathIds<'a>)> {
         .filter_map(|route| Some((route, capture(route.pattern, segments)?)))
         .collect()
 }
+
+/// The metrics and access-log name of a request's path: the pattern of the first row it fits
+/// (whatever its method), or [`UNMATCHED`]; never the raw path, so its values are bounded.
+pub(crate) fn template(path: &str) -> &'static str {
+    let segments: Option<Vec<String>> = path
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| percent_decode(segment, false))
+        .collect();
+    let Some(segments) = segments else {
+        return UNMATCHED;
+    };
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    ROUTES
+        .iter()
+        .find(|route| capture(route.pattern, &segments).is_some())
+        .map_or(UNMATCHED, |route| route.pattern)
+}
+
+/// The [`template`] of a path no row fits.
+pub(crate) const UNMATCHED: &str = "unmatched";
 
 /// Finds the route of `request` and serves it.
 pub(crate) async fn route(
@@ -216,6 +240,7 @@ pub(crate) async fn route(
     match route.endpoint {
         Endpoint::Healthcheck => node::healthcheck(settings).await,
         Endpoint::Status => node::status(settings, &urls).await,
+        Endpoint::Metrics => metrics::scrape(settings).await,
         Endpoint::Blacklist { add } => {
             let body = read_body(settings, request).await?;
             node::blacklist(settings, add, &body).await
@@ -302,6 +327,17 @@ mod tests {
             };
             assert_eq!(route.scope, expected, "{} {}", route.method, route.pattern);
         }
+    }
+
+    /// Metrics and the access log name a request by its row's pattern, never its raw path.
+    #[test]
+    fn templates_name_the_row() {
+        assert_eq!(template("/tasks/t/jobs/j/"), "/tasks/:task/jobs/:job");
+        assert_eq!(template("/tasks/a%20b"), "/tasks/:task");
+        assert_eq!(template("/"), "/");
+        assert_eq!(template("/metrics"), "/metrics");
+        assert_eq!(template("/nope/x"), UNMATCHED);
+        assert_eq!(template("/tasks/%ff"), UNMATCHED);
     }
 
     #[test]

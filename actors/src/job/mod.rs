@@ -304,8 +304,15 @@ impl JobState {
     }
 
     /// Wakes the notifier: the execution started (`true`) or ended, and what that owes was
-    /// stored with the status.
+    /// stored with the status. Also where the start and the end are counted in the metrics.
     fn tell_notifier(&self, started: bool) {
+        if let Some((_, execution)) = &self.record {
+            if started {
+                crate::metrics::execution_started(execution);
+            } else {
+                crate::metrics::execution_ended(execution);
+            }
+        }
         let message = &self.delivery.message;
         let (task_id, job_id, execution_id) = (
             message.task_id.clone(),
