@@ -12,6 +12,31 @@ use fastlane_proto::Timestamp;
 use rusqlite::{params, Connection};
 use std::time::Duration;
 
+// The statements every lease runs, whatever the backlog: each is an index range scan
+// (`queue_ready`, `queue_by_lease`, `queue_by_failures`), checked by the query-plan test below.
+
+/// ?1: now on the lease clock. Expired leases become failed deliveries.
+const TAKE_BACK_EXPIRED: &str =
+    "UPDATE queue SET lease_owner = NULL, lease_until = NULL, failures = failures + 1,
+     last_error = 'its lease expired: the node running it stopped answering'
+     WHERE lease_until < ?1";
+
+/// ?1: consumer, ?2: lease until, ?3: now (wall clock), ?4: max.
+const LEASE_DUE: &str = "UPDATE queue SET lease_owner = ?1, lease_until = ?2, deliveries = deliveries + 1
+     WHERE seq IN (
+         SELECT seq FROM queue INDEXED BY queue_ready
+         WHERE due_at <= ?3 AND lease_until IS NULL
+         ORDER BY due_at, seq LIMIT ?4)
+     RETURNING id, body, deliveries, due_at, seq";
+
+/// ?1: now, ?2: failure limit.
+const COPY_FAILED: &str = "INSERT OR IGNORE INTO dead_letters (id, body, reason, at, deliveries)
+     SELECT id, body, COALESCE(last_error, 'failed'), ?1, deliveries FROM queue
+     WHERE failures >= ?2";
+
+/// ?1: failure limit.
+const DELETE_FAILED: &str = "DELETE FROM queue WHERE failures >= ?1";
+
 #[async_trait]
 impl Queue for Embedded {
     async fn push(&self, message: &QueueMessage, due: Timestamp) -> Result<(), QueueError> {
@@ -42,12 +67,7 @@ impl Queue for Embedded {
             let now = Timestamp::now().unix_millis();
             let lease_now = clock.now_ms();
             // An expired lease is a failed delivery, counted once.
-            transaction.execute(
-                "UPDATE queue SET lease_owner = NULL, lease_until = NULL, failures = failures + 1,
-                 last_error = 'its lease expired: the node running it stopped answering'
-                 WHERE lease_until < ?1",
-                params![lease_now],
-            )?;
+            transaction.execute(TAKE_BACK_EXPIRED, params![lease_now])?;
             bury_failed(&transaction, now)?;
             let lease_until = lease_now + millis(lease_for);
             let deliveries = lease_due(&transaction, &consumer, now, lease_until, max)?;
@@ -240,14 +260,7 @@ fn lease_due(
     lease_until: i64,
     max: usize,
 ) -> Result<Vec<Delivery>, DbError> {
-    let mut statement = connection.prepare_cached(
-        "UPDATE queue SET lease_owner = ?1, lease_until = ?2, deliveries = deliveries + 1
-         WHERE seq IN (
-             SELECT seq FROM queue
-             WHERE due_at <= ?3 AND lease_until IS NULL
-             ORDER BY due_at, seq LIMIT ?4)
-         RETURNING id, body, deliveries, due_at, seq",
-    )?;
+    let mut statement = connection.prepare_cached(LEASE_DUE)?;
     let mut rows = statement
         .query_map(params![consumer, lease_until, now, max as i64], |row| {
             Ok((
@@ -292,15 +305,56 @@ fn bury(connection: &Connection, id: &str, reason: &str, now: i64) -> Result<(),
 
 /// Moves every message that failed [`MAX_FAILED_DELIVERIES`] times to the dead-letter list.
 fn bury_failed(connection: &Connection, now: i64) -> Result<u64, DbError> {
-    connection.execute(
-        "INSERT OR IGNORE INTO dead_letters (id, body, reason, at, deliveries)
-         SELECT id, body, COALESCE(last_error, 'failed'), ?1, deliveries FROM queue
-         WHERE failures >= ?2",
-        params![now, MAX_FAILED_DELIVERIES],
-    )?;
-    let buried = connection.execute(
-        "DELETE FROM queue WHERE failures >= ?1",
-        params![MAX_FAILED_DELIVERIES],
-    )?;
+    connection.execute(COPY_FAILED, params![now, MAX_FAILED_DELIVERIES])?;
+    let buried = connection.execute(DELETE_FAILED, params![MAX_FAILED_DELIVERIES])?;
     Ok(buried as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan of `sql` as SQLite reports it, one detail per line.
+    fn plan(connection: &Connection, sql: &str, parameters: usize) -> Vec<String> {
+        let mut statement = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        for index in 1..=parameters {
+            statement.raw_bind_parameter(index, 1_i64).unwrap();
+        }
+        let mut rows = statement.raw_query();
+        let mut details = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            details.push(row.get::<_, String>(3).unwrap());
+        }
+        details
+    }
+
+    /// What every lease runs (take back expired leases, bury failed messages, lease due ones)
+    /// reads the queue through an index, never by scanning the table: its cost grows with the
+    /// log of the backlog, not with the backlog.
+    #[test]
+    fn every_lease_statement_is_an_index_range_scan() {
+        let connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch(super::super::SCHEMA).unwrap();
+        for (sql, parameters) in [
+            (TAKE_BACK_EXPIRED, 1),
+            (LEASE_DUE, 4),
+            (COPY_FAILED, 2),
+            (DELETE_FAILED, 1),
+        ] {
+            let details = plan(&connection, sql, parameters);
+            assert!(
+                details
+                    .iter()
+                    .any(|detail| detail.starts_with("SEARCH queue USING")),
+                "{sql}: {details:?}"
+            );
+            // `SCAN` (of the table or of a whole index) is linear; `SEARCH` is a range scan.
+            assert!(
+                !details.iter().any(|detail| detail.starts_with("SCAN queue")),
+                "{sql} scans the queue: {details:?}"
+            );
+        }
+    }
 }

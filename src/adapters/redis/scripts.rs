@@ -16,10 +16,15 @@ local function bury(id, reason)
   if not body then return 0 end
   local deliveries = redis.call('HGET', m, 'deliveries') or '0'
   local owner = redis.call('HGET', m, 'owner')
-  if owner then redis.call('SREM', p .. 'owned:' .. owner, id) end
-  redis.call('ZREM', p .. 'leased', id)
-  redis.call('ZREM', p .. 'delayed', id)
-  redis.call('LREM', p .. 'ready', 0, id)
+  if owner then
+    redis.call('SREM', p .. 'owned:' .. owner, id)
+    redis.call('ZREM', p .. 'leased', id)
+  elseif redis.call('ZREM', p .. 'delayed', id) == 0 then
+    -- Only a message waiting in the ready list is in it: LREM walks the list, so it is left
+    -- out for the leased and the delayed (every burial of a failed delivery), which keeps
+    -- those O(log n) in the backlog.
+    redis.call('LREM', p .. 'ready', 1, id)
+  end
   redis.call('DEL', m)
   redis.call('HSET', p .. 'd:' .. id, 'body', body, 'reason', reason, 'at', now,
     'deliveries', deliveries)
