@@ -22,7 +22,8 @@ const TAKE_BACK_EXPIRED: &str =
      WHERE lease_until < ?1";
 
 /// ?1: consumer, ?2: lease until, ?3: now (wall clock), ?4: max.
-const LEASE_DUE: &str = "UPDATE queue SET lease_owner = ?1, lease_until = ?2, deliveries = deliveries + 1
+const LEASE_DUE: &str =
+    "UPDATE queue SET lease_owner = ?1, lease_until = ?2, deliveries = deliveries + 1
      WHERE seq IN (
          SELECT seq FROM queue INDEXED BY queue_ready
          WHERE due_at <= ?3 AND lease_until IS NULL
@@ -170,30 +171,37 @@ impl Queue for Embedded {
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with(move |connection| {
-            let mut statement = connection.prepare_cached(
-                "SELECT id, body, reason, at, deliveries FROM dead_letters ORDER BY seq DESC LIMIT ?1",
+            let rows = dead_letter_rows(
+                connection,
+                "SELECT id, body, reason, at, deliveries, seq FROM dead_letters
+                 ORDER BY seq DESC LIMIT ?1",
+                params![limit],
             )?;
-            let rows = statement
-                .query_map(params![limit as i64], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, i64>(3)?,
-                        row.get::<_, i64>(4)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows
-                .into_iter()
-                .map(|(id, body, reason, at, deliveries)| DeadLetter {
-                    message: message::decode_leniently(&id, &body),
-                    reason,
-                    at: Timestamp::from_unix_millis(at),
-                    deliveries: deliveries as u32,
-                })
-                .collect())
+            Ok(rows.into_iter().map(|(letter, _)| letter).collect())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    // The position is the row's `seq` (AUTOINCREMENT: it only grows).
+    async fn dead_letters_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<DeadLetter>, u64), QueueError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let from = i64::try_from(after).unwrap_or(i64::MAX);
+        self.with(move |connection| {
+            let rows = dead_letter_rows(
+                connection,
+                "SELECT id, body, reason, at, deliveries, seq FROM dead_letters
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                params![from, limit],
+            )?;
+            let next = rows.last().map_or(after, |(_, seq)| *seq);
+            Ok((rows.into_iter().map(|(letter, _)| letter).collect(), next))
         })
         .await
         .map_err(QueueError::from)
@@ -292,6 +300,39 @@ fn lease_due(
     Ok(deliveries)
 }
 
+/// The dead letters `sql` selects (id, body, reason, at, deliveries, seq), with their `seq`.
+fn dead_letter_rows(
+    connection: &Connection,
+    sql: &str,
+    parameters: impl rusqlite::Params,
+) -> Result<Vec<(DeadLetter, u64)>, DbError> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let rows = statement
+        .query_map(parameters, |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, i64>(5)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, body, reason, at, deliveries, seq)| {
+            let letter = DeadLetter {
+                message: message::decode_leniently(&id, &body),
+                reason,
+                at: Timestamp::from_unix_millis(at),
+                deliveries: u32::try_from(deliveries).unwrap_or(u32::MAX),
+            };
+            (letter, u64::try_from(seq).unwrap_or_default())
+        })
+        .collect())
+}
+
 /// Moves one message to the dead-letter list.
 fn bury(connection: &Connection, id: &str, reason: &str, now: i64) -> Result<(), DbError> {
     connection.execute(
@@ -352,7 +393,9 @@ mod tests {
             );
             // `SCAN` (of the table or of a whole index) is linear; `SEARCH` is a range scan.
             assert!(
-                !details.iter().any(|detail| detail.starts_with("SCAN queue")),
+                !details
+                    .iter()
+                    .any(|detail| detail.starts_with("SCAN queue")),
                 "{sql} scans the queue: {details:?}"
             );
         }

@@ -192,6 +192,34 @@ return out
     )
 });
 
+/// ARGV: after, limit. The dead list grows at its head and is never trimmed, so a position
+/// counted from its tail (1 = the first buried) stays the same letter: up to `limit` letters
+/// after position `after`, oldest first, as id, body, reason, at, deliveries each. LRANGE near
+/// the head costs the distance from the head: the letters buried since the last page.
+pub(super) static DEAD_LETTERS_AFTER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local after, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local length = redis.call('LLEN', p .. 'dead')
+local stop = length - after - 1
+if stop < 0 or limit < 1 then return {} end
+local start = math.max(stop - limit + 1, 0)
+local ids = redis.call('LRANGE', p .. 'dead', start, stop)
+local out = {}
+for i = #ids, 1, -1 do
+  local id = ids[i]
+  local f = redis.call('HMGET', p .. 'd:' .. id, 'body', 'reason', 'at', 'deliveries')
+  out[#out + 1] = id
+  out[#out + 1] = f[1] or ''
+  out[#out + 1] = f[2] or ''
+  out[#out + 1] = f[3] or '0'
+  out[#out + 1] = f[4] or '0'
+end
+return out
+"#,
+    )
+});
+
 /// ARGV: consumer, failed (1/0), failure limit. Its leased messages go back to the front
 /// of the ready list (they were due before everything there), counted as failures when
 /// `failed`.
