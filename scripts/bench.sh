@@ -8,6 +8,9 @@
 #                                         and 20 readers of N (default 4) 200 MB stored outputs
 #                                         for SECONDS (default 60): peak RSS, trivial job time.
 #                                         FASTLANE_BENCH_ENV=FILE uses that test environment
+#   scripts/bench.sh backlog [N,N…]       the queue's cost per started job with N waiting (default
+#                                         100,10000,100000): embedded before/after its lease
+#                                         indexes, then Redis
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-latency}
@@ -72,6 +75,18 @@ case $mode in
       target/release/examples/bench_enqueue "http://127.0.0.1:$port" "$total" "$concurrency" \
         "node=$node_pid" "redis=$(cat "$state/redis/pid")"
     fi
+    ;;
+  backlog)
+    sizes=${2:-100,10000,100000}
+    cargo build --release --quiet --example bench_backlog
+    echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+    target/release/examples/bench_backlog "$sizes" embedded-before
+    target/release/examples/bench_backlog "$sizes" embedded
+    FASTLANE_TEST_ENGINES=0 scripts/testenv.sh up "$state" >/dev/null
+    # shellcheck disable=SC1091
+    source "$state/env"
+    echo "Redis $(redis-server --version | grep -o 'v=[0-9.]*')"
+    target/release/examples/bench_backlog "$sizes" "$FASTLANE_TEST_REDIS_URL"
     ;;
   memory)
     seconds=${2:-60}

@@ -935,13 +935,12 @@ async fn executions_and_outputs(store: &dyn Store) {
         .update_execution(&second, None)
         .await
         .expect("running");
-    let unfinished: HashSet<Uuid> = store
-        .executions_in(&[ExecutionStatus::Running, ExecutionStatus::Enqueued])
-        .await
-        .expect("in")
-        .into_iter()
-        .map(|e| e.execution_id)
-        .collect();
+    let mut unfinished: HashSet<Uuid> = HashSet::new();
+    for status in [ExecutionStatus::Running, ExecutionStatus::Enqueued] {
+        let found = store.executions_in(status, None, 1000).await.expect("in");
+        assert!(found.iter().all(|e| e.status == status), "{found:?}");
+        unfinished.extend(found.into_iter().map(|e| e.execution_id));
+    }
     assert!(unfinished.contains(&runs[1].execution_id));
     assert!(unfinished.contains(&runs[2].execution_id));
     assert!(!unfinished.contains(&runs[0].execution_id));

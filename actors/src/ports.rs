@@ -216,10 +216,14 @@ pub trait Store: Send + Sync + 'static {
         expected: u64,
         entries: &[OwedNotification],
     ) -> Result<bool, StoreError>;
-    /// Executions in any of `statuses` (for reconciliation at start).
+    /// Up to `limit` executions in `status` whose id is greater than `after`, by id, without
+    /// their outputs: the sweeps page through them with the last id as the cursor (an index
+    /// range read per page, whatever the number of executions).
     async fn executions_in(
         &self,
-        statuses: &[ExecutionStatus],
+        status: ExecutionStatus,
+        after: Option<Uuid>,
+        limit: usize,
     ) -> Result<Vec<Execution>, StoreError>;
     /// Counts for `/status/`.
     async fn counts(&self) -> Result<StoreCounts, StoreError>;
@@ -365,6 +369,15 @@ pub trait Queue: Send + Sync + 'static {
     async fn dead_letter(&self, id: &str, reason: &str) -> Result<(), QueueError>;
     /// The newest `limit` dead letters, newest first.
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
+    /// Up to `limit` dead letters buried after position `after` (0: from the first), oldest
+    /// first, and the position to continue after: the sweep pages through every dead letter
+    /// with it. Positions only grow (dead letters are never removed), so a cursor kept
+    /// between sweeps sees each one once.
+    async fn dead_letters_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<DeadLetter>, u64), QueueError>;
     /// Releases every lease `consumer` holds: a node taking back its own work at start (`failed`:
     /// its previous life ended without finishing them) or giving it up as it stops.
     async fn release_all(&self, consumer: &str, failed: bool) -> Result<u64, QueueError>;

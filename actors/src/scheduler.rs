@@ -259,6 +259,8 @@ impl SchedulerState {
         for slot in &due.missed {
             schedule.record_missed(*slot, "missed: the node was down or busy at that time");
         }
+        // Missed firings too many to list (a long downtime): counted only.
+        schedule.missed_count = schedule.missed_count.saturating_add(due.missed_between);
         let mut runs = Vec::with_capacity(due.fire.len());
         for slot in &due.fire {
             if cron.is_some() && !self.may_overlap(&job, *slot, schedule.overlap).await? {

@@ -6,9 +6,14 @@
 //!   nothing), so a message a crash or a Redis failover lost comes back.
 //! - Executions whose message was dead-lettered end `failed`, with their `fails` notifications
 //!   (owed in the write that ends them: `end_unowned`) and an error report.
+//!
+//! Both read in pages of [`SWEEP_PAGE`] through a cursor, so one read costs the same with 100
+//! or 100 000 executions waiting: the unfinished executions by status and id, the dead letters
+//! by their position (kept between sweeps: each dead letter is looked at once per life of the
+//! node, every one of them, not only the newest).
 
 use crate::lifecycle::{end_unowned, report_context};
-use crate::ports::QueueMessage;
+use crate::ports::{DeadLetter, QueueMessage};
 use crate::Services;
 use fastlane_proto::{ExecutionStatus, Timestamp};
 use ractor::ActorProcessingErr;
@@ -16,8 +21,9 @@ use ractor::ActorProcessingErr;
 /// Ends dead-lettered executions now, then every `queue_sweep_interval` pushes unfinished
 /// executions again and ends newly dead-lettered ones; returns only when sweeping is off.
 pub(crate) async fn run(services: Services) {
+    let mut dead_letters_seen = 0;
     loop {
-        if let Err(error) = finish_dead_lettered(&services).await {
+        if let Err(error) = finish_dead_lettered(&services, &mut dead_letters_seen).await {
             tracing::warn!(%error, "sweep of dead-lettered executions");
         }
         let Some(interval) = services.settings.queue_sweep_interval else {
@@ -45,46 +51,65 @@ pub(crate) async fn reconcile(services: &Services) -> Result<(), ActorProcessing
     Ok(())
 }
 
-/// Dead letters looked at by one sweep: the newest ones (older ones were looked at before).
-const DEAD_LETTERS_SWEPT: usize = 100;
+/// Rows read at once by the sweeps.
+pub(crate) const SWEEP_PAGE: usize = 100;
 
 /// Ends as `failed` every execution whose message was dead-lettered (it failed
 /// [`MAX_FAILED_DELIVERIES`](crate::ports::MAX_FAILED_DELIVERIES) times, or could not be read)
 /// while the store still shows it unfinished, so that its API, its `fails` notifications and
 /// the error tracker tell what happened instead of it waiting forever. It is not retried: a
-/// message that crashed its runners repeatedly would crash the retry too. Returns how many.
-async fn finish_dead_lettered(services: &Services) -> Result<usize, ActorProcessingErr> {
+/// message that crashed its runners repeatedly would crash the retry too. Reads the dead
+/// letters after position `seen`, page by page, and moves `seen` past each page once it is
+/// handled. Returns how many it ended.
+pub(crate) async fn finish_dead_lettered(
+    services: &Services,
+    seen: &mut u64,
+) -> Result<usize, ActorProcessingErr> {
     let mut finished = 0;
-    for dead in services.queue.dead_letters(DEAD_LETTERS_SWEPT).await? {
-        let Some(mut execution) = services
-            .store
-            .get_execution(dead.message.execution_id)
-            .await?
-        else {
-            continue;
-        };
-        if execution.status.is_terminal() {
-            continue;
+    loop {
+        let (page, next) = services.queue.dead_letters_after(*seen, SWEEP_PAGE).await?;
+        if page.is_empty() {
+            return Ok(finished);
         }
-        let reason = format!(
-            "dead-lettered after {} deliveries: {}",
-            dead.deliveries, dead.reason
-        );
-        if !end_unowned(services, &mut execution, ExecutionStatus::Failed, &reason).await? {
-            continue;
+        for dead in &page {
+            finished += finish_one_dead_lettered(services, dead).await?;
         }
-        finished += 1;
-        tracing::warn!(
-            task_id = %execution.task_id,
-            job_id = %execution.job_id,
-            execution_id = %execution.execution_id,
-            %reason,
-            "execution dead-lettered"
-        );
-        let extra = report_context("dead-letter", &dead.message, Some(&execution));
-        services.reporter.report(&reason, &extra);
+        *seen = next;
     }
-    Ok(finished)
+}
+
+/// Ends the execution of one dead letter if the store still shows it unfinished; 1 when ended.
+async fn finish_one_dead_lettered(
+    services: &Services,
+    dead: &DeadLetter,
+) -> Result<usize, ActorProcessingErr> {
+    let Some(mut execution) = services
+        .store
+        .get_execution(dead.message.execution_id)
+        .await?
+    else {
+        return Ok(0);
+    };
+    if execution.status.is_terminal() {
+        return Ok(0);
+    }
+    let reason = format!(
+        "dead-lettered after {} deliveries: {}",
+        dead.deliveries, dead.reason
+    );
+    if !end_unowned(services, &mut execution, ExecutionStatus::Failed, &reason).await? {
+        return Ok(0);
+    }
+    tracing::warn!(
+        task_id = %execution.task_id,
+        job_id = %execution.job_id,
+        execution_id = %execution.execution_id,
+        %reason,
+        "execution dead-lettered"
+    );
+    let extra = report_context("dead-letter", &dead.message, Some(&execution));
+    services.reporter.report(&reason, &extra);
+    Ok(1)
 }
 
 /// How old an execution must be before the periodic sweep pushes it: younger ones may be
@@ -97,26 +122,35 @@ const SWEEP_SETTLE_MS: i64 = 10_000;
 /// nothing, so this only restores messages that were lost. An execution that finishes
 /// meanwhile and gets pushed is acknowledged by the JobActor that leases it, without running.
 async fn push_unfinished(services: &Services, settle_ms: i64) -> Result<usize, ActorProcessingErr> {
-    let unfinished = services
-        .store
-        .executions_in(&[
-            ExecutionStatus::Enqueued,
-            ExecutionStatus::Pulling,
-            ExecutionStatus::Running,
-        ])
-        .await?;
     let now = Timestamp::now();
     let settled = now.unix_millis() - settle_ms;
     let mut pushed = 0;
-    for execution in unfinished
-        .iter()
-        .filter(|execution| execution.created_at.unix_millis() <= settled)
-    {
-        services
-            .queue
-            .push(&QueueMessage::run(execution), now)
-            .await?;
-        pushed += 1;
+    for status in [
+        ExecutionStatus::Enqueued,
+        ExecutionStatus::Pulling,
+        ExecutionStatus::Running,
+    ] {
+        let mut after = None;
+        loop {
+            let page = services
+                .store
+                .executions_in(status, after, SWEEP_PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some(last.execution_id);
+            for execution in page
+                .iter()
+                .filter(|execution| execution.created_at.unix_millis() <= settled)
+            {
+                services
+                    .queue
+                    .push(&QueueMessage::run(execution), now)
+                    .await?;
+                pushed += 1;
+            }
+        }
     }
     Ok(pushed)
 }

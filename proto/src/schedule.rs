@@ -42,6 +42,12 @@ pub const MISFIRE_GRACE: Duration = Duration::from_secs(15);
 pub const MISFIRE_CAP: usize = 100;
 /// Missed firings kept on a job (the count keeps going).
 pub const MISSED_KEPT: usize = 20;
+/// Slots [`due_firings`] computes at most from each end of the missed stretch: the oldest
+/// (walking forward from the first due) and the newest (walking back from now). Everything a
+/// policy runs or a job keeps lies in those, so a stretch of 100 000 missed firings after a long
+/// downtime costs what 240 do; the firings between the two ends are only counted, estimated
+/// from the spacing of the newest ones.
+pub const SLOTS_EXAMINED: usize = MISFIRE_CAP + MISSED_KEPT;
 
 /// A firing that did not run, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +125,15 @@ impl CronSchedule {
         Ok(schedule)
     }
 
+    /// The last firing strictly before `before`.
+    pub fn previous_before(&self, before: Timestamp) -> Option<Timestamp> {
+        let start: DateTime<Tz> = self
+            .timezone
+            .from_utc_datetime(&DateTime::<Utc>::from_timestamp_micros(before.0)?.naive_utc());
+        let previous = self.cron.find_previous_occurrence(&start, false).ok()?;
+        Some(Timestamp(previous.with_timezone(&Utc).timestamp_micros()))
+    }
+
     /// The first firing strictly after `after`. A wall-clock time skipped by a DST change fires
     /// once at the end of the gap; a repeated one fires once, at its first occurrence.
     pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
@@ -180,6 +195,9 @@ pub struct DueFirings {
     pub missed: Vec<Timestamp>,
     /// The next firing after these.
     pub next: Option<Timestamp>,
+    /// Missed firings between the oldest and the newest examined ones, counted but not listed
+    /// (an estimate; 0 unless more than twice [`SLOTS_EXAMINED`] were due).
+    pub missed_between: u64,
 }
 
 /// Applies the misfire policy to a schedule whose `next_fire_at` is at or before `now`.
@@ -197,16 +215,21 @@ pub fn due_firings(
     let grace = MISFIRE_GRACE.as_micros() as i64;
     let mut slots = vec![first];
     let mut next = None;
+    let mut missed_between = 0;
     if let Some(cron) = cron {
         let mut cursor = first;
         loop {
             match cron.next_after(cursor) {
-                Some(slot) if slot <= now && slots.len() < 100_000 => {
+                Some(slot) if slot <= now && slots.len() < SLOTS_EXAMINED => {
                     slots.push(slot);
                     cursor = slot;
                 }
                 Some(slot) if slot <= now => {
-                    // Far too many missed: jump to the present.
+                    // More are due than a policy needs: take the newest from now backwards,
+                    // count the stretch between, and go on from the present.
+                    let (newest, between) = newest_due(cron, cursor, now);
+                    missed_between = between;
+                    slots.extend(newest);
                     next = cron.next_after(now);
                     break;
                 }
@@ -221,6 +244,7 @@ pub fn due_firings(
         slots.into_iter().partition(|slot| now.0 - slot.0 > grace);
     let mut due = DueFirings {
         next,
+        missed_between,
         ..Default::default()
     };
     match schedule.misfire {
@@ -246,6 +270,33 @@ pub fn due_firings(
         }
     }
     due
+}
+
+/// Up to [`SLOTS_EXAMINED`] firings at or before `now` and after `after`, oldest first, walking
+/// back from `now`; and an estimate of how many lie between `after` and the oldest of them
+/// (the stretch not walked), from their mean spacing.
+fn newest_due(cron: &CronSchedule, after: Timestamp, now: Timestamp) -> (Vec<Timestamp>, u64) {
+    let mut newest = Vec::with_capacity(SLOTS_EXAMINED);
+    let mut cursor = Timestamp(now.0.saturating_add(1));
+    while newest.len() < SLOTS_EXAMINED {
+        match cron.previous_before(cursor) {
+            Some(slot) if slot > after => {
+                newest.push(slot);
+                cursor = slot;
+            }
+            _ => break,
+        }
+    }
+    newest.reverse();
+    let between = match (newest.first(), newest.last()) {
+        (Some(oldest), Some(latest)) if newest.len() == SLOTS_EXAMINED => {
+            let spacing = ((latest.0 - oldest.0) / (newest.len() as i64 - 1)).max(1);
+            // The stretch (after, oldest) holds about its length over the spacing, less one.
+            u64::try_from((oldest.0 - after.0) / spacing - 1).unwrap_or(0)
+        }
+        _ => 0,
+    };
+    (newest, between)
 }
 
 /// The execution id of the firing of `job_id` scheduled at `at`: the same on every node, so a
@@ -375,6 +426,58 @@ mod tests {
         );
         assert!(not_due.fire.is_empty());
         assert_eq!(not_due.next, Some(at("2026-01-01T10:06:00Z")));
+    }
+
+    /// After a downtime of 100 000 firings (one a minute, about 69 days), each policy gets the
+    /// same answer as if every slot were listed, from at most twice [`SLOTS_EXAMINED`] computed
+    /// slots: `latest` runs the newest, `all` the newest [`MISFIRE_CAP`], `skip` none; the
+    /// rest are missed, counted (listed ends plus the stretch between) to 100 000 within 1 %.
+    #[test]
+    fn a_long_downtime_is_bounded_and_each_policy_holds() {
+        let cron = CronSchedule::parse("* * * * *", None).unwrap();
+        let first = at("2026-01-01T00:00:00Z");
+        let minute = 60_000_000;
+        let newest = Timestamp(first.0 + 99_999 * minute);
+        let now = Timestamp(newest.0 + 20_000_000);
+        let total = 100_000;
+        let counted = |due: &DueFirings| due.missed.len() as u64 + due.missed_between;
+        let within = |count: u64, expected: u64| count.abs_diff(expected) <= expected / 100;
+
+        let latest = due_firings(&cron_schedule(Misfire::Latest, first), Some(&cron), now);
+        assert_eq!(latest.fire, vec![newest]);
+        assert!(latest.missed.len() + latest.fire.len() <= 2 * SLOTS_EXAMINED);
+        assert!(within(counted(&latest), total - 1), "{}", counted(&latest));
+        assert_eq!(latest.next, Some(Timestamp(newest.0 + minute)));
+        assert_eq!(latest.missed[0], first, "the oldest is listed");
+
+        let all = due_firings(&cron_schedule(Misfire::All, first), Some(&cron), now);
+        assert_eq!(all.fire.len(), MISFIRE_CAP);
+        assert_eq!(all.fire.last(), Some(&newest));
+        assert_eq!(
+            all.fire[0],
+            Timestamp(newest.0 - (MISFIRE_CAP as i64 - 1) * minute)
+        );
+        assert!(within(counted(&all), total - MISFIRE_CAP as u64));
+
+        let skip = due_firings(&cron_schedule(Misfire::Skip, first), Some(&cron), now);
+        assert!(skip.fire.is_empty());
+        assert!(within(counted(&skip), total));
+        assert!(skip.missed.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    /// Just past the examined count, the two ends meet: nothing is estimated.
+    #[test]
+    fn a_stretch_within_twice_the_examined_is_listed_whole() {
+        let cron = CronSchedule::parse("* * * * *", None).unwrap();
+        let first = at("2026-01-01T00:00:00Z");
+        let count = SLOTS_EXAMINED as i64 + 50;
+        let now = Timestamp(first.0 + (count - 1) * 60_000_000 + 20_000_000);
+        let skip = due_firings(&cron_schedule(Misfire::Skip, first), Some(&cron), now);
+        assert_eq!(skip.missed.len() as i64, count);
+        assert_eq!(skip.missed_between, 0);
+        let mut sorted = skip.missed.clone();
+        sorted.dedup();
+        assert_eq!(sorted, skip.missed, "no slot twice");
     }
 
     #[test]

@@ -217,6 +217,14 @@ impl Queue for FakeQueue {
         Err(not_faked("dead_letters"))
     }
 
+    async fn dead_letters_after(
+        &self,
+        _after: u64,
+        _limit: usize,
+    ) -> Result<(Vec<DeadLetter>, u64), QueueError> {
+        Err(not_faked("dead_letters_after"))
+    }
+
     async fn release_all(&self, _consumer: &str, _failed: bool) -> Result<u64, QueueError> {
         Err(not_faked("release_all"))
     }

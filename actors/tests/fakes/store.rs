@@ -466,15 +466,21 @@ impl Store for FakeStore {
 
     async fn executions_in(
         &self,
-        statuses: &[ExecutionStatus],
+        status: ExecutionStatus,
+        after: Option<Uuid>,
+        limit: usize,
     ) -> Result<Vec<Execution>, StoreError> {
-        Ok(self
+        let mut found: Vec<Execution> = self
             .records()
             .executions
             .values()
-            .filter(|execution| statuses.contains(&execution.status))
+            .filter(|execution| execution.status == status)
+            .filter(|execution| after.is_none_or(|after| execution.execution_id > after))
             .cloned()
-            .collect())
+            .collect();
+        found.sort_by_key(|execution| execution.execution_id);
+        found.truncate(limit);
+        Ok(found)
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {

@@ -12,6 +12,32 @@ use fastlane_proto::Timestamp;
 use rusqlite::{params, Connection};
 use std::time::Duration;
 
+// The statements every lease runs, whatever the backlog: each is an index range scan
+// (`queue_ready`, `queue_by_lease`, `queue_by_failures`), checked by the query-plan test below.
+
+/// ?1: now on the lease clock. Expired leases become failed deliveries.
+const TAKE_BACK_EXPIRED: &str =
+    "UPDATE queue SET lease_owner = NULL, lease_until = NULL, failures = failures + 1,
+     last_error = 'its lease expired: the node running it stopped answering'
+     WHERE lease_until < ?1";
+
+/// ?1: consumer, ?2: lease until, ?3: now (wall clock), ?4: max.
+const LEASE_DUE: &str =
+    "UPDATE queue SET lease_owner = ?1, lease_until = ?2, deliveries = deliveries + 1
+     WHERE seq IN (
+         SELECT seq FROM queue INDEXED BY queue_ready
+         WHERE due_at <= ?3 AND lease_until IS NULL
+         ORDER BY due_at, seq LIMIT ?4)
+     RETURNING id, body, deliveries, due_at, seq";
+
+/// ?1: now, ?2: failure limit.
+const COPY_FAILED: &str = "INSERT OR IGNORE INTO dead_letters (id, body, reason, at, deliveries)
+     SELECT id, body, COALESCE(last_error, 'failed'), ?1, deliveries FROM queue
+     WHERE failures >= ?2";
+
+/// ?1: failure limit.
+const DELETE_FAILED: &str = "DELETE FROM queue WHERE failures >= ?1";
+
 #[async_trait]
 impl Queue for Embedded {
     async fn push(&self, message: &QueueMessage, due: Timestamp) -> Result<(), QueueError> {
@@ -42,12 +68,7 @@ impl Queue for Embedded {
             let now = Timestamp::now().unix_millis();
             let lease_now = clock.now_ms();
             // An expired lease is a failed delivery, counted once.
-            transaction.execute(
-                "UPDATE queue SET lease_owner = NULL, lease_until = NULL, failures = failures + 1,
-                 last_error = 'its lease expired: the node running it stopped answering'
-                 WHERE lease_until < ?1",
-                params![lease_now],
-            )?;
+            transaction.execute(TAKE_BACK_EXPIRED, params![lease_now])?;
             bury_failed(&transaction, now)?;
             let lease_until = lease_now + millis(lease_for);
             let deliveries = lease_due(&transaction, &consumer, now, lease_until, max)?;
@@ -150,30 +171,37 @@ impl Queue for Embedded {
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with(move |connection| {
-            let mut statement = connection.prepare_cached(
-                "SELECT id, body, reason, at, deliveries FROM dead_letters ORDER BY seq DESC LIMIT ?1",
+            let rows = dead_letter_rows(
+                connection,
+                "SELECT id, body, reason, at, deliveries, seq FROM dead_letters
+                 ORDER BY seq DESC LIMIT ?1",
+                params![limit],
             )?;
-            let rows = statement
-                .query_map(params![limit as i64], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, i64>(3)?,
-                        row.get::<_, i64>(4)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows
-                .into_iter()
-                .map(|(id, body, reason, at, deliveries)| DeadLetter {
-                    message: message::decode_leniently(&id, &body),
-                    reason,
-                    at: Timestamp::from_unix_millis(at),
-                    deliveries: deliveries as u32,
-                })
-                .collect())
+            Ok(rows.into_iter().map(|(letter, _)| letter).collect())
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
+    // The position is the row's `seq` (AUTOINCREMENT: it only grows).
+    async fn dead_letters_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<DeadLetter>, u64), QueueError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let from = i64::try_from(after).unwrap_or(i64::MAX);
+        self.with(move |connection| {
+            let rows = dead_letter_rows(
+                connection,
+                "SELECT id, body, reason, at, deliveries, seq FROM dead_letters
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                params![from, limit],
+            )?;
+            let next = rows.last().map_or(after, |(_, seq)| *seq);
+            Ok((rows.into_iter().map(|(letter, _)| letter).collect(), next))
         })
         .await
         .map_err(QueueError::from)
@@ -240,14 +268,7 @@ fn lease_due(
     lease_until: i64,
     max: usize,
 ) -> Result<Vec<Delivery>, DbError> {
-    let mut statement = connection.prepare_cached(
-        "UPDATE queue SET lease_owner = ?1, lease_until = ?2, deliveries = deliveries + 1
-         WHERE seq IN (
-             SELECT seq FROM queue
-             WHERE due_at <= ?3 AND lease_until IS NULL
-             ORDER BY due_at, seq LIMIT ?4)
-         RETURNING id, body, deliveries, due_at, seq",
-    )?;
+    let mut statement = connection.prepare_cached(LEASE_DUE)?;
     let mut rows = statement
         .query_map(params![consumer, lease_until, now, max as i64], |row| {
             Ok((
@@ -279,6 +300,39 @@ fn lease_due(
     Ok(deliveries)
 }
 
+/// The dead letters `sql` selects (id, body, reason, at, deliveries, seq), with their `seq`.
+fn dead_letter_rows(
+    connection: &Connection,
+    sql: &str,
+    parameters: impl rusqlite::Params,
+) -> Result<Vec<(DeadLetter, u64)>, DbError> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let rows = statement
+        .query_map(parameters, |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, i64>(5)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, body, reason, at, deliveries, seq)| {
+            let letter = DeadLetter {
+                message: message::decode_leniently(&id, &body),
+                reason,
+                at: Timestamp::from_unix_millis(at),
+                deliveries: u32::try_from(deliveries).unwrap_or(u32::MAX),
+            };
+            (letter, u64::try_from(seq).unwrap_or_default())
+        })
+        .collect())
+}
+
 /// Moves one message to the dead-letter list.
 fn bury(connection: &Connection, id: &str, reason: &str, now: i64) -> Result<(), DbError> {
     connection.execute(
@@ -292,15 +346,58 @@ fn bury(connection: &Connection, id: &str, reason: &str, now: i64) -> Result<(),
 
 /// Moves every message that failed [`MAX_FAILED_DELIVERIES`] times to the dead-letter list.
 fn bury_failed(connection: &Connection, now: i64) -> Result<u64, DbError> {
-    connection.execute(
-        "INSERT OR IGNORE INTO dead_letters (id, body, reason, at, deliveries)
-         SELECT id, body, COALESCE(last_error, 'failed'), ?1, deliveries FROM queue
-         WHERE failures >= ?2",
-        params![now, MAX_FAILED_DELIVERIES],
-    )?;
-    let buried = connection.execute(
-        "DELETE FROM queue WHERE failures >= ?1",
-        params![MAX_FAILED_DELIVERIES],
-    )?;
+    connection.execute(COPY_FAILED, params![now, MAX_FAILED_DELIVERIES])?;
+    let buried = connection.execute(DELETE_FAILED, params![MAX_FAILED_DELIVERIES])?;
     Ok(buried as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan of `sql` as SQLite reports it, one detail per line.
+    fn plan(connection: &Connection, sql: &str, parameters: usize) -> Vec<String> {
+        let mut statement = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        for index in 1..=parameters {
+            statement.raw_bind_parameter(index, 1_i64).unwrap();
+        }
+        let mut rows = statement.raw_query();
+        let mut details = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            details.push(row.get::<_, String>(3).unwrap());
+        }
+        details
+    }
+
+    /// What every lease runs (take back expired leases, bury failed messages, lease due ones)
+    /// reads the queue through an index, never by scanning the table: its cost grows with the
+    /// log of the backlog, not with the backlog.
+    #[test]
+    fn every_lease_statement_is_an_index_range_scan() {
+        let connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch(super::super::SCHEMA).unwrap();
+        for (sql, parameters) in [
+            (TAKE_BACK_EXPIRED, 1),
+            (LEASE_DUE, 4),
+            (COPY_FAILED, 2),
+            (DELETE_FAILED, 1),
+        ] {
+            let details = plan(&connection, sql, parameters);
+            assert!(
+                details
+                    .iter()
+                    .any(|detail| detail.starts_with("SEARCH queue USING")),
+                "{sql}: {details:?}"
+            );
+            // `SCAN` (of the table or of a whole index) is linear; `SEARCH` is a range scan.
+            assert!(
+                !details
+                    .iter()
+                    .any(|detail| detail.starts_with("SCAN queue")),
+                "{sql} scans the queue: {details:?}"
+            );
+        }
+    }
 }

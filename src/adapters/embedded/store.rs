@@ -549,16 +549,19 @@ impl Store for Embedded {
 
     async fn executions_in(
         &self,
-        statuses: &[ExecutionStatus],
+        status: ExecutionStatus,
+        after: Option<Uuid>,
+        limit: usize,
     ) -> Result<Vec<Execution>, StoreError> {
-        let statuses: Vec<&'static str> = statuses.iter().map(|status| status.as_str()).collect();
-        let statuses =
-            serde_json::to_string(&statuses).map_err(|e| StoreError::Internal(e.to_string()))?;
+        // Every id sorts after "": no cursor reads from the first.
+        let after = after.map(|id| id.to_string()).unwrap_or_default();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with(move |connection| {
             records(
                 connection,
-                "SELECT execution_id, record FROM executions WHERE status IN (SELECT value FROM json_each(?1)) ORDER BY seq",
-                params![statuses],
+                "SELECT execution_id, record FROM executions INDEXED BY executions_by_status_id
+                 WHERE status = ?1 AND execution_id > ?2 ORDER BY execution_id LIMIT ?3",
+                params![status.as_str(), after, limit],
             )
         })
         .await

@@ -179,6 +179,12 @@ impl MongoStore {
                 .create_index(index(doc! {"status": 1}, false)),
         )
         .await?;
+        // The sweeps page unfinished executions by status and id (`Store::executions_in`).
+        bounded(
+            self.executions
+                .create_index(index(doc! {"status": 1, "_id": 1}, false)),
+        )
+        .await?;
         // Only executions owing a notification have `notify_due_at`: a sparse index.
         let due_index = IndexModel::builder()
             .keys(doc! {"notify_due_at": 1})

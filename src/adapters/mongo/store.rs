@@ -596,21 +596,23 @@ impl Store for MongoStore {
 
     async fn executions_in(
         &self,
-        statuses: &[ExecutionStatus],
+        status: ExecutionStatus,
+        after: Option<Uuid>,
+        limit: usize,
     ) -> Result<Vec<Execution>, StoreError> {
-        let statuses: Vec<&str> = statuses.iter().map(|status| status.as_str()).collect();
+        let after = after.map(|id| id.to_string()).unwrap_or_default();
         let documents = self
             .collect(
                 self.executions
-                    .find(doc! {"status": {"$in": statuses}})
-                    .sort(doc! {"created_at": 1, "_id": 1}),
+                    .find(doc! {"status": status.as_str(), "_id": {"$gt": after}})
+                    .sort(doc! {"_id": 1})
+                    .limit(i64::try_from(limit).unwrap_or(i64::MAX)),
             )
             .await?;
-        let mut executions = Vec::with_capacity(documents.len());
-        for document in &documents {
-            executions.extend(self.read_execution(document).await?);
-        }
-        Ok(executions)
+        Ok(documents
+            .iter()
+            .filter_map(execution_without_output)
+            .collect())
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {

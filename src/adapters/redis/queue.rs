@@ -115,15 +115,24 @@ impl Queue for RedisBackend {
         let flat = self
             .strings(&scripts::DEAD_LETTERS, vec![limit.to_string()])
             .await?;
-        Ok(flat
-            .chunks_exact(5)
-            .map(|row| DeadLetter {
-                message: message::decode_leniently(&row[0], &row[1]),
-                reason: row[2].clone(),
-                at: Timestamp::from_unix_millis(row[3].parse().unwrap_or_default()),
-                deliveries: row[4].parse().unwrap_or_default(),
-            })
-            .collect())
+        Ok(dead_letters_of(&flat))
+    }
+
+    // The position counts from the first letter buried (see the script).
+    async fn dead_letters_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<DeadLetter>, u64), QueueError> {
+        let flat = self
+            .strings(
+                &scripts::DEAD_LETTERS_AFTER,
+                vec![after.to_string(), limit.to_string()],
+            )
+            .await?;
+        let letters = dead_letters_of(&flat);
+        let next = after + letters.len() as u64;
+        Ok((letters, next))
     }
 
     async fn release_all(&self, consumer: &str, failed: bool) -> Result<u64, QueueError> {
@@ -159,4 +168,16 @@ impl Queue for RedisBackend {
         // A script, not PING: it proves the node that owns our slot answers writes.
         self.strings(&scripts::STATS, Vec::new()).await.map(|_| ())
     }
+}
+
+/// The letters of a flat id, body, reason, at, deliveries reply.
+fn dead_letters_of(flat: &[String]) -> Vec<DeadLetter> {
+    flat.chunks_exact(5)
+        .map(|row| DeadLetter {
+            message: message::decode_leniently(&row[0], &row[1]),
+            reason: row[2].clone(),
+            at: Timestamp::from_unix_millis(row[3].parse().unwrap_or_default()),
+            deliveries: row[4].parse().unwrap_or_default(),
+        })
+        .collect()
 }

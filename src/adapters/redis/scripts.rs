@@ -16,10 +16,15 @@ local function bury(id, reason)
   if not body then return 0 end
   local deliveries = redis.call('HGET', m, 'deliveries') or '0'
   local owner = redis.call('HGET', m, 'owner')
-  if owner then redis.call('SREM', p .. 'owned:' .. owner, id) end
-  redis.call('ZREM', p .. 'leased', id)
-  redis.call('ZREM', p .. 'delayed', id)
-  redis.call('LREM', p .. 'ready', 0, id)
+  if owner then
+    redis.call('SREM', p .. 'owned:' .. owner, id)
+    redis.call('ZREM', p .. 'leased', id)
+  elseif redis.call('ZREM', p .. 'delayed', id) == 0 then
+    -- Only a message waiting in the ready list is in it: LREM walks the list, so it is left
+    -- out for the leased and the delayed (every burial of a failed delivery), which keeps
+    -- those O(log n) in the backlog.
+    redis.call('LREM', p .. 'ready', 1, id)
+  end
   redis.call('DEL', m)
   redis.call('HSET', p .. 'd:' .. id, 'body', body, 'reason', reason, 'at', now,
     'deliveries', deliveries)
@@ -175,6 +180,34 @@ pub(super) static DEAD_LETTERS: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local out = {}
 for _, id in ipairs(redis.call('LRANGE', p .. 'dead', 0, tonumber(ARGV[2]) - 1)) do
+  local f = redis.call('HMGET', p .. 'd:' .. id, 'body', 'reason', 'at', 'deliveries')
+  out[#out + 1] = id
+  out[#out + 1] = f[1] or ''
+  out[#out + 1] = f[2] or ''
+  out[#out + 1] = f[3] or '0'
+  out[#out + 1] = f[4] or '0'
+end
+return out
+"#,
+    )
+});
+
+/// ARGV: after, limit. The dead list grows at its head and is never trimmed, so a position
+/// counted from its tail (1 = the first buried) stays the same letter: up to `limit` letters
+/// after position `after`, oldest first, as id, body, reason, at, deliveries each. LRANGE near
+/// the head costs the distance from the head: the letters buried since the last page.
+pub(super) static DEAD_LETTERS_AFTER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local after, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local length = redis.call('LLEN', p .. 'dead')
+local stop = length - after - 1
+if stop < 0 or limit < 1 then return {} end
+local start = math.max(stop - limit + 1, 0)
+local ids = redis.call('LRANGE', p .. 'dead', start, stop)
+local out = {}
+for i = #ids, 1, -1 do
+  local id = ids[i]
   local f = redis.call('HMGET', p .. 'd:' .. id, 'body', 'reason', 'at', 'deliveries')
   out[#out + 1] = id
   out[#out + 1] = f[1] or ''
