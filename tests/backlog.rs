@@ -146,6 +146,7 @@ fn job() -> Job {
             enqueued_id: None,
             cron: None,
             max_concurrent: None,
+            container: Default::default(),
             backoff: None,
         },
         scheduled: false,
