@@ -16,6 +16,7 @@ mod guard;
 mod http;
 pub(crate) mod limits;
 mod live;
+pub mod openapi;
 mod output;
 mod render;
 mod router;
