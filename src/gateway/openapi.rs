@@ -825,7 +825,7 @@ fn blacklist_delete() {}
 const DESCRIPTION: &str = "Runs jobs as Docker containers on a farm of hosts.\n\n\
 Every path also takes a trailing slash; `HEAD` is served wherever `GET` is (no body), `OPTIONS` \
 answers `Allow` everywhere. A path no route matches answers 404, a method a path does not take \
-405 with `Allow`, both with the error JSON `{\"error\", \"operation\"}`. Every error is that JSON \
+405 with `Allow`, a path that is not valid percent-encoded UTF-8 400, all with the error JSON `{\"error\", \"operation\"}`. Every error is that JSON \
 (`application/json`). Credentials (when configured) are basic auth or `Authorization: Bearer \
 <token>`; each route needs a scope: `read` for GET, `submit` for changes to jobs, `admin` for \
 the host blacklist.";

@@ -65,6 +65,8 @@ fn templates(path: &str) -> Vec<&'static str> {
 pub fn check(method: &str, url: &str, status: u16, content_type: Option<&str>, body: &[u8]) {
     let is_json = content_type
         .is_some_and(|value| value.split(';').next().unwrap().trim() == "application/json");
+    // Methods are case-sensitive: `get` is not `GET` (the router answers it 405).
+    let exact = method == method.to_ascii_uppercase();
     let mut method = method.to_ascii_lowercase();
     // The router takes the original's non-standard `DEL` as `DELETE`.
     if method == "del" {
@@ -88,6 +90,7 @@ pub fn check(method: &str, url: &str, status: u16, content_type: Option<&str>, b
     let templates = templates(path);
     let operation = templates
         .iter()
+        .filter(|_| exact)
         .find_map(|template| Some((*template, document()["paths"][template].get(&method)?)));
     let (key, schema) = match operation {
         Some((template, operation)) => {
@@ -103,9 +106,10 @@ pub fn check(method: &str, url: &str, status: u16, content_type: Option<&str>, b
             (format!("{method} {template} {status}"), schema.clone())
         }
         None => {
+            // A path that is not valid percent-encoded UTF-8 is refused before routing (400).
             let expected = if templates.is_empty() { 404 } else { 405 };
-            assert_eq!(
-                status, expected,
+            assert!(
+                status == expected || status == 400,
                 "{what}: no operation in /openapi.json for this method and path; body: {body}"
             );
             (
