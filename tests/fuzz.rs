@@ -394,12 +394,13 @@ async fn send(client: &reqwest::Client, port: u16, case: &Case) -> Option<u16> {
         } => {
             let method = reqwest::Method::from_bytes(method.as_bytes()).ok()?;
             let mut request = client
-                .request(method, format!("http://127.0.0.1:{port}{path}"))
+                .request(method.clone(), format!("http://127.0.0.1:{port}{path}"))
                 .body(body.clone());
             if let Some(content_type) = content_type {
                 request = request.header("content-type", content_type);
             }
             let response = request.send().await.ok()?;
+            let response = common::openapi::checked(method.as_str(), response).await;
             let status = response.status().as_u16();
             // Read the whole body, so the connection can be reused.
             let _ = response.bytes().await;

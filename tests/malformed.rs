@@ -20,6 +20,7 @@ async fn assert_refused(
         request = request.header("content-type", content_type);
     }
     let response = request.send().await.unwrap();
+    let response = common::openapi::checked(method.as_str(), response).await;
     let status = response.status();
     let shown = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
     assert!(

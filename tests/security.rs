@@ -262,11 +262,16 @@ async fn api_token_scopes() {
     .await;
     let client = reqwest::Client::new();
     let send = |method: reqwest::Method, path: &str, token: &str, body: Option<Value>| {
-        let mut request = client.request(method, node.url(path)).bearer_auth(token);
+        let mut request = client
+            .request(method.clone(), node.url(path))
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        async move { request.send().await.unwrap() }
+        async move {
+            let response = request.send().await.unwrap();
+            common::openapi::checked(method.as_str(), response).await
+        }
     };
     use reqwest::Method;
     let job = json!({"image": image(), "command": "sleep 30"});

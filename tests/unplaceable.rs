@@ -18,11 +18,12 @@ fn video_farm_only() -> String {
 /// Sends `method` with a JSON body; returns status and answer.
 async fn send(node: &Node, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
     let response = reqwest::Client::new()
-        .request(method, node.url(path))
+        .request(method.clone(), node.url(path))
         .json(&body)
         .send()
         .await
         .unwrap();
+    let response = common::openapi::checked(method.as_str(), response).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }

@@ -17,6 +17,7 @@ mod http;
 pub(crate) mod limits;
 mod live;
 mod observe;
+pub mod openapi;
 mod output;
 mod render;
 mod role;

@@ -11,7 +11,7 @@
 
 use super::auth::{Identity, Scope};
 use super::guard::{host, read_body};
-use super::http::{percent_decode, text_response, Failure, HttpResponse};
+use super::http::{json_response, percent_decode, text_response, Failure, HttpResponse};
 use super::render::Urls;
 use super::routes::jobs::{self, ExecutionAction, JobAction, OutputKind};
 use super::routes::{metrics, node, tasks};
@@ -27,6 +27,8 @@ use std::sync::Arc;
 enum Endpoint {
     Healthcheck,
     Status,
+    /// `GET /openapi.json`: the description of this table (`openapi.rs`).
+    OpenApi,
     Blacklist {
         add: bool,
     },
@@ -82,6 +84,7 @@ const ROUTES: &[Route] = {
         row(Method::GET,    "/healthcheck",                                        Healthcheck,                       Read),
         row(Method::GET,    "/status",                                             Status,                            Read),
         row(Method::GET,    "/metrics",                                            Metrics,                           Read),
+        row(Method::GET,    "/openapi.json",                                       OpenApi,                           Read),
         row(Method::GET,    "/tasks",                                              ListTasks,                         Read),
         row(Method::GET,    "/search",                                             SearchTasks,                       Read),
         row(Method::GET,    "/tasks/:task",                                        TaskDetails,                       Read),
@@ -109,6 +112,11 @@ const ROUTES: &[Route] = {
         row(Method::DELETE, "/docker-executor/blacklist",                          Blacklist { add: false },          Admin),
     ]
 };
+
+/// Each row's method and pattern, for the description that must cover them (`openapi.rs`).
+pub(crate) fn table() -> impl Iterator<Item = (&'static Method, &'static str)> {
+    ROUTES.iter().map(|route| (&route.method, route.pattern))
+}
 
 /// The ids a path captured; the ones its pattern does not capture are empty.
 #[derive(Default)]
@@ -241,6 +249,11 @@ pub(crate) async fn route(
         Endpoint::Healthcheck => node::healthcheck(settings).await,
         Endpoint::Status => node::status(settings, &urls).await,
         Endpoint::Metrics => metrics::scrape(settings).await,
+        Endpoint::OpenApi => Ok(json_response(
+            StatusCode::OK,
+            super::openapi::document(),
+            settings.debug,
+        )),
         Endpoint::Blacklist { add } => {
             let body = read_body(settings, request).await?;
             node::blacklist(settings, add, &body).await

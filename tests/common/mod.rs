@@ -3,6 +3,7 @@
 //! to it over HTTP.
 #![allow(dead_code)]
 
+pub mod openapi;
 pub mod redis;
 
 use serde_json::{json, Value};
@@ -185,6 +186,7 @@ impl Node {
             .send()
             .await
             .unwrap();
+        let response = openapi::checked("POST", response).await;
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -247,11 +249,14 @@ impl Node {
             client.delete(url)
         };
         let answer = request.json(&json!({"host": host})).send().await.unwrap();
+        let method = if blacklisted { "POST" } else { "DELETE" };
+        let answer = openapi::checked(method, answer).await;
         assert_eq!(answer.status(), 200, "blacklisted {host}: {blacklisted}");
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        reqwest::get(self.url(path)).await.unwrap()
+        let response = reqwest::get(self.url(path)).await.unwrap();
+        openapi::checked("GET", response).await
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
@@ -274,6 +279,7 @@ impl Node {
             .send()
             .await
             .unwrap();
+        let response = openapi::checked(method.as_str(), response).await;
         assert_eq!(
             response.status(),
             200,
@@ -287,9 +293,9 @@ impl Node {
     pub async fn wait_finished(&self, execution_url: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let details: Value = reqwest::get(execution_url)
+            let response = reqwest::get(execution_url).await.unwrap();
+            let details: Value = openapi::checked("GET", response)
                 .await
-                .unwrap()
                 .json()
                 .await
                 .unwrap();
