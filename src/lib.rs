@@ -77,9 +77,14 @@ pub async fn run(
             DockerRuntime::connect(endpoint, tls.as_ref(), call_timeout, wait_limit)
                 .map(|runtime| runtime.with_output_limit(output_max_bytes))
                 .map(|runtime| Arc::new(runtime) as Arc<dyn ContainerRuntime>)
-                .with_context(|| format!("invalid docker host {endpoint}"))
+                .with_context(|| match endpoint {
+                    fastlane_proto::farm::DockerEndpoint::Local => "cannot use Docker".to_string(),
+                    tcp => format!("invalid docker host {tcp}"),
+                })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // In the background: a slow engine must not hold up the start.
+    tokio::spawn(warn_unreachable_engines(endpoints.clone(), runtimes.clone()));
     if let Some(index) = config.farms.iter().position(|farm| farm.is_catch_all()) {
         if index + 1 != config.farms.len() {
             tracing::warn!(
@@ -204,7 +209,22 @@ pub async fn run(
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("could not listen on {bind}"))?;
-    tracing::info!(address = %listener.local_addr()?, "fastlane-node listening");
+    let address = listener.local_addr()?;
+    let open = if address.ip().is_unspecified() {
+        format!("http://localhost:{}/", address.port())
+    } else {
+        format!("http://{address}/")
+    };
+    let (queue_backend, store_backend) = &backends.names;
+    tracing::info!(
+        %address,
+        url = %open,
+        data_dir = %data_dir.display(),
+        queue = %queue_backend,
+        store = %store_backend,
+        "fastlane-node listening: open {open}; data in {} (queue: {queue_backend}, store: {store_backend})",
+        data_dir.display()
+    );
 
     let mut root_failure = None;
     let until_stopped = async {
@@ -236,6 +256,29 @@ pub async fn run(
     release_leases(&backends, &node_id).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Says at start, in words a newcomer understands, which Docker engines do not answer (the
+/// node still starts: a host may come back, and its circuit breaker keeps jobs away meanwhile).
+async fn warn_unreachable_engines(
+    endpoints: BTreeSet<fastlane_proto::farm::DockerEndpoint>,
+    runtimes: Vec<Arc<dyn ContainerRuntime>>,
+) {
+    let pings = runtimes.iter().map(|runtime| runtime.ping());
+    let answers = futures_util::future::join_all(pings).await;
+    for (endpoint, answer) in endpoints.iter().zip(answers) {
+        let Err(error) = answer else { continue };
+        let address = match endpoint {
+            fastlane_proto::farm::DockerEndpoint::Local => adapters::docker::local_docker_address(),
+            tcp => tcp.to_string(),
+        };
+        tracing::warn!(
+            host = %address,
+            %error,
+            "the Docker engine at {address} does not answer; jobs wait until it does. {}",
+            adapters::docker::DOCKER_ADVICE
+        );
+    }
 }
 
 /// Gives up this node's leases so another node re-attaches to its running containers now, not

@@ -31,6 +31,10 @@ enum Command {
         /// Port to listen on.
         #[arg(short = 'p', long = "port", default_value_t = 10000)]
         port: u16,
+        /// More log output: -v info, -vv debug for fastlane-node, -vvv debug for everything
+        /// (instead of LOG_LEVEL; RUST_LOG, when set, still decides).
+        #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+        verbose: u8,
     },
     /// Remove leftover job containers (not running) on every host of every farm; keeps going
     /// past a failing host. Prints one JSON object per removed container.
@@ -79,7 +83,12 @@ fn main() -> ExitCode {
             println!("{}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Start { config, bind, port } => {
+        Command::Start {
+            config,
+            bind,
+            port,
+            verbose,
+        } => {
             let config = match Config::load(config.as_deref()) {
                 Ok(config) => config,
                 Err(error) => {
@@ -87,10 +96,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            fastlane_node::telemetry::init(
-                config.string("LOG_FORMAT") == "json",
-                &config.string("LOG_LEVEL"),
-            );
+            let level = fastlane_node::telemetry::verbosity_filter(verbose)
+                .map_or_else(|| config.string("LOG_LEVEL"), str::to_string);
+            fastlane_node::telemetry::init(config.string("LOG_FORMAT") == "json", &level);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(error) => {

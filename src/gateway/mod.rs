@@ -4,7 +4,7 @@
 //!
 //! A request goes `server` (connection) → [`handle`] → `guard` (`Host`, credentials, origin)
 //! → `router` (method and path, the route's scope) → one handler in `routes/` → `render`
-//! (JSON) → `guard` (CORS). This file holds the settings, the entry point with the access log,
+//! (JSON) → `guard` (CORS) → `compress` (gzip). This file holds the settings, the entry point with the access log,
 //! and the actor call every handler makes.
 //!
 //! Status mapping: invalid input 4xx with `{"error", "operation"}`; a dead ApiActor 503; an
@@ -12,6 +12,7 @@
 
 pub(crate) mod access;
 mod auth;
+mod compress;
 mod guard;
 mod http;
 pub(crate) mod limits;
@@ -68,7 +69,8 @@ pub(crate) async fn handle(
         Ok(permit) => permit,
         Err(refused) => return Ok(*refused),
     };
-    let origin = request.headers().get("origin").cloned();
+    let cors = guard::CorsRequest::of(&request);
+    let gzip = compress::accepts_gzip(request.headers());
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let (mut response, credential) = match guard::admit(&settings, &request) {
@@ -99,8 +101,9 @@ pub(crate) async fn handle(
     }
     let is_head = method == Method::HEAD;
     if settings.enable_cors {
-        guard::add_cors(&settings, &mut response, origin);
+        guard::add_cors(&settings, &mut response, cors);
     }
+    compress::compress(&mut response, gzip, is_head);
     if is_head {
         *response.body_mut() = http::full_body(Bytes::new());
     }
