@@ -83,6 +83,9 @@ pub async fn run(
                 })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for endpoint in &endpoints {
+        tracing::debug!(host = %describe_endpoint(endpoint), "docker host configured");
+    }
     // In the background: a slow engine must not hold up the start.
     tokio::spawn(warn_unreachable_engines(endpoints.clone(), runtimes.clone()));
     if let Some(index) = config.farms.iter().position(|farm| farm.is_catch_all()) {
@@ -160,6 +163,7 @@ pub async fn run(
             config.optional("SMTP_USER"),
             config.optional("SMTP_PASSWORD"),
             config.optional("SMTP_FROM"),
+            config.optional("SMTP_TLS_CA_FILE").map(Into::into),
         )?),
         reporter: Arc::new(adapters::sentry::SentryReporter),
         settings: Arc::new(settings),
@@ -258,6 +262,14 @@ pub async fn run(
     Ok(())
 }
 
+/// A Docker host as a person reads it: `host:port`, or where the local engine is looked for.
+fn describe_endpoint(endpoint: &fastlane_proto::farm::DockerEndpoint) -> String {
+    match endpoint {
+        fastlane_proto::farm::DockerEndpoint::Local => adapters::docker::local_docker_address(),
+        tcp => tcp.to_string(),
+    }
+}
+
 /// Says at start, in words a newcomer understands, which Docker engines do not answer (the
 /// node still starts: a host may come back, and its circuit breaker keeps jobs away meanwhile).
 async fn warn_unreachable_engines(
@@ -268,10 +280,7 @@ async fn warn_unreachable_engines(
     let answers = futures_util::future::join_all(pings).await;
     for (endpoint, answer) in endpoints.iter().zip(answers) {
         let Err(error) = answer else { continue };
-        let address = match endpoint {
-            fastlane_proto::farm::DockerEndpoint::Local => adapters::docker::local_docker_address(),
-            tcp => tcp.to_string(),
-        };
+        let address = describe_endpoint(endpoint);
         tracing::warn!(
             host = %address,
             %error,
