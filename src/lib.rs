@@ -87,7 +87,10 @@ pub async fn run(
         tracing::debug!(host = %describe_endpoint(endpoint), "docker host configured");
     }
     // In the background: a slow engine must not hold up the start.
-    tokio::spawn(warn_unreachable_engines(endpoints.clone(), runtimes.clone()));
+    tokio::spawn(warn_unreachable_engines(
+        endpoints.clone(),
+        runtimes.clone(),
+    ));
     if let Some(index) = config.farms.iter().position(|farm| farm.is_catch_all()) {
         if index + 1 != config.farms.len() {
             tracing::warn!(

@@ -27,7 +27,10 @@ async fn get(url: &str, accept_encoding: Option<&str>) -> reqwest::Response {
     request.send().await.unwrap()
 }
 
-fn header<'a>(response: &'a reqwest::Response, name: impl reqwest::header::AsHeaderName) -> &'a str {
+fn header<'a>(
+    response: &'a reqwest::Response,
+    name: impl reqwest::header::AsHeaderName,
+) -> &'a str {
     response
         .headers()
         .get(name)
@@ -61,12 +64,19 @@ async fn large_answers_are_gzipped_for_clients_that_accept_it() {
         let declared: usize = header(&plain, CONTENT_LENGTH).parse().unwrap();
         let plain_bytes = plain.bytes().await.unwrap();
         assert_eq!(declared, plain_bytes.len(), "{url}");
-        assert!(plain_bytes.len() > 1024, "{url}: {} bytes", plain_bytes.len());
+        assert!(
+            plain_bytes.len() > 1024,
+            "{url}: {} bytes",
+            plain_bytes.len()
+        );
 
         let compressed = get(&url, Some("br;q=1.0, gzip;q=0.8, *;q=0.1")).await;
         assert_eq!(compressed.status(), 200, "{url}");
         assert_eq!(header(&compressed, CONTENT_ENCODING), "gzip", "{url}");
-        assert!(header(&compressed, VARY).contains("Accept-Encoding"), "{url}");
+        assert!(
+            header(&compressed, VARY).contains("Accept-Encoding"),
+            "{url}"
+        );
         assert!(compressed.headers().get(CONTENT_LENGTH).is_none(), "{url}");
         let compressed_bytes = compressed.bytes().await.unwrap();
         assert!(compressed_bytes.len() < plain_bytes.len() / 2, "{url}");
@@ -142,8 +152,16 @@ async fn cors_preflight_then_the_request() {
     assert_eq!(header(&answer, "access-control-allow-origin"), allowed);
     assert!(header(&answer, "access-control-allow-methods").contains("POST"));
     let allowed_headers = header(&answer, "access-control-allow-headers").to_ascii_lowercase();
-    for wanted in ["content-type", "authorization", "x-request-id", "idempotency-key"] {
-        assert!(allowed_headers.contains(wanted), "{wanted}: {allowed_headers}");
+    for wanted in [
+        "content-type",
+        "authorization",
+        "x-request-id",
+        "idempotency-key",
+    ] {
+        assert!(
+            allowed_headers.contains(wanted),
+            "{wanted}: {allowed_headers}"
+        );
     }
     let max_age: u64 = header(&answer, "access-control-max-age").parse().unwrap();
     assert!(max_age > 0);
@@ -185,7 +203,10 @@ async fn cors_preflight_then_the_request() {
     assert_eq!(header(&answer, "access-control-allow-origin"), "*");
     let off = Node::start(&[("ENABLE_CORS", "false")]).await;
     let answer = off.get("/healthcheck").await;
-    assert!(answer.headers().get("access-control-allow-origin").is_none());
+    assert!(answer
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
 }
 
 /// With `BASIC_AUTH_USERNAME`/`BASIC_AUTH_PASSWORD`, every request needs them: none or wrong
@@ -274,7 +295,10 @@ async fn server_name_names_the_urls() {
     }
     let tasks = node.get_json("/tasks/").await;
     let text = tasks.to_string();
-    assert!(text.contains("http://jobs.example:8080/tasks/named/"), "{text}");
+    assert!(
+        text.contains("http://jobs.example:8080/tasks/named/"),
+        "{text}"
+    );
     assert!(!text.contains("127.0.0.1"), "{text}");
     let execution = node
         .get_json(path_of(posted["executionUrl"].as_str().unwrap()))

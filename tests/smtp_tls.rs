@@ -280,9 +280,11 @@ async fn an_untrusted_certificate_sends_nothing() {
         .await;
     node.wait_finished(posted["executionUrl"].as_str().unwrap())
         .await;
-    wait_until(Duration::from_secs(30), "the failure in the log", || async {
-        node.log().contains("could not send e-mail")
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the failure in the log",
+        || async { node.log().contains("could not send e-mail") },
+    )
     .await;
     assert!(mails.lock().unwrap().is_empty());
     assert!(!node.log().contains(PASSWORD), "the password was logged");

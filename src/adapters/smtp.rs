@@ -58,7 +58,8 @@ fn tls_trusting(host: &str, ca_file: &std::path::Path) -> anyhow::Result<TlsPara
     let pem = std::fs::read(ca_file)
         .with_context(|| format!("SMTP_TLS_CA_FILE: cannot read {}", ca_file.display()))?;
     anyhow::ensure!(
-        pem.windows(27).any(|window| window == b"-----BEGIN CERTIFICATE-----"),
+        pem.windows(27)
+            .any(|window| window == b"-----BEGIN CERTIFICATE-----"),
         "SMTP_TLS_CA_FILE: {} holds no PEM certificate",
         ca_file.display()
     );

@@ -197,7 +197,11 @@ mod tests {
     #[tokio::test]
     async fn a_streamed_body_is_compressed_piece_by_piece() {
         let pieces: Vec<Result<Frame<Bytes>, BodyError>> = (0..50)
-            .map(|index| Ok(Frame::data(Bytes::from(format!("line {index}\n").repeat(100)))))
+            .map(|index| {
+                Ok(Frame::data(Bytes::from(
+                    format!("line {index}\n").repeat(100),
+                )))
+            })
             .collect();
         let body = http_body_util::StreamBody::new(futures_util::stream::iter(pieces)).boxed();
         let mut response = HttpResponse::new(body);
