@@ -27,10 +27,7 @@ async fn get(url: &str, accept_encoding: Option<&str>) -> reqwest::Response {
     request.send().await.unwrap()
 }
 
-fn header<'a>(
-    response: &'a reqwest::Response,
-    name: impl reqwest::header::AsHeaderName,
-) -> &'a str {
+fn header(response: &reqwest::Response, name: impl reqwest::header::AsHeaderName) -> &str {
     response
         .headers()
         .get(name)
