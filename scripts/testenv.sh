@@ -26,6 +26,7 @@ need_packages() {
   [ -x /bin/busybox ] || missing+=(busybox-static)
   command -v python3 >/dev/null || missing+=(python3)
   command -v openssl >/dev/null || missing+=(openssl)
+  command -v curl >/dev/null || missing+=(curl)
   command -v pkill >/dev/null || missing+=(procps)
   command -v chromium >/dev/null || missing+=(chromium)
   command -v docker-registry >/dev/null || missing+=(docker-registry)

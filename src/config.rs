@@ -95,6 +95,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "SMTP_USER", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "SMTP login user." },
     OptionSpec { name: "SMTP_PASSWORD", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "SMTP login password (never logged)." },
     OptionSpec { name: "SMTP_FROM", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "From address." },
+    OptionSpec { name: "SMTP_TLS_CA_FILE", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "PEM file of CA certificates (or a self-signed server certificate) trusted for STARTTLS besides the public roots, for a private mail relay; empty = the public roots only." },
     OptionSpec { name: "SMTP_ALLOW_PLAINTEXT_AUTH", group: "Email", kind: Kind::Bool, default: "false", help: "Allow sending SMTP_USER/SMTP_PASSWORD without SMTP_USE_SSL (in clear text); otherwise that combination is a start-up error." },
     OptionSpec { name: "BASIC_AUTH_USERNAME", group: "Auth", kind: Kind::OptStr, default: "\"\"", help: "With BASIC_AUTH_PASSWORD, requires HTTP basic auth." },
     OptionSpec { name: "BASIC_AUTH_PASSWORD", group: "Auth", kind: Kind::OptStr, default: "\"\"", help: "See BASIC_AUTH_USERNAME." },

@@ -94,9 +94,20 @@ pub async fn run(
                         .with_registry_auth(registry_auth.clone())
                 })
                 .map(|runtime| Arc::new(runtime) as Arc<dyn ContainerRuntime>)
-                .with_context(|| format!("invalid docker host {endpoint}"))
+                .with_context(|| match endpoint {
+                    fastlane_proto::farm::DockerEndpoint::Local => "cannot use Docker".to_string(),
+                    tcp => format!("invalid docker host {tcp}"),
+                })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for endpoint in &endpoints {
+        tracing::debug!(host = %describe_endpoint(endpoint), "docker host configured");
+    }
+    // In the background: a slow engine must not hold up the start.
+    tokio::spawn(warn_unreachable_engines(
+        endpoints.clone(),
+        runtimes.clone(),
+    ));
     if let Some(index) = config.farms.iter().position(|farm| farm.is_catch_all()) {
         if index + 1 != config.farms.len() {
             tracing::warn!(
@@ -175,6 +186,7 @@ pub async fn run(
             config.optional("SMTP_USER"),
             config.optional("SMTP_PASSWORD"),
             config.optional("SMTP_FROM"),
+            config.optional("SMTP_TLS_CA_FILE").map(Into::into),
         )?),
         reporter: Arc::new(adapters::sentry::SentryReporter),
         settings: Arc::new(settings),
@@ -226,7 +238,23 @@ pub async fn run(
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("could not listen on {bind}"))?;
-    tracing::info!(address = %listener.local_addr()?, role = role.as_str(), "fastlane-node listening");
+    let address = listener.local_addr()?;
+    let open = if address.ip().is_unspecified() {
+        format!("http://localhost:{}/", address.port())
+    } else {
+        format!("http://{address}/")
+    };
+    let (queue_backend, store_backend) = &backends.names;
+    tracing::info!(
+        %address,
+        url = %open,
+        data_dir = %data_dir.display(),
+        queue = %queue_backend,
+        store = %store_backend,
+        role = role.as_str(),
+        "fastlane-node listening: open {open}; data in {} (queue: {queue_backend}, store: {store_backend})",
+        data_dir.display()
+    );
 
     let mut root_failure = None;
     let until_stopped = async {
@@ -279,6 +307,34 @@ fn check_role(config: &Config, role: Role) -> anyhow::Result<()> {
         role.as_str()
     );
     Ok(())
+}
+
+/// A Docker host as a person reads it: `host:port`, or where the local engine is looked for.
+fn describe_endpoint(endpoint: &fastlane_proto::farm::DockerEndpoint) -> String {
+    match endpoint {
+        fastlane_proto::farm::DockerEndpoint::Local => adapters::docker::local_docker_address(),
+        tcp => tcp.to_string(),
+    }
+}
+
+/// Says at start, in words a newcomer understands, which Docker engines do not answer (the
+/// node still starts: a host may come back, and its circuit breaker keeps jobs away meanwhile).
+async fn warn_unreachable_engines(
+    endpoints: BTreeSet<fastlane_proto::farm::DockerEndpoint>,
+    runtimes: Vec<Arc<dyn ContainerRuntime>>,
+) {
+    let pings = runtimes.iter().map(|runtime| runtime.ping());
+    let answers = futures_util::future::join_all(pings).await;
+    for (endpoint, answer) in endpoints.iter().zip(answers) {
+        let Err(error) = answer else { continue };
+        let address = describe_endpoint(endpoint);
+        tracing::warn!(
+            host = %address,
+            %error,
+            "the Docker engine at {address} does not answer; jobs wait until it does. {}",
+            adapters::docker::DOCKER_ADVICE
+        );
+    }
 }
 
 /// Gives up this node's leases so another node re-attaches to its running containers now, not

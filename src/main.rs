@@ -36,6 +36,10 @@ enum Command {
         /// and `worker` need REDIS_URL and MONGODB_URL.
         #[arg(long = "role", default_value = "all", value_parser = ["all", "api", "worker"])]
         role: String,
+        /// More log output: -v info, -vv debug for fastlane-node, -vvv debug for everything
+        /// (instead of LOG_LEVEL; RUST_LOG, when set, still decides).
+        #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+        verbose: u8,
     },
     /// Remove leftover job containers (not running) on every host of every farm; keeps going
     /// past a failing host. Prints one JSON object per removed container.
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
             bind,
             port,
             role,
+            verbose,
         } => {
             let role = fastlane_node::Role::parse(&role).unwrap_or_default();
             let config = match Config::load(config.as_deref()) {
@@ -98,10 +103,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            fastlane_node::telemetry::init(
-                config.string("LOG_FORMAT") == "json",
-                &config.string("LOG_LEVEL"),
-            );
+            let level = fastlane_node::telemetry::verbosity_filter(verbose)
+                .map_or_else(|| config.string("LOG_LEVEL"), str::to_string);
+            fastlane_node::telemetry::init(config.string("LOG_FORMAT") == "json", &level);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(error) => {

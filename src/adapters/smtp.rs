@@ -1,10 +1,12 @@
 //! The e-mail adapter: SMTP with lettre (`SMTP_HOST`, `SMTP_PORT`, `SMTP_USER`, `SMTP_PASSWORD`,
-//! `SMTP_FROM`, `SMTP_USE_SSL` = STARTTLS). The password is never logged.
+//! `SMTP_FROM`, `SMTP_USE_SSL` = STARTTLS, `SMTP_TLS_CA_FILE` = extra trusted CAs). The password
+//! is never logged.
 
 use async_trait::async_trait;
 use fastlane_actors::ports::{Email, Mailer};
 use lettre::message::{MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::time::Duration;
 
@@ -24,12 +26,17 @@ impl SmtpMailer {
         user: Option<String>,
         password: Option<String>,
         from: Option<String>,
+        ca_file: Option<std::path::PathBuf>,
     ) -> anyhow::Result<SmtpMailer> {
         let transport = match host {
             None => None,
             Some(host) => {
                 let mut builder = if starttls {
-                    AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)?
+                    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)?;
+                    if let Some(ca_file) = ca_file {
+                        builder = builder.tls(Tls::Required(tls_trusting(&host, &ca_file)?));
+                    }
+                    builder
                 } else {
                     AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
                 };
@@ -42,6 +49,29 @@ impl SmtpMailer {
         };
         Ok(SmtpMailer { transport, from })
     }
+}
+
+/// STARTTLS parameters for `host` trusting the public roots and the certificates of
+/// `ca_file` (a start-up error when it cannot be read or holds no certificate).
+fn tls_trusting(host: &str, ca_file: &std::path::Path) -> anyhow::Result<TlsParameters> {
+    use anyhow::Context;
+    let pem = std::fs::read(ca_file)
+        .with_context(|| format!("SMTP_TLS_CA_FILE: cannot read {}", ca_file.display()))?;
+    anyhow::ensure!(
+        pem.windows(27)
+            .any(|window| window == b"-----BEGIN CERTIFICATE-----"),
+        "SMTP_TLS_CA_FILE: {} holds no PEM certificate",
+        ca_file.display()
+    );
+    let certificate = Certificate::from_pem(&pem).with_context(|| {
+        format!(
+            "SMTP_TLS_CA_FILE: {} holds no PEM certificate",
+            ca_file.display()
+        )
+    })?;
+    Ok(TlsParameters::builder(host.to_string())
+        .add_root_certificate(certificate)
+        .build_rustls()?)
 }
 
 #[async_trait]

@@ -85,13 +85,38 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
+/// The request headers a browser may send cross-site, answered to every preflight: the
+/// simple ones a script may still set, the ones a JSON client needs, and the gateway's own.
+const ALLOWED_HEADERS: &str = "Accept, Accept-Language, Content-Language, Content-Type, \
+                               Authorization, X-Request-ID, Idempotency-Key";
+
+/// How long a browser may reuse a preflight's answer, in seconds (Chrome caps it at 7200).
+const PREFLIGHT_MAX_AGE_SECONDS: &str = "600";
+
+/// What a CORS answer depends on in the request: its `Origin`, and whether it is a preflight
+/// (`OPTIONS` with `Access-Control-Request-Method`).
+pub(crate) struct CorsRequest {
+    origin: Option<HeaderValue>,
+    preflight: bool,
+}
+
+impl CorsRequest {
+    pub(crate) fn of(request: &Request<Incoming>) -> CorsRequest {
+        CorsRequest {
+            origin: request.headers().get("origin").cloned(),
+            preflight: request.method() == Method::OPTIONS
+                && request
+                    .headers()
+                    .contains_key("access-control-request-method"),
+        }
+    }
+}
+
 /// Adds `Access-Control-Allow-Origin` when the request's `Origin` is allowed (`CORS_ORIGINS`,
 /// comma-separated, or `*`); a request without `Origin` gets `*` only when every origin is.
-pub(crate) fn add_cors(
-    settings: &GatewaySettings,
-    response: &mut HttpResponse,
-    origin: Option<HeaderValue>,
-) {
+/// A preflight also learns the headers it may send ([`ALLOWED_HEADERS`]) and how long to
+/// remember the answer; the router already set `Access-Control-Allow-Methods` from the route.
+pub(crate) fn add_cors(settings: &GatewaySettings, response: &mut HttpResponse, cors: CorsRequest) {
     let headers = response.headers_mut();
     let allowed = |origin: &HeaderValue| {
         settings.cors_origins == "*"
@@ -102,16 +127,28 @@ pub(crate) fn add_cors(
                     .any(|allowed| allowed.trim() == origin)
             })
     };
-    match origin {
+    let answered = match cors.origin {
         Some(origin) if allowed(&origin) => {
             headers.insert("access-control-allow-origin", origin);
             headers.append("vary", HeaderValue::from_static("Origin"));
+            true
         }
-        Some(_) => {}
+        Some(_) => false,
         None if settings.cors_origins == "*" => {
             headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+            true
         }
-        None => {}
+        None => false,
+    };
+    if answered && cors.preflight {
+        headers.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static(ALLOWED_HEADERS),
+        );
+        headers.insert(
+            "access-control-max-age",
+            HeaderValue::from_static(PREFLIGHT_MAX_AGE_SECONDS),
+        );
     }
 }
 

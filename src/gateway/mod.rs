@@ -4,14 +4,16 @@
 //!
 //! A request goes `server` (connection) → [`handle`] → `guard` (`Host`, credentials, origin)
 //! → `router` (method and path, the route's scope) → one handler in `routes/` → `render`
-//! (JSON) → `guard` (CORS). This file holds the settings, the entry point (request id, access
-//! log and HTTP metrics through `observe`), and the actor call every handler makes.
+//! (JSON) → `guard` (CORS) → `compress` (gzip). This file holds the settings, the entry point
+//! (request id, access log and HTTP metrics through `observe`), and the actor call every handler
+//! makes.
 //!
 //! Status mapping: invalid input 4xx with `{"error", "operation"}`; a dead ApiActor 503; an
 //! actor call that times out 504.
 
 pub(crate) mod access;
 mod auth;
+mod compress;
 mod guard;
 mod http;
 pub(crate) mod limits;
@@ -92,7 +94,8 @@ async fn serve(
         Ok(permit) => permit,
         Err(refused) => return *refused,
     };
-    let origin = request.headers().get("origin").cloned();
+    let cors = guard::CorsRequest::of(&request);
+    let gzip = compress::accepts_gzip(request.headers());
     let method = request.method().clone();
     let route = router::template(request.uri().path());
     let (mut response, credential) = match guard::admit(&settings, &request) {
@@ -113,8 +116,9 @@ async fn serve(
     }
     let is_head = method == Method::HEAD;
     if settings.enable_cors {
-        guard::add_cors(&settings, &mut response, origin);
+        guard::add_cors(&settings, &mut response, cors);
     }
+    compress::compress(&mut response, gzip, is_head);
     if is_head {
         *response.body_mut() = http::full_body(Bytes::new());
     }

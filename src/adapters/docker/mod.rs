@@ -62,6 +62,29 @@ fn unix_seconds(rfc3339: &str) -> i64 {
         .map_or(0, |time| time.unix_timestamp())
 }
 
+/// What to do when no Docker engine answers, in a newcomer's words.
+pub(crate) const DOCKER_ADVICE: &str = "Start Docker on this machine, or tell fastlane-node \
+     where an engine is: DOCKER_HOST=unix:///path/to/docker.sock or DOCKER_HOST=tcp://host:2375 \
+     for one engine, or DOCKER_HOSTS='[{\"match\": \"\", \"hosts\": [\"host:2375\"], \
+     \"maxRunning\": 2}]' for a farm of engines.";
+
+/// Where the local engine is looked for: `DOCKER_HOST`, else Docker's default socket.
+pub(crate) fn local_docker_address() -> String {
+    match std::env::var("DOCKER_HOST") {
+        Ok(address) if !address.trim().is_empty() => format!("{address} (DOCKER_HOST)"),
+        _ => "unix:///var/run/docker.sock (the default socket; DOCKER_HOST is not set)".into(),
+    }
+}
+
+/// The error of a node that cannot use the local engine: which address it tried, why, and
+/// what to do about it.
+fn local_unreachable(cause: &str) -> String {
+    format!(
+        "no Docker engine found at {}: {cause}. {DOCKER_ADVICE}",
+        local_docker_address()
+    )
+}
+
 /// One Docker host.
 pub(crate) struct DockerRuntime {
     endpoint: DockerEndpoint,
@@ -115,7 +138,9 @@ impl DockerRuntime {
                     ),
                 }
             }
-            DockerEndpoint::Local => Docker::connect_with_defaults()?.with_timeout(wait_limit),
+            DockerEndpoint::Local => Docker::connect_with_defaults()
+                .map_err(|error| anyhow::anyhow!(local_unreachable(&error.to_string())))?
+                .with_timeout(wait_limit),
         };
         Ok(DockerRuntime {
             endpoint: endpoint.clone(),
