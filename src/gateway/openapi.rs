@@ -105,7 +105,7 @@ pub struct NodeStatus {
     farms: Vec<FarmUsage>,
     queues: Queues,
     tasks: Count,
-    jobs: Count,
+    jobs: JobCounts,
     fastlane: NodeVersion,
     /// Warnings about the node's own configuration.
     warnings: Vec<String>,
@@ -158,8 +158,45 @@ pub struct Queues {
     jobs: Length,
     delayed: Length,
     running: Length,
+    /// Executions a node holds and watches (leased messages).
+    monitor: Length,
+    /// E-mails owed (outbox entries not yet delivered).
+    notify: Length,
+    /// Webhook calls owed.
+    webhooks: Length,
     dead_letter: DeadLetters,
     scheduled: ScheduledQueue,
+}
+
+/// Job counts, and the scheduled jobs whose next firing comes soonest (at most 100).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JobCounts {
+    count: u64,
+    #[schema(max_items = 100)]
+    scheduled: Vec<ScheduledJob>,
+    /// All jobs with a future firing.
+    scheduled_count: u64,
+}
+
+/// A job with a future firing, as the original's `/status/` listed it.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScheduledJob {
+    id: String,
+    created_at: String,
+    last_modified_at: String,
+    image: String,
+    command: String,
+    scheduled: bool,
+    execution_count: u64,
+    #[serde(rename = "requestIPAddress")]
+    request_ip_address: Option<String>,
+    metadata: JobMetadata,
+    next_scheduled_at: Option<String>,
+    url: String,
+    stop_url: String,
+    task: Link,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -209,6 +246,9 @@ pub struct NodeVersion {
     version: String,
     #[schema(pattern = "^docker$")]
     executor: String,
+    /// `all`, `api` or `worker` (`fastlane-node start --role`).
+    #[schema(pattern = "^(all|api|worker)$")]
+    role: String,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,6 +353,20 @@ pub struct EnqueueBody {
     /// At most this many executions of the task at once.
     #[schema(minimum = 1, maximum = 100000)]
     max_concurrent: Option<u32>,
+    /// Resource limits of the container; above the farm's `limits` is refused (400).
+    resources: Option<Resources>,
+    /// Labels set on the container as `fastlane.label.<key>` (at most 50; keys of at most 128
+    /// letters, digits, `.`, `-`, `_`, `/`; values of at most 1024 bytes).
+    labels: Option<BTreeMap<String, String>>,
+    /// The command's working directory: an absolute path (at most 4096 bytes).
+    #[schema(max_length = 4096, pattern = "^/")]
+    working_dir: Option<String>,
+    /// `name`, `uid`, `name:group` or `uid:gid`.
+    #[schema(max_length = 256, pattern = "^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$")]
+    user: Option<String>,
+    /// SIGTERM → SIGKILL delay of a stop or a timeout (cut to `STOP_GRACE_PERIOD_MAX_SECONDS`).
+    #[schema(minimum = 0, maximum = 86400)]
+    stop_grace_period_seconds: Option<u64>,
 }
 
 /// An environment variable's value.
@@ -453,6 +507,34 @@ pub struct JobMetadata {
     cron: Option<String>,
     max_concurrent: Option<u32>,
     backoff: Option<BackoffBody>,
+    /// What the job asked of its containers (absent when nothing).
+    container: Option<ContainerOptions>,
+}
+
+/// `resources`, `labels`, `workingDir`, `user` and `stopGracePeriodSeconds` as stored.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ContainerOptions {
+    resources: Option<Resources>,
+    labels: Option<BTreeMap<String, String>>,
+    working_dir: Option<String>,
+    user: Option<String>,
+    stop_grace_period_seconds: Option<u64>,
+}
+
+/// Limits on a container's resources (Docker's `NanoCpus`, `Memory`, `PidsLimit`); an absent one
+/// is the farm's `defaults` entry, or none.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[schema(minimum = 0.01, maximum = 1024)]
+    cpus: Option<f64>,
+    #[serde(rename = "memoryMB")]
+    #[schema(minimum = 6, maximum = 16777216)]
+    memory_mb: Option<u64>,
+    #[serde(rename = "pidsLimit")]
+    #[schema(minimum = 1, maximum = 4194304)]
+    pids_limit: Option<u64>,
 }
 
 /// An execution (the same JSON goes into webhooks). Outputs longer than
@@ -558,6 +640,31 @@ pub struct ExecutionLinks {
     execution: Link,
 }
 
+/// The answer of `DELETE /tasks/{task}/jobs/{job}`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JobDeleted {
+    task: Link,
+    job: JobId,
+    deleted: bool,
+    executions_deleted: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobId {
+    id: String,
+}
+
+/// The answer of `DELETE /tasks/{task}`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaskDeleted {
+    task: Link,
+    deleted: bool,
+    jobs_deleted: u64,
+}
+
 /// The body of `/docker-executor/blacklist`.
 #[derive(Serialize, ToSchema)]
 pub struct BlacklistBody {
@@ -587,6 +694,29 @@ fn healthcheck() {}
 #[utoipa::path(get, path = "/status", tag = "node", operation_id = "status",
     responses((status = 200, description = "The node's hosts, farms, queues and counts.", body = NodeStatus)))]
 fn status() {}
+
+#[utoipa::path(get, path = "/metrics", tag = "node", operation_id = "metrics",
+    description = "Prometheus metrics of this node (text format 0.0.4); see the README's Monitoring section.",
+    responses((status = 200, description = "The metrics.", content_type = "text/plain; version=0.0.4", body = String)))]
+fn metrics() {}
+
+#[utoipa::path(delete, path = "/tasks/{task}", tag = "tasks", operation_id = "delete_task",
+    description = "Deletes every job of the task as `DELETE /tasks/{task}/jobs/{job}` does; the task goes with its last job. Scope `admin`.",
+    params(("task" = String, Path, max_length = 200)),
+    responses(
+        (status = 200, description = "The task and its jobs were deleted.", body = TaskDeleted),
+        (status = 404, description = "No such task (also when already deleted).", body = ErrorBody),
+    ))]
+fn delete_task() {}
+
+#[utoipa::path(delete, path = "/tasks/{task}/jobs/{job}", tag = "jobs", operation_id = "delete_job",
+    description = "Stops the job (its running container, schedule and retries), then removes it with its executions, outputs, schedule and queue messages. Scope `admin`.",
+    params(("task" = String, Path), ("job" = String, Path, description = "The job id (a UUID).")),
+    responses(
+        (status = 200, description = "The job was deleted.", body = JobDeleted),
+        (status = 404, description = "No such job in the task (also when already deleted).", body = ErrorBody),
+    ))]
+fn delete_job() {}
 
 #[utoipa::path(get, path = "/openapi.json", tag = "node", operation_id = "openapi",
     responses((status = 200, description = "This description (OpenAPI 3.1).", body = Object)))]
@@ -622,14 +752,17 @@ fn search_tasks() {}
 fn task_details() {}
 
 #[utoipa::path(post, path = "/tasks/{task}", tag = "jobs", operation_id = "enqueue_job",
-    description = "Creates a job in the task (created with it) and runs or schedules it.",
-    params(("task" = String, Path, description = "The task id: at most 200 characters, no control characters.", max_length = 200)),
+    description = "Creates a job in the task (created with it) and runs or schedules it. With an `Idempotency-Key`, a repeat with the same body (within `IDEMPOTENCY_KEY_TTL_SECONDS`) answers the first answer and creates nothing.",
+    params(
+        ("task" = String, Path, description = "The task id: at most 200 characters, no control characters.", max_length = 200),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: the job is created once per key (per task) and body.", max_length = 255),
+    ),
     request_body(content = EnqueueBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "The job was created.", body = Enqueued),
-        (status = 400, description = "The body or the task id is invalid.", body = ErrorBody),
+        (status = 200, description = "The job was created (or, for a repeated Idempotency-Key, had been).", body = Enqueued),
+        (status = 400, description = "The body, the task id or the Idempotency-Key is invalid, or the body asks for more than its farm's limits.", body = ErrorBody),
         (status = 408, description = "The body did not arrive in time.", body = ErrorBody),
-        (status = 409, description = "A conflicting write.", body = ErrorBody),
+        (status = 409, description = "A conflicting write, or the Idempotency-Key was used with another body.", body = ErrorBody),
         (status = 413, description = "The body is larger than the node takes.", body = ErrorBody),
     ))]
 fn create_job() {}
@@ -828,13 +961,16 @@ answers `Allow` everywhere. A path no route matches answers 404, a method a path
 405 with `Allow`, a path that is not valid percent-encoded UTF-8 400, all with the error JSON `{\"error\", \"operation\"}`. Every error is that JSON \
 (`application/json`). Credentials (when configured) are basic auth or `Authorization: Bearer \
 <token>`; each route needs a scope: `read` for GET, `submit` for changes to jobs, `admin` for \
-the host blacklist.";
+the host blacklist and for deletes. Every answer carries `X-Request-ID` (the request's own when \
+it is 1 to 128 visible ASCII characters, else a new one); answers of 1 KiB or more are \
+gzip-compressed for clients that accept it.";
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "fastlane-node", description = DESCRIPTION),
     paths(
-        root, healthcheck, status, openapi, list_tasks, search_tasks, task_details, create_job,
+        root, healthcheck, status, metrics, openapi, list_tasks, search_tasks, task_details,
+        delete_task, delete_job, create_job,
         job_details, put_job, stop_job, retry_job, job_stdout, job_stderr, job_logs, job_stream,
         job_ws, execution_details, stop_execution, execution_stdout, execution_stderr,
         execution_logs, execution_stream, execution_ws, blacklist_post, blacklist_put,
