@@ -115,6 +115,7 @@ async fn farm_defaults_fill_and_farm_limits_refuse() {
             .send()
             .await
             .unwrap();
+        let response = common::openapi::checked("POST", response).await;
         assert_eq!(response.status(), 400);
         let body: Value = response.json().await.unwrap();
         assert!(
@@ -166,6 +167,7 @@ async fn bad_options_are_refused_before_anything_is_written() {
             .send()
             .await
             .unwrap();
+        let response = common::openapi::checked("POST", response).await;
         assert_eq!(response.status(), 400, "{body}");
         let answer: Value = response.json().await.unwrap();
         assert!(

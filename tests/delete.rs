@@ -15,6 +15,7 @@ async fn delete(node: &Node, path: &str) -> (u16, Value) {
         .send()
         .await
         .unwrap();
+    let response = common::openapi::checked("DELETE", response).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }

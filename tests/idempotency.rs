@@ -17,6 +17,7 @@ async fn post(node: &Node, task: &str, key: &str, body: &Value) -> (u16, Value) 
         .send()
         .await
         .unwrap();
+    let response = common::openapi::checked("POST", response).await;
     let status = response.status().as_u16();
     if status != 200 {
         let content_type = response.headers()["content-type"]

@@ -18,6 +18,7 @@ async fn post_raw(node: &Node, task: &str, body: String) -> (u16, Value) {
         .send()
         .await
         .unwrap();
+    let response = common::openapi::checked("POST", response).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
