@@ -539,16 +539,19 @@ async fn delete_task(services: Services, task_id: String) -> ApiResult<Option<u6
     let mut deleted = 0;
     loop {
         let jobs = services.store.list_jobs(&task_id).await?;
-        if jobs.is_empty() {
-            break;
-        }
+        let mut progress = false;
         for job in jobs.into_iter().take(DELETE_BATCH) {
             if delete_job(services.clone(), task_id.clone(), job.job_id)
                 .await?
                 .is_some()
             {
                 deleted += 1;
+                progress = true;
             }
+        }
+        // Done, or only jobs left that cannot be deleted (gone meanwhile): never loop forever.
+        if !progress {
+            break;
         }
     }
     Ok(Some(deleted))
