@@ -568,6 +568,16 @@ async fn email_retry_survives_sigkill() {
     .await;
     let mail = mails.lock().unwrap()[0].clone();
     assert_eq!(mail.recipients, ["ops@example.com"]);
+    // The delivery's id names the message, the same for every attempt.
+    let message_id = mail
+        .data
+        .lines()
+        .find_map(|line| line.strip_prefix("Message-ID: <"))
+        .unwrap_or_else(|| panic!("no Message-ID: {}", mail.data));
+    let delivery = message_id
+        .trim_end_matches('>')
+        .trim_end_matches("@fastlane-node");
+    assert!(uuid::Uuid::parse_str(delivery).is_ok(), "{message_id}");
     let job = format!("durable-mail/{}", posted["jobId"].as_str().unwrap());
     assert!(
         mail.data.replace("\n ", " ").contains(&format!(

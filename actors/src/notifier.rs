@@ -488,7 +488,14 @@ fn execution_url(services: &Services, execution: &Execution) -> String {
     )
 }
 
-fn email(services: &Services, job: &Job, tail: &ExecutionTail, list: &str, to: String) -> Email {
+fn email(
+    services: &Services,
+    job: &Job,
+    tail: &ExecutionTail,
+    entry: &OwedNotification,
+    to: String,
+) -> Email {
+    let list = entry.list.as_str();
     let execution = &tail.execution;
     let who = format!("{}/{}", job.task_id, job.job_id);
     let outcome = match execution.exit_code {
@@ -523,6 +530,7 @@ fn email(services: &Services, job: &Job, tail: &ExecutionTail, list: &str, to: S
              <p>Automatic message. Please do not reply to this!</p>"
         ),
         subject,
+        delivery_id: entry.id.to_string(),
     }
 }
 
@@ -540,7 +548,7 @@ async fn send_email(
     let Some(address) = entry.target.as_str() else {
         return Settled::Abandoned("the recipient is not a string".into());
     };
-    let email = email(services, job, execution, &entry.list, address.to_string());
+    let email = email(services, job, execution, entry, address.to_string());
     match services.mailer.send(&email).await {
         Ok(()) => Settled::Delivered,
         Err(error) => {

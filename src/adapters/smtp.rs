@@ -94,6 +94,8 @@ impl Mailer for SmtpMailer {
                 .parse()
                 .map_err(|error| format!("recipient {}: {error}", email.to))?)
             .subject(&email.subject)
+            // Stable across attempts and nodes: a repeat after a lost answer is recognisable.
+            .message_id(Some(format!("<{}@fastlane-node>", email.delivery_id)))
             .multipart(
                 MultiPart::alternative()
                     .singlepart(SinglePart::plain(email.text.clone()))

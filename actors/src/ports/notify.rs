@@ -64,6 +64,9 @@ pub struct Email {
     pub text: String,
     /// The HTML part.
     pub html: String,
+    /// The delivery's id in the outbox: the same for every attempt, on any node, so the
+    /// message's `Message-ID` lets a mail system drop a repeat.
+    pub delivery_id: String,
 }
 
 /// Sends e-mail.
