@@ -273,7 +273,7 @@ async fn requests_in_flight_are_bounded() {
     let url = node.url("/healthcheck");
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
-        let response = reqwest::get(&url).await.unwrap();
+        let response = common::openapi::checked("GET", reqwest::get(&url).await.unwrap()).await;
         if response.status() == 503 {
             break response;
         }

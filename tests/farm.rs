@@ -148,6 +148,7 @@ async fn blacklisted_hosts_get_no_new_work() {
             .send()
             .await
             .unwrap();
+        let response = common::openapi::checked("PUT", response).await;
         assert_eq!(response.status(), 200, "{host}");
         let removed = client
             .request(reqwest::Method::from_bytes(b"DEL").unwrap(), &url)

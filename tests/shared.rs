@@ -455,6 +455,7 @@ async fn redis_restart_during_a_burst() {
                 .send()
                 .await
                 .unwrap();
+            let response = common::openapi::checked("POST", response).await;
             let status = response.status().as_u16();
             let body: Value = response.json().await.unwrap();
             if status == 200 {
