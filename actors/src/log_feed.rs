@@ -24,7 +24,7 @@ pub const LIVE_CAPACITY: usize = 64;
 /// Docker delivers a chatty container's output line by line: what is waiting is merged into
 /// chunks of up to this size, so a watcher gets few large frames rather than millions of small.
 const CHUNK_MAX_BYTES: usize = 64 * 1024;
-/// After a chunk that was not full, how long the feed waits for more before the next one.
+/// The longest output waits in the feed before it goes out in a chunk (a full chunk goes at once).
 const BATCH: Duration = Duration::from_millis(50);
 /// Replay chunks smaller than this are merged, so a trickle of short lines cannot make the
 /// replay a long list of tiny allocations.
@@ -143,22 +143,39 @@ impl LogFeed {
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         check.tick().await;
         let mut unwatched_checks = 0;
+        // What arrived since the last chunk went out, and when it must go out at the latest:
+        // Docker delivers a chatty container's output line by line, and a watcher gets it as at
+        // most ~1/BATCH frames a second (plus full chunks), however finely it is split. The
+        // stream is drained meanwhile, so batching never slows the reading of it.
+        let mut pending = BytesMut::new();
+        let mut flush_at: Option<tokio::time::Instant> = None;
         loop {
+            let flush = async {
+                match flush_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 chunk = chunks.recv() => {
-                    let Some(first) = chunk else {
+                    let Some(chunk) = chunk else {
+                        if !pending.is_empty() {
+                            self.publish(pending.split().freeze());
+                        }
                         self.replay().ended = true;
                         break;
                     };
-                    let merged = merge_waiting(first, &mut chunks);
-                    let full = merged.len() >= CHUNK_MAX_BYTES;
-                    self.publish(merged);
-                    if !full {
-                        // Lines arriving meanwhile wait in `chunks` and go out as one chunk: a
-                        // watcher gets at most ~1/BATCH frames a second (plus full chunks),
-                        // however finely Docker splits the output.
-                        tokio::time::sleep(BATCH).await;
+                    pending.extend_from_slice(&chunk);
+                    if pending.len() >= CHUNK_MAX_BYTES {
+                        self.publish(pending.split().freeze());
+                        flush_at = None;
+                    } else if flush_at.is_none() {
+                        flush_at = Some(tokio::time::Instant::now() + BATCH);
                     }
+                }
+                () = flush => {
+                    self.publish(pending.split().freeze());
+                    flush_at = None;
                 }
                 _ = check.tick() => {
                     // Two checks in a row: unwatched for at least one whole LINGER.
@@ -180,21 +197,6 @@ impl LogFeed {
             generation: self.generation,
         });
     }
-}
-
-/// `first` and whatever else is already waiting, up to [`CHUNK_MAX_BYTES`], as one chunk.
-fn merge_waiting(first: Bytes, chunks: &mut mpsc::Receiver<Bytes>) -> Bytes {
-    if first.len() >= CHUNK_MAX_BYTES {
-        return first;
-    }
-    let mut merged = BytesMut::from(&first[..]);
-    while merged.len() < CHUNK_MAX_BYTES {
-        match chunks.try_recv() {
-            Ok(more) => merged.extend_from_slice(&more),
-            Err(_) => break,
-        }
-    }
-    merged.freeze()
 }
 
 #[cfg(test)]
