@@ -204,12 +204,6 @@ async fn a_start_that_times_out_creates_no_second_container() {
 async fn the_reaper_removes_orphans_and_nothing_else() {
     let host = docker_hosts()[0].clone();
     let deployment = unique("reaper-test");
-    let node = Node::start(&[
-        ("DEPLOYMENT_ID", &deployment),
-        ("CONTAINER_REAPER_INTERVAL_SECONDS", "1"),
-        ("CONTAINER_REAPER_GRACE_SECONDS", "1"),
-    ])
-    .await;
     let orphan_id = uuid::Uuid::new_v4().to_string();
     let orphan = format!("fastlane-job-{orphan_id}");
     let theirs = unique("fastlane-job-theirs");
@@ -229,6 +223,14 @@ async fn the_reaper_removes_orphans_and_nothing_else() {
             ("fastlane.execution_id", &orphan_id),
         ],
     );
+    // The node starts after both containers run: its reaper may remove the orphan at once, which
+    // must not race with the check above that it runs.
+    let node = Node::start(&[
+        ("DEPLOYMENT_ID", &deployment),
+        ("CONTAINER_REAPER_INTERVAL_SECONDS", "1"),
+        ("CONTAINER_REAPER_GRACE_SECONDS", "1"),
+    ])
+    .await;
     let posted = node
         .post_job(
             "reaper-keeps",
