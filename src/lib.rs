@@ -157,6 +157,20 @@ pub async fn run(
         },
         reaper_grace: Duration::from_secs(config.uint("CONTAINER_REAPER_GRACE_SECONDS")),
         max_stop_grace: Duration::from_secs(config.uint("STOP_GRACE_PERIOD_MAX_SECONDS")),
+        retention: fastlane_actors::retention::Retention {
+            interval: match config.uint("RETENTION_INTERVAL_SECONDS") {
+                0 => None,
+                seconds => Some(Duration::from_secs(seconds)),
+            },
+            kept_per_job: match config.uint("EXECUTIONS_KEPT_PER_JOB") {
+                0 => None,
+                kept => Some(kept),
+            },
+            max_age: match config.uint("EXECUTION_RETENTION_SECONDS") {
+                0 => None,
+                seconds => Some(Duration::from_secs(seconds)),
+            },
+        },
         public_url: format!(
             "http://{}",
             config.optional("SERVER_NAME").unwrap_or_else(|| format!(

@@ -8,7 +8,8 @@
 //! uses its own Redis key prefix or Mongo database, so runs do not see each other.
 
 use fastlane_actors::ports::{
-    HostBlacklist, OutputStream, Page, Queue, QueueError, QueueMessage, Slots, Store, StoreError,
+    ExecutionFilter, HostBlacklist, OutputStream, Page, Paged, Queue, QueueError, QueueMessage,
+    Slots, Store, StoreError,
 };
 use fastlane_node::adapters::embedded::Embedded;
 use fastlane_node::adapters::mongo::{MongoSettings, MongoStore};
@@ -82,6 +83,7 @@ async fn queue_suite(queue: Arc<dyn Queue>) {
     ack_release_and_expiry(&*queue).await;
     renew_reports_lost_leases(&*queue).await;
     dead_letters(&*queue).await;
+    dead_letter_retention(&*queue).await;
     release_all(&*queue).await;
     concurrent_consumers(queue.clone()).await;
     queue.ping().await.expect("ping");
@@ -306,6 +308,53 @@ async fn dead_letters(queue: &dyn Queue) {
     // A dead-lettered message is not queued again by a push (reconciliation pushes blindly).
     queue.push(&poisoned, Timestamp::now()).await.expect("push");
     assert!(queue.lease("a", 10, LEASE).await.expect("lease").is_empty());
+}
+
+/// Retention removes the oldest dead letters buried before a time; a sweep's cursor taken
+/// before still sees exactly the letters buried after it.
+async fn dead_letter_retention(queue: &dyn Queue) {
+    let before = queue.stats().await.expect("stats").dead;
+    assert!(before >= 1, "the dead letters case ran first");
+    let (_, cursor) = queue
+        .dead_letters_after(0, 1_000)
+        .await
+        .expect("dead letters");
+    let removed = queue
+        .remove_dead_letters_before(Timestamp(0), 10)
+        .await
+        .expect("remove");
+    assert_eq!(removed, 0, "none was buried before 1970");
+    let removed = queue
+        .remove_dead_letters_before(now_plus(Duration::from_secs(1)), 1)
+        .await
+        .expect("remove");
+    assert_eq!(removed, 1, "the limit holds");
+    assert_eq!(queue.stats().await.expect("stats").dead, before - 1);
+    let (after, same) = queue
+        .dead_letters_after(cursor, 10)
+        .await
+        .expect("dead letters");
+    assert!(after.is_empty(), "{after:?}");
+    assert_eq!(same, cursor);
+    let buried = message();
+    queue.push(&buried, Timestamp::now()).await.expect("push");
+    queue.lease("a", 10, LEASE).await.expect("lease");
+    queue
+        .dead_letter(&buried.id, "later")
+        .await
+        .expect("dead letter");
+    let (after, next) = queue
+        .dead_letters_after(cursor, 10)
+        .await
+        .expect("dead letters");
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].message.id, buried.id);
+    assert_eq!(next, cursor + 1);
+    let (again, _) = queue
+        .dead_letters_after(next, 10)
+        .await
+        .expect("dead letters");
+    assert!(again.is_empty());
 }
 
 async fn release_all(queue: &dyn Queue) {
@@ -678,6 +727,7 @@ async fn store_suite(store: Arc<dyn Store>) {
     notification_outbox(store.clone()).await;
     schedules(&*store).await;
     job_versions(&*store).await;
+    history_and_retention(&*store).await;
     store.ping().await.expect("ping");
 }
 
@@ -1481,6 +1531,9 @@ async fn schedules(store: &dyn Store) {
         overlap: Default::default(),
         missed: Vec::new(),
         missed_count: 0,
+        paused: false,
+        paused_at: None,
+        resumed_at: None,
     };
     first.schedule = Some(schedule(later));
     first.scheduled = true;
@@ -1552,6 +1605,172 @@ async fn schedules(store: &dyn Store) {
     assert_eq!(read.pending, pending.pending, "pending runs round-trip");
     store.delete_job(first.job_id).await.expect("delete");
     store.delete_job(second.job_id).await.expect("delete");
+}
+
+/// The history's filters and order, and retention's reads and removal: only terminal
+/// executions go, with their output, and `count_executions` keeps counting them.
+async fn history_and_retention(store: &dyn Store) {
+    let task = format!("history-{}", Uuid::new_v4().simple());
+    let (first_job, other_job) = (job(&task), job(&task));
+    // Times of 2001, before what any other case writes.
+    let base = 978_307_200_000_000;
+    let second = 1_000_000;
+    let mut executions = Vec::new();
+    for index in 0..5 {
+        let mut execution = execution(&first_job, base + index * second);
+        execution.status = if index == 4 {
+            ExecutionStatus::Running
+        } else {
+            ExecutionStatus::Done
+        };
+        execution.log = Some(format!("run {index}").into_bytes());
+        executions.push(execution);
+    }
+    store
+        .create_job(&first_job, Some(&executions[0]))
+        .await
+        .expect("create");
+    for execution in &executions {
+        store
+            .update_execution(execution, None)
+            .await
+            .expect("write");
+    }
+    let mut failed = execution(&other_job, base + 10 * second);
+    failed.status = ExecutionStatus::Failed;
+    store
+        .create_job(&other_job, Some(&failed))
+        .await
+        .expect("create");
+    let of = |job_id: Option<Uuid>, status: Option<ExecutionStatus>| ExecutionFilter {
+        task_id: Some(task.clone()),
+        job_id,
+        status,
+        ..Default::default()
+    };
+    let ids = |paged: &Paged<Execution>| -> Vec<Uuid> {
+        paged.items.iter().map(|item| item.execution_id).collect()
+    };
+    let newest = store
+        .find_executions(&of(Some(first_job.job_id), None), page(1))
+        .await
+        .expect("find");
+    assert_eq!(newest.total, 5);
+    assert_eq!(
+        ids(&newest),
+        [executions[4].execution_id, executions[3].execution_id]
+    );
+    assert!(
+        newest.items.iter().all(|item| item.log.is_none()),
+        "no outputs"
+    );
+    let last = store
+        .find_executions(&of(Some(first_job.job_id), None), page(3))
+        .await
+        .expect("find");
+    assert_eq!(ids(&last), [executions[0].execution_id]);
+    let done = store
+        .find_executions(
+            &of(Some(first_job.job_id), Some(ExecutionStatus::Done)),
+            page(1),
+        )
+        .await
+        .expect("find");
+    assert_eq!(done.total, 4);
+    let whole_task = store
+        .find_executions(&of(None, None), page(1))
+        .await
+        .expect("find");
+    assert_eq!(whole_task.total, 6);
+    assert_eq!(ids(&whole_task)[0], failed.execution_id);
+    let task_failed = store
+        .find_executions(&of(None, Some(ExecutionStatus::Failed)), page(1))
+        .await
+        .expect("find");
+    assert_eq!(ids(&task_failed), [failed.execution_id]);
+    let window = ExecutionFilter {
+        since: Some(Timestamp(base + second)),
+        until: Some(Timestamp(base + 3 * second)),
+        ..of(Some(first_job.job_id), None)
+    };
+    let between = store.find_executions(&window, page(1)).await.expect("find");
+    assert_eq!(
+        ids(&between),
+        [executions[2].execution_id, executions[1].execution_id]
+    );
+
+    // Retention: beyond the newest 2 (a running one among them), by age, then removal.
+    let beyond = store
+        .finished_beyond(first_job.job_id, 2, 10)
+        .await
+        .expect("beyond");
+    assert_eq!(
+        beyond,
+        [
+            executions[0].execution_id,
+            executions[1].execution_id,
+            executions[2].execution_id
+        ]
+    );
+    let old = store
+        .finished_before(Timestamp(base + 2 * second + 1), 1_000)
+        .await
+        .expect("before");
+    assert!(old.contains(&executions[2].execution_id), "{old:?}");
+    assert!(!old.contains(&executions[3].execution_id), "{old:?}");
+    let jobs = store.job_ids_after(None, 100_000).await.expect("jobs");
+    assert!(jobs.contains(&first_job.job_id) && jobs.contains(&other_job.job_id));
+    let removed = store
+        .remove_executions(&[
+            executions[0].execution_id,
+            executions[1].execution_id,
+            executions[4].execution_id,
+        ])
+        .await
+        .expect("remove");
+    assert_eq!(removed, 2, "the running one stays");
+    assert_eq!(
+        store
+            .count_executions(first_job.job_id)
+            .await
+            .expect("count"),
+        5
+    );
+    assert!(store
+        .get_execution(executions[0].execution_id)
+        .await
+        .expect("get")
+        .is_none());
+    assert_eq!(
+        store
+            .output_len(executions[0].execution_id, OutputStream::Stdout)
+            .await
+            .expect("len"),
+        None
+    );
+    assert!(store
+        .get_execution(executions[4].execution_id)
+        .await
+        .expect("get")
+        .is_some());
+    let left = store
+        .find_executions(&of(Some(first_job.job_id), None), page(1))
+        .await
+        .expect("find");
+    assert_eq!(left.total, 3);
+    // Removing again removes nothing.
+    let again = store
+        .remove_executions(&[executions[0].execution_id])
+        .await
+        .expect("remove");
+    assert_eq!(again, 0);
+    assert_eq!(
+        store
+            .count_executions(first_job.job_id)
+            .await
+            .expect("count"),
+        5
+    );
 }
 
 async fn stored_job(store: &dyn Store, job: &Job) -> Job {

@@ -17,7 +17,7 @@ use crate::messages::{
     Health, HostMessage, JobView, NodeStatus, RootMessage, ScheduledJob, SchedulerMessage,
     TaskView, WatchOutcome, SCHEDULER_NAME,
 };
-use crate::ports::{QueueMessage, StoreError};
+use crate::ports::{ExecutionFilter, Page, Paged, QueueMessage, StoreError};
 use crate::Services;
 use fastlane_proto::build::{new_job, NewJob, Origin};
 use fastlane_proto::farm::farm_for;
@@ -105,6 +105,17 @@ impl Actor for ApiActor {
                 job_id,
                 reply,
             } => serve(reply, stop_job(services, task_id, job_id)),
+            ApiMessage::PauseJob {
+                task_id,
+                job_id,
+                pause,
+                reply,
+            } => serve(reply, pause_job(services, task_id, job_id, pause)),
+            ApiMessage::FindExecutions {
+                filter,
+                page,
+                reply,
+            } => serve(reply, find_executions(services, filter, page)),
             ApiMessage::DeleteJob {
                 task_id,
                 job_id,
@@ -483,6 +494,67 @@ async fn stop_job(services: Services, task_id: String, job_id: Uuid) -> ApiResul
         }
     }
     Ok(Some(()))
+}
+
+/// Pauses or resumes the job's schedule (a conditional write: a stop or PUT racing it wins or
+/// is seen); a pause of a paused job, or a resume of a running one, writes nothing.
+async fn pause_job(
+    services: Services,
+    task_id: String,
+    job_id: Uuid,
+    pause: bool,
+) -> ApiResult<Option<()>> {
+    let mut unscheduled = false;
+    let outcome = change_job(services.store.as_ref(), &task_id, job_id, |job| {
+        let now = Timestamp::now();
+        let Some(schedule) = job.schedule.as_mut() else {
+            unscheduled = true;
+            return None;
+        };
+        unscheduled = false;
+        if schedule.paused == pause {
+            return None;
+        }
+        schedule.paused = pause;
+        if pause {
+            schedule.paused_at = Some(now);
+            schedule.resumed_at = None;
+        } else {
+            schedule.resumed_at = Some(now);
+        }
+        job.last_modified_at = now;
+        Some(())
+    })
+    .await?;
+    match outcome {
+        Change::Missing => Ok(None),
+        Change::Unchanged(_) if unscheduled => Err(ApiError {
+            kind: ErrorKind::Conflict,
+            message: "The job has no schedule to pause or resume (only jobs with startAt, \
+                      startIn or cron that have not fired their last time can be)."
+                .into(),
+        }),
+        Change::Unchanged(_) => Ok(Some(())),
+        Change::Written(job, ()) => {
+            tracing::info!(%job_id, pause, "schedule paused or resumed");
+            schedule_changed(&job);
+            Ok(Some(()))
+        }
+    }
+}
+
+/// A page of the history; `None` when the filter names a job that is not in its task.
+async fn find_executions(
+    services: Services,
+    filter: ExecutionFilter,
+    page: Page,
+) -> ApiResult<Option<Paged<Execution>>> {
+    if let (Some(task_id), Some(job_id)) = (&filter.task_id, filter.job_id) {
+        if services.store.get_job(task_id, job_id).await?.is_none() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(services.store.find_executions(&filter, page).await?))
 }
 
 /// Stops the job (nothing of it runs, fires or retries afterwards), then removes its queue

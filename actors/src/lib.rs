@@ -21,6 +21,7 @@ pub mod poller;
 #[warn(missing_docs)]
 pub mod ports;
 mod reaper;
+pub mod retention;
 pub mod root;
 pub mod scheduler;
 mod sweep;
@@ -136,6 +137,9 @@ pub struct Settings {
     /// The longest SIGTERM → SIGKILL delay a job's `stopGracePeriodSeconds` may ask for
     /// (`STOP_GRACE_PERIOD_MAX_SECONDS`).
     pub max_stop_grace: std::time::Duration,
+    /// What retention keeps and how often it runs (`EXECUTIONS_KEPT_PER_JOB`,
+    /// `EXECUTION_RETENTION_SECONDS`, `RETENTION_INTERVAL_SECONDS`).
+    pub retention: retention::Retention,
 }
 
 /// Timeout of an actor call made by the gateway or between actors, in milliseconds.

@@ -45,6 +45,22 @@ pub struct Paged<T> {
     pub total: u64,
 }
 
+/// Which executions a history lists (`GET …/jobs/{job}/executions/`, `GET /executions/`):
+/// every field set narrows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ExecutionFilter {
+    /// Executions of this task only.
+    pub task_id: Option<String>,
+    /// Executions of this job only.
+    pub job_id: Option<Uuid>,
+    /// Executions in this status only.
+    pub status: Option<ExecutionStatus>,
+    /// Created at or after this time.
+    pub since: Option<Timestamp>,
+    /// Created before this time.
+    pub until: Option<Timestamp>,
+}
+
 /// A store failure. Stores retry nothing themselves; callers decide.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -117,7 +133,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_jobs(&self, task_id: &str) -> Result<Vec<Job>, StoreError>;
     /// The job, or `None` when no job has this id in this task.
     async fn get_job(&self, task_id: &str, job_id: Uuid) -> Result<Option<Job>, StoreError>;
-    /// How many executions the job has had (`executionCount`).
+    /// How many executions the job has had (`executionCount`), those retention removed
+    /// included.
     async fn count_executions(&self, job_id: Uuid) -> Result<u64, StoreError>;
     /// The job's newest `limit` executions, newest first, with their output.
     async fn list_executions(&self, job_id: Uuid, limit: u64)
@@ -225,6 +242,40 @@ pub trait Store: Send + Sync + 'static {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<Execution>, StoreError>;
+    /// The executions `filter` matches, newest created first (then newest stored first),
+    /// without their outputs (`log` and `error` are `None`), and how many match: index range
+    /// reads, whatever the number of executions stored.
+    async fn find_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: Page,
+    ) -> Result<Paged<Execution>, StoreError>;
+    /// Up to `limit` ids of executions retention may remove because of their age: terminal,
+    /// owing no notification, created before `before`; oldest first.
+    async fn finished_before(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError>;
+    /// Up to `limit` ids of the job's terminal executions owing no notification that come after
+    /// its newest `keep` executions (of any status), oldest first.
+    async fn finished_beyond(
+        &self,
+        job_id: Uuid,
+        keep: u64,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError>;
+    /// Up to `limit` job ids greater than `after`, by id: retention pages through the jobs.
+    async fn job_ids_after(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError>;
+    /// Removes these executions with their outputs and settled outboxes, each only if it is
+    /// still terminal and owes nothing, and counts them as removed on their job so that
+    /// [`Store::count_executions`] keeps counting every execution the job ever had. Returns how
+    /// many went.
+    async fn remove_executions(&self, ids: &[Uuid]) -> Result<u64, StoreError>;
     /// Counts for `/status/`.
     async fn counts(&self) -> Result<StoreCounts, StoreError>;
     /// A cheap round trip, for `/healthcheck`.
@@ -371,13 +422,20 @@ pub trait Queue: Send + Sync + 'static {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
     /// Up to `limit` dead letters buried after position `after` (0: from the first), oldest
     /// first, and the position to continue after: the sweep pages through every dead letter
-    /// with it. Positions only grow (dead letters are never removed), so a cursor kept
-    /// between sweeps sees each one once.
+    /// with it. Positions only grow (retention removes the oldest letters without moving the
+    /// others), so a cursor kept between sweeps sees each one once.
     async fn dead_letters_after(
         &self,
         after: u64,
         limit: usize,
     ) -> Result<(Vec<DeadLetter>, u64), QueueError>;
+    /// Removes up to `limit` of the oldest dead letters buried before `before` (retention);
+    /// positions of the others do not change. Returns how many went.
+    async fn remove_dead_letters_before(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<u64, QueueError>;
     /// Releases every lease `consumer` holds: a node taking back its own work at start (`failed`:
     /// its previous life ended without finishing them) or giving it up as it stops.
     async fn release_all(&self, consumer: &str, failed: bool) -> Result<u64, QueueError>;

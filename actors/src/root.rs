@@ -23,7 +23,8 @@
 //! node's stale leases are released and every unfinished execution is pushed again (pushes are
 //! idempotent). The push is repeated every `queue_sweep_interval` while the node runs, in a task
 //! of its own, which also ends as `failed` the executions whose messages were dead-lettered.
-//! Another task reaps this deployment's containers no unfinished execution owns (`reaper.rs`).
+//! Another task reaps this deployment's containers no unfinished execution owns (`reaper.rs`), and
+//! another removes what retention no longer keeps (`retention.rs`).
 //!
 //! ractor's default supervision stops the parent when any child exits; this actor handles every
 //! child kind explicitly instead, so a JobActor finishing normally is just bookkeeping.
@@ -41,7 +42,7 @@ use crate::poller::{PollerActor, PollerArgs};
 use crate::ports::{ContainerRuntime, Delivery};
 use crate::scheduler::SchedulerActor;
 use crate::Services;
-use crate::{reaper, sweep};
+use crate::{reaper, retention, sweep};
 use fastlane_proto::backoff::capped_exponential;
 use fastlane_proto::farm::DockerEndpoint;
 use ractor::{
@@ -78,6 +79,8 @@ pub struct RootState {
     sweeper: Option<tokio::task::JoinHandle<()>>,
     /// The container reaper (`reaper.rs`), aborted when the root stops.
     reaper: Option<tokio::task::JoinHandle<()>>,
+    /// Retention (`retention.rs`), aborted when the root stops.
+    retention: Option<tokio::task::JoinHandle<()>>,
 }
 
 const RESTART_MIN_MS: u64 = 100;
@@ -109,6 +112,7 @@ impl Actor for RootActor {
             stopping: false,
             sweeper: None,
             reaper: None,
+            retention: None,
         })
     }
 
@@ -139,6 +143,7 @@ impl Actor for RootActor {
             state.services.clone(),
             state.runtimes.clone(),
         )));
+        state.retention = Some(tokio::spawn(retention::run(state.services.clone())));
         Ok(())
     }
 
@@ -153,6 +158,9 @@ impl Actor for RootActor {
         }
         if let Some(reaper) = state.reaper.take() {
             reaper.abort();
+        }
+        if let Some(retention) = state.retention.take() {
+            retention.abort();
         }
         Ok(())
     }

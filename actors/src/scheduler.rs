@@ -1,6 +1,10 @@
 //! SchedulerActor: owns every future firing (`startAt`, `startIn`, `cron`). Started and
 //! restarted by the RootActor, registered under [`SCHEDULER_NAME`].
 //!
+//! A paused job is not indexed (its [`Job::attention_at`] ignores its firings); a resume
+//! indexes it again at its next firing, which has passed if firings fell due meanwhile: the
+//! `misfire` policy then decides which of them run, and the others are recorded as skipped.
+//!
 //! In: `Schedule` / `Unschedule` (ApiActor, after a job's schedule changed in the store), `Tick`
 //! and `Sync` (its own timers; `Sync` picks up schedules other nodes wrote), `Next` (status).
 //! Out: executions and queue messages for due firings; the job's new schedule in the store;
@@ -20,7 +24,9 @@ use crate::lifecycle::stop_execution;
 use crate::messages::SchedulerMessage;
 use crate::ports::StoreError;
 use crate::Services;
-use fastlane_proto::schedule::{due_firings, firing_execution_id, CronSchedule, Overlap};
+use fastlane_proto::schedule::{
+    due_firings_late_until, firing_execution_id, CronSchedule, Overlap, SKIPPED_PAUSED,
+};
 use fastlane_proto::{Job, PendingRun, Timestamp};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::{BTreeSet, HashMap};
@@ -230,6 +236,10 @@ impl SchedulerState {
         let Some(mut schedule) = job.schedule.clone() else {
             return Ok(None);
         };
+        if schedule.paused {
+            // Paused since it was indexed: a resume indexes it again.
+            return Ok(None);
+        }
         if schedule.next_fire_at != Some(expected) {
             // Changed since it was indexed: follow the store.
             return Ok(schedule.next_fire_at);
@@ -254,10 +264,16 @@ impl SchedulerState {
             },
             None => None,
         };
-        let due = due_firings(&schedule, cron.as_ref(), now);
+        // What fell due during the last pause is the misfire policy's to decide, however recent.
+        let due = due_firings_late_until(&schedule, cron.as_ref(), now, schedule.resumed_at);
         let mut num_missed = due.missed.len();
         for slot in &due.missed {
-            schedule.record_missed(*slot, "missed: the node was down or busy at that time");
+            let reason = if schedule.paused_over(*slot) {
+                SKIPPED_PAUSED
+            } else {
+                "missed: the node was down or busy at that time"
+            };
+            schedule.record_missed(*slot, reason);
         }
         // Missed firings too many to list (a long downtime): counted only.
         schedule.missed_count = schedule.missed_count.saturating_add(due.missed_between);

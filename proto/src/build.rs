@@ -117,6 +117,9 @@ fn schedule(requested: &ScheduleRequest, request: &EnqueueRequest, now: Timestam
         overlap: request.overlap,
         missed: Vec::new(),
         missed_count: 0,
+        paused: false,
+        paused_at: None,
+        resumed_at: None,
     }
 }
 

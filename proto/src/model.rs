@@ -111,8 +111,8 @@ impl PendingRun {
 }
 
 impl Job {
-    /// When the scheduler must look at the job: its next firing, or earlier a while after a
-    /// run was recorded pending (then it completes the run).
+    /// When the scheduler must look at the job: its next firing (none while paused), or earlier
+    /// a while after a run was recorded pending (then it completes the run).
     pub fn attention_at(&self) -> Option<Timestamp> {
         let grace = PENDING_GRACE.as_micros() as i64;
         let pending = self
@@ -123,7 +123,7 @@ impl Job {
         let next = self
             .schedule
             .as_ref()
-            .and_then(|schedule| schedule.next_fire_at);
+            .and_then(|schedule| schedule.due_at());
         match (next, pending) {
             (Some(next), Some(pending)) => Some(next.min(pending)),
             (next, pending) => next.or(pending),
@@ -368,6 +368,9 @@ mod tests {
             overlap: Default::default(),
             missed: Vec::new(),
             missed_count: 0,
+            paused: false,
+            paused_at: None,
+            resumed_at: None,
         }
     }
 

@@ -77,9 +77,63 @@ pub struct JobSchedule {
     /// Every firing missed since the job was created (`missedCount`), beyond those kept.
     #[serde(default)]
     pub missed_count: u64,
+    /// Paused (`POST …/pause/`): the schedule is kept but nothing fires until a resume.
+    #[serde(default)]
+    pub paused: bool,
+    /// When the current (or the last) pause began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<Timestamp>,
+    /// When the last pause ended (`POST …/resume/`): the firings due between `paused_at` and
+    /// then are handled at the resume by the `misfire` policy; those it drops are recorded as
+    /// skipped because of the pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<Timestamp>,
 }
 
+/// Why a firing due while its job was paused did not run.
+pub const SKIPPED_PAUSED: &str = "skipped: the job was paused";
+
 impl JobSchedule {
+    /// When the scheduler must fire it next: `next_fire_at`, unless paused.
+    pub fn due_at(&self) -> Option<Timestamp> {
+        self.next_fire_at.filter(|_| !self.paused)
+    }
+
+    /// Whether `slot` fell due while the job was paused (during the current pause, or the last
+    /// one, ended by a resume).
+    pub fn paused_over(&self, slot: Timestamp) -> bool {
+        match (self.paused_at, self.paused, self.resumed_at) {
+            (Some(from), true, _) => slot >= from,
+            (Some(from), false, Some(to)) => slot >= from && slot <= to,
+            _ => false,
+        }
+    }
+
+    /// While paused: how many firings fell due since the pause (a bound estimate past
+    /// [`SLOTS_EXAMINED`], as [`due_firings`] counts), and the newest [`MISSED_KEPT`] of them.
+    /// The `misfire` policy decides at the resume which of them run.
+    pub fn skipped_while_paused(
+        &self,
+        cron: Option<&CronSchedule>,
+        now: Timestamp,
+    ) -> (u64, Vec<Timestamp>) {
+        if !self.paused {
+            return (0, Vec::new());
+        }
+        let every = JobSchedule {
+            misfire: Misfire::Skip,
+            ..self.clone()
+        };
+        let due = due_firings(&every, cron, now);
+        let mut slots = due.missed;
+        slots.extend(due.fire);
+        let count = slots.len() as u64 + due.missed_between;
+        if slots.len() > MISSED_KEPT {
+            slots.drain(..slots.len() - MISSED_KEPT);
+        }
+        (count, slots)
+    }
+
     /// Counts a firing that did not run and keeps it, dropping the oldest past [`MISSED_KEPT`].
     pub fn record_missed(&mut self, scheduled_at: Timestamp, reason: &str) {
         self.missed_count += 1;
@@ -206,6 +260,17 @@ pub fn due_firings(
     cron: Option<&CronSchedule>,
     now: Timestamp,
 ) -> DueFirings {
+    due_firings_late_until(schedule, cron, now, None)
+}
+
+/// [`due_firings`], counting every firing at or before `late_until` as late, however recent:
+/// the firings that fell due while the job was paused are all the policy's to decide.
+pub fn due_firings_late_until(
+    schedule: &JobSchedule,
+    cron: Option<&CronSchedule>,
+    now: Timestamp,
+    late_until: Option<Timestamp>,
+) -> DueFirings {
     let Some(first) = schedule.next_fire_at.filter(|first| *first <= now) else {
         return DueFirings {
             next: schedule.next_fire_at,
@@ -240,8 +305,9 @@ pub fn due_firings(
             }
         }
     }
-    let (late, on_time): (Vec<Timestamp>, Vec<Timestamp>) =
-        slots.into_iter().partition(|slot| now.0 - slot.0 > grace);
+    let (late, on_time): (Vec<Timestamp>, Vec<Timestamp>) = slots
+        .into_iter()
+        .partition(|slot| now.0 - slot.0 > grace || late_until.is_some_and(|until| *slot <= until));
     let mut due = DueFirings {
         next,
         missed_between,
@@ -395,6 +461,9 @@ mod tests {
             overlap: Overlap::Forbid,
             missed: Vec::new(),
             missed_count: 0,
+            paused: false,
+            paused_at: None,
+            resumed_at: None,
         }
     }
 
@@ -426,6 +495,42 @@ mod tests {
         );
         assert!(not_due.fire.is_empty());
         assert_eq!(not_due.next, Some(at("2026-01-01T10:06:00Z")));
+    }
+
+    /// A pause: its firings are listed as skipped while it lasts, and at the resume they are
+    /// all late for the policy (recent ones too), so `latest` runs only the newest of them and
+    /// `skip` none.
+    #[test]
+    fn paused_firings_are_the_policy_s_at_the_resume() {
+        let cron = CronSchedule::parse("* * * * *", None).unwrap();
+        let paused_at = at("2026-01-01T10:00:30Z");
+        let mut schedule = cron_schedule(Misfire::Latest, at("2026-01-01T10:01:00Z"));
+        schedule.paused = true;
+        schedule.paused_at = Some(paused_at);
+        assert_eq!(schedule.due_at(), None);
+        let now = at("2026-01-01T10:03:05Z");
+        let (count, skipped) = schedule.skipped_while_paused(Some(&cron), now);
+        assert_eq!(count, 3);
+        assert_eq!(skipped.last(), Some(&at("2026-01-01T10:03:00Z")));
+        assert!(schedule.paused_over(at("2026-01-01T10:02:00Z")));
+        schedule.paused = false;
+        schedule.resumed_at = Some(now);
+        assert_eq!(schedule.due_at(), schedule.next_fire_at);
+        assert!(schedule.paused_over(at("2026-01-01T10:03:00Z")));
+        assert!(!schedule.paused_over(at("2026-01-01T10:04:00Z")));
+        assert_eq!(
+            schedule.skipped_while_paused(Some(&cron), now),
+            (0, Vec::new())
+        );
+        let latest = due_firings_late_until(&schedule, Some(&cron), now, Some(now));
+        assert_eq!(latest.fire, vec![at("2026-01-01T10:03:00Z")]);
+        assert_eq!(latest.missed.len(), 2);
+        // Without the pause, the firing 5 s ago would be on time beside the newest late one.
+        schedule.misfire = Misfire::Skip;
+        let skip = due_firings_late_until(&schedule, Some(&cron), now, Some(now));
+        assert!(skip.fire.is_empty());
+        assert_eq!(skip.missed.len(), 3);
+        assert_eq!(due_firings(&schedule, Some(&cron), now).fire.len(), 1);
     }
 
     /// After a downtime of 100 000 firings (one a minute, about 69 days), each policy gets the

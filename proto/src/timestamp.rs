@@ -17,6 +17,21 @@ impl Timestamp {
         Timestamp(since.as_micros() as i64)
     }
 
+    /// Parses a time given as unix seconds (`1700000000`), as RFC 3339 text
+    /// (`2026-11-30T08:00:00Z`, any offset) or as the API shows times ([`Timestamp::iso`]:
+    /// UTC without a zone); `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        if let Ok(seconds) = text.parse::<i64>() {
+            return (seconds.unsigned_abs() < 1 << 40).then(|| Self::from_unix_seconds(seconds));
+        }
+        if let Ok(parsed) = chrono::DateTime::parse_from_rfc3339(text) {
+            return Some(Timestamp(parsed.timestamp_micros()));
+        }
+        let naive = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
+        Some(Timestamp(naive.and_utc().timestamp_micros()))
+    }
+
     /// From whole seconds since the epoch.
     pub fn from_unix_seconds(seconds: i64) -> Self {
         Timestamp(seconds.saturating_mul(1_000_000))
@@ -64,6 +79,20 @@ impl Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_reads_unix_seconds_rfc3339_and_the_api_s_own_times() {
+        let at = Timestamp::from_unix_seconds(1_700_000_000);
+        assert_eq!(Timestamp::parse("1700000000"), Some(at));
+        assert_eq!(Timestamp::parse("2023-11-14T22:13:20Z"), Some(at));
+        assert_eq!(Timestamp::parse("2023-11-14T23:13:20+01:00"), Some(at));
+        assert_eq!(Timestamp::parse(&at.iso()), Some(at));
+        let fine = Timestamp(at.0 + 123_456);
+        assert_eq!(Timestamp::parse(&fine.iso()), Some(fine));
+        for bad in ["", "soon", "2023-13-01T00:00:00Z", "99999999999999999999"] {
+            assert_eq!(Timestamp::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn iso_omits_zero_fraction_like_python() {

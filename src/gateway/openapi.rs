@@ -603,6 +603,16 @@ pub struct Schedule {
     missed_count: u64,
     /// The newest missed firings.
     missed: Vec<MissedFiring>,
+    /// Paused (`POST …/pause`): nothing fires until `POST …/resume`.
+    paused: bool,
+    /// When the current pause began (null when not paused).
+    paused_at: Option<String>,
+    /// While paused: how many firings fell due since the pause (the `misfire` policy decides
+    /// at the resume which of them run; the others are recorded as missed, skipped because
+    /// of the pause).
+    skipped_count: u64,
+    /// The newest of them.
+    skipped: Vec<MissedFiring>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -610,6 +620,46 @@ pub struct Schedule {
 pub struct MissedFiring {
     scheduled_at: String,
     reason: String,
+}
+
+/// `GET …/jobs/{job}/executions` and `GET /executions`: a page of an execution history.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExecutionPage {
+    /// Newest created first.
+    items: Vec<HistoryItem>,
+    total: u64,
+    #[schema(minimum = 1)]
+    page: u64,
+    pages: u64,
+    per_page: u64,
+    has_next: bool,
+    has_prev: bool,
+    next_url: Option<String>,
+    prev_url: Option<String>,
+}
+
+/// An execution in a history: as in the job details, without its output (read it from
+/// `stdoutUrl` and `stderrUrl`), with its task and job.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HistoryItem {
+    execution_id: String,
+    created_at: String,
+    #[serde(rename = "requestIPAddress")]
+    request_ip_address: Option<String>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    image: String,
+    command: String,
+    metadata: ExecutionMetadata,
+    status: ExecutionStatus,
+    exit_code: Option<i64>,
+    url: String,
+    stdout_url: String,
+    stderr_url: String,
+    task: Link,
+    job: Link,
 }
 
 /// `GET …/executions/{execution}`.
@@ -717,6 +767,59 @@ fn delete_task() {}
         (status = 404, description = "No such job in the task (also when already deleted).", body = ErrorBody),
     ))]
 fn delete_job() {}
+
+#[utoipa::path(post, path = "/tasks/{task}/jobs/{job}/pause", tag = "jobs", operation_id = "pause_job",
+    description = "Pauses a job with a schedule (`startAt`, `startIn` or `cron`): the schedule is kept, nothing fires. Firings that fall due meanwhile are shown as `schedule.skipped`; at the resume the job's `misfire` policy decides about them (`skip`: none runs, `latest`: the newest runs once, `all`: each runs, at most 100), the others are recorded as missed. Pausing a paused job changes nothing.",
+    params(("task" = String, Path), ("job" = String, Path, description = "The job id (a UUID).")),
+    responses(
+        (status = 200, description = "The job as paused.", body = JobDetails),
+        (status = 404, description = "No such job in the task.", body = ErrorBody),
+        (status = 409, description = "The job has no schedule, or a conflicting write.", body = ErrorBody),
+    ))]
+fn pause_job() {}
+
+#[utoipa::path(post, path = "/tasks/{task}/jobs/{job}/resume", tag = "jobs", operation_id = "resume_job",
+    description = "Resumes a paused job from its next firing; what fell due while it was paused is decided by its `misfire` policy (see `pause`). Resuming a job that is not paused changes nothing.",
+    params(("task" = String, Path), ("job" = String, Path, description = "The job id (a UUID).")),
+    responses(
+        (status = 200, description = "The job as resumed.", body = JobDetails),
+        (status = 404, description = "No such job in the task.", body = ErrorBody),
+        (status = 409, description = "The job has no schedule, or a conflicting write.", body = ErrorBody),
+    ))]
+fn resume_job() {}
+
+#[utoipa::path(get, path = "/tasks/{task}/jobs/{job}/executions", tag = "executions", operation_id = "list_executions",
+    description = "The job's executions, newest first, filtered and paged, without their outputs (served by indexes). Executions removed by retention (`EXECUTIONS_KEPT_PER_JOB`, `EXECUTION_RETENTION_SECONDS`) are not listed; `executionCount` of the job still counts them.",
+    params(
+        ("task" = String, Path), ("job" = String, Path, description = "The job id (a UUID)."),
+        ("status" = Option<ExecutionStatus>, Query, description = "Only executions in this status."),
+        ("since" = Option<String>, Query, description = "Only executions created at or after this time: unix seconds or ISO 8601."),
+        ("until" = Option<String>, Query, description = "Only executions created before this time: unix seconds or ISO 8601."),
+        ("page" = Option<u64>, Query, description = "The page, from 1.", minimum = 1),
+        ("perPage" = Option<u64>, Query, description = "Executions per page (default 20).", minimum = 1, maximum = 100),
+    ),
+    responses(
+        (status = 200, description = "A page of executions (empty past the last page).", body = ExecutionPage),
+        (status = 400, description = "A parameter is not valid.", body = ErrorBody),
+        (status = 404, description = "No such job in the task.", body = ErrorBody),
+    ))]
+fn list_executions() {}
+
+#[utoipa::path(get, path = "/executions", tag = "executions", operation_id = "list_all_executions",
+    description = "Executions of every task (or of `task`), newest first, filtered and paged, without their outputs: e.g. `?status=running` for what runs on the farm now.",
+    params(
+        ("task" = Option<String>, Query, description = "Only executions of this task."),
+        ("status" = Option<ExecutionStatus>, Query, description = "Only executions in this status."),
+        ("since" = Option<String>, Query, description = "Only executions created at or after this time: unix seconds or ISO 8601."),
+        ("until" = Option<String>, Query, description = "Only executions created before this time: unix seconds or ISO 8601."),
+        ("page" = Option<u64>, Query, description = "The page, from 1.", minimum = 1),
+        ("perPage" = Option<u64>, Query, description = "Executions per page (default 20).", minimum = 1, maximum = 100),
+    ),
+    responses(
+        (status = 200, description = "A page of executions (empty past the last page).", body = ExecutionPage),
+        (status = 400, description = "A parameter is not valid.", body = ErrorBody),
+    ))]
+fn list_all_executions() {}
 
 #[utoipa::path(get, path = "/openapi.json", tag = "node", operation_id = "openapi",
     responses((status = 200, description = "This description (OpenAPI 3.1).", body = Object)))]
@@ -970,7 +1073,8 @@ gzip-compressed for clients that accept it.";
     info(title = "fastlane-node", description = DESCRIPTION),
     paths(
         root, healthcheck, status, metrics, openapi, list_tasks, search_tasks, task_details,
-        delete_task, delete_job, create_job,
+        delete_task, delete_job, create_job, pause_job, resume_job, list_executions,
+        list_all_executions,
         job_details, put_job, stop_job, retry_job, job_stdout, job_stderr, job_logs, job_stream,
         job_ws, execution_details, stop_execution, execution_stdout, execution_stderr,
         execution_logs, execution_stream, execution_ws, blacklist_post, blacklist_put,

@@ -7,9 +7,10 @@ use fastlane_actors::messages::{Enqueued, Health, JobView, NodeStatus, Scheduled
 use fastlane_actors::ports::{DeadLetter, ExecutionTail, Paged};
 use fastlane_proto::farm::Farm;
 use fastlane_proto::redact::{redact_webhooks, Redactor};
-use fastlane_proto::schedule::JobSchedule;
+use fastlane_proto::schedule::{CronSchedule, JobSchedule, SKIPPED_PAUSED};
 use fastlane_proto::views::{execution, iso, mark_cut_outputs};
-use fastlane_proto::{Job, TaskSummary};
+use fastlane_proto::Timestamp;
+use fastlane_proto::{Execution, Job, TaskSummary};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -75,12 +76,23 @@ pub(crate) fn job_details(view: &JobView, urls: &Urls, redactor: &Redactor) -> V
     })
 }
 
-/// A job's schedule: when it fires next, its policies, the firings it missed.
+/// A job's schedule: when it fires next, its policies, the firings it missed; whether it is
+/// paused, and while it is, the firings that fell due since (`skipped`, `skippedCount`: the
+/// `misfire` policy decides at the resume which of them run).
 fn schedule(schedule: &JobSchedule) -> Value {
     let missed: Vec<Value> = schedule
         .missed
         .iter()
         .map(|missed| json!({"scheduledAt": missed.scheduled_at.iso(), "reason": missed.reason}))
+        .collect();
+    let cron = schedule
+        .cron
+        .as_deref()
+        .and_then(|expression| CronSchedule::parse(expression, schedule.timezone.as_deref()).ok());
+    let (skipped_count, skipped) = schedule.skipped_while_paused(cron.as_ref(), Timestamp::now());
+    let skipped: Vec<Value> = skipped
+        .iter()
+        .map(|slot| json!({"scheduledAt": slot.iso(), "reason": SKIPPED_PAUSED}))
         .collect();
     json!({
         "cron": schedule.cron,
@@ -90,6 +102,10 @@ fn schedule(schedule: &JobSchedule) -> Value {
         "overlap": schedule.overlap,
         "missedCount": schedule.missed_count,
         "missed": missed,
+        "paused": schedule.paused,
+        "pausedAt": iso(schedule.paused_at.filter(|_| schedule.paused)),
+        "skippedCount": skipped_count,
+        "skipped": skipped,
     })
 }
 
@@ -130,7 +146,6 @@ pub(crate) fn task_page(
     urls: &Urls,
     page_url: impl Fn(u64) -> String,
 ) -> Value {
-    let pages = paged.total.div_ceil(per_page);
     let items: Vec<Value> = paged
         .items
         .iter()
@@ -144,11 +159,24 @@ pub(crate) fn task_page(
             })
         })
         .collect();
+    page_of(items, paged.total, page, per_page, page_url)
+}
+
+/// The page shape every listing shares: `items`, `total`, `page`, `pages`, `perPage`,
+/// `hasNext`, `hasPrev`, `nextUrl`, `prevUrl`.
+fn page_of(
+    items: Vec<Value>,
+    total: u64,
+    page: u64,
+    per_page: u64,
+    page_url: impl Fn(u64) -> String,
+) -> Value {
+    let pages = total.div_ceil(per_page.max(1));
     let has_next = page < pages;
     let has_prev = page > 1;
     json!({
         "items": items,
-        "total": paged.total,
+        "total": total,
         "page": page,
         "pages": pages,
         "perPage": per_page,
@@ -157,6 +185,40 @@ pub(crate) fn task_page(
         "nextUrl": if has_next { Value::String(page_url(page + 1)) } else { Value::Null },
         "prevUrl": if has_prev { Value::String(page_url(page - 1)) } else { Value::Null },
     })
+}
+
+/// A page of an execution history (`GET …/jobs/{job}/executions/`, `GET /executions/`): each
+/// execution as in the job details but without its output, with its links and its task and
+/// job.
+pub(crate) fn execution_page(
+    paged: &Paged<Execution>,
+    page: u64,
+    per_page: u64,
+    urls: &Urls,
+    page_url: impl Fn(u64) -> String,
+) -> Value {
+    let items = paged
+        .items
+        .iter()
+        .map(|item| {
+            let mut value = execution(item);
+            if let Some(fields) = value.as_object_mut() {
+                fields.remove("log");
+                fields.remove("error");
+            }
+            let url = urls.execution(&item.task_id, item.job_id, item.execution_id);
+            value["stdoutUrl"] = Value::String(format!("{url}stdout"));
+            value["stderrUrl"] = Value::String(format!("{url}stderr"));
+            value["url"] = Value::String(url);
+            value["task"] = json!({"id": item.task_id, "url": urls.task(&item.task_id)});
+            value["job"] = json!({
+                "id": item.job_id.to_string(),
+                "url": urls.job(&item.task_id, item.job_id),
+            });
+            value
+        })
+        .collect();
+    page_of(items, paged.total, page, per_page, page_url)
 }
 
 /// `/healthcheck`: whether the queue and the store answer (under the original's names `redis`

@@ -14,7 +14,7 @@ use super::guard::{host, read_body};
 use super::http::{json_response, percent_decode, text_response, Failure, HttpResponse};
 use super::render::Urls;
 use super::routes::jobs::{self, ExecutionAction, JobAction, OutputKind};
-use super::routes::{metrics, node, tasks};
+use super::routes::{history, metrics, node, tasks};
 use super::GatewaySettings;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW};
@@ -54,6 +54,12 @@ enum Endpoint {
     DeleteTask,
     /// Prometheus metrics.
     Metrics,
+    /// `GET …/jobs/{job}/executions/`: the job's execution history.
+    JobHistory,
+    /// `GET /executions/`: the history across tasks.
+    History,
+    /// `POST …/jobs/{job}/pause/` (`true`) and `…/resume/` (`false`).
+    Pause(bool),
 }
 
 /// One route: a method, a path pattern (`:task`, `:job` and `:execution` capture a segment),
@@ -87,6 +93,7 @@ const ROUTES: &[Route] = {
         row(Method::GET,    "/openapi.json",                                       OpenApi,                           Read),
         row(Method::GET,    "/tasks",                                              ListTasks,                         Read),
         row(Method::GET,    "/search",                                             SearchTasks,                       Read),
+        row(Method::GET,    "/executions",                                         History,                           Read),
         row(Method::GET,    "/tasks/:task",                                        TaskDetails,                       Read),
         row(Method::POST,   "/tasks/:task",                                        CreateJob,                         Submit),
         row(Method::DELETE, "/tasks/:task",                                        DeleteTask,                        Admin),
@@ -100,6 +107,9 @@ const ROUTES: &[Route] = {
         row(Method::GET,    "/tasks/:task/jobs/:job/logs",                         Output(OutputKind::Logs),          Read),
         row(Method::GET,    "/tasks/:task/jobs/:job/stream",                       StreamPage,                        Read),
         row(Method::GET,    "/tasks/:task/jobs/:job/ws",                           WebSocket,                         Read),
+        row(Method::POST,   "/tasks/:task/jobs/:job/pause",                        Pause(true),                       Submit),
+        row(Method::POST,   "/tasks/:task/jobs/:job/resume",                       Pause(false),                      Submit),
+        row(Method::GET,    "/tasks/:task/jobs/:job/executions",                   JobHistory,                        Read),
         row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution",        Execution(ExecutionAction::Show),  Read),
         row(Method::POST,   "/tasks/:task/jobs/:job/executions/:execution/stop",   Execution(ExecutionAction::Stop),  Submit),
         row(Method::GET,    "/tasks/:task/jobs/:job/executions/:execution/stdout", Output(OutputKind::Stdout),        Read),
@@ -265,6 +275,9 @@ pub(crate) async fn route(
         Endpoint::PutJob => tasks::enqueue(settings, &urls, request, peer, task, Some(job)).await,
         Endpoint::JobDetails => jobs::details(settings, &urls, task, job).await,
         Endpoint::DeleteJob => jobs::delete(settings, &urls, task, job).await,
+        Endpoint::Pause(pause) => jobs::pause(settings, &urls, pause, task, job).await,
+        Endpoint::JobHistory => history::of_job(settings, &urls, task, job, query).await,
+        Endpoint::History => history::all(settings, &urls, query).await,
         Endpoint::DeleteTask => tasks::delete(settings, &urls, task).await,
         Endpoint::Job(action) => jobs::stop_or_retry(settings, &urls, action, task, job).await,
         Endpoint::Execution(action) => {

@@ -2,7 +2,8 @@
 
 use super::host::{HostStatus, LogWatch};
 use crate::ports::{
-    DeadLetter, ExecutionTail, OutputStream, Page, Paged, QueueStats, StoreCounts, StoreError,
+    DeadLetter, ExecutionFilter, ExecutionTail, OutputStream, Page, Paged, QueueStats, StoreCounts,
+    StoreError,
 };
 use fastlane_proto::payload::EnqueueRequest;
 use fastlane_proto::{ErrorKind, Execution, Job, Task, TaskSummary, Timestamp};
@@ -116,6 +117,21 @@ pub enum ApiMessage {
         /// A POST's `Idempotency-Key`: the job is created once per key and body.
         idempotency: Option<Idempotency>,
         reply: RpcReplyPort<ApiResult<Enqueued>>,
+    },
+    /// Pauses (`pause: true`) or resumes a scheduled job; answers the job as written
+    /// (`None`: no such job; `Conflict` when it has no schedule).
+    PauseJob {
+        task_id: String,
+        job_id: Uuid,
+        pause: bool,
+        reply: RpcReplyPort<ApiResult<Option<()>>>,
+    },
+    /// A page of the executions `filter` matches, newest first, without outputs (`None`: the
+    /// filter names a job that does not exist in its task).
+    FindExecutions {
+        filter: ExecutionFilter,
+        page: Page,
+        reply: RpcReplyPort<ApiResult<Option<Paged<Execution>>>>,
     },
     /// Stops the job: no more firings or retries; its last execution is stopped.
     StopJob {

@@ -95,11 +95,7 @@ pub fn schedule_changed(job: &Job) {
     let Some(scheduler) = ActorRef::<SchedulerMessage>::where_is(SCHEDULER_NAME) else {
         return;
     };
-    let message = match job
-        .schedule
-        .as_ref()
-        .and_then(|schedule| schedule.next_fire_at)
-    {
+    let message = match job.attention_at() {
         Some(next) => SchedulerMessage::Schedule {
             job_id: job.job_id,
             task_id: job.task_id.clone(),

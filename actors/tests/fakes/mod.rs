@@ -215,6 +215,7 @@ impl Harness {
             reaper_interval: None,
             reaper_grace: Duration::from_secs(60),
             max_stop_grace: Duration::from_secs(300),
+            retention: Default::default(),
         };
         let store = Arc::new(FakeStore::default());
         let queue = Arc::new(FakeQueue::default());

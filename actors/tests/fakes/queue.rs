@@ -225,6 +225,14 @@ impl Queue for FakeQueue {
         Err(not_faked("dead_letters_after"))
     }
 
+    async fn remove_dead_letters_before(
+        &self,
+        _before: fastlane_proto::Timestamp,
+        _limit: usize,
+    ) -> Result<u64, QueueError> {
+        Ok(0)
+    }
+
     async fn release_all(&self, _consumer: &str, _failed: bool) -> Result<u64, QueueError> {
         Err(not_faked("release_all"))
     }

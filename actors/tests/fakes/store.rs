@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use fastlane_actors::ports::{
-    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError,
+    ExecutionFilter, ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError,
 };
 use fastlane_proto::outbox::{self, Outbox, OwedNotification};
 use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timestamp};
@@ -481,6 +481,72 @@ impl Store for FakeStore {
         found.sort_by_key(|execution| execution.execution_id);
         found.truncate(limit);
         Ok(found)
+    }
+
+    async fn find_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: Page,
+    ) -> Result<Paged<Execution>, StoreError> {
+        let mut found: Vec<Execution> = self
+            .records()
+            .executions
+            .values()
+            .filter(|execution| {
+                filter
+                    .task_id
+                    .as_ref()
+                    .is_none_or(|task| &execution.task_id == task)
+                    && filter.job_id.is_none_or(|job| execution.job_id == job)
+                    && filter
+                        .status
+                        .is_none_or(|status| execution.status == status)
+                    && filter
+                        .since
+                        .is_none_or(|since| execution.created_at >= since)
+                    && filter
+                        .until
+                        .is_none_or(|until| execution.created_at < until)
+            })
+            .cloned()
+            .collect();
+        found.sort_by_key(|execution| std::cmp::Reverse(execution.created_at));
+        let total = found.len() as u64;
+        let items = found
+            .into_iter()
+            .skip(page.offset() as usize)
+            .take(page.per_page as usize)
+            .collect();
+        Ok(Paged { items, total })
+    }
+
+    async fn finished_before(
+        &self,
+        _before: Timestamp,
+        _limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn finished_beyond(
+        &self,
+        _job_id: Uuid,
+        _keep: u64,
+        _limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn job_ids_after(
+        &self,
+        _after: Option<Uuid>,
+        _limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn remove_executions(&self, _ids: &[Uuid]) -> Result<u64, StoreError> {
+        Ok(0)
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {

@@ -15,6 +15,7 @@
 
 mod blacklist;
 mod connection;
+mod history;
 mod idempotency;
 mod outbox;
 mod outputs;
@@ -261,6 +262,7 @@ impl Embedded {
             Durability::Normal => "PRAGMA synchronous = NORMAL;",
         })?;
         add_fence_column(&connection)?;
+        history::migrate(&connection)?;
         connection.execute_batch(outbox::SCHEMA)?;
         connection.execute_batch(idempotency::SCHEMA)?;
         connection.set_prepared_statement_cache_capacity(64);

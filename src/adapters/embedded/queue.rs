@@ -207,6 +207,26 @@ impl Queue for Embedded {
         .map_err(QueueError::from)
     }
 
+    async fn remove_dead_letters_before(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<u64, QueueError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |connection| {
+            // The oldest `limit` by position (the primary key), of which those buried before.
+            let removed = connection.execute(
+                "DELETE FROM dead_letters WHERE seq IN (
+                     SELECT seq FROM (SELECT seq, at FROM dead_letters ORDER BY seq LIMIT ?2)
+                     WHERE at < ?1)",
+                params![before.unix_millis(), limit],
+            )?;
+            Ok(removed as u64)
+        })
+        .await
+        .map_err(QueueError::from)
+    }
+
     async fn release_all(&self, consumer: &str, failed: bool) -> Result<u64, QueueError> {
         let consumer = consumer.to_string();
         self.with(move |connection| {

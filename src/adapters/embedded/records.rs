@@ -150,13 +150,16 @@ pub(super) fn insert_execution(
 ) -> Result<(), DbError> {
     transaction
         .prepare_cached(
-            "INSERT INTO executions (execution_id, job_id, status, record) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO executions (execution_id, job_id, status, record, task_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
             execution.execution_id.to_string(),
             execution.job_id.to_string(),
             execution.status.as_str(),
-            serde_json::to_string(execution)?
+            serde_json::to_string(execution)?,
+            execution.task_id,
+            execution.created_at.0
         ])?;
     super::outbox::add_owed(transaction, execution)
 }

@@ -4,10 +4,11 @@ use super::records::{
     index_schedule, insert_execution, newest_execution_rows, parsed, read_execution, records,
     task_from_row, write_job,
 };
-use super::{outbox, DbError, Embedded};
+use super::{history, outbox, DbError, Embedded};
 use async_trait::async_trait;
 use fastlane_actors::ports::{
-    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError, OUTBOXES_COUNTED,
+    ExecutionFilter, ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError,
+    OUTBOXES_COUNTED,
 };
 use fastlane_proto::idempotency::IdempotencyRecord;
 use fastlane_proto::outbox::{Outbox, OwedNotification};
@@ -91,6 +92,7 @@ impl Store for Embedded {
             transaction.execute("DELETE FROM executions WHERE job_id = ?1", params![job_id])?;
             transaction.execute("DELETE FROM jobs WHERE job_id = ?1", params![job_id])?;
             transaction.execute("DELETE FROM schedules WHERE job_id = ?1", params![job_id])?;
+            transaction.execute("DELETE FROM removed_executions WHERE job_id = ?1", params![job_id])?;
             transaction.execute(
                 "UPDATE tasks SET jobs_count = jobs_count - 1 WHERE task_id = ?1",
                 params![task_id],
@@ -239,12 +241,14 @@ impl Store for Embedded {
 
     async fn count_executions(&self, job_id: Uuid) -> Result<u64, StoreError> {
         self.with(move |connection| {
+            let job_id = job_id.to_string();
             let count: i64 = connection.query_row(
                 "SELECT COUNT(*) FROM executions WHERE job_id = ?1",
-                params![job_id.to_string()],
+                params![job_id],
                 |row| row.get(0),
             )?;
-            Ok(count as u64)
+            let removed = history::removed_count(connection, &job_id)?;
+            Ok(count.saturating_add(removed).max(0) as u64)
         })
         .await
         .map_err(StoreError::from)
@@ -419,12 +423,15 @@ impl Store for Embedded {
         let execution = execution.clone();
         self.with(move |connection| {
             let inserted = connection.execute(
-                "INSERT OR IGNORE INTO executions (execution_id, job_id, status, record) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO executions (execution_id, job_id, status, record, task_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     execution.execution_id.to_string(),
                     execution.job_id.to_string(),
                     execution.status.as_str(),
-                    serde_json::to_string(&execution)?
+                    serde_json::to_string(&execution)?,
+                    execution.task_id,
+                    execution.created_at.0
                 ],
             )?;
             Ok(inserted == 1)
@@ -566,6 +573,43 @@ impl Store for Embedded {
         })
         .await
         .map_err(StoreError::from)
+    }
+
+    async fn find_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: Page,
+    ) -> Result<Paged<Execution>, StoreError> {
+        self.history(filter, page).await
+    }
+
+    async fn finished_before(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        self.finished_before_time(before, limit).await
+    }
+
+    async fn finished_beyond(
+        &self,
+        job_id: Uuid,
+        keep: u64,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        self.finished_beyond_kept(job_id, keep, limit).await
+    }
+
+    async fn job_ids_after(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        self.jobs_after(after, limit).await
+    }
+
+    async fn remove_executions(&self, ids: &[Uuid]) -> Result<u64, StoreError> {
+        self.remove_finished(ids).await
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {

@@ -11,6 +11,8 @@
 //!   `output` (`{log: version, error: version}`: which chunks are current), and
 //!   `webhook_dispatch` apart (appended atomically with `$push`/`$slice`), and the notification
 //!   outbox (`outbox`, `outbox_version`, `notify_due_at`: `outbox.rs`).
+//! - `removed_executions`: `_id` = job id, `count` of its executions retention removed
+//!   (`history.rs`, with the history's indexes).
 //! - `outputs`: stdout/stderr in 4 MiB binary chunks (`execution_id`, `kind`, `v`, `n`, `data`),
 //!   so output of any size fits under the 16 MiB document limit. A write adds a new version's
 //!   chunks first, then points the execution at it in the same update that sets its status, then
@@ -25,6 +27,7 @@
 //!
 //! [`Store`]: fastlane_actors::ports::Store
 
+mod history;
 mod idempotency;
 mod outbox;
 mod outputs;
@@ -185,6 +188,7 @@ impl MongoStore {
                 .create_index(index(doc! {"status": 1, "_id": 1}, false)),
         )
         .await?;
+        self.create_history_indexes().await?;
         // Only executions owing a notification have `notify_due_at`: a sparse index.
         let due_index = IndexModel::builder()
             .keys(doc! {"notify_due_at": 1})

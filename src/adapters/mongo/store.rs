@@ -5,7 +5,8 @@ use super::outputs::{execution_without_output, output_pointers};
 use super::{bounded, integer, internal, is_duplicate, readable_record, to_document, MongoStore};
 use async_trait::async_trait;
 use fastlane_actors::ports::{
-    ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError, OUTBOXES_COUNTED,
+    ExecutionFilter, ExecutionTail, OutputStream, Page, Paged, Store, StoreCounts, StoreError,
+    OUTBOXES_COUNTED,
 };
 use fastlane_proto::idempotency::IdempotencyRecord;
 use fastlane_proto::outbox::{Outbox, OwedNotification};
@@ -278,6 +279,7 @@ impl Store for MongoStore {
         )
         .await?;
         bounded(self.executions.delete_many(doc! {"job_id": &id})).await?;
+        self.forget_removed(&id).await?;
         let deleted = bounded(self.jobs.delete_one(doc! {"_id": &id})).await?;
         if deleted.deleted_count == 1 {
             self.remove_job_from_task(&task_id).await?;
@@ -361,11 +363,9 @@ impl Store for MongoStore {
     }
 
     async fn count_executions(&self, job_id: Uuid) -> Result<u64, StoreError> {
-        bounded(
-            self.executions
-                .count_documents(doc! {"job_id": job_id.to_string()}),
-        )
-        .await
+        let id = job_id.to_string();
+        let stored = bounded(self.executions.count_documents(doc! {"job_id": &id})).await?;
+        Ok(stored.saturating_add(self.removed_count(&id).await?))
     }
 
     async fn list_executions(
@@ -613,6 +613,43 @@ impl Store for MongoStore {
             .iter()
             .filter_map(execution_without_output)
             .collect())
+    }
+
+    async fn find_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: Page,
+    ) -> Result<Paged<Execution>, StoreError> {
+        self.history(filter, page).await
+    }
+
+    async fn finished_before(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        self.finished_before_time(before, limit).await
+    }
+
+    async fn finished_beyond(
+        &self,
+        job_id: Uuid,
+        keep: u64,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        self.finished_beyond_kept(job_id, keep, limit).await
+    }
+
+    async fn job_ids_after(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        self.jobs_after(after, limit).await
+    }
+
+    async fn remove_executions(&self, ids: &[Uuid]) -> Result<u64, StoreError> {
+        self.remove_finished(ids).await
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {

@@ -130,9 +130,25 @@ impl Queue for RedisBackend {
                 vec![after.to_string(), limit.to_string()],
             )
             .await?;
-        let letters = dead_letters_of(&flat);
-        let next = after + letters.len() as u64;
-        Ok((letters, next))
+        // The first element is the position of the last letter sent (or `after`): letters
+        // removed by retention may lie before the first one sent.
+        let Some((next, flat)) = flat.split_first() else {
+            return Ok((Vec::new(), after));
+        };
+        Ok((dead_letters_of(flat), next.parse().unwrap_or(after)))
+    }
+
+    async fn remove_dead_letters_before(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<u64, QueueError> {
+        self.integer(
+            &scripts::REMOVE_DEAD_LETTERS,
+            vec![before.unix_millis().to_string(), limit.to_string()],
+        )
+        .await
+        .map(|removed| removed.max(0) as u64)
     }
 
     async fn release_all(&self, consumer: &str, failed: bool) -> Result<u64, QueueError> {

@@ -192,20 +192,24 @@ return out
     )
 });
 
-/// ARGV: after, limit. The dead list grows at its head and is never trimmed, so a position
-/// counted from its tail (1 = the first buried) stays the same letter: up to `limit` letters
-/// after position `after`, oldest first, as id, body, reason, at, deliveries each. LRANGE near
-/// the head costs the distance from the head: the letters buried since the last page.
+/// ARGV: after, limit. The dead list grows at its head and loses only its oldest letters at
+/// its tail (retention, counted in `dead_removed`), so a position counted from the first letter
+/// ever buried (1) plus those removed stays the same letter: the position of the last letter
+/// sent (`after` when none), then up to `limit` letters after position `after`, oldest first,
+/// as id, body, reason, at, deliveries each. LRANGE near the head costs the distance from the
+/// head: the letters buried since the last page.
 pub(super) static DEAD_LETTERS_AFTER: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local after, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local removed = tonumber(redis.call('GET', p .. 'dead_removed') or '0')
+local from = math.max(after - removed, 0)
 local length = redis.call('LLEN', p .. 'dead')
-local stop = length - after - 1
-if stop < 0 or limit < 1 then return {} end
+local stop = length - from - 1
+if stop < 0 or limit < 1 then return {tostring(after)} end
 local start = math.max(stop - limit + 1, 0)
 local ids = redis.call('LRANGE', p .. 'dead', start, stop)
-local out = {}
+local out = {tostring(removed + from + #ids)}
 for i = #ids, 1, -1 do
   local id = ids[i]
   local f = redis.call('HMGET', p .. 'd:' .. id, 'body', 'reason', 'at', 'deliveries')
@@ -216,6 +220,28 @@ for i = #ids, 1, -1 do
   out[#out + 1] = f[4] or '0'
 end
 return out
+"#,
+    )
+});
+
+/// ARGV: before (ms), limit. Removes up to `limit` of the oldest dead letters buried before
+/// `before`, from the tail of the dead list, counting them in `dead_removed`.
+pub(super) static REMOVE_DEAD_LETTERS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local before, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local removed = 0
+while removed < limit do
+  local id = redis.call('LINDEX', p .. 'dead', -1)
+  if not id then break end
+  local at = tonumber(redis.call('HGET', p .. 'd:' .. id, 'at') or '0')
+  if at >= before then break end
+  redis.call('RPOP', p .. 'dead')
+  redis.call('DEL', p .. 'd:' .. id)
+  removed = removed + 1
+end
+if removed > 0 then redis.call('INCRBY', p .. 'dead_removed', removed) end
+return removed
 "#,
     )
 });

@@ -72,6 +72,31 @@ pub(crate) async fn delete(
     )
 }
 
+/// `POST …/jobs/{job}/pause/` and `…/resume/`: answers the job's details as written.
+pub(crate) async fn pause(
+    settings: &GatewaySettings,
+    urls: &Urls,
+    pause: bool,
+    task_id: &str,
+    job_id: &str,
+) -> Result<HttpResponse, Failure> {
+    let operation = if pause { "pause_job" } else { "resume_job" };
+    let not_found = || Failure::not_found(operation, "Job not found in task.");
+    let job_uuid = Uuid::parse_str(job_id).map_err(|_| not_found())?;
+    let owned = task_id.to_string();
+    let found = job_found(settings, operation, |reply| ApiMessage::PauseJob {
+        task_id: owned,
+        job_id: job_uuid,
+        pause,
+        reply,
+    })
+    .await?;
+    if !found {
+        return Err(not_found());
+    }
+    details(settings, urls, task_id, job_id).await
+}
+
 /// What `POST …/jobs/{job}/{stop|retry}/` does to the job.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum JobAction {
