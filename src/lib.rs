@@ -119,13 +119,13 @@ pub async fn run(
 
     fastlane_actors::metrics::set_max_tasks(config.uint("METRICS_MAX_TASKS") as usize);
     let redactor = Redactor::new(&config.string("ENV_BLACKLISTED_WORDS"));
+    let lease_duration =
+        Duration::from_secs(config.uint("QUEUE_LEASE_SECONDS").max(MIN_LEASE_SECONDS));
     let settings = Settings {
         role,
         node_id: node_id.clone(),
         previous_consumers,
-        lease_duration: Duration::from_secs(
-            config.uint("QUEUE_LEASE_SECONDS").max(MIN_LEASE_SECONDS),
-        ),
+        lease_duration,
         farms: config.farms.clone(),
         hard_timeout_seconds: hard_timeout,
         job_details_output_max_bytes: config.uint("JOB_DETAILS_OUTPUT_MAX_BYTES"),
@@ -170,6 +170,8 @@ pub async fn run(
                 0 => None,
                 seconds => Some(Duration::from_secs(seconds)),
             },
+            settle: Duration::from_secs(config.uint("STOP_GRACE_PERIOD_MAX_SECONDS"))
+                + lease_duration,
         },
         public_url: format!(
             "http://{}",

@@ -1701,7 +1701,7 @@ async fn history_and_retention(store: &dyn Store) {
 
     // Retention: beyond the newest 2 (a running one among them), by age, then removal.
     let beyond = store
-        .finished_beyond(first_job.job_id, 2, 10)
+        .finished_beyond(first_job.job_id, 2, Timestamp::now(), 10)
         .await
         .expect("beyond");
     assert_eq!(
@@ -1758,6 +1758,20 @@ async fn history_and_retention(store: &dyn Store) {
         .await
         .expect("find");
     assert_eq!(left.total, 3);
+    // A runner's fenced write does not bring a removed execution back.
+    let written = store.update_execution(&executions[0], Some(1)).await;
+    assert!(matches!(written, Err(StoreError::Fenced(_))), "{written:?}");
+    assert!(store
+        .get_execution(executions[0].execution_id)
+        .await
+        .expect("get")
+        .is_none());
+    // Finished after `settled`: kept.
+    let unsettled = store
+        .finished_beyond(first_job.job_id, 0, Timestamp(0), 10)
+        .await
+        .expect("beyond");
+    assert!(unsettled.is_empty(), "{unsettled:?}");
     // Removing again removes nothing.
     let again = store
         .remove_executions(&[executions[0].execution_id])

@@ -180,7 +180,7 @@ pub trait Store: Send + Sync + 'static {
     /// `Conflict` when the stored execution is terminal and this write would change its status:
     /// a terminal status is final (a stop and a finishing run cannot overwrite each other).
     /// With `fence` (a runner's claim, see [`Store::claim_execution`]) it is refused with
-    /// `Fenced` unless the stored claim is still that one; `None` writes whoever claimed it
+    /// `Fenced` unless the stored claim is still that one (and when the execution is gone); `None` writes whoever claimed it
     /// (a stop, a timeout, a sweep: those must always win).
     /// A write that changes the status (or inserts) adds the entries of `execution.outbox` not
     /// stored yet, in the same atomic write; other writes leave the outbox alone.
@@ -242,7 +242,7 @@ pub trait Store: Send + Sync + 'static {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<Execution>, StoreError>;
-    /// The executions `filter` matches, newest created first (then newest stored first),
+    /// The executions `filter` matches, newest created first (ties in a fixed order),
     /// without their outputs (`log` and `error` are `None`), and how many match: index range
     /// reads, whatever the number of executions stored.
     async fn find_executions(
@@ -251,18 +251,21 @@ pub trait Store: Send + Sync + 'static {
         page: Page,
     ) -> Result<Paged<Execution>, StoreError>;
     /// Up to `limit` ids of executions retention may remove because of their age: terminal,
-    /// owing no notification, created before `before`; oldest first.
+    /// owing no notification, created and finished before `before`, and not the newest of their
+    /// job (a job always shows its last run); oldest first.
     async fn finished_before(
         &self,
         before: Timestamp,
         limit: usize,
     ) -> Result<Vec<Uuid>, StoreError>;
-    /// Up to `limit` ids of the job's terminal executions owing no notification that come after
-    /// its newest `keep` executions (of any status), oldest first.
+    /// Up to `limit` ids of the job's terminal executions owing no notification, finished
+    /// before `settled`, that come after its newest `keep` executions (of any status), oldest
+    /// first.
     async fn finished_beyond(
         &self,
         job_id: Uuid,
         keep: u64,
+        settled: Timestamp,
         limit: usize,
     ) -> Result<Vec<Uuid>, StoreError>;
     /// Up to `limit` job ids greater than `after`, by id: retention pages through the jobs.

@@ -10,9 +10,12 @@
 //! - dead letters older than `retention.max_age`.
 //!
 //! Only terminal executions that owe no notification go (the store checks it in the delete
-//! itself, so an execution retried or owing a webhook meanwhile stays). Their job keeps
-//! counting them in `executionCount`. Several nodes may run rounds at once: a delete of what
-//! another node removed removes nothing.
+//! itself, so an execution retried or owing a webhook meanwhile stays), finished at least
+//! `retention.settle` ago (by age: finished before the age limit too), and never the newest of a job by
+//! age, so a monthly job still shows its last run. Their job keeps counting them in
+//! `executionCount`. A runner's fenced write never brings a removed execution back (the store
+//! refuses it). Several nodes may run rounds at once: a delete of what another node removed
+//! removes nothing.
 
 use crate::Services;
 use fastlane_proto::Timestamp;
@@ -37,6 +40,10 @@ pub struct Retention {
     pub kept_per_job: Option<u64>,
     /// Age past which finished executions and dead letters go, `EXECUTION_RETENTION_SECONDS`.
     pub max_age: Option<Duration>,
+    /// How long ago an execution must have finished before `kept_per_job` may remove it: a
+    /// stopped or timed-out run is written again by its runner when its container exits (within
+    /// the longest stop grace period, while it holds its lease), and that write must find it.
+    pub settle: Duration,
 }
 
 /// Runs rounds every interval until aborted; returns at once when retention is off.
@@ -118,13 +125,19 @@ pub async fn round(services: &Services, cursor: &mut Option<Uuid>) -> Result<Rem
             .await
             .map_err(|error| error.to_string())?;
         let at_end = jobs.len() < JOBS_PER_ROUND;
+        let settle = i64::try_from(retention.settle.as_micros()).unwrap_or(i64::MAX / 2);
+        let settled = Timestamp(Timestamp::now().0.saturating_sub(settle));
         let mut batches = 0;
         for job_id in jobs {
             loop {
-                let ids = store
-                    .finished_beyond(job_id, keep, BATCH)
-                    .await
-                    .map_err(|error| error.to_string())?;
+                let ids = match store.finished_beyond(job_id, keep, settled, BATCH).await {
+                    Ok(ids) => ids,
+                    Err(error) => {
+                        // One job's rows must not stop the others': it is tried next cycle.
+                        tracing::warn!(%job_id, %error, "retention skipped a job");
+                        break;
+                    }
+                };
                 if ids.is_empty() {
                     break;
                 }

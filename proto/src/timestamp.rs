@@ -20,16 +20,21 @@ impl Timestamp {
     /// Parses a time given as unix seconds (`1700000000`), as RFC 3339 text
     /// (`2026-11-30T08:00:00Z`, any offset) or as the API shows times ([`Timestamp::iso`]:
     /// UTC without a zone); `None` for anything else.
+    /// Times from 1970 to the end of 9999 only: what [`Timestamp::iso`] shows as given.
     pub fn parse(text: &str) -> Option<Self> {
+        const LAST_SECOND: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
         let text = text.trim();
-        if let Ok(seconds) = text.parse::<i64>() {
-            return (seconds.unsigned_abs() < 1 << 40).then(|| Self::from_unix_seconds(seconds));
-        }
-        if let Ok(parsed) = chrono::DateTime::parse_from_rfc3339(text) {
-            return Some(Timestamp(parsed.timestamp_micros()));
-        }
-        let naive = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
-        Some(Timestamp(naive.and_utc().timestamp_micros()))
+        let parsed = if let Ok(seconds) = text.parse::<i64>() {
+            Self::from_unix_seconds(seconds.clamp(-1, LAST_SECOND + 1))
+        } else if let Ok(parsed) = chrono::DateTime::parse_from_rfc3339(text) {
+            Timestamp(parsed.timestamp_micros())
+        } else {
+            let naive = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
+            Timestamp(naive.and_utc().timestamp_micros())
+        };
+        (0..=LAST_SECOND)
+            .contains(&parsed.unix_seconds())
+            .then_some(parsed)
     }
 
     /// From whole seconds since the epoch.
@@ -89,7 +94,16 @@ mod tests {
         assert_eq!(Timestamp::parse(&at.iso()), Some(at));
         let fine = Timestamp(at.0 + 123_456);
         assert_eq!(Timestamp::parse(&fine.iso()), Some(fine));
-        for bad in ["", "soon", "2023-13-01T00:00:00Z", "99999999999999999999"] {
+        for bad in [
+            "",
+            "soon",
+            "2023-13-01T00:00:00Z",
+            "99999999999999999999",
+            "1099511627775",
+            "-5",
+            "1969-12-31T23:59:59Z",
+            "+10000-01-01T00:00:00Z",
+        ] {
             assert_eq!(Timestamp::parse(bad), None, "{bad}");
         }
     }

@@ -291,7 +291,13 @@ impl Node {
 
     /// Waits until the execution at `execution_url` has a terminal status; returns it.
     pub async fn wait_finished(&self, execution_url: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_finished_within(execution_url, Duration::from_secs(60))
+            .await
+    }
+
+    /// [`Node::wait_finished`], for at most `limit`.
+    pub async fn wait_finished_within(&self, execution_url: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
         loop {
             let response = reqwest::get(execution_url).await.unwrap();
             let details: Value = openapi::checked("GET", response)

@@ -532,6 +532,7 @@ impl Store for FakeStore {
         &self,
         _job_id: Uuid,
         _keep: u64,
+        _settled: Timestamp,
         _limit: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
         Ok(Vec::new())

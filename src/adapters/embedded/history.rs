@@ -27,23 +27,30 @@ CREATE TABLE IF NOT EXISTS removed_executions (
 );
 ";
 
-/// Adds the `task_id` and `created_at` columns to a database made before them, filled from
-/// the records, then the history's indexes.
-pub(super) fn migrate(connection: &Connection) -> rusqlite::Result<()> {
-    let present: bool = connection.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('executions') WHERE name = 'created_at')",
-        [],
-        |row| row.get(0),
-    )?;
-    if !present {
-        connection.execute_batch(
-            "ALTER TABLE executions ADD COLUMN task_id TEXT;
-             ALTER TABLE executions ADD COLUMN created_at INTEGER;
-             UPDATE executions SET task_id = json_extract(record, '$.task_id'),
-                                   created_at = json_extract(record, '$.created_at');",
+/// Adds the `task_id` and `created_at` columns to a database made before them and fills them
+/// from the records, then creates the history's indexes: in one transaction, so a node killed
+/// meanwhile finds the database as it was (the fill runs again for rows it did not reach).
+pub(super) fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for column in ["task_id TEXT", "created_at INTEGER"] {
+        let name = column.split(' ').next().unwrap_or(column);
+        let present: bool = transaction.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('executions') WHERE name = ?1)",
+            params![name],
+            |row| row.get(0),
         )?;
+        if !present {
+            transaction.execute_batch(&format!("ALTER TABLE executions ADD COLUMN {column}"))?;
+        }
     }
-    connection.execute_batch(SCHEMA)
+    transaction.execute_batch(
+        "UPDATE executions SET task_id = json_extract(record, '$.task_id'),
+                               created_at = COALESCE(json_extract(record, '$.created_at'), 0)
+         WHERE created_at IS NULL OR task_id IS NULL;",
+    )?;
+    transaction.execute_batch(SCHEMA)?;
+    transaction.commit()
 }
 
 /// The WHERE clause of `filter` and its values, numbered from `?1`.
@@ -54,7 +61,9 @@ fn conditions(filter: &ExecutionFilter) -> (String, Vec<Value>) {
         values.push(value);
         clauses.push(clause.replace('?', &format!("?{}", values.len())));
     };
-    if let Some(task_id) = &filter.task_id {
+    // A job's rows are all of its task (the caller checked the job is in it): the job's index
+    // serves alone.
+    if let (Some(task_id), None) = (&filter.task_id, filter.job_id) {
         add("task_id = ?", Value::Text(task_id.clone()));
     }
     if let Some(job_id) = filter.job_id {
@@ -111,6 +120,10 @@ const REMOVABLE: &str = "status IN ('done', 'failed', 'timedout', 'expired', 'st
     AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.execution_id = executions.execution_id
                     AND outbox.due_at IS NOT NULL)";
 
+/// When a row finished (its last write when it never ran), from its record.
+const FINISHED_AT: &str =
+    "COALESCE(json_extract(record, '$.finished_at'), json_extract(record, '$.last_modified_at'))";
+
 fn ids(
     connection: &Connection,
     sql: &str,
@@ -148,7 +161,11 @@ impl Embedded {
                 connection,
                 &format!(
                     "SELECT execution_id FROM executions INDEXED BY executions_history
-                     WHERE created_at < ?1 AND {REMOVABLE} ORDER BY created_at LIMIT ?2"
+                     WHERE created_at < ?1 AND {FINISHED_AT} < ?1 AND {REMOVABLE}
+                     AND EXISTS (SELECT 1 FROM executions AS newer
+                                 WHERE newer.job_id = executions.job_id
+                                 AND newer.created_at > executions.created_at)
+                     ORDER BY created_at LIMIT ?2"
                 ),
                 params![before.0, limit],
             )
@@ -161,6 +178,7 @@ impl Embedded {
         &self,
         job_id: Uuid,
         keep: u64,
+        settled: Timestamp,
         limit: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
@@ -170,7 +188,7 @@ impl Embedded {
             // The newest execution past those kept: it and every older one may go.
             let first_gone: Option<(i64, i64)> = connection
                 .prepare_cached(
-                    "SELECT created_at, seq FROM executions WHERE job_id = ?1
+                    "SELECT COALESCE(created_at, 0), seq FROM executions WHERE job_id = ?1
                      ORDER BY created_at DESC, seq DESC LIMIT 1 OFFSET ?2",
                 )?
                 .query_row(params![job_id, keep], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -183,9 +201,9 @@ impl Embedded {
                 &format!(
                     "SELECT execution_id FROM executions
                      WHERE job_id = ?1 AND (created_at < ?2 OR (created_at = ?2 AND seq <= ?3))
-                     AND {REMOVABLE} ORDER BY created_at, seq LIMIT ?4"
+                     AND {FINISHED_AT} < ?4 AND {REMOVABLE} ORDER BY created_at, seq LIMIT ?5"
                 ),
-                params![job_id, created_at, seq, limit],
+                params![job_id, created_at, seq, settled.0, limit],
             )
         })
         .await

@@ -254,7 +254,7 @@ impl Embedded {
         crate::data_dir::prepare(dir)?;
         let path = dir.join("fastlane.sqlite3");
         crate::data_dir::create_private_file(&path)?;
-        let connection = Connection::open(&path)?;
+        let mut connection = Connection::open(&path)?;
         connection.busy_timeout(BUSY_TIMEOUT)?;
         connection.execute_batch(SCHEMA)?;
         connection.execute_batch(match durability {
@@ -262,7 +262,7 @@ impl Embedded {
             Durability::Normal => "PRAGMA synchronous = NORMAL;",
         })?;
         add_fence_column(&connection)?;
-        history::migrate(&connection)?;
+        history::migrate(&mut connection)?;
         connection.execute_batch(outbox::SCHEMA)?;
         connection.execute_batch(idempotency::SCHEMA)?;
         connection.set_prepared_statement_cache_capacity(64);

@@ -358,6 +358,11 @@ impl Store for Embedded {
                     Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })
                 .optional()?;
+            if fence.is_some() && stored.is_none() {
+                // A runner's claim is on a stored execution: gone since (deleted, or removed
+                // by retention), it is not written back.
+                return Err(DbError::Fenced(format!("execution {id} is gone")));
+            }
             if let (Some(fence), Some((_, _, stored))) = (fence, &stored) {
                 if *stored != fence as i64 {
                     return Err(DbError::Fenced(format!(
@@ -595,9 +600,11 @@ impl Store for Embedded {
         &self,
         job_id: Uuid,
         keep: u64,
+        settled: Timestamp,
         limit: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
-        self.finished_beyond_kept(job_id, keep, limit).await
+        self.finished_beyond_kept(job_id, keep, settled, limit)
+            .await
     }
 
     async fn job_ids_after(

@@ -16,9 +16,17 @@ use uuid::Uuid;
 /// The statuses retention may remove.
 const TERMINAL: [&str; 5] = ["done", "failed", "timedout", "expired", "stopped"];
 
-/// What retention may remove: terminal, owing no notification.
-fn removable() -> Document {
-    doc! {"status": {"$in": TERMINAL.to_vec()}, "notify_due_at": {"$exists": false}}
+/// What retention may remove: terminal, owing no notification, finished (or, never run,
+/// last written) before `settled`.
+fn removable(settled: Timestamp) -> Document {
+    doc! {
+        "status": {"$in": TERMINAL.to_vec()},
+        "notify_due_at": {"$exists": false},
+        "$or": [
+            {"record.finished_at": {"$lt": settled.0}},
+            {"record.finished_at": Bson::Null, "record.last_modified_at": {"$lt": settled.0}},
+        ],
+    }
 }
 
 /// The query of `filter`.
@@ -61,12 +69,15 @@ impl MongoStore {
 
     /// The history's indexes: each filter, then the creation time.
     pub(super) async fn create_history_indexes(&self) -> Result<(), StoreError> {
+        // Each ends with the history's order, creation time then id, so that a page is an
+        // index range read with no sort in memory.
         for keys in [
-            doc! {"created_at": -1},
-            doc! {"job_id": 1, "status": 1, "created_at": -1},
-            doc! {"record.task_id": 1, "created_at": -1},
-            doc! {"record.task_id": 1, "status": 1, "created_at": -1},
-            doc! {"status": 1, "created_at": -1},
+            doc! {"created_at": -1, "_id": -1},
+            doc! {"job_id": 1, "created_at": -1, "_id": -1},
+            doc! {"job_id": 1, "status": 1, "created_at": -1, "_id": -1},
+            doc! {"record.task_id": 1, "created_at": -1, "_id": -1},
+            doc! {"record.task_id": 1, "status": 1, "created_at": -1, "_id": -1},
+            doc! {"status": 1, "created_at": -1, "_id": -1},
         ] {
             let index = IndexModel::builder()
                 .keys(keys)
@@ -83,7 +94,13 @@ impl MongoStore {
         page: Page,
     ) -> Result<Paged<Execution>, StoreError> {
         let query = query(filter);
-        let total = bounded(self.executions.count_documents(query.clone())).await?;
+        // Unfiltered, the collection's count from its metadata: a count of every document
+        // would read the whole collection.
+        let total = if query.is_empty() {
+            bounded(self.executions.estimated_document_count()).await?
+        } else {
+            bounded(self.executions.count_documents(query.clone())).await?
+        };
         let documents = self
             .collect(
                 self.executions
@@ -107,24 +124,41 @@ impl MongoStore {
         before: Timestamp,
         limit: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
-        let mut query = removable();
+        let mut query = removable(before);
         query.insert("created_at", doc! {"$lt": before.0});
         let documents = self
             .collect(
                 self.executions
                     .find(query)
-                    .sort(doc! {"created_at": 1})
+                    .sort(doc! {"created_at": 1, "_id": 1})
                     .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-                    .projection(doc! {"_id": 1}),
+                    .projection(doc! {"_id": 1, "job_id": 1, "created_at": 1}),
             )
             .await?;
-        Ok(ids(&documents))
+        // A job always keeps its newest execution: one index probe per candidate.
+        let mut found = Vec::with_capacity(documents.len());
+        for document in &documents {
+            let (Ok(job_id), Ok(created_at)) =
+                (document.get_str("job_id"), document.get_i64("created_at"))
+            else {
+                continue;
+            };
+            let newer = doc! {"job_id": job_id, "created_at": {"$gt": created_at}};
+            if bounded(self.executions.find_one(newer).projection(doc! {"_id": 1}))
+                .await?
+                .is_some()
+            {
+                found.extend(ids(std::slice::from_ref(document)));
+            }
+        }
+        Ok(found)
     }
 
     pub(super) async fn finished_beyond_kept(
         &self,
         job_id: Uuid,
         keep: u64,
+        settled: Timestamp,
         limit: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
         let job_id = job_id.to_string();
@@ -144,15 +178,16 @@ impl MongoStore {
         };
         let created_at = first_gone.get_i64("created_at").map_err(internal)?;
         let id = first_gone.get_str("_id").map_err(internal)?;
-        let mut query = removable();
-        query.insert("job_id", &job_id);
-        query.insert(
-            "$or",
-            vec![
-                Bson::Document(doc! {"created_at": {"$lt": created_at}}),
-                Bson::Document(doc! {"created_at": created_at, "_id": {"$lte": id}}),
+        let query = doc! {
+            "job_id": &job_id,
+            "$and": [
+                removable(settled),
+                {"$or": [
+                    {"created_at": {"$lt": created_at}},
+                    {"created_at": created_at, "_id": {"$lte": id}},
+                ]},
             ],
-        );
+        };
         let documents = self
             .collect(
                 self.executions
@@ -187,7 +222,8 @@ impl MongoStore {
         let mut removed = 0;
         for id in ids {
             let id = id.to_string();
-            let mut query = removable();
+            // Removable now, whenever it finished: the caller chose it.
+            let mut query = removable(Timestamp(i64::MAX));
             query.insert("_id", &id);
             let Some(gone) = bounded(
                 self.executions

@@ -324,9 +324,9 @@ impl MongoStore {
         Ok(claimed.map(|document| integer(&document, "fence").max(0) as u64))
     }
 
-    /// Why a fenced execution write matched nothing: `Fenced` when the execution exists and
-    /// another runner claimed it after `fence`; `Ok` otherwise (absent, or terminal: the caller
-    /// goes on as for an unfenced write).
+    /// Why a fenced execution write matched nothing: `Fenced` when another runner claimed the
+    /// execution after `fence`, or it is gone; `Ok` otherwise (terminal: the caller goes on as
+    /// for an unfenced write).
     async fn refused(&self, id: &str, fence: Option<u64>) -> Result<(), StoreError> {
         let Some(fence) = fence else {
             return Ok(());
@@ -344,6 +344,9 @@ impl MongoStore {
                     integer(&document, "fence")
                 )))
             }
+            // A runner's claim is on a stored execution: gone since (deleted, or removed by
+            // retention), it is not written back.
+            None => Err(StoreError::Fenced(format!("execution {id} is gone"))),
             _ => Ok(()),
         }
     }

@@ -635,9 +635,11 @@ impl Store for MongoStore {
         &self,
         job_id: Uuid,
         keep: u64,
+        settled: Timestamp,
         limit: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
-        self.finished_beyond_kept(job_id, keep, limit).await
+        self.finished_beyond_kept(job_id, keep, settled, limit)
+            .await
     }
 
     async fn job_ids_after(

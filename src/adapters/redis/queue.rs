@@ -132,10 +132,15 @@ impl Queue for RedisBackend {
             .await?;
         // The first element is the position of the last letter sent (or `after`): letters
         // removed by retention may lie before the first one sent.
-        let Some((next, flat)) = flat.split_first() else {
-            return Ok((Vec::new(), after));
+        let next = flat.first().and_then(|next| next.parse::<u64>().ok());
+        let Some(next) = next.filter(|next| *next >= after) else {
+            // A cursor that would not move could loop the sweep: an error instead.
+            return Err(QueueError::Internal(format!(
+                "unexpected dead-letter page: {:?}",
+                flat.first()
+            )));
         };
-        Ok((dead_letters_of(flat), next.parse().unwrap_or(after)))
+        Ok((dead_letters_of(&flat[1..]), next))
     }
 
     async fn remove_dead_letters_before(
