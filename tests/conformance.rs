@@ -569,6 +569,9 @@ async fn slots_suite(queue: &dyn Queue, slots: &dyn Slots) {
     assert_eq!(used.get(&farm), Some(&2));
     assert_eq!(used.get(&task), Some(&1));
     slots.release("h1").await.expect("release");
+    // h4, refused the farm before h2 asked for it, gives up (a shared backend would keep the
+    // farm's next slot for it otherwise: first come, first served).
+    slots.release("h4").await.expect("release");
     assert!(acquire(slots, "h2", &both, LEASE).await);
     slots.release("h2").await.expect("release");
     slots.release("h3").await.expect("release");
@@ -598,10 +601,44 @@ async fn slots_embedded() {
     slots_suite(&embedded, &embedded).await;
 }
 
+/// A shared backend serves slots first come, first served across nodes: a holder refused a
+/// pool keeps the next free slot while it asks again; one that stopped asking (its node died)
+/// stops counting after a few seconds.
+async fn slots_in_arrival_order(slots: &dyn Slots) {
+    let pool = vec![(format!("farm:{}", Uuid::new_v4().simple()), 1)];
+    assert!(acquire(slots, "a", &pool, LEASE).await);
+    assert!(!acquire(slots, "b", &pool, LEASE).await, "full");
+    slots.release("a").await.expect("release");
+    assert!(
+        !acquire(slots, "c", &pool, LEASE).await,
+        "b waits for the slot c asks for"
+    );
+    assert!(acquire(slots, "b", &pool, LEASE).await, "b came first");
+    slots.release("b").await.expect("release");
+    assert!(acquire(slots, "c", &pool, LEASE).await, "then c");
+    slots.release("c").await.expect("release");
+    // A waiter that stops asking.
+    assert!(acquire(slots, "d", &pool, LEASE).await);
+    assert!(!acquire(slots, "e", &pool, LEASE).await);
+    slots.release("d").await.expect("release");
+    assert!(!acquire(slots, "f", &pool, LEASE).await, "e still counts");
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    assert!(acquire(slots, "f", &pool, LEASE).await, "e went quiet");
+    slots.release("f").await.expect("release");
+    // A waiter that gave up (released) stops counting at once.
+    assert!(acquire(slots, "g", &pool, LEASE).await);
+    assert!(!acquire(slots, "h", &pool, LEASE).await);
+    slots.release("h").await.expect("release");
+    slots.release("g").await.expect("release");
+    assert!(acquire(slots, "i", &pool, LEASE).await, "h gave up");
+    slots.release("i").await.expect("release");
+}
+
 #[tokio::test]
 async fn slots_redis_standalone() {
     let redis = redis_backend(&env("FASTLANE_TEST_REDIS_URL")).await;
     slots_suite(&redis, &redis).await;
+    slots_in_arrival_order(&redis).await;
     redis.clear().await.expect("clear");
 }
 
@@ -609,6 +646,7 @@ async fn slots_redis_standalone() {
 async fn slots_redis_cluster() {
     let redis = redis_backend(&env("FASTLANE_TEST_REDIS_CLUSTER_URL")).await;
     slots_suite(&redis, &redis).await;
+    slots_in_arrival_order(&redis).await;
     redis.clear().await.expect("clear");
 }
 

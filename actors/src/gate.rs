@@ -82,7 +82,7 @@ impl Actor for GateActor {
                         job,
                     }),
                 }
-                state.grant().await;
+                state.grant(false).await;
                 state.refuse_beyond_parking(&holder);
             }
             GateMessage::Release { holder } => {
@@ -90,10 +90,10 @@ impl Actor for GateActor {
                 if let Err(error) = state.services.slots.release(&holder).await {
                     tracing::warn!(%holder, %error, "could not release slots");
                 }
-                state.grant().await;
+                state.grant(false).await;
             }
             GateMessage::Tick => {
-                state.grant().await;
+                state.grant(true).await;
                 // Also when unchanged: a restarted poller learns it within a second.
                 state.told_parked = None;
             }
@@ -111,7 +111,12 @@ impl GateState {
     /// Grants slots to waiters in arrival order. A waiter needing a full pool is passed over
     /// (it keeps its place), and nobody after it gets that pool in this pass; a later waiter
     /// whose pools are all free is served.
-    async fn grant(&mut self) {
+    ///
+    /// With `announce` (every tick), the first waiter passed over for each full pool asks the
+    /// backend anyway: a shared backend then counts it as waiting, so that a slot freed on
+    /// another node goes to it before that node's newer waiters (see `Slots::acquire`); nodes
+    /// take turns instead of one node's waiters starving another's.
+    async fn grant(&mut self, announce: bool) {
         let mut full: HashSet<String> = HashSet::new();
         // A JobActor that left without a release (its lease went to another node, whose slots
         // under the same holder must stay) is forgotten without touching the slots.
@@ -136,14 +141,17 @@ impl GateState {
         while index < self.waiting.len() {
             let waiter = &self.waiting[index];
             let mut blocked = false;
+            let mut first_blocked = false;
             for (pool, limit) in &waiter.pools {
-                if full.contains(pool) || used.get(pool).copied().unwrap_or(0) >= u64::from(*limit)
-                {
+                if full.contains(pool) {
+                    blocked = true;
+                } else if used.get(pool).copied().unwrap_or(0) >= u64::from(*limit) {
                     full.insert(pool.clone());
                     blocked = true;
+                    first_blocked = true;
                 }
             }
-            if blocked {
+            if blocked && !(announce && first_blocked) {
                 index += 1;
                 continue;
             }

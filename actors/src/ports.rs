@@ -458,7 +458,10 @@ pub trait Queue: Send + Sync + 'static {
 #[async_trait]
 pub trait Slots: Send + Sync + 'static {
     /// Takes one slot of every `(pool, limit)` for `holder`, all or none, each leased for
-    /// `lease_for`; `true` when held (also when `holder` held them already).
+    /// `lease_for`; `true` when held (also when `holder` held them already). A backend shared
+    /// by several nodes serves them first come, first served: a holder refused a pool waits
+    /// for it, and a freed slot goes to a newer holder only when more are free than waiters
+    /// ahead of it that still ask (at least every few seconds).
     async fn acquire(
         &self,
         holder: &str,

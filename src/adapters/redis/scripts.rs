@@ -292,17 +292,67 @@ return {
 });
 
 /// ARGV: holder, lease_ms, pool, limit, pool, limit… All or none; 1 when held.
+///
+/// First come, first served across every node sharing the pools: a holder refused a pool is
+/// registered as waiting for it (`waiting:{pool}`, scored by its first refused attempt; a
+/// holder keeps its place when its message moves to another node, since the holder is the
+/// message id), and a free slot goes to a newer holder only when more are free than live
+/// waiters ahead of it. A waiter is live while it asks again (every gate tick, `waiting-seen`)
+/// within [`WAITER_STALE_MS`]; gone ones are dropped as they are met. A holder is registered
+/// only with the pools that refuse it, so one blocked on its task's `maxConcurrent` never
+/// holds back others on the farm.
 pub(super) static ACQUIRE_SLOTS: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    script(&format!(
         r#"
 local holder, lease = ARGV[2], tonumber(ARGV[3])
+local stale = {WAITER_STALE_MS}
+local seen = p .. 'waiting-seen'
+local blocked, free_of = {{}}, {{}}
 for i = 4, #ARGV, 2 do
-  local key = p .. 'slots:' .. ARGV[i]
+  local pool = ARGV[i]
+  local key = p .. 'slots:' .. pool
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. now)
-  if not redis.call('ZSCORE', key, holder) and redis.call('ZCARD', key) >= tonumber(ARGV[i + 1]) then
-    return 0
+  if not redis.call('ZSCORE', key, holder) then
+    local free = tonumber(ARGV[i + 1]) - redis.call('ZCARD', key)
+    if free <= 0 then
+      blocked[#blocked + 1] = pool
+    else
+      local waiting = p .. 'waiting:' .. pool
+      local since = tonumber(redis.call('ZSCORE', waiting, holder) or now)
+      local ahead = 0
+      -- Ahead: registered earlier, or in the same ms with a smaller id (a strict order).
+      local others = redis.call('ZRANGEBYSCORE', waiting, '-inf', since, 'WITHSCORES',
+          'LIMIT', 0, free + 64)
+      for j = 1, #others, 2 do
+        local other, score = others[j], tonumber(others[j + 1])
+        if other ~= holder and (score < since or other < holder) then
+          local last = tonumber(redis.call('HGET', seen, other) or '0')
+          if now - last < stale then
+            ahead = ahead + 1
+            if ahead >= free then break end
+          else
+            redis.call('ZREM', waiting, other)
+          end
+        end
+      end
+      if ahead >= free then blocked[#blocked + 1] = pool else free_of[#free_of + 1] = pool end
+    end
   end
 end
+if #blocked > 0 then
+  for _, pool in ipairs(blocked) do
+    redis.call('ZADD', p .. 'waiting:' .. pool, 'NX', now, holder)
+  end
+  for _, pool in ipairs(free_of) do
+    redis.call('ZREM', p .. 'waiting:' .. pool, holder)
+  end
+  redis.call('HSET', seen, holder, now)
+  return 0
+end
+for i = 4, #ARGV, 2 do
+  redis.call('ZREM', p .. 'waiting:' .. ARGV[i], holder)
+end
+redis.call('HDEL', seen, holder)
 local held = p .. 'held:' .. holder
 for i = 4, #ARGV, 2 do
   redis.call('ZADD', p .. 'slots:' .. ARGV[i], now + lease, holder)
@@ -311,9 +361,12 @@ for i = 4, #ARGV, 2 do
 end
 if #ARGV >= 4 then redis.call('PEXPIRE', held, lease * 2) end
 return 1
-"#,
-    )
+"#
+    ))
 });
+
+/// How long a waiter for slots counts without asking again: gates ask every second.
+pub(super) const WAITER_STALE_MS: u64 = 5_000;
 
 /// ARGV: holder.
 pub(super) static RELEASE_SLOTS: LazyLock<Script> = LazyLock::new(|| {
@@ -324,6 +377,8 @@ for _, pool in ipairs(redis.call('SMEMBERS', held)) do
   redis.call('ZREM', p .. 'slots:' .. pool, ARGV[2])
 end
 redis.call('DEL', held)
+-- A holder given up stops waiting too: its entries are dropped when next met.
+redis.call('HDEL', p .. 'waiting-seen', ARGV[2])
 return 1
 "#,
     )
