@@ -7,7 +7,7 @@
 //! `Stop` to a JobActor for `overlap: replace`.
 //!
 //! The store is the truth; this actor keeps an index of (next firing, job) in memory, rebuilt
-//! from the store when it starts. A firing's execution id is derived from (job, scheduled time),
+//! from the store when it starts, a page of ids and times at a time (`Store::scheduled_page`). A firing's execution id is derived from (job, scheduled time),
 //! so firing a slot twice (two nodes, a repeated step) creates one execution. A firing is
 //! decided by a conditional write of the job that moves the schedule on and records the firing
 //! as pending (`job_record`); only then is its execution created. A concurrent write of the
