@@ -8,9 +8,18 @@
 #                                         and 20 readers of N (default 4) 200 MB stored outputs
 #                                         for SECONDS (default 60): peak RSS, trivial job time.
 #                                         FASTLANE_BENCH_ENV=FILE uses that test environment
-#   scripts/bench.sh backlog [N,N…]       the queue's cost per started job with N waiting (default
-#                                         100,10000,100000): embedded before/after its lease
-#                                         indexes, then Redis
+#   scripts/bench.sh backlog [N] [SECONDS] the node draining N waiting trivial jobs (default
+#                                         100000) on one engine at maxRunning 4, against ~100
+#                                         waiting and 4-way `docker run --rm`, over windows of
+#                                         SECONDS (default 60): embedded, then Redis + SecantusDB
+#                                         (FASTLANE_BENCH_BACKENDS="embedded redis")
+#   scripts/bench.sh concurrency [N]      N (default 200) `sleep 900` jobs running at once on two
+#                                         engines: time until all run, RSS and CPU per execution
+#   scripts/bench.sh backlog-queue [N,N…] the queue alone: its cost per started job with N waiting
+#                                         (default 100,10000,100000): embedded before/after its
+#                                         lease indexes, then Redis
+#   FASTLANE_BENCH_ENV=FILE: a running test environment's env file (backlog, concurrency, memory);
+#   FASTLANE_BENCH_PROFILE=debug: the debug build (backlog, concurrency, memory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-latency}
@@ -76,7 +85,60 @@ case $mode in
         "node=$node_pid" "redis=$(cat "$state/redis/pid")"
     fi
     ;;
-  backlog)
+  backlog|concurrency)
+    if [ -n "${FASTLANE_BENCH_ENV:-}" ]; then
+      # shellcheck disable=SC1090
+      source "$FASTLANE_BENCH_ENV"
+    else
+      FASTLANE_TEST_ENGINES=2 scripts/testenv.sh up "$state" >/dev/null
+      # shellcheck disable=SC1091
+      source "$state/env"
+    fi
+    profile=${FASTLANE_BENCH_PROFILE:-release}
+    if [ "$profile" = release ]; then
+      cargo build --release --quiet --bin fastlane-node --example bench_node
+    else
+      cargo build --quiet --bin fastlane-node --example bench_node
+    fi
+    engine=${FASTLANE_TEST_DOCKER_HOSTS%%,*}
+    second=${FASTLANE_TEST_DOCKER_HOSTS##*,}
+    # This benchmark's containers only (a test environment may be shared): by deployment id.
+    export DEPLOYMENT_ID=bench-node-$RANDOM
+    remove_containers() {
+      for host in "$engine" "$second"; do
+        docker -H "tcp://$host" ps -aq --filter "label=fastlane.deployment_id=$DEPLOYMENT_ID" |
+          xargs -r docker -H "tcp://$host" rm -f >/dev/null 2>&1 || true
+      done
+    }
+    echo "docker $(docker -H "tcp://$engine" version --format '{{.Server.Version}}'), $profile build, load $(cut -d' ' -f1-3 /proc/loadavg)"
+    if [ "$mode" = backlog ]; then
+      count=${2:-100000}
+      seconds=${3:-60}
+      for backend in ${FASTLANE_BENCH_BACKENDS:-embedded redis}; do
+        echo "== $backend"
+        farm="[{\"match\": \"\", \"hosts\": [\"$engine\"], \"maxRunning\": 4}]"
+        if [ "$backend" = embedded ]; then
+          start_node "$farm"
+        else
+          REDIS_URL=$FASTLANE_TEST_REDIS_URL MONGODB_URL="${FASTLANE_TEST_SECANTUS_URL%/*}/bench$RANDOM" \
+            REDIS_KEY_PREFIX=bench$RANDOM start_node "$farm"
+        fi
+        "target/$profile/examples/bench_node" drain "http://127.0.0.1:$port" "$node_pid" "$engine" \
+          "$FASTLANE_TEST_IMAGE" "$count" "$seconds"
+        kill "$node_pid"; wait "$node_pid" 2>/dev/null || true; node_pid=
+        remove_containers
+      done
+    else
+      count=${2:-200}
+      farm="[{\"match\": \"\", \"hosts\": [\"$engine\", \"$second\"], \"maxRunning\": $count}]"
+      start_node "$farm"
+      "target/$profile/examples/bench_node" concurrency "http://127.0.0.1:$port" "$node_pid" \
+        "$FASTLANE_TEST_IMAGE" "$count"
+      kill "$node_pid"; wait "$node_pid" 2>/dev/null || true; node_pid=
+      remove_containers
+    fi
+    ;;
+  backlog-queue)
     sizes=${2:-100,10000,100000}
     cargo build --release --quiet --example bench_backlog
     echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -117,5 +179,5 @@ case $mode in
     start_node "$farm"
     target/$profile/examples/bench_memory run "http://127.0.0.1:$port" "$node_pid" "$FASTLANE_TEST_IMAGE" "$state/large" "$seconds" "$engine"
     ;;
-  *) echo "usage: scripts/bench.sh latency [N] | cron [N] [FIRING] | enqueue [N] [C] | memory [SECONDS] [N]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh latency [N] | cron [N] [FIRING] | enqueue [N] [C] | memory [SECONDS] [N] | backlog [N] [SECONDS] | concurrency [N] | backlog-queue [N,N…]" >&2; exit 2 ;;
 esac

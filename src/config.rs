@@ -92,6 +92,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "IDEMPOTENCY_KEY_TTL_SECONDS", group: "API", kind: Kind::UInt, default: "86400", help: "How long an Idempotency-Key of a POST /tasks/{task}/ holds: a repeat with the same body answers the first answer and creates nothing, one with another body gets 409; afterwards the key may be used again." },
     OptionSpec { name: "METRICS_MAX_TASKS", group: "API", kind: Kind::UInt, default: "500", help: "Distinct tasks that get a task label of their own in /metrics; executions of further tasks are counted under task=\"_other\" (bounds the number of series)." },
     OptionSpec { name: "PAGINATION_PER_PAGE", group: "API", kind: Kind::UInt, default: "10", help: "Page size of /tasks/ and /search/." },
+    OptionSpec { name: "TASK_JOBS_PER_PAGE", group: "API", kind: Kind::UInt, default: "100", help: "Page size of a task's jobs in GET /tasks/{task}/?page=N (1 to 10000): a task of any size is answered one bounded page at a time." },
     OptionSpec { name: "SMTP_USE_SSL", group: "Email", kind: Kind::Bool, default: "false", help: "STARTTLS after connecting." },
     OptionSpec { name: "SMTP_HOST", group: "Email", kind: Kind::OptStr, default: "\"\"", help: "SMTP host." },
     OptionSpec { name: "SMTP_PORT", group: "Email", kind: Kind::UInt, default: "25", help: "SMTP port." },
@@ -247,6 +248,11 @@ impl Config {
         if config.uint("PAGINATION_PER_PAGE") == 0 {
             return Err(ConfigError(
                 "invalid value for PAGINATION_PER_PAGE: must be at least 1".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&config.uint("TASK_JOBS_PER_PAGE")) {
+            return Err(ConfigError(
+                "invalid value for TASK_JOBS_PER_PAGE: must be 1 to 10000".into(),
             ));
         }
         if config.uint("HARD_EXECUTION_TIMEOUT_SECONDS") == 0 {
@@ -493,6 +499,8 @@ mod tests {
             ("DOCKER_HOSTS", "[{"),
             ("DOCKER_HOSTS", r#"[{"hosts": ["nohost"]}]"#),
             ("PAGINATION_PER_PAGE", "0"),
+            ("TASK_JOBS_PER_PAGE", "0"),
+            ("TASK_JOBS_PER_PAGE", "10001"),
             ("EXPONENTIAL_BACKOFF_FACTOR", "NaN"),
             ("BASIC_AUTH_USERNAME", ""),
             ("BASIC_AUTH_PASSWORD", " "),

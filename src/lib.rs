@@ -239,6 +239,7 @@ pub async fn run(
     let gateway_settings = Arc::new(GatewaySettings {
         debug: config.bool("DEBUG"),
         per_page: config.uint("PAGINATION_PER_PAGE"),
+        task_jobs_per_page: config.uint("TASK_JOBS_PER_PAGE"),
         server_name: config.optional("SERVER_NAME"),
         redactor,
         enable_cors: config.bool("ENABLE_CORS"),

@@ -790,8 +790,32 @@ async fn tasks_and_jobs(store: &dyn Store) {
     let task = store.get_task(&names[0]).await.expect("get").expect("task");
     assert_eq!(task.task_id, names[0]);
     assert!(store.get_task("no-such-task").await.expect("get").is_none());
-    let listed = store.list_jobs(&names[0]).await.expect("jobs");
-    assert_eq!(listed.len(), 2);
+    let all = Page {
+        number: 1,
+        per_page: 10,
+    };
+    let listed = store.list_jobs(&names[0], all).await.expect("jobs");
+    assert_eq!((listed.items.len(), listed.total), (2, 2));
+    // Pages of one: the newest change first, then the other; past the end, nothing.
+    let mut paged = Vec::new();
+    for number in 1..=3 {
+        let page = Page {
+            number,
+            per_page: 1,
+        };
+        let one = store.list_jobs(&names[0], page).await.expect("jobs");
+        assert_eq!(one.total, 2, "the total is the task's, whatever the page");
+        paged.extend(one.items.into_iter().map(|job| job.job_id));
+    }
+    assert_eq!(paged, vec![extra.job_id, jobs[0].0.job_id]);
+    assert_eq!(
+        store
+            .list_jobs("no-such-task", all)
+            .await
+            .expect("jobs")
+            .total,
+        0
+    );
     assert_eq!(
         store
             .get_job(&names[0], jobs[0].0.job_id)
@@ -1556,6 +1580,30 @@ async fn notification_outbox(store: Arc<dyn Store>) {
     assert!(ours(store.due_outboxes(now, 100).await.expect("due")).is_empty());
 }
 
+/// The scheduled jobs of `task_id`, read a page of one at a time through `scheduled_page`
+/// (bounded: at most 10 000 pages), each with the attention time of its job.
+async fn scheduled_ids(store: &dyn Store, task_id: &str) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    let mut after = None;
+    for _ in 0..10_000 {
+        let page = store.scheduled_page(after, 1).await.expect("scheduled");
+        let Some((job_id, task, at)) = page.into_iter().next() else {
+            return ids;
+        };
+        after = Some((at, job_id));
+        if task == task_id {
+            let job = store
+                .get_job(task_id, job_id)
+                .await
+                .expect("get")
+                .expect("job");
+            assert_eq!(job.attention_at(), Some(at));
+            ids.push(job_id);
+        }
+    }
+    panic!("more than 10 000 scheduled jobs in the test store");
+}
+
 async fn schedules(store: &dyn Store) {
     let mut first = job(&format!("cron-{}", Uuid::new_v4().simple()));
     let mut second = job(&first.task_id);
@@ -1577,19 +1625,27 @@ async fn schedules(store: &dyn Store) {
     first.scheduled = true;
     second.schedule = Some(schedule(soon));
     second.scheduled = true;
+    // A third firing at the same time as the first: pages of one must not lose a tie.
+    let mut third = job(&first.task_id);
+    third.schedule = Some(schedule(later));
+    third.scheduled = true;
     store.create_job(&first, None).await.expect("create");
     store.create_job(&second, None).await.expect("create");
-    let ours = |jobs: Vec<Job>| -> Vec<Uuid> {
-        jobs.into_iter()
-            .filter(|job| job.task_id == first.task_id)
-            .map(|job| job.job_id)
-            .collect()
+    store.create_job(&third, None).await.expect("create");
+    let ties = if first.job_id < third.job_id {
+        [first.job_id, third.job_id]
+    } else {
+        [third.job_id, first.job_id]
     };
     assert_eq!(
-        ours(store.scheduled_jobs().await.expect("scheduled")),
-        vec![second.job_id, first.job_id],
-        "soonest first"
+        scheduled_ids(store, &first.task_id).await,
+        vec![second.job_id, ties[0], ties[1]],
+        "soonest first, ties by job id, page by page"
     );
+    let mut gone = third.clone();
+    gone.schedule = None;
+    gone.scheduled = false;
+    store.update_job(&gone).await.expect("unschedule");
     // A stopped schedule leaves the index.
     let mut stopped = store
         .get_job(&second.task_id, second.job_id)
@@ -1600,7 +1656,7 @@ async fn schedules(store: &dyn Store) {
     stopped.scheduled = false;
     store.update_job(&stopped).await.expect("stop");
     assert_eq!(
-        ours(store.scheduled_jobs().await.expect("scheduled")),
+        scheduled_ids(store, &first.task_id).await,
         vec![first.job_id]
     );
     // Pending runs bring a job without a schedule back into the index, at their grace. As many

@@ -231,8 +231,8 @@ async fn a_root_that_cannot_start_ends_the_process() {
     );
 }
 
-/// A root that starts but dies right after (its scheduler cannot load: the jobs table lost its
-/// record column) ends the process non-zero with the reason, instead of a gateway answering 503
+/// A root that starts but dies right after (its scheduler cannot load: the schedules table lost
+/// its next_fire_at column) ends the process non-zero with the reason, instead of a gateway answering 503
 /// forever.
 #[tokio::test]
 async fn a_root_that_dies_ends_the_process() {
@@ -241,7 +241,7 @@ async fn a_root_that_dies_ends_the_process() {
     assert!(status.success());
     let connection = rusqlite::Connection::open(node.data_dir.join("fastlane.sqlite3")).unwrap();
     connection
-        .execute_batch("ALTER TABLE jobs RENAME COLUMN record TO broken;")
+        .execute_batch("ALTER TABLE schedules RENAME COLUMN next_fire_at TO broken;")
         .unwrap();
     drop(connection);
     let (status, stderr) = run_until_exit(&node.data_dir, Duration::from_secs(30));

@@ -15,7 +15,7 @@ use crate::lifecycle::stop_execution;
 use crate::messages::{
     schedule_changed, wake_poller, ApiError, ApiMessage, ApiResult, Enqueued, ExecutionLookup,
     Health, HostMessage, JobView, NodeStatus, RootMessage, ScheduledJob, SchedulerMessage,
-    TaskView, WatchOutcome, SCHEDULER_NAME,
+    TaskDeletion, TaskView, WatchOutcome, SCHEDULER_NAME,
 };
 use crate::ports::{ExecutionFilter, Page, Paged, QueueMessage, StoreError};
 use crate::Services;
@@ -147,7 +147,11 @@ impl Actor for ApiActor {
             ApiMessage::SearchTasks { words, page, reply } => serve(reply, async move {
                 Ok(services.store.search_tasks(&words, page).await?)
             }),
-            ApiMessage::GetTask { task_id, reply } => serve(reply, get_task(services, task_id)),
+            ApiMessage::GetTask {
+                task_id,
+                page,
+                reply,
+            } => serve(reply, get_task(services, task_id, page)),
             ApiMessage::GetJob {
                 task_id,
                 job_id,
@@ -601,32 +605,60 @@ async fn delete_job(services: Services, task_id: String, job_id: Uuid) -> ApiRes
 }
 
 /// Most jobs read at once while deleting a task.
-const DELETE_BATCH: usize = 100;
+const DELETE_BATCH: u64 = 100;
+/// Jobs of a task deleted at once: their store writes share the group commit's flushes.
+const DELETE_PARALLEL: usize = 8;
+/// How long one `DELETE /tasks/{task}/` goes on deleting before it answers (under the
+/// gateway's call timeout): a task of 100 000 jobs takes several calls, each answering what
+/// is left, instead of one that times out.
+const DELETE_TASK_BUDGET: std::time::Duration =
+    std::time::Duration::from_millis(crate::CALL_TIMEOUT_MS / 2);
 
-/// Deletes every job of a task, a batch at a time; the task goes with its last job.
-async fn delete_task(services: Services, task_id: String) -> ApiResult<Option<u64>> {
+/// Deletes the jobs of a task, a batch at a time and several at once, for at most
+/// [`DELETE_TASK_BUDGET`]; the task goes with its last job.
+async fn delete_task(services: Services, task_id: String) -> ApiResult<Option<TaskDeletion>> {
     if services.store.get_task(&task_id).await?.is_none() {
         return Ok(None);
     }
+    let started = tokio::time::Instant::now();
     let mut deleted = 0;
     loop {
-        let jobs = services.store.list_jobs(&task_id).await?;
+        // Always the first page: the jobs of the round before are gone, so each round reads
+        // at most DELETE_BATCH records, however many jobs the task has.
+        let first = Page {
+            number: 1,
+            per_page: DELETE_BATCH,
+        };
+        let jobs = services.store.list_jobs(&task_id, first).await?;
+        if jobs.items.is_empty() || started.elapsed() >= DELETE_TASK_BUDGET {
+            return Ok(Some(TaskDeletion {
+                deleted,
+                left: jobs.total,
+            }));
+        }
         let mut progress = false;
-        for job in jobs.into_iter().take(DELETE_BATCH) {
-            if delete_job(services.clone(), task_id.clone(), job.job_id)
-                .await?
-                .is_some()
-            {
-                deleted += 1;
-                progress = true;
+        for chunk in jobs.items.chunks(DELETE_PARALLEL) {
+            let mut running = tokio::task::JoinSet::new();
+            for job in chunk {
+                running.spawn(delete_job(services.clone(), task_id.clone(), job.job_id));
+            }
+            while let Some(done) = running.join_next().await {
+                let done = done.map_err(|error| ApiError {
+                    kind: ErrorKind::Internal,
+                    message: error.to_string(),
+                })?;
+                if done?.is_some() {
+                    deleted += 1;
+                    progress = true;
+                }
             }
         }
-        // Done, or only jobs left that cannot be deleted (gone meanwhile): never loop forever.
+        // Only jobs left that cannot be deleted (gone meanwhile): never loop forever.
         if !progress {
-            break;
+            let left = services.store.list_jobs(&task_id, first).await?.total;
+            return Ok(Some(TaskDeletion { deleted, left }));
         }
     }
-    Ok(Some(deleted))
 }
 
 async fn stop_one_execution(
@@ -750,11 +782,11 @@ fn refuse_beyond_limits(
     }
 }
 
-async fn get_task(services: Services, task_id: String) -> ApiResult<Option<TaskView>> {
+async fn get_task(services: Services, task_id: String, page: Page) -> ApiResult<Option<TaskView>> {
     let Some(task) = services.store.get_task(&task_id).await? else {
         return Ok(None);
     };
-    let jobs = services.store.list_jobs(&task_id).await?;
+    let jobs = services.store.list_jobs(&task_id, page).await?;
     Ok(Some((task, jobs)))
 }
 

@@ -129,8 +129,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Paged<TaskSummary>, StoreError>;
     /// The task, or `None` when no job was ever posted to it.
     async fn get_task(&self, task_id: &str) -> Result<Option<Task>, StoreError>;
-    /// The task's jobs, most recently modified first.
-    async fn list_jobs(&self, task_id: &str) -> Result<Vec<Job>, StoreError>;
+    /// One page of the task's jobs, most recently modified first (ties by job id), and how
+    /// many the task has: an index-backed query, so a task of 100 000 jobs is never loaded whole.
+    async fn list_jobs(&self, task_id: &str, page: Page) -> Result<Paged<Job>, StoreError>;
     /// The job, or `None` when no job has this id in this task.
     async fn get_job(&self, task_id: &str, job_id: Uuid) -> Result<Option<Job>, StoreError>;
     /// How many executions the job has had (`executionCount`), those retention removed
@@ -201,8 +202,15 @@ pub trait Store: Send + Sync + 'static {
     /// `job.version + 1`. Refused with `Conflict` when another write came first, or the job is
     /// gone: the caller reads again and decides again.
     async fn update_job(&self, job: &Job) -> Result<(), StoreError>;
-    /// Jobs with a future firing or a pending run, soonest [`Job::attention_at`] first.
-    async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// `(job id, task id, attention time)` of up to `limit` jobs with a future firing or a
+    /// pending run, in ([`Job::attention_at`], job id) order, strictly after `after` (from the
+    /// start when `None`): how the scheduler loads its index at start, a bounded page at a
+    /// time, each an index range scan (keyset paging), never every record at once.
+    async fn scheduled_page(
+        &self,
+        after: Option<(Timestamp, Uuid)>,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, String, Timestamp)>, StoreError>;
     /// `(job id, task id, attention time)` of up to `limit` jobs whose [`Job::attention_at`] is
     /// at or before `before`, soonest first: how a node learns of schedules another node
     /// created or moved, and of pending runs a crashed writer left.

@@ -11,7 +11,7 @@
 //! `Stop` to a JobActor for `overlap: replace`.
 //!
 //! The store is the truth; this actor keeps an index of (next firing, job) in memory, rebuilt
-//! from the store when it starts. A firing's execution id is derived from (job, scheduled time),
+//! from the store when it starts, a page of ids and times at a time (`Store::scheduled_page`). A firing's execution id is derived from (job, scheduled time),
 //! so firing a slot twice (two nodes, a repeated step) creates one execution. A firing is
 //! decided by a conditional write of the job that moves the schedule on and records the firing
 //! as pending (`job_record`); only then is its execution created. A concurrent write of the
@@ -64,6 +64,12 @@ const FIRINGS_PER_TICK: usize = 500;
 const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 const SYNC_WINDOW: Duration = Duration::from_secs(5);
 const SYNC_LIMIT: usize = 1_000;
+/// Schedules read per page when the index is loaded at start: the ids and times only, a
+/// bounded page at a time, however many jobs are scheduled.
+const LOAD_PAGE: usize = 1_000;
+/// A firing this late (a downtime) has its missed slots worked out on a blocking thread, off
+/// the async runtime's workers; an on-time one (a slot or two) inline.
+const CATCH_UP_AFTER: Duration = Duration::from_secs(60);
 
 impl Actor for SchedulerActor {
     type Msg = SchedulerMessage;
@@ -82,11 +88,7 @@ impl Actor for SchedulerActor {
             armed_for: None,
             unfireable: HashMap::new(),
         };
-        for job in state.services.store.scheduled_jobs().await? {
-            if let Some(next) = job.attention_at() {
-                state.set(job.job_id, job.task_id.clone(), next);
-            }
-        }
+        state.load().await?;
         tracing::info!(scheduled = state.entries.len(), "scheduler loaded");
         myself.send_interval(TICK, || SchedulerMessage::Tick);
         myself.send_interval(SYNC_INTERVAL, || SchedulerMessage::Sync);
@@ -129,6 +131,23 @@ impl Actor for SchedulerActor {
 }
 
 impl SchedulerState {
+    /// Indexes every job with a future firing or a pending run, reading the store's index
+    /// page by page (keyset: each page starts after the last entry of the one before).
+    async fn load(&mut self) -> Result<(), StoreError> {
+        let mut after = None;
+        loop {
+            let page = self.services.store.scheduled_page(after, LOAD_PAGE).await?;
+            let complete = page.len() < LOAD_PAGE;
+            for (job_id, task_id, next) in page {
+                after = Some((next, job_id));
+                self.set(job_id, task_id, next);
+            }
+            if complete {
+                return Ok(());
+            }
+        }
+    }
+
     /// Sets a wake-up for the earliest firing when it is due within the next tick (later ones
     /// are armed by a later tick), so firings happen at their time, not at a tick's.
     fn arm(&mut self, myself: &ActorRef<SchedulerMessage>) {
@@ -265,7 +284,19 @@ impl SchedulerState {
             None => None,
         };
         // What fell due during the last pause is the misfire policy's to decide, however recent.
-        let due = due_firings_late_until(&schedule, cron.as_ref(), now, schedule.resumed_at);
+        let resumed_at = schedule.resumed_at;
+        let due = if now.0 - expected.0 > CATCH_UP_AFTER.as_micros() as i64 {
+            // Up to SLOTS_EXAMINED slots and a count of the stretch between: bounded, but
+            // not for the async runtime's threads.
+            let (late, cron) = (schedule.clone(), cron.clone());
+            tokio::task::spawn_blocking(move || {
+                due_firings_late_until(&late, cron.as_ref(), now, resumed_at)
+            })
+            .await
+            .map_err(|error| StoreError::Internal(format!("missed slots: {error}")))?
+        } else {
+            due_firings_late_until(&schedule, cron.as_ref(), now, resumed_at)
+        };
         let mut num_missed = due.missed.len();
         for slot in &due.missed {
             let reason = if schedule.paused_over(*slot) {

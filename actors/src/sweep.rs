@@ -140,14 +140,18 @@ async fn push_unfinished(services: &Services, settle_ms: i64) -> Result<usize, A
                 break;
             };
             after = Some(last.execution_id);
+            // A page's pushes at once: the embedded queue commits them together (one flush
+            // instead of one each), Redis pipelines them. At most SWEEP_PAGE in flight.
+            let mut pushes = tokio::task::JoinSet::new();
             for execution in page
                 .iter()
                 .filter(|execution| execution.created_at.unix_millis() <= settled)
             {
-                services
-                    .queue
-                    .push(&QueueMessage::run(execution), now)
-                    .await?;
+                let (queue, message) = (services.queue.clone(), QueueMessage::run(execution));
+                pushes.spawn(async move { queue.push(&message, now).await });
+            }
+            while let Some(done) = pushes.join_next().await {
+                done.map_err(|error| format!("sweep push: {error}"))??;
                 pushed += 1;
             }
         }

@@ -49,6 +49,8 @@ use tracing::Instrument;
 pub(crate) struct GatewaySettings {
     pub(crate) debug: bool,
     pub(crate) per_page: u64,
+    /// `TASK_JOBS_PER_PAGE`: the page size of a task's jobs.
+    pub(crate) task_jobs_per_page: u64,
     pub(crate) server_name: Option<String>,
     pub(crate) redactor: Redactor,
     pub(crate) enable_cors: bool,

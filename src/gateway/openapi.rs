@@ -280,12 +280,21 @@ pub struct TaskSummary {
     jobs_count: u64,
 }
 
-/// `GET /tasks/{task}`: the task's jobs.
+/// `GET /tasks/{task}`: a page of the task's jobs (`TASK_JOBS_PER_PAGE`), newest change first.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TaskDetails {
     task_id: String,
     jobs: Vec<TaskJob>,
+    total: u64,
+    #[schema(minimum = 1)]
+    page: u64,
+    pages: u64,
+    per_page: u64,
+    has_next: bool,
+    has_prev: bool,
+    next_url: Option<String>,
+    prev_url: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -711,8 +720,12 @@ pub struct JobId {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TaskDeleted {
     task: Link,
+    /// Whether the task is gone; `false` when this call ran out of time first (`jobsLeft`).
     deleted: bool,
+    /// Jobs this call deleted.
     jobs_deleted: u64,
+    /// Jobs still in the task: call again to delete them (0 when `deleted`).
+    jobs_left: u64,
 }
 
 /// The body of `/docker-executor/blacklist`.
@@ -754,7 +767,7 @@ fn metrics() {}
     description = "Deletes every job of the task as `DELETE /tasks/{task}/jobs/{job}` does; the task goes with its last job. Scope `admin`.",
     params(("task" = String, Path, max_length = 200)),
     responses(
-        (status = 200, description = "The task and its jobs were deleted.", body = TaskDeleted),
+        (status = 200, description = "The task and its jobs were deleted, or (a large task) as many jobs as one call deletes in about 5 s: `deleted: false` and `jobsLeft`; call again.", body = TaskDeleted),
         (status = 404, description = "No such task (also when already deleted).", body = ErrorBody),
     ))]
 fn delete_task() {}
@@ -847,10 +860,14 @@ fn list_tasks() {}
 fn search_tasks() {}
 
 #[utoipa::path(get, path = "/tasks/{task}", tag = "tasks", operation_id = "get_task",
-    params(("task" = String, Path, description = "The task id.")),
+    params(
+        ("task" = String, Path, description = "The task id."),
+        ("page" = Option<u64>, Query, description = "The page of the task's jobs, from 1 (at most 2^40); `TASK_JOBS_PER_PAGE` jobs a page.", minimum = 1),
+    ),
     responses(
-        (status = 200, description = "The task's jobs.", body = TaskDetails),
-        (status = 404, description = "No such task.", body = ErrorBody),
+        (status = 200, description = "A page of the task's jobs.", body = TaskDetails),
+        (status = 400, description = "`page` is not a positive integer.", body = ErrorBody),
+        (status = 404, description = "No such task, or a page past the last one.", body = ErrorBody),
     ))]
 fn task_details() {}
 

@@ -123,9 +123,18 @@ pub(crate) fn execution_details(found: &ExecutionTail, urls: &Urls) -> Value {
     })
 }
 
-/// `GET /tasks/{id}/`: the task's jobs with their links.
-pub(crate) fn task_details(task_id: &str, jobs: &[Job], urls: &Urls) -> Value {
-    let jobs: Vec<Value> = jobs
+/// `GET /tasks/{id}/?page=N`: a page of the task's jobs with their links, and the paging
+/// fields of [`task_page`]; `page_url` builds the URL of another page.
+pub(crate) fn task_details(
+    task_id: &str,
+    jobs: &Paged<Job>,
+    page: u64,
+    per_page: u64,
+    urls: &Urls,
+    page_url: impl Fn(u64) -> String,
+) -> Value {
+    let items: Vec<Value> = jobs
+        .items
         .iter()
         .map(|job| {
             json!({
@@ -135,7 +144,28 @@ pub(crate) fn task_details(task_id: &str, jobs: &[Job], urls: &Urls) -> Value {
             })
         })
         .collect();
-    json!({"taskId": task_id, "jobs": jobs})
+    let mut answer = paging(jobs.total, page, per_page, page_url);
+    answer["taskId"] = json!(task_id);
+    answer["jobs"] = Value::Array(items);
+    answer
+}
+
+/// The paging fields of a listing: `total`, `page`, `pages`, `perPage`, `hasNext`, `hasPrev`,
+/// `nextUrl`, `prevUrl`.
+fn paging(total: u64, page: u64, per_page: u64, page_url: impl Fn(u64) -> String) -> Value {
+    let pages = total.div_ceil(per_page.max(1));
+    let has_next = page < pages;
+    let has_prev = page > 1;
+    json!({
+        "total": total,
+        "page": page,
+        "pages": pages,
+        "perPage": per_page,
+        "hasNext": has_next,
+        "hasPrev": has_prev,
+        "nextUrl": if has_next { Value::String(page_url(page + 1)) } else { Value::Null },
+        "prevUrl": if has_prev { Value::String(page_url(page - 1)) } else { Value::Null },
+    })
 }
 
 /// A page of tasks; `page_url` builds the URL of another page.
@@ -159,32 +189,9 @@ pub(crate) fn task_page(
             })
         })
         .collect();
-    page_of(items, paged.total, page, per_page, page_url)
-}
-
-/// The page shape every listing shares: `items`, `total`, `page`, `pages`, `perPage`,
-/// `hasNext`, `hasPrev`, `nextUrl`, `prevUrl`.
-fn page_of(
-    items: Vec<Value>,
-    total: u64,
-    page: u64,
-    per_page: u64,
-    page_url: impl Fn(u64) -> String,
-) -> Value {
-    let pages = total.div_ceil(per_page.max(1));
-    let has_next = page < pages;
-    let has_prev = page > 1;
-    json!({
-        "items": items,
-        "total": total,
-        "page": page,
-        "pages": pages,
-        "perPage": per_page,
-        "hasNext": has_next,
-        "hasPrev": has_prev,
-        "nextUrl": if has_next { Value::String(page_url(page + 1)) } else { Value::Null },
-        "prevUrl": if has_prev { Value::String(page_url(page - 1)) } else { Value::Null },
-    })
+    let mut answer = paging(paged.total, page, per_page, page_url);
+    answer["items"] = Value::Array(items);
+    answer
 }
 
 /// A page of an execution history (`GET …/jobs/{job}/executions/`, `GET /executions/`): each
@@ -218,7 +225,9 @@ pub(crate) fn execution_page(
             value
         })
         .collect();
-    page_of(items, paged.total, page, per_page, page_url)
+    let mut answer = paging(paged.total, page, per_page, page_url);
+    answer["items"] = Value::Array(items);
+    answer
 }
 
 /// `/healthcheck`: whether the queue and the store answer (under the original's names `redis`

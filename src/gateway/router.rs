@@ -270,7 +270,7 @@ pub(crate) async fn route(
         }
         Endpoint::ListTasks => tasks::list(settings, &urls, query).await,
         Endpoint::SearchTasks => tasks::search(settings, &urls, query).await,
-        Endpoint::TaskDetails => tasks::details(settings, &urls, task).await,
+        Endpoint::TaskDetails => tasks::details(settings, &urls, task, query).await,
         Endpoint::CreateJob => tasks::enqueue(settings, &urls, request, peer, task, None).await,
         Endpoint::PutJob => tasks::enqueue(settings, &urls, request, peer, task, Some(job)).await,
         Endpoint::JobDetails => jobs::details(settings, &urls, task, job).await,

@@ -55,7 +55,16 @@ pub struct Idempotency {
 }
 
 /// A task with its jobs, most recently modified first.
-pub type TaskView = (Task, Vec<Job>);
+pub type TaskView = (Task, Paged<Job>);
+
+/// What a `DELETE /tasks/{task}/` did: jobs deleted by this call, and jobs left in the task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskDeletion {
+    /// Jobs this call deleted.
+    pub deleted: u64,
+    /// Jobs still in the task (0: the task is gone).
+    pub left: u64,
+}
 
 /// A job with its newest executions, for the job details route.
 #[derive(Clone, Debug, PartialEq)]
@@ -146,10 +155,11 @@ pub enum ApiMessage {
         job_id: Uuid,
         reply: RpcReplyPort<ApiResult<Option<u64>>>,
     },
-    /// Deletes every job of the task; answers how many jobs went (`None`: no such task).
+    /// Deletes the jobs of the task for a bounded time; answers how many went and how many
+    /// are left (`None`: no such task).
     DeleteTask {
         task_id: String,
-        reply: RpcReplyPort<ApiResult<Option<u64>>>,
+        reply: RpcReplyPort<ApiResult<Option<TaskDeletion>>>,
     },
     /// Stops one execution (no more retries of the job; the schedule stays).
     StopExecution {
@@ -173,8 +183,10 @@ pub enum ApiMessage {
         page: Page,
         reply: RpcReplyPort<ApiResult<Paged<TaskSummary>>>,
     },
+    /// The task and one page of its jobs.
     GetTask {
         task_id: String,
+        page: Page,
         reply: RpcReplyPort<ApiResult<Option<TaskView>>>,
     },
     GetJob {

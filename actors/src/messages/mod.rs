@@ -24,7 +24,7 @@ mod node;
 
 pub use api::{
     ApiError, ApiMessage, ApiResult, Enqueued, ExecutionLookup, Health, Idempotency, JobView,
-    NodeStatus, ScheduledJob, TaskView, WatchOutcome, API_NAME,
+    NodeStatus, ScheduledJob, TaskDeletion, TaskView, WatchOutcome, API_NAME,
 };
 pub use host::{HostMessage, HostStatus, LogWatch};
 pub use job::{job_actor_name, JobMessage, LEFT_TO_ANOTHER_RUNNER};

@@ -200,7 +200,7 @@ impl Store for FakeStore {
         Err(not_faked("get_task"))
     }
 
-    async fn list_jobs(&self, task_id: &str) -> Result<Vec<Job>, StoreError> {
+    async fn list_jobs(&self, task_id: &str, page: Page) -> Result<Paged<Job>, StoreError> {
         let mut jobs: Vec<Job> = self
             .records()
             .jobs
@@ -209,7 +209,13 @@ impl Store for FakeStore {
             .cloned()
             .collect();
         jobs.sort_by_key(|job| std::cmp::Reverse(job.last_modified_at));
-        Ok(jobs)
+        let total = jobs.len() as u64;
+        let items = jobs
+            .into_iter()
+            .skip(page.offset().min(usize::MAX as u64) as usize)
+            .take(page.per_page.min(usize::MAX as u64) as usize)
+            .collect();
+        Ok(Paged { items, total })
     }
 
     async fn get_job(&self, task_id: &str, job_id: Uuid) -> Result<Option<Job>, StoreError> {
@@ -395,8 +401,12 @@ impl Store for FakeStore {
         Ok(())
     }
 
-    async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        Err(not_faked("scheduled_jobs"))
+    async fn scheduled_page(
+        &self,
+        _after: Option<(Timestamp, Uuid)>,
+        _limit: usize,
+    ) -> Result<Vec<(Uuid, String, Timestamp)>, StoreError> {
+        Err(not_faked("scheduled_page"))
     }
 
     async fn scheduled_before(

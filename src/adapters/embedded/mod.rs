@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS schedules (
     next_fire_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS schedules_by_time ON schedules (next_fire_at);
+CREATE INDEX IF NOT EXISTS schedules_by_time_id ON schedules (next_fire_at, job_id);
 CREATE TABLE IF NOT EXISTS executions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     execution_id TEXT NOT NULL UNIQUE,

@@ -16,6 +16,46 @@ use fastlane_proto::{Execution, ExecutionStatus, Job, Task, TaskSummary, Timesta
 use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
+/// How many jobs a task has (`Store::list_jobs`' total).
+const COUNT_JOBS_OF_TASK: &str =
+    "SELECT COUNT(*) FROM jobs INDEXED BY jobs_by_task WHERE task_id = ?1";
+/// One page of a task's jobs, newest change first; the rowid breaks ties in index order.
+const PAGE_OF_JOBS_OF_TASK: &str =
+    "SELECT job_id, record FROM jobs INDEXED BY jobs_by_task WHERE task_id = ?1
+     ORDER BY last_modified_at DESC, rowid DESC LIMIT ?2 OFFSET ?3";
+
+/// A page of the scheduler's index at start: (attention time, job id) after the cursor, in
+/// the order of `schedules_by_time_id`, so each page is a range scan of it.
+const SCHEDULED_PAGE: &str = "SELECT schedules.job_id, jobs.task_id, schedules.next_fire_at
+     FROM schedules INDEXED BY schedules_by_time_id JOIN jobs ON jobs.job_id = schedules.job_id
+     WHERE (schedules.next_fire_at, schedules.job_id) > (?1, ?2)
+     ORDER BY schedules.next_fire_at, schedules.job_id LIMIT ?3";
+
+/// `(job id, task id, attention time)` rows of a schedules query.
+fn schedule_rows(
+    connection: &rusqlite::Connection,
+    sql: &str,
+    parameters: impl rusqlite::Params,
+) -> Result<Vec<(Uuid, String, Timestamp)>, DbError> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let rows = statement
+        .query_map(parameters, |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(job_id, task_id, next)| {
+            let job_id =
+                Uuid::parse_str(&job_id).map_err(|error| DbError::Corrupt(error.to_string()))?;
+            Ok((job_id, task_id, Timestamp(next)))
+        })
+        .collect()
+}
+
 #[async_trait]
 impl Store for Embedded {
     async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError> {
@@ -208,14 +248,26 @@ impl Store for Embedded {
         .map_err(StoreError::from)
     }
 
-    async fn list_jobs(&self, task_id: &str) -> Result<Vec<Job>, StoreError> {
+    async fn list_jobs(&self, task_id: &str, page: Page) -> Result<Paged<Job>, StoreError> {
         let task_id = task_id.to_string();
         self.with(move |connection| {
-            records(
+            // Both walk `jobs_by_task` (whose entries end with the rowid, the tie-break): the
+            // count reads the task's index entries only, the page at most offset + per_page.
+            let total: i64 =
+                connection.query_row(COUNT_JOBS_OF_TASK, params![task_id], |row| row.get(0))?;
+            let items = records(
                 connection,
-                "SELECT job_id, record FROM jobs WHERE task_id = ?1 ORDER BY last_modified_at DESC",
-                params![task_id],
-            )
+                PAGE_OF_JOBS_OF_TASK,
+                params![
+                    task_id,
+                    page.per_page.min(i64::MAX as u64) as i64,
+                    page.offset().min(i64::MAX as u64) as i64
+                ],
+            )?;
+            Ok(Paged {
+                items,
+                total: total as u64,
+            })
         })
         .await
         .map_err(StoreError::from)
@@ -457,13 +509,20 @@ impl Store for Embedded {
         .map_err(StoreError::from)
     }
 
-    async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        self.with(|connection| {
-            records(
+    async fn scheduled_page(
+        &self,
+        after: Option<(Timestamp, Uuid)>,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, String, Timestamp)>, StoreError> {
+        let (at, job_id) = match after {
+            Some((at, job_id)) => (at.0, job_id.to_string()),
+            None => (i64::MIN, String::new()),
+        };
+        self.with(move |connection| {
+            schedule_rows(
                 connection,
-                "SELECT jobs.job_id, jobs.record FROM schedules JOIN jobs ON jobs.job_id = schedules.job_id
-                 ORDER BY schedules.next_fire_at",
-                [],
+                SCHEDULED_PAGE,
+                params![at, job_id, limit.min(i64::MAX as usize) as i64],
             )
         })
         .await
@@ -476,27 +535,13 @@ impl Store for Embedded {
         limit: usize,
     ) -> Result<Vec<(Uuid, String, Timestamp)>, StoreError> {
         self.with(move |connection| {
-            let mut statement = connection.prepare_cached(
+            schedule_rows(
+                connection,
                 "SELECT schedules.job_id, jobs.task_id, schedules.next_fire_at
                  FROM schedules JOIN jobs ON jobs.job_id = schedules.job_id
                  WHERE schedules.next_fire_at <= ?1 ORDER BY schedules.next_fire_at LIMIT ?2",
-            )?;
-            let rows = statement
-                .query_map(params![before.0, limit as i64], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, i64>(2)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter()
-                .map(|(job_id, task_id, next)| {
-                    let job_id = Uuid::parse_str(&job_id)
-                        .map_err(|error| DbError::Corrupt(error.to_string()))?;
-                    Ok((job_id, task_id, Timestamp(next)))
-                })
-                .collect()
+                params![before.0, limit.min(i64::MAX as usize) as i64],
+            )
         })
         .await
         .map_err(StoreError::from)
@@ -647,5 +692,46 @@ impl Store for Embedded {
         .await
         .map(|_| ())
         .map_err(StoreError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page of a task's jobs, their count and a page of the scheduler's index at start are
+    /// index range scans, sorted by the index itself: their cost grows with the page and the
+    /// log of the table, not with the task or the number of schedules.
+    #[test]
+    fn pages_are_index_range_scans_without_a_sort() {
+        let connection = rusqlite::Connection::open_in_memory().unwrap();
+        connection.execute_batch(super::super::SCHEMA).unwrap();
+        for (sql, parameters) in [
+            (COUNT_JOBS_OF_TASK, 1),
+            (PAGE_OF_JOBS_OF_TASK, 3),
+            (SCHEDULED_PAGE, 3),
+        ] {
+            let mut statement = connection
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            for index in 1..=parameters {
+                statement.raw_bind_parameter(index, 1_i64).unwrap();
+            }
+            let mut rows = statement.raw_query();
+            let mut details = Vec::new();
+            while let Some(row) = rows.next().unwrap() {
+                details.push(row.get::<_, String>(3).unwrap());
+            }
+            assert!(
+                details.iter().any(|detail| detail.starts_with("SEARCH")),
+                "{sql}: {details:?}"
+            );
+            assert!(
+                !details
+                    .iter()
+                    .any(|detail| detail.starts_with("SCAN") || detail.contains("TEMP B-TREE")),
+                "{sql}: {details:?}"
+            );
+        }
     }
 }

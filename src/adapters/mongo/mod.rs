@@ -162,14 +162,20 @@ impl MongoStore {
         )
         .await?;
         bounded(self.tasks.create_index(index(doc! {"words": 1}, false))).await?;
-        bounded(
-            self.jobs
-                .create_index(index(doc! {"task_id": 1, "last_modified_at": -1}, false)),
-        )
+        bounded(self.jobs.create_index(index(
+            doc! {"task_id": 1, "last_modified_at": -1, "_id": -1},
+            false,
+        )))
         .await?;
         bounded(
             self.jobs
                 .create_index(index(doc! {"next_fire_at": 1}, false)),
+        )
+        .await?;
+        // The scheduler loads its index at start page by page on (next_fire_at, _id).
+        bounded(
+            self.jobs
+                .create_index(index(doc! {"next_fire_at": 1, "_id": 1}, false)),
         )
         .await?;
         bounded(

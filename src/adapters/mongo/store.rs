@@ -225,6 +225,36 @@ impl MongoStore {
             total,
         })
     }
+
+    /// `(job id, task id, attention time)` of up to `limit` jobs matching `filter`, in `sort`
+    /// order, read from the index entries' fields only (a projection).
+    async fn schedule_rows(
+        &self,
+        filter: Document,
+        sort: Document,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, String, Timestamp)>, StoreError> {
+        self.collect(
+            self.jobs
+                .find(filter)
+                .projection(doc! {"task_id": 1, "next_fire_at": 1})
+                .sort(sort)
+                .limit(limit.min(i64::MAX as usize) as i64),
+        )
+        .await?
+        .iter()
+        .map(|document| {
+            let job_id =
+                Uuid::parse_str(document.get_str("_id").map_err(internal)?).map_err(internal)?;
+            let task_id = document.get_str("task_id").map_err(internal)?.to_string();
+            Ok((
+                job_id,
+                task_id,
+                Timestamp(integer(document, "next_fire_at")),
+            ))
+        })
+        .collect()
+    }
 }
 
 #[async_trait]
@@ -339,17 +369,23 @@ impl Store for MongoStore {
             .transpose()
     }
 
-    async fn list_jobs(&self, task_id: &str) -> Result<Vec<Job>, StoreError> {
-        Ok(self
+    async fn list_jobs(&self, task_id: &str, page: Page) -> Result<Paged<Job>, StoreError> {
+        // Both served by the index (task_id, last_modified_at desc, _id desc): the sort is the
+        // index order, so a page reads offset + per_page entries, never the whole task.
+        let total = bounded(self.jobs.count_documents(doc! {"task_id": task_id})).await?;
+        let items = self
             .collect(
                 self.jobs
                     .find(doc! {"task_id": task_id})
-                    .sort(doc! {"last_modified_at": -1}),
+                    .sort(doc! {"last_modified_at": -1, "_id": -1})
+                    .skip(page.offset())
+                    .limit(page.per_page.min(i64::MAX as u64) as i64),
             )
             .await?
             .iter()
             .filter_map(readable_record)
-            .collect())
+            .collect();
+        Ok(Paged { items, total })
     }
 
     async fn get_job(&self, task_id: &str, job_id: Uuid) -> Result<Option<Job>, StoreError> {
@@ -519,17 +555,24 @@ impl Store for MongoStore {
         self.write_job(job).await
     }
 
-    async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        Ok(self
-            .collect(
-                self.jobs
-                    .find(doc! {"next_fire_at": {"$ne": Bson::Null}})
-                    .sort(doc! {"next_fire_at": 1}),
-            )
-            .await?
-            .iter()
-            .filter_map(readable_record)
-            .collect())
+    async fn scheduled_page(
+        &self,
+        after: Option<(Timestamp, Uuid)>,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, String, Timestamp)>, StoreError> {
+        // Keyset paging on the index (next_fire_at, _id): later, or as late with a greater id.
+        let filter = match after {
+            None => doc! {"next_fire_at": {"$ne": Bson::Null}},
+            Some((at, job_id)) => doc! {
+                "next_fire_at": {"$gte": at.0},
+                "$or": [
+                    {"next_fire_at": {"$gt": at.0}},
+                    {"next_fire_at": at.0, "_id": {"$gt": job_id.to_string()}},
+                ],
+            },
+        };
+        self.schedule_rows(filter, doc! {"next_fire_at": 1, "_id": 1}, limit)
+            .await
     }
 
     async fn scheduled_before(
@@ -537,26 +580,12 @@ impl Store for MongoStore {
         before: Timestamp,
         limit: usize,
     ) -> Result<Vec<(Uuid, String, Timestamp)>, StoreError> {
-        self.collect(
-            self.jobs
-                .find(doc! {"next_fire_at": {"$ne": Bson::Null, "$lte": before.0}})
-                .projection(doc! {"task_id": 1, "next_fire_at": 1})
-                .sort(doc! {"next_fire_at": 1})
-                .limit(limit.min(i64::MAX as usize) as i64),
+        self.schedule_rows(
+            doc! {"next_fire_at": {"$ne": Bson::Null, "$lte": before.0}},
+            doc! {"next_fire_at": 1},
+            limit,
         )
-        .await?
-        .iter()
-        .map(|document| {
-            let job_id =
-                Uuid::parse_str(document.get_str("_id").map_err(internal)?).map_err(internal)?;
-            let task_id = document.get_str("task_id").map_err(internal)?.to_string();
-            Ok((
-                job_id,
-                task_id,
-                Timestamp(integer(document, "next_fire_at")),
-            ))
-        })
-        .collect()
+        .await
     }
 
     async fn append_webhook_dispatch(

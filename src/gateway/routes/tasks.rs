@@ -36,6 +36,20 @@ pub(crate) async fn search(
 }
 
 fn page_number(query: Option<&str>) -> Result<u64, Failure> {
+    page_param(
+        query,
+        "get_tasks",
+        "Tasks pagination page param should be a positive integer.",
+    )
+}
+
+/// The `page` query parameter: 1 when absent, else an integer from 1 to 2^40 (a 400 with
+/// `message` otherwise).
+fn page_param(
+    query: Option<&str>,
+    operation: &'static str,
+    message: &'static str,
+) -> Result<u64, Failure> {
     match query_param(query, "page") {
         None => Ok(1),
         Some(text) => text
@@ -43,12 +57,7 @@ fn page_number(query: Option<&str>) -> Result<u64, Failure> {
             .parse::<u64>()
             .ok()
             .filter(|page| *page >= 1 && *page <= 1 << 40)
-            .ok_or_else(|| {
-                Failure::invalid(
-                    "get_tasks",
-                    "Tasks pagination page param should be a positive integer.",
-                )
-            }),
+            .ok_or_else(|| Failure::invalid(operation, message)),
     }
 }
 
@@ -110,21 +119,46 @@ async fn list_tasks(
     ok(settings, &body)
 }
 
-/// `GET /tasks/{task}/`.
+/// `GET /tasks/{task}/?page=N`: one page of the task's jobs (`TASK_JOBS_PER_PAGE`), newest
+/// change first, with the paging fields of `/tasks/`; a page past the last one is 404.
 pub(crate) async fn details(
     settings: &GatewaySettings,
     urls: &Urls,
     task_id: &str,
+    query: Option<&str>,
 ) -> Result<HttpResponse, Failure> {
+    const OPERATION: &str = "get_task";
+    let number = page_param(
+        query,
+        OPERATION,
+        "Task jobs pagination page param should be a positive integer.",
+    )?;
+    let page = Page {
+        number,
+        per_page: settings.task_jobs_per_page,
+    };
     let owned = task_id.to_string();
-    let found = call(settings, "get_task", |reply| ApiMessage::GetTask {
+    let found = call(settings, OPERATION, |reply| ApiMessage::GetTask {
         task_id: owned,
+        page,
         reply,
     })
     .await?
-    .map_err(api_failure("get_task"))?;
-    let (_, jobs) = found.ok_or_else(|| Failure::not_found("get_task", "Task not found."))?;
-    ok(settings, &render::task_details(task_id, &jobs, urls))
+    .map_err(api_failure(OPERATION))?;
+    let (_, jobs) = found.ok_or_else(|| Failure::not_found(OPERATION, "Task not found."))?;
+    if number > 1 && jobs.items.is_empty() {
+        return Err(Failure::not_found(
+            OPERATION,
+            format!("Page {number} does not exist."),
+        ));
+    }
+    let task_url = urls.task(task_id);
+    ok(
+        settings,
+        &render::task_details(task_id, &jobs, number, page.per_page, urls, |page| {
+            format!("{task_url}?page={page}")
+        }),
+    )
 }
 
 /// `POST /tasks/{task}/` (`job_id` `None`: a new job) and `PUT /tasks/{task}/jobs/{job}/`.
@@ -204,8 +238,9 @@ fn valid_task_id<'a>(task_id: &'a str, operation: &'static str) -> Result<&'a st
     Ok(task_id)
 }
 
-/// `DELETE /tasks/{task}/`: deletes every job of the task as `DELETE …/jobs/{job}/` does; the
-/// task goes with its last job. A second call is 404.
+/// `DELETE /tasks/{task}/`: deletes the jobs of the task as `DELETE …/jobs/{job}/` does, for
+/// a bounded time; the task goes with its last job (`deleted: true`), else `jobsLeft` says
+/// how many a next call will delete. A call after the task is gone is 404.
 pub(crate) async fn delete(
     settings: &GatewaySettings,
     urls: &Urls,
@@ -214,7 +249,7 @@ pub(crate) async fn delete(
     const OPERATION: &str = "delete_task";
     let not_found = || Failure::not_found(OPERATION, "Task not found.");
     let owned = valid_task_id(task_id, OPERATION)?.to_string();
-    let jobs = call(settings, OPERATION, |reply| ApiMessage::DeleteTask {
+    let deletion = call(settings, OPERATION, |reply| ApiMessage::DeleteTask {
         task_id: owned,
         reply,
     })
@@ -225,8 +260,9 @@ pub(crate) async fn delete(
         settings,
         &serde_json::json!({
             "task": {"id": task_id, "url": urls.task(task_id)},
-            "deleted": true,
-            "jobsDeleted": jobs,
+            "deleted": deletion.left == 0,
+            "jobsDeleted": deletion.deleted,
+            "jobsLeft": deletion.left,
         }),
     )
 }

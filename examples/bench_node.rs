@@ -1,0 +1,425 @@
+//! Node-level scale benchmarks (issue 17, points 2 and 3), through the HTTP API of a running
+//! node. Run through `scripts/bench.sh drain` and `scripts/bench.sh concurrency`, which start
+//! the test environment and the node:
+//!
+//!     bench_node drain NODE_URL PID ENGINE IMAGE N WINDOW_SECONDS
+//!     bench_node concurrency NODE_URL PID IMAGE N
+//!
+//! `drain`: the node's farm is ENGINE alone with `maxRunning: 4`. First about 100 trivial jobs
+//! (`true`) are kept waiting (topped up every 200 ms) for WINDOW seconds; then N are posted at
+//! once (64 in flight: the enqueue rate while the backlog grows) and the next WINDOW seconds
+//! are measured with N waiting. For each window: executions started and finished in it (the
+//! drain rate), the slot-to-start time (the finish that freed a slot → the start of the
+//! execution that took it, from the executions' `finishedAt`/`startedAt`; it includes the
+//! engine's create + start of the container), the node's CPU per started job
+//! (`/proc/PID/stat`) and its RSS. Then 4 loops of `docker run --rm IMAGE true` on ENGINE for
+//! WINDOW seconds: the engine's own drain rate.
+//!
+//! `concurrency`: N `sleep 900` jobs posted at once (32 in flight) to a farm of two engines;
+//! the time from the last POST answered until all are `running`, then the node's RSS and CPU
+//! over 20 s while they run, per running execution.
+
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The node's CPU time (user + system) in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<f64>().ok())
+    };
+    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
+}
+
+/// `(VmRSS, VmHWM)` of a process in MB.
+fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Microseconds since the epoch of the node's `YYYY-MM-DDTHH:MM:SS[.ffffff]` (UTC).
+fn micros(iso: &str) -> Option<i64> {
+    let parsed = time::PrimitiveDateTime::parse(
+        iso,
+        &time::format_description::well_known::Iso8601::DEFAULT,
+    )
+    .ok()?;
+    Some((parsed.assume_utc().unix_timestamp_nanos() / 1000) as i64)
+}
+
+fn now_micros() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
+}
+
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * fraction).round() as usize]
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    task: &str,
+    body: &Value,
+) -> Result<String, Error> {
+    for attempt in 0..20 {
+        let response = client
+            .post(format!("{url}/tasks/{task}/"))
+            .json(body)
+            .send()
+            .await?;
+        if response.status().as_u16() == 503 {
+            // In-flight limit: back off and send it again.
+            tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+            continue;
+        }
+        let answer: Value = response.json().await?;
+        return Ok(answer["executionUrl"]
+            .as_str()
+            .ok_or_else(|| format!("no executionUrl: {answer}"))?
+            .to_string());
+    }
+    Err("POST refused 20 times".into())
+}
+
+/// Posts `count` jobs with `body` to `task`, `in_flight` at once; their execution URLs in
+/// posting order (by worker, interleaved), and the seconds it took.
+async fn post_many(
+    client: &reqwest::Client,
+    url: &str,
+    task: &str,
+    body: Value,
+    count: usize,
+    in_flight: usize,
+) -> Result<(Vec<String>, f64), Error> {
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let slots = Arc::new(std::sync::Mutex::new(vec![String::new(); count]));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        let (client, url, task, body) = (
+            client.clone(),
+            url.to_string(),
+            task.to_string(),
+            body.clone(),
+        );
+        let (next, slots) = (next.clone(), slots.clone());
+        workers.spawn(async move {
+            loop {
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if index >= count {
+                    return Ok::<(), Error>(());
+                }
+                let execution = post(&client, &url, &task, &body).await?;
+                slots.lock().unwrap()[index] = execution;
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let urls = std::mem::take(&mut *slots.lock().unwrap());
+    Ok((urls, seconds))
+}
+
+/// `(status, startedAt, finishedAt)` of an execution.
+async fn execution(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<(String, Option<i64>, Option<i64>), Error> {
+    let details: Value = client.get(url).send().await?.json().await?;
+    let execution = &details["execution"];
+    Ok((
+        execution["status"].as_str().unwrap_or("").to_string(),
+        execution["startedAt"].as_str().and_then(micros),
+        execution["finishedAt"].as_str().and_then(micros),
+    ))
+}
+
+/// The index of the first execution not started yet (binary search: the queue is first in,
+/// first out, so the started ones are a prefix, give or take the posting workers' order).
+async fn first_waiting(client: &reqwest::Client, urls: &[String]) -> Result<usize, Error> {
+    let (mut low, mut high) = (0, urls.len());
+    while low < high {
+        let middle = (low + high) / 2;
+        let (status, _, _) = execution(client, &urls[middle]).await?;
+        if status == "enqueued" {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    Ok(low)
+}
+
+/// What one window measured.
+struct Window {
+    waiting_at_start: u64,
+    waiting_at_end: u64,
+    started: usize,
+    finished: usize,
+    seconds: f64,
+    gaps_ms: Vec<f64>,
+    cpu_seconds: f64,
+    rss_mb: f64,
+    hwm_mb: f64,
+}
+
+impl Window {
+    fn print(&self, name: &str) {
+        let mut gaps = self.gaps_ms.clone();
+        gaps.sort_by(f64::total_cmp);
+        println!(
+            "{name:<24} waiting {:>6} → {:>6}  started {:>4} finished {:>4} in {:.0} s  drain {:.2} jobs/s  slot→start p50 {:.1} ms p99 {:.1} ms (n={})  CPU/start {:.2} ms  RSS {:.1} MB (peak {:.1})",
+            self.waiting_at_start,
+            self.waiting_at_end,
+            self.started,
+            self.finished,
+            self.seconds,
+            self.finished as f64 / self.seconds,
+            percentile(&gaps, 0.5),
+            percentile(&gaps, 0.99),
+            gaps.len(),
+            self.cpu_seconds * 1000.0 / self.started.max(1) as f64,
+            self.rss_mb,
+            self.hwm_mb,
+        );
+    }
+}
+
+/// Executions of `urls` not started yet.
+async fn waiting(
+    client: &reqwest::Client,
+    urls: &tokio::sync::Mutex<Vec<String>>,
+) -> Result<u64, Error> {
+    let urls = urls.lock().await.clone();
+    Ok((urls.len() - first_waiting(client, &urls).await?) as u64)
+}
+
+/// Measures a window of `seconds` over the executions of `urls` (posting order); `feed`
+/// tops the backlog up while it runs.
+async fn window(
+    client: &reqwest::Client,
+    url: &str,
+    pid: u32,
+    urls: &tokio::sync::Mutex<Vec<String>>,
+    seconds: u64,
+    feed: Option<(&str, &Value, u64)>,
+) -> Result<Window, Error> {
+    let first = first_waiting(client, &urls.lock().await.clone()).await?;
+    let waiting_at_start = (urls.lock().await.len() - first) as u64;
+    let (from, cpu_before) = (now_micros(), cpu_seconds(pid));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        if let Some((task, body, level)) = feed {
+            let missing = level.saturating_sub(waiting(client, urls).await?);
+            for _ in 0..missing {
+                let execution = post(client, url, task, body).await?;
+                urls.lock().await.push(execution);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (to, cpu) = (now_micros(), cpu_seconds(pid) - cpu_before);
+    let (rss_mb, hwm_mb) = memory(pid);
+    let urls = urls.lock().await.clone();
+    let last = first_waiting(client, &urls).await?;
+    let waiting_at_end = (urls.len() - last) as u64;
+    // Every execution around the window, with margins for the posting order.
+    let range = first.saturating_sub(64)..(last + 64).min(urls.len());
+    let mut starts = Vec::new();
+    let mut finishes = Vec::new();
+    for execution_url in &urls[range] {
+        let (_, started_at, finished_at) = execution(client, execution_url).await?;
+        starts.extend(started_at);
+        finishes.extend(finished_at);
+    }
+    starts.sort_unstable();
+    finishes.sort_unstable();
+    // At maxRunning 4 with jobs waiting, the i-th start (0-based) took the slot of the
+    // (i-4)-th finish: 3 were running just before it.
+    let mut gaps_ms = Vec::new();
+    for (index, start) in starts.iter().enumerate().skip(4 + 8) {
+        if *start < from || *start > to {
+            continue;
+        }
+        if let Some(freed) = finishes.get(index - 4) {
+            gaps_ms.push((start - freed).max(0) as f64 / 1000.0);
+        }
+    }
+    Ok(Window {
+        waiting_at_start,
+        waiting_at_end,
+        started: starts.iter().filter(|at| (from..=to).contains(*at)).count(),
+        finished: finishes
+            .iter()
+            .filter(|at| (from..=to).contains(*at))
+            .count(),
+        seconds: (to - from) as f64 / 1e6,
+        gaps_ms,
+        cpu_seconds: cpu,
+        rss_mb,
+        hwm_mb,
+    })
+}
+
+/// `docker run --rm IMAGE true` in 4 loops on `engine` for `seconds`: containers per second.
+fn docker_runs(engine: &str, image: &str, seconds: u64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let loops: Vec<_> = (0..4)
+        .map(|_| {
+            let (engine, image) = (engine.to_string(), image.to_string());
+            std::thread::spawn(move || {
+                let mut done = 0_u64;
+                while Instant::now() < deadline {
+                    let status = std::process::Command::new("docker")
+                        .args([
+                            "-H",
+                            &format!("tcp://{engine}"),
+                            "run",
+                            "--rm",
+                            &image,
+                            "true",
+                        ])
+                        .output();
+                    if status.is_ok_and(|output| output.status.success()) {
+                        done += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let done: u64 = loops.into_iter().map(|run| run.join().unwrap_or(0)).sum();
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn drain(args: &[String]) -> Result<(), Error> {
+    let [url, pid, engine, image, count, seconds] = args else {
+        return Err("usage: bench_node drain NODE_URL PID ENGINE IMAGE N WINDOW_SECONDS".into());
+    };
+    let (pid, count, seconds): (u32, usize, u64) = (pid.parse()?, count.parse()?, seconds.parse()?);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .build()?;
+    let body = json!({"image": image, "command": "true"});
+
+    let (small, _) = post_many(&client, url, "bench-drain-small", body.clone(), 104, 8).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let small = tokio::sync::Mutex::new(small);
+    let at_100 = window(
+        &client,
+        url,
+        pid,
+        &small,
+        seconds,
+        Some(("bench-drain-small", &body, 100)),
+    )
+    .await?;
+    at_100.print("~100 waiting");
+    // The small backlog drains before the large one is posted.
+    let limit = Instant::now() + Duration::from_secs(600);
+    while waiting(&client, &small).await? > 0 && Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let cpu_before = cpu_seconds(pid);
+    let (large, posting) = post_many(&client, url, "bench-drain-large", body, count, 64).await?;
+    println!(
+        "posted {count} jobs in {posting:.1} s: {:.0} jobs/s (64 in flight), node CPU {:.0} µs/job, RSS {:.1} MB",
+        count as f64 / posting,
+        (cpu_seconds(pid) - cpu_before) * 1e6 / count as f64,
+        memory(pid).0
+    );
+    let large = tokio::sync::Mutex::new(large);
+    let at_n = window(&client, url, pid, &large, seconds, None).await?;
+    at_n.print(&format!("~{count} waiting"));
+    let docker = docker_runs(engine, image, seconds);
+    println!("docker run --rm, 4 loops: {docker:.2} containers/s");
+    Ok(())
+}
+
+async fn concurrency(args: &[String]) -> Result<(), Error> {
+    let [url, pid, image, count] = args else {
+        return Err("usage: bench_node concurrency NODE_URL PID IMAGE N".into());
+    };
+    let (pid, count): (u32, usize) = (pid.parse()?, count.parse()?);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let (idle_rss, _) = memory(pid);
+    let idle_cpu_before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle_cpu = (cpu_seconds(pid) - idle_cpu_before) / 10.0;
+    // Long enough that none ends before the last one starts on loaded engines.
+    let body = json!({"image": image, "command": "sleep 900"});
+    let (urls, posting) = post_many(&client, url, "bench-concurrency", body, count, 32).await?;
+    let last_post = Instant::now();
+    let mut pending: Vec<String> = urls;
+    let limit = Instant::now() + Duration::from_secs(800);
+    while !pending.is_empty() && Instant::now() < limit {
+        let mut still = Vec::new();
+        for execution_url in pending {
+            let (status, _, _) = execution(&client, &execution_url).await?;
+            match status.as_str() {
+                "running" => {}
+                "enqueued" | "pulling" => still.push(execution_url),
+                other => return Err(format!("{execution_url} ended {other}").into()),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let all_started = last_post.elapsed().as_secs_f64();
+    println!(
+        "posted {count} in {posting:.1} s; all running {all_started:.1} s after the last POST ({} not running)",
+        pending.len()
+    );
+    let cpu_before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let cpu = (cpu_seconds(pid) - cpu_before) / 20.0;
+    let (rss, hwm) = memory(pid);
+    let running = count - pending.len();
+    println!(
+        "idle: RSS {idle_rss:.1} MB, CPU {:.3} % of a core; with {running} running: RSS {rss:.1} MB (peak {hwm:.1}), {:.3} MB per running execution above idle; CPU {:.3} % of a core, {:.4} % per running execution ({:.4} % above idle)",
+        idle_cpu * 100.0,
+        (rss - idle_rss) / running.max(1) as f64,
+        cpu * 100.0,
+        cpu * 100.0 / running.max(1) as f64,
+        (cpu - idle_cpu) * 100.0 / running.max(1) as f64,
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("drain") => drain(&args[1..]).await,
+        Some("concurrency") => concurrency(&args[1..]).await,
+        _ => Err("usage: bench_node drain … | concurrency … (see the module doc)".into()),
+    }
+}
