@@ -15,6 +15,8 @@
 #                                         (FASTLANE_BENCH_BACKENDS="embedded redis")
 #   scripts/bench.sh concurrency [N]      N (default 200) `sleep 900` jobs running at once on two
 #                                         engines: time until all run, RSS and CPU per execution
+#   scripts/bench.sh blocked [N] [SECONDS] N (default 5000) jobs behind a full pool (maxConcurrent 1):
+#                                         the node's CPU while they wait, over SECONDS (default 60)
 #   scripts/bench.sh backlog-queue [N,N…] the queue alone: its cost per started job with N waiting
 #                                         (default 100,10000,100000): embedded before/after its
 #                                         lease indexes, then Redis
@@ -179,5 +181,28 @@ case $mode in
     start_node "$farm"
     target/$profile/examples/bench_memory run "http://127.0.0.1:$port" "$node_pid" "$FASTLANE_TEST_IMAGE" "$state/large" "$seconds" "$engine"
     ;;
-  *) echo "usage: scripts/bench.sh latency [N] | cron [N] [FIRING] | enqueue [N] [C] | memory [SECONDS] [N] | backlog [N] [SECONDS] | concurrency [N] | backlog-queue [N,N…]" >&2; exit 2 ;;
+  blocked)
+    count=${2:-5000}
+    seconds=${3:-60}
+    if [ -n "${FASTLANE_BENCH_ENV:-}" ]; then
+      # shellcheck disable=SC1090
+      source "$FASTLANE_BENCH_ENV"
+    else
+      scripts/testenv.sh up "$state" >/dev/null
+      # shellcheck disable=SC1091
+      source "$state/env"
+    fi
+    profile=${FASTLANE_BENCH_PROFILE:-release}
+    if [ "$profile" = release ]; then
+      cargo build --release --quiet --bin fastlane-node
+    else
+      cargo build --quiet --bin fastlane-node
+    fi
+    engine=${FASTLANE_TEST_DOCKER_HOSTS%%,*}
+    start_node "[{\"match\": \"\", \"hosts\": [\"$engine\"], \"maxRunning\": 4}]"
+    python3 scripts/bench_blocked.py "http://127.0.0.1:$port" "$node_pid" "$FASTLANE_TEST_IMAGE" "$count" "$seconds"
+    kill "$node_pid"; wait "$node_pid" 2>/dev/null || true; node_pid=
+    docker -H "tcp://$engine" ps -q --filter label=fastlane.task_id=bench-blocked | xargs -r docker -H "tcp://$engine" rm -f >/dev/null || true
+    ;;
+  *) echo "usage: scripts/bench.sh latency [N] | cron [N] [FIRING] | enqueue [N] [C] | memory [SECONDS] [N] | backlog [N] [SECONDS] | concurrency [N] | blocked [N] [SECONDS] | backlog-queue [N,N…]" >&2; exit 2 ;;
 esac

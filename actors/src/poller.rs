@@ -11,6 +11,7 @@
 //! A renewal that finds a lease gone (the node was paused past it and another node took the
 //! message) tells the JobActor, which stops working on it without touching its container.
 
+use crate::gate::MAX_PARKED;
 use crate::messages::{job_actor_name, JobMessage, PollerMessage, RootMessage};
 use crate::Services;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -40,6 +41,8 @@ pub struct PollerState {
 
 /// How often the queue is looked at without being woken (delayed messages, expired leases).
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Messages leased per poll while the gate parks all it may (see `poll`).
+const LEASES_PAST_A_FULL_GATE: usize = 8;
 
 impl Actor for PollerActor {
     type Msg = PollerMessage;
@@ -76,7 +79,13 @@ impl Actor for PollerActor {
             PollerMessage::Poll => state.poll().await,
             PollerMessage::Finished { message_id } => {
                 state.in_flight.remove(&message_id);
-                state.poll().await;
+                // With the gate full, a finished one is most likely one it refused: leasing at
+                // once would lease, refuse and give back the backlog in a tight loop (the
+                // node's CPU then grew with the queue). The tick (every 500 ms) leases then,
+                // a bounded number each time.
+                if state.parked < MAX_PARKED {
+                    state.poll().await;
+                }
             }
             PollerMessage::Renew => state.renew().await,
             PollerMessage::Parked { count } => {
@@ -101,6 +110,14 @@ impl PollerState {
             .settings
             .max_in_flight
             .saturating_sub(self.in_flight.len().saturating_sub(self.parked));
+        // With the gate full, what is leased beyond the running ones is most likely refused
+        // and given back: a few a tick still find work for free pools (no head-of-line
+        // blocking), at a cost that does not grow with the backlog.
+        let capacity = if self.parked >= MAX_PARKED {
+            capacity.min(LEASES_PAST_A_FULL_GATE)
+        } else {
+            capacity
+        };
         if capacity == 0 {
             return;
         }
