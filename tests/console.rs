@@ -27,8 +27,19 @@ struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver on a free port and a session with a `width`×`height` window.
-    async fn start(width: u32, height: u32) -> Browser {
+    /// Starts chromedriver on a free port and a desktop session (a 1280×900 window) in the
+    /// Asia/Tokyo time zone, so that local times differ from UTC.
+    async fn start() -> Browser {
+        Self::start_with(json!({})).await
+    }
+
+    /// The same with a phone's screen (390×844 CSS pixels, touch, mobile viewport).
+    async fn phone() -> Browser {
+        Self::start_with(json!({"deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 2.0, "touch": true}}))
+            .await
+    }
+
+    async fn start_with(mobile: Value) -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -36,6 +47,7 @@ impl Browser {
             .port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .env("TZ", "Asia/Tokyo")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -70,9 +82,14 @@ impl Browser {
                 "args": ["--headless", "--no-sandbox", "--disable-gpu",
                          "--disable-background-networking", "--disable-component-update",
                          "--no-first-run", "--disable-dev-shm-usage",
-                         format!("--window-size={width},{height}")],
+                         "--window-size=1280,900"],
             },
         }}});
+        let mut capabilities = capabilities;
+        if mobile.as_object().is_some_and(|m| !m.is_empty()) {
+            capabilities["capabilities"]["alwaysMatch"]["goog:chromeOptions"]["mobileEmulation"] =
+                mobile;
+        }
         let answer: Value = client
             .post(format!("{root}/session"))
             .json(&capabilities)
@@ -384,7 +401,7 @@ async fn click_through_search_job_live_output_stop_and_blacklist() {
     let job = enqueued["jobId"].as_str().unwrap().to_string();
     let execution = enqueued["executionId"].as_str().unwrap().to_string();
 
-    let browser = Browser::start(1280, 900).await;
+    let browser = Browser::start().await;
     // A browser opening the node lands on the console.
     browser.goto(&node.url("/")).await;
     browser
@@ -499,6 +516,26 @@ async fn click_through_search_job_live_output_stop_and_blacklist() {
         .await;
     assert_eq!(finished["execution"]["status"], "stopped");
     browser.screenshot("execution-stopped").await;
+    // The job's history, filtered by status.
+    browser.click_link(&job).await;
+    browser
+        .click(
+            "the 'stopped' filter",
+            "return document.querySelector('#status-filter option[value=stopped]')",
+            json!([]),
+        )
+        .await;
+    let rows = browser
+        .wait(
+            "the filtered history",
+            Duration::from_secs(20),
+            "if (!location.hash.includes('status=stopped')) return null; \
+             const rows = [...document.querySelectorAll('main tbody tr')].filter(r => r.querySelector('.status')); \
+             return rows.length ? rows.map(r => r.querySelector('.status').textContent) : null",
+            json!([]),
+        )
+        .await;
+    assert_eq!(rows, json!(["stopped"]));
 
     // The farm: blacklist a host, see the page change, put it back.
     let target = docker_hosts()[1].clone();
@@ -611,7 +648,7 @@ async fn hostile_strings_are_shown_as_text() {
     let job = enqueued["jobId"].as_str().unwrap().to_string();
     let execution_url = enqueued["executionUrl"].as_str().unwrap().to_string();
     node.wait_finished(&execution_url).await;
-    let browser = Browser::start(1280, 900).await;
+    let browser = Browser::start().await;
     browser.goto(&node.url("/ui/#/tasks")).await;
     browser
         .wait(
@@ -693,7 +730,7 @@ async fn tokens_pasted_in_the_console_keep_their_scopes() {
         .await
         .unwrap();
     let job = enqueued["jobId"].as_str().unwrap().to_string();
-    let browser = Browser::start(1280, 900).await;
+    let browser = Browser::start().await;
     browser.goto(&node.url("/ui/#/login")).await;
     browser
         .click(
@@ -775,7 +812,34 @@ async fn pages_fit_a_phone() {
     node.wait_finished(enqueued["executionUrl"].as_str().unwrap())
         .await;
     let job = enqueued["jobId"].as_str().unwrap();
-    let browser = Browser::start(390, 844).await;
+    let cron = node
+        .post_job(
+            &task,
+            json!({"image": image(), "command": "true", "cron": "0 3 * * *"}),
+        )
+        .await;
+    let cron_job = cron["jobId"].as_str().unwrap();
+    let browser = Browser::phone().await;
+    // A cron job: its next firing in the browser's time zone (Tokyo), UTC on hover.
+    browser
+        .goto(&node.url(&format!("/ui/#/job/{task}/{cron_job}")))
+        .await;
+    let next = browser
+        .wait(
+            "the next firing",
+            Duration::from_secs(20),
+            "const dt = [...document.querySelectorAll('dt')].find(d => d.textContent === 'Next firing'); \
+             const t = dt && dt.nextElementSibling.querySelector('time'); \
+             return t ? [t.textContent, t.getAttribute('title')] : null",
+            json!([]),
+        )
+        .await;
+    assert!(next[0].as_str().unwrap().contains("12:00:00"), "{next}");
+    assert!(
+        next[1].as_str().unwrap().ends_with("03:00:00 UTC"),
+        "{next}"
+    );
+    browser.screenshot("phone-schedule").await;
     for (page, hash, ready) in [
         ("phone-tasks", "#/tasks".to_string(), "main table"),
         ("phone-job", format!("#/job/{task}/{job}"), "#status-filter"),
@@ -796,12 +860,22 @@ async fn pages_fit_a_phone() {
                 json!([]),
             )
             .await;
+        assert_eq!(widths[1], 390, "not a phone's width");
         assert!(
             widths[0].as_u64().unwrap() <= widths[1].as_u64().unwrap(),
             "{page} scrolls sideways: {widths}"
         );
         browser.screenshot(page).await;
     }
+    // The farm lists the scheduled job.
+    browser
+        .wait(
+            "the scheduled job on the farm page",
+            Duration::from_secs(20),
+            "return [...document.querySelectorAll('main a')].some(a => a.textContent === arguments[0])",
+            json!([cron_job]),
+        )
+        .await;
     // Keyboard: the first Tab reaches the skip link, labelled controls have names.
     let unlabelled = browser
         .js(

@@ -26,10 +26,30 @@ const STYLE: &str = include_str!("ui/app.css");
 const ICON: &str = include_str!("ui/icon.svg");
 
 /// The policy of every console answer: nothing from elsewhere, no inline script or style, no
-/// framing; WebSockets only to the node itself (`'self'` covers `ws:` on the same host).
+/// framing; connections only to the node itself ([`policy`] adds its WebSocket origins).
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                       connect-src 'self'; base-uri 'none'; form-action 'none'; \
                       frame-ancestors 'none'";
+
+/// [`POLICY`] with `ws://host` and `wss://host` in `connect-src` when the request's `Host` is
+/// a plain `name[:port]` (browsers that do not count WebSockets as `'self'` still reach the
+/// live output); any other `Host` gets the policy as it is.
+fn policy(host: Option<&str>) -> String {
+    let plain = host.filter(|host| {
+        !host.is_empty()
+            && host.len() <= 255
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    });
+    match plain {
+        Some(host) => POLICY.replace(
+            "connect-src 'self'",
+            &format!("connect-src 'self' ws://{host} wss://{host}"),
+        ),
+        None => POLICY.to_string(),
+    }
+}
 
 /// A short digest of `content`, for cache-busting asset names.
 fn digest(content: &str) -> String {
@@ -132,8 +152,14 @@ pub(crate) fn serve(ask: Ask, request: &Request<Incoming>) -> HttpResponse {
         }
         Ask::Asset => asset(request),
     };
+    let host = request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|value| value.to_str().ok());
+    let policy =
+        HeaderValue::from_str(&policy(host)).unwrap_or_else(|_| HeaderValue::from_static(POLICY));
     let headers = response.headers_mut();
-    headers.insert("content-security-policy", HeaderValue::from_static(POLICY));
+    headers.insert("content-security-policy", policy);
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
@@ -213,6 +239,17 @@ mod tests {
         ] {
             assert!(!prefers_html(accept), "{accept}");
         }
+    }
+
+    #[test]
+    fn the_policy_names_only_a_plain_host() {
+        assert!(policy(Some("127.0.0.1:8080"))
+            .contains("connect-src 'self' ws://127.0.0.1:8080 wss://127.0.0.1:8080;"));
+        assert!(policy(Some("[::1]:80")).contains("ws://[::1]:80"));
+        for hostile in ["a; script-src *", "a b", "", "a\"b"] {
+            assert_eq!(policy(Some(hostile)), POLICY, "{hostile}");
+        }
+        assert_eq!(policy(None), POLICY);
     }
 
     #[test]

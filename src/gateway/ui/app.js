@@ -47,11 +47,18 @@
   function utc(date) { return date.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC'); }
   function time(iso) {
     if (!iso) { return h('span', { className: 'muted', text: '—' }); }
-    var date = new Date(iso);
+    // The API's times are UTC; most carry no zone (the original's format), which JavaScript
+    // would read as local time.
+    var text = String(iso);
+    var date = new Date(/^\d{4}-\d\d-\d\dT[\d:.]+$/.test(text) ? text + 'Z' : text);
     if (isNaN(date.getTime())) { return String(iso); }
     return h('time', { datetime: date.toISOString(), title: utc(date), text: date.toLocaleString() });
   }
-  function yesNo(value) { return h('span', { className: value ? 'yes' : 'no', text: value ? 'yes' : 'no' }); }
+  // `good`: which answer is the healthy one (colours it), or undefined for a neutral answer.
+  function yesNo(value, good) {
+    var tone = good === undefined ? '' : (Boolean(value) === good ? 'yes' : 'no');
+    return h('span', { className: tone, text: value ? 'yes' : 'no' });
+  }
   function fields(pairs) {
     var dl = h('dl');
     pairs.forEach(function (pair) { if (pair) { add(dl, [h('dt', { text: pair[0] }), h('dd', null, pair[1])]); } });
@@ -387,8 +394,13 @@
               : action('Blacklist', 'Blacklist ' + name + '? No new containers will be started on it.', 'POST', '/docker-executor/blacklist', { host: name }, function () { load(); });
             button.setAttribute('data-key', 'host:' + name);
             button.setAttribute('aria-label', button.textContent + ' ' + name);
-            return [h('span', { className: 'host', text: name }), yesNo(host.available), yesNo(host.blacklisted), yesNo(host.draining), String(host.circuit),
+            return [h('span', { className: 'host', text: name }), yesNo(host.available, true), yesNo(host.blacklisted, false), yesNo(host.draining, false), String(host.circuit),
               String(host.running), host.error ? String(host.error) : '—', button];
+          })),
+          h('h2', { text: 'Farms' }),
+          table(['Tasks matching', 'Hosts', 'Running', 'Max running'], (Array.isArray(d.farms) ? d.farms : []).map(function (f) {
+            return [f.match ? h('code', { text: f.match }) : h('span', { className: 'muted', text: '(every task)' }),
+              (Array.isArray(f.hosts) ? f.hosts : []).join(', '), String(f.running), String(f.maxRunning)];
           })),
           h('h2', { text: 'Queues' }),
           table(['Queue', 'Length'], Object.keys(queues).map(function (name) { return [name, String((queues[name] || {}).length)]; }), 'plain'),
