@@ -685,6 +685,31 @@ async fn hostile_strings_are_shown_as_text() {
         )
         .await;
     browser.screenshot("hostile").await;
+    // The whole stored output, on demand, as text too.
+    browser
+        .js(
+            "document.querySelector('#output').textContent = ''",
+            json!([]),
+        )
+        .await;
+    browser
+        .click(
+            "the full output button",
+            "return document.querySelector('#full-output')",
+            json!([]),
+        )
+        .await;
+    let full = browser
+        .wait(
+            "the full output",
+            Duration::from_secs(20),
+            "return document.querySelector('#output').textContent",
+            json!([]),
+        )
+        .await;
+    let full = full.as_str().unwrap();
+    assert!(full.contains("<script>window.pwned=2</script>\n"), "{full}");
+    assert!(full.contains("\n-=-\n<img src=x"), "{full}");
     let checks = browser
         .js(
             "return {pwned: window.pwned === undefined ? null : window.pwned, title: document.title, \
@@ -876,6 +901,26 @@ async fn pages_fit_a_phone() {
             json!([cron_job]),
         )
         .await;
+    // Delete the cron job from its page: the task page no longer lists it.
+    browser
+        .goto(&node.url(&format!("/ui/#/job/{task}/{cron_job}")))
+        .await;
+    browser.click_confirmed("main", "Delete job").await;
+    browser
+        .wait(
+            "the task page without the deleted job",
+            Duration::from_secs(20),
+            "return location.hash.startsWith('#/task/') && document.querySelector('main h2') && \
+             document.querySelector('main h2').textContent === '1 job(s)' && \
+             ![...document.querySelectorAll('main a')].some(a => a.textContent === arguments[0])",
+            json!([cron_job]),
+        )
+        .await;
+    let gone = node
+        .get(&format!("/tasks/{task}/jobs/{cron_job}/"))
+        .await
+        .status();
+    assert_eq!(gone, 404);
     // Keyboard: the first Tab reaches the skip link, labelled controls have names.
     let unlabelled = browser
         .js(

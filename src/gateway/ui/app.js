@@ -285,9 +285,11 @@
     }
     function live() {
       if (token()) {
-        // Browsers cannot put a token on a WebSocket: follow the stored output instead.
-        follow.textContent = 'Following the stored output (API token in use).';
-        return poll();
+        // Browsers cannot put a token on a WebSocket, and the stored output is written when
+        // the execution ends: it is loaded then (see load).
+        follow.textContent = 'With an API token the output is shown when the execution ends (browsers cannot send a token on the live WebSocket).';
+        follow.setAttribute('data-state', 'waiting');
+        return;
       }
       var url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + execPath(task, job, exec) + 'ws/';
       var tries = 0;
@@ -312,14 +314,6 @@
         };
       }
       connect();
-    }
-    function poll() {
-      api('GET', execPath(task, job, exec) + 'logs/').then(function (answer) {
-        if (gen !== generation) { return; }
-        if (answer.ok && typeof answer.data === 'string') { output.textContent = answer.data.slice(-MAX_OUTPUT_CHARS); }
-        if (last && isTerminal(last.status)) { follow.textContent = 'Output complete.'; follow.setAttribute('data-state', 'done'); return; }
-        later(poll, 2000);
-      });
     }
     function full() {
       api('GET', execPath(task, job, exec) + 'logs/').then(function (answer) {
@@ -358,13 +352,18 @@
             h('h2', { text: 'Output' }),
             h('div', { className: 'bar' }, h('button', { type: 'button', id: 'full-output', text: 'Load the full stored output', on: { click: full } })),
             follow, output);
-          if (isTerminal(e.status) && !token()) {
+          if (isTerminal(e.status)) {
             output.textContent = [e.log || '', e.error ? '\n-=-\n' + e.error : ''].join('');
             follow.textContent = e.logTruncated || e.errorTruncated ? 'Only the end of the output is shown: load the full stored output.' : 'Output complete.';
             follow.setAttribute('data-state', 'done');
           } else { live(); }
         }
         if (changed || first) { details(e); }
+        if (changed && !first && isTerminal(e.status) && token()) {
+          full();
+          follow.textContent = 'Output complete.';
+          follow.setAttribute('data-state', 'done');
+        }
         if (!isTerminal(e.status)) { later(load, 1500); }
       });
     }
