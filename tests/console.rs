@@ -931,3 +931,60 @@ async fn pages_fit_a_phone() {
     assert_eq!(unlabelled, 0);
     clean(&task);
 }
+
+/// With basic auth the browser's login serves the page's calls and its live WebSocket (the
+/// same login the stream page uses); nothing is sent without it.
+#[tokio::test]
+async fn the_browsers_basic_auth_login_follows_the_live_output() {
+    let node = Node::start(&[
+        ("BASIC_AUTH_USERNAME", "harness"),
+        ("BASIC_AUTH_PASSWORD", "harness"),
+    ])
+    .await;
+    let task = unique("console-login");
+    let enqueued: Value = reqwest::Client::new()
+        .post(node.url(&format!("/tasks/{task}/")))
+        .basic_auth("harness", Some("harness"))
+        .json(&json!({"image": image(), "command": "sh -c 'for i in $(seq 1 60); do echo tick-$i; sleep 0.3; done'"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = enqueued["jobId"].as_str().unwrap();
+    let execution = enqueued["executionId"].as_str().unwrap();
+    let browser = Browser::start().await;
+    // The login as the browser sends it once the operator typed it in its prompt (WebDriver
+    // cannot type into that prompt: the DevTools protocol adds the same header).
+    for (cmd, params) in [
+        ("Network.enable", json!({})),
+        (
+            "Network.setExtraHTTPHeaders",
+            json!({"headers": {"Authorization": "Basic aGFybmVzczpoYXJuZXNz"}}),
+        ),
+    ] {
+        browser
+            .command(
+                "POST",
+                "/goog/cdp/execute",
+                Some(json!({"cmd": cmd, "params": params})),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("{cmd}: {error}"));
+    }
+    browser
+        .goto(&node.url(&format!("/ui/#/execution/{task}/{job}/{execution}")))
+        .await;
+    browser
+        .wait(
+            "live output through the login",
+            Duration::from_secs(60),
+            "const o = document.querySelector('#output'); return o && o.textContent.includes('tick-3') && \
+             document.querySelector('#follow').getAttribute('data-state') === 'live'",
+            json!([]),
+        )
+        .await;
+    assert_eq!(browser.text("#notice").await, "");
+    clean(&task);
+}

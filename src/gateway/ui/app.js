@@ -86,15 +86,16 @@
     if (body !== undefined) { headers['Content-Type'] = 'application/json'; }
     var controller = new AbortController();
     var timer = setTimeout(function () { controller.abort(); }, 30000);
-    return fetch(path, {
+    // By origin: a page opened as http://user:pass@host/ cannot fetch relative URLs.
+    return fetch(location.origin + path, {
       method: method, headers: headers, credentials: 'same-origin', cache: 'no-store',
       body: body === undefined ? undefined : JSON.stringify(body), signal: controller.signal
     }).then(function (response) {
       var type = response.headers.get('content-type') || '';
       var read = type.indexOf('json') >= 0 ? response.json().catch(function () { return null; }) : response.text();
       return read.then(function (data) { return { status: response.status, ok: response.ok, data: data }; });
-    }, function () {
-      return { status: 0, ok: false, data: { error: 'The node did not answer.' } };
+    }, function (error) {
+      return { status: 0, ok: false, data: { error: 'The node did not answer (' + error + ').' } };
     }).finally(function () { clearTimeout(timer); });
   }
   function problem(answer) {
