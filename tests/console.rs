@@ -637,7 +637,7 @@ async fn hostile_strings_are_shown_as_text() {
     let task = "evil<img src=x onerror=\"window.pwned=3;document.title='pwned'\"><svg onload=\"window.pwned=4\">";
     let enqueued = node
         .post_job(
-            &task,
+            task,
             json!({
                 "image": image(),
                 "command": format!("sh -c 'echo \"{}\" >&2; echo \"{}\"'", payload.replace(['\'', '"'], ""), payload.replace(['\'', '"'], "")),
@@ -659,7 +659,7 @@ async fn hostile_strings_are_shown_as_text() {
         )
         .await;
     let title = browser.js("return document.title", json!([])).await;
-    browser.click_link(&task).await;
+    browser.click_link(task).await;
     browser.click_link(&job).await;
     browser
         .wait(
@@ -724,10 +724,10 @@ async fn hostile_strings_are_shown_as_text() {
     assert_eq!(checks["images"], 0, "{checks}");
     assert_eq!(checks["scripts"], 0, "{checks}");
     assert!(
-        checks["heading"].as_str().unwrap().contains(&task),
+        checks["heading"].as_str().unwrap().contains(task),
         "{checks}"
     );
-    clean(&task);
+    clean(task);
 }
 
 /// With API tokens the page is served without one, asks for one, sends the pasted token, and
