@@ -594,6 +594,48 @@ async fn click_through_search_job_live_output_stop_and_blacklist() {
             json!([target, "Blacklist"]),
         )
         .await;
+    // The page follows changes made elsewhere: a host blacklisted through the API shows up.
+    node.set_blacklisted(&target, true).await;
+    browser
+        .wait(
+            "the farm page refreshed",
+            Duration::from_secs(20),
+            blacklisted_cell,
+            json!([target, "Un-blacklist"]),
+        )
+        .await;
+    node.set_blacklisted(&target, false).await;
+    // Keyboard: the first Tab reaches the skip link, which moves the focus to the content.
+    browser.goto(&node.url("/ui/?keyboard#/tasks")).await;
+    browser
+        .wait(
+            "the tasks page",
+            Duration::from_secs(20),
+            "return document.querySelector('#search')",
+            json!([]),
+        )
+        .await;
+    let tab = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+        {"type": "keyDown", "value": "\u{E004}"}, {"type": "keyUp", "value": "\u{E004}"}]}]});
+    browser
+        .command("POST", "/actions", Some(tab))
+        .await
+        .unwrap();
+    let focused = browser
+        .js("return document.activeElement.textContent", json!([]))
+        .await;
+    assert_eq!(focused, "Skip to content");
+    let enter = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+        {"type": "keyDown", "value": "\u{E007}"}, {"type": "keyUp", "value": "\u{E007}"}]}]});
+    browser
+        .command("POST", "/actions", Some(enter))
+        .await
+        .unwrap();
+    let focused = browser
+        .js("return document.activeElement.id", json!([]))
+        .await;
+    assert_eq!(focused, "main");
+    assert!(browser.js("return location.hash", json!([])).await == "#/tasks");
     // No error was shown on the way.
     assert_eq!(browser.text("#notice").await, "");
     clean(&task);
@@ -892,7 +934,21 @@ async fn pages_fit_a_phone() {
         );
         browser.screenshot(page).await;
     }
+    // Retry the finished job from its page: the history gains an execution.
+    browser
+        .goto(&node.url(&format!("/ui/#/job/{task}/{job}")))
+        .await;
+    browser.click_confirmed("main", "Retry job").await;
+    browser
+        .wait(
+            "the retried execution in the history",
+            Duration::from_secs(30),
+            "return document.querySelectorAll('main tbody tr').length === 2",
+            json!([]),
+        )
+        .await;
     // The farm lists the scheduled job.
+    browser.goto(&node.url("/ui/#/farm")).await;
     browser
         .wait(
             "the scheduled job on the farm page",

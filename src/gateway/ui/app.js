@@ -216,6 +216,7 @@
         }
         var select = h('select', { id: 'status-filter', on: { change: function () { location.hash = here({ status: select.value, page: 1 }); } } },
           h('option', { value: '', text: 'any' }), STATUSES.map(function (s) { return h('option', { value: s, text: s, selected: s === status }); }));
+        var refocus = document.activeElement && history.contains(document.activeElement) ? document.activeElement.id : '';
         clear(history);
         add(history, [h('div', { className: 'bar' }, h('label', { 'for': 'status-filter', text: 'Status' }), select),
           items.length ? table(['Execution', 'Status', 'Exit', 'Created', 'Started', 'Finished', 'Host'], executionRows(task, job, items))
@@ -224,6 +225,7 @@
             data.hasPrev ? link(here({ status: status, page: page - 1 }), '‹ Newer') : null,
             h('span', { text: 'Page ' + (data.page || page) + ' of ' + (data.pages || 1) }),
             data.hasNext ? link(here({ status: status, page: page + 1 }), 'Older ›') : null)]);
+        if (refocus && document.getElementById(refocus)) { document.getElementById(refocus).focus(); }
         var running = items.some(function (e) { return !isTerminal(e.status); });
         later(function () { if (gen === generation) { refresh(); } }, running ? 2000 : 10000);
       });
@@ -440,7 +442,8 @@
   }
 
   // ---- routing -----------------------------------------------------------------------------
-  function route() {
+  function route(event) {
+    var first = !event;
     generation++;
     cleanups.splice(0).forEach(function (fn) { try { fn(); } catch (e) { /* already gone */ } });
     say('');
@@ -468,7 +471,9 @@
     else if (page === 'farm') { farmPage(gen); }
     else if (page === 'login') { loginPage(); }
     else { tasksPage(params, gen); }
-    main.focus({ preventScroll: true });
+    // After a navigation inside the page the focus moves to the new content (as a page load
+    // would put it at the top); the first load leaves it where the browser puts it.
+    if (!first) { main.focus({ preventScroll: true }); }
   }
   var skip = document.querySelector('.skip');
   if (skip) { skip.addEventListener('click', function (event) { event.preventDefault(); main.focus(); }); }
