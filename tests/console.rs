@@ -638,7 +638,8 @@ async fn click_through_search_job_live_output_stop_and_blacklist() {
     assert!(browser.js("return location.hash", json!([])).await == "#/tasks");
     // No error was shown on the way.
     assert_eq!(browser.text("#notice").await, "");
-    clean(&task);
+    drop(browser);
+    finish(node, &[&task, "console-other-a", "console-other-b"]);
 }
 
 async fn accept_alert(browser: &Browser) {
@@ -653,19 +654,23 @@ async fn accept_alert(browser: &Browser) {
     }
 }
 
-fn clean(task: &str) {
+/// Stops the node (so it starts nothing more), then removes the containers of `tasks`.
+fn finish(mut node: Node, tasks: &[&str]) {
+    node.terminate();
     for host in docker_hosts() {
-        let ids = docker(
-            &host,
-            &[
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=fastlane.task_id={task}"),
-            ],
-        );
-        for id in ids.split_whitespace() {
-            docker(&host, &["rm", "-f", id]);
+        for task in tasks {
+            let ids = docker(
+                &host,
+                &[
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=fastlane.task_id={task}"),
+                ],
+            );
+            for id in ids.split_whitespace() {
+                docker(&host, &["rm", "-f", id]);
+            }
         }
     }
 }
@@ -769,7 +774,8 @@ async fn hostile_strings_are_shown_as_text() {
         checks["heading"].as_str().unwrap().contains(task),
         "{checks}"
     );
-    clean(task);
+    drop(browser);
+    finish(node, &[task]);
 }
 
 /// With API tokens the page is served without one, asks for one, sends the pasted token, and
@@ -862,7 +868,8 @@ async fn tokens_pasted_in_the_console_keep_their_scopes() {
         .unwrap();
     let status = details["job"]["executions"][0]["status"].as_str().unwrap();
     assert_ne!(status, "stopped");
-    clean(&task);
+    drop(browser);
+    finish(node, &[&task]);
 }
 
 /// On a phone-sized screen the pages fit the width: no sideways scrolling.
@@ -947,6 +954,12 @@ async fn pages_fit_a_phone() {
             json!([]),
         )
         .await;
+    node.wait_executions(
+        enqueued["jobUrl"].as_str().unwrap(),
+        2,
+        Duration::from_secs(60),
+    )
+    .await;
     // The farm lists the scheduled job.
     browser.goto(&node.url("/ui/#/farm")).await;
     browser
@@ -985,7 +998,8 @@ async fn pages_fit_a_phone() {
         )
         .await;
     assert_eq!(unlabelled, 0);
-    clean(&task);
+    drop(browser);
+    finish(node, &[&task]);
 }
 
 /// With basic auth the browser's login serves the page's calls and its live WebSocket (the
@@ -1042,5 +1056,6 @@ async fn the_browsers_basic_auth_login_follows_the_live_output() {
         )
         .await;
     assert_eq!(browser.text("#notice").await, "");
-    clean(&task);
+    drop(browser);
+    finish(node, &[&task]);
 }
