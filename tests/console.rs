@@ -456,8 +456,29 @@ async fn click_through_search_job_live_output_stop_and_blacklist() {
             json!([execution]),
         )
         .await;
+    browser
+        .click(
+            "the metadata",
+            "return document.querySelector('main details summary')",
+            json!([]),
+        )
+        .await;
+    let metadata = browser
+        .wait(
+            "the metadata shown",
+            Duration::from_secs(10),
+            "const d = document.querySelector('main details'); return d.open && d.querySelector('pre').offsetHeight > 0 && d.textContent",
+            json!([]),
+        )
+        .await;
+    assert!(
+        metadata
+            .as_str()
+            .unwrap()
+            .contains(r#""API_PASSWORD": "***""#),
+        "{metadata}"
+    );
     let shown = browser.text("main").await;
-    assert!(shown.contains("API_PASSWORD"), "{shown}");
     assert!(
         !shown.contains("hunter2-secret"),
         "a secret is shown: {shown}"

@@ -267,8 +267,8 @@
             ['Executions', String(j.executionCount)], ['Created', time(j.createdAt)], ['Modified', time(j.lastModifiedAt)],
             ['Requested from', j.requestIPAddress || '—']]),
           schedule,
-          h('h2', { text: 'Metadata' }), h('p', { className: 'muted', text: 'Secret-looking values are redacted by the node.' }), json(j.metadata || {}),
-          h('h2', { text: 'Executions' }), history);
+          h('h2', { text: 'Executions' }), history,
+          h('details', null, h('summary', { text: 'Metadata (secret-looking values are redacted by the node)' }), json(j.metadata || {})));
       }
       loadHistory(details);
     }
