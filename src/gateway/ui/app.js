@@ -8,7 +8,7 @@
   var STATUSES = ['enqueued', 'pulling', 'running', 'done', 'failed', 'timedout', 'expired', 'stopped'];
   var TERMINAL = ['done', 'failed', 'timedout', 'expired', 'stopped'];
   var MAX_OUTPUT_CHARS = 1 << 21; // what the live output keeps (2 Mi characters, the newest)
-  var MAX_RECONNECTS = 120;
+  var MAX_RECONNECTS = 1000; // about 2.7 hours of waiting, 10 s apart
   var main = document.getElementById('main');
   var notice = document.getElementById('notice');
   var generation = 0; // bumped on every navigation: what an older page started stops
@@ -281,9 +281,14 @@
     var info = h('div');
     var last = null;
     show(h('h1', { text: 'Execution ' + exec }), h('p', { className: 'muted', text: 'Loading…' }));
+    var shown = 0; // characters in `output`, counted rather than measured on every frame
     function append(text) {
       output.appendChild(document.createTextNode(text));
-      if (output.textContent.length > MAX_OUTPUT_CHARS) { output.textContent = output.textContent.slice(-MAX_OUTPUT_CHARS); }
+      shown += text.length;
+      if (shown > MAX_OUTPUT_CHARS) {
+        output.textContent = output.textContent.slice(-Math.floor(MAX_OUTPUT_CHARS / 2));
+        shown = output.textContent.length;
+      }
       output.scrollTop = output.scrollHeight;
     }
     function live() {
@@ -304,16 +309,16 @@
         follow.textContent = 'Following the output live…';
         follow.setAttribute('data-state', 'live');
         socket.onmessage = function (event) {
-          if (first) { output.textContent = ''; first = false; }
+          if (first) { output.textContent = ''; shown = 0; first = false; tries = 0; }
           append(String(event.data));
         };
         socket.onclose = function (event) {
           if (gen !== generation) { return; }
           if (event.reason === 'done') { follow.textContent = 'Output complete.'; follow.setAttribute('data-state', 'done'); return; }
-          if (++tries > MAX_RECONNECTS) { follow.textContent = 'Stopped following.'; return; }
+          if (++tries > MAX_RECONNECTS) { follow.textContent = 'Stopped following: reload the page to follow again.'; return; }
           follow.textContent = 'Waiting for the execution to start…';
           follow.setAttribute('data-state', 'retrying');
-          later(connect, 2000);
+          later(connect, Math.min(10000, 1000 * tries));
         };
       }
       connect();
