@@ -962,6 +962,32 @@ async fn pages_fit_a_phone() {
         );
         browser.screenshot(page).await;
     }
+    // Executions across tasks, by status: listed when the node serves `/executions/`, else
+    // the page says it cannot (it must not fail).
+    browser
+        .goto(&node.url("/ui/#/executions?status=done"))
+        .await;
+    let listed = browser
+        .wait(
+            "the executions page",
+            Duration::from_secs(20),
+            "if (document.querySelector('#no-listing')) return 'none'; \
+             const rows = [...document.querySelectorAll('main tbody .status')]; \
+             return rows.length ? rows.map(r => r.textContent) : null",
+            json!([]),
+        )
+        .await;
+    if listed != "none" {
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|status| status == "done"),
+            "{listed}"
+        );
+    }
+    assert_eq!(browser.text("#notice").await, "");
     // Retry the finished job from its page: the history gains an execution.
     browser
         .goto(&node.url(&format!("/ui/#/job/{task}/{job}")))

@@ -378,6 +378,66 @@
     load();
   }
 
+  // Task, job and execution ids of an execution listed across tasks: its fields when present,
+  // else its URL (`…/tasks/T/jobs/J/executions/E/`).
+  function idsOf(e) {
+    var match = /\/tasks\/([^/]+)\/jobs\/([^/]+)\/executions\/([^/]+)\/?$/.exec(String(e.url || ''));
+    var decode = function (text) { try { return decodeURIComponent(text); } catch (err) { return text; } };
+    return {
+      task: e.taskId || (e.task && e.task.id) || (match ? decode(match[1]) : ''),
+      job: e.jobId || (e.job && e.job.id) || (match ? decode(match[2]) : ''),
+      exec: e.executionId || (match ? decode(match[3]) : '')
+    };
+  }
+
+  function executionsPage(params, gen) {
+    var status = STATUSES.indexOf(params.status) >= 0 ? params.status : '';
+    var task = params.task || '';
+    var page = Math.max(1, parseInt(params.page, 10) || 1);
+    function here(next) {
+      var parts = [];
+      if (next.status) { parts.push('status=' + enc(next.status)); }
+      if (next.task) { parts.push('task=' + enc(next.task)); }
+      if (next.page > 1) { parts.push('page=' + next.page); }
+      return '#/executions' + (parts.length ? '?' + parts.join('&') : '');
+    }
+    var select = h('select', { id: 'all-status' }, h('option', { value: '', text: 'any' }),
+      STATUSES.map(function (s) { return h('option', { value: s, text: s, selected: s === status }); }));
+    var input = h('input', { type: 'search', id: 'all-task', value: task, placeholder: 'a task id' });
+    var form = h('form', { className: 'search', on: { submit: function (event) {
+      event.preventDefault();
+      location.hash = here({ status: select.value, task: input.value.trim(), page: 1 });
+    } } }, h('label', { 'for': 'all-status', text: 'Status' }), select, h('label', { 'for': 'all-task', text: 'Task' }), input,
+      h('button', { type: 'submit', text: 'Show' }));
+    var list = h('div', null, h('p', { className: 'muted', text: 'Loading…' }));
+    show(h('h1', { text: 'Executions' }), form, list);
+    function load() {
+      var path = '/executions/?page=' + page + (status ? '&status=' + enc(status) : '') + (task ? '&task=' + enc(task) : '');
+      api('GET', path).then(function (answer) {
+        if (gen !== generation) { return; }
+        clear(list);
+        if (answer.status === 404 || answer.status === 405) {
+          add(list, h('p', { id: 'no-listing', text: 'This node does not list executions across tasks: open a job to see its executions.' }));
+          return;
+        }
+        if (!answer.ok) { add(list, h('p', { className: 'error', text: problem(answer) })); later(load, 5000); return; }
+        var data = answer.data || {};
+        var items = Array.isArray(data.items) ? data.items : [];
+        add(list, [h('p', { className: 'muted', text: (data.total || 0) + ' execution(s)' }),
+          items.length ? table(['Task', 'Job', 'Execution', 'Status', 'Created', 'Finished'], items.map(function (e) {
+            var ids = idsOf(e);
+            return [taskLink(ids.task), jobLink(ids.task, ids.job), execLink(ids.task, ids.job, ids.exec), statusTag(e.status), time(e.createdAt), time(e.finishedAt)];
+          })) : h('p', { text: 'No executions.' }),
+          h('nav', { className: 'pager', 'aria-label': 'Execution pages' },
+            data.hasPrev ? link(here({ status: status, task: task, page: page - 1 }), '‹ Newer') : null,
+            h('span', { text: 'Page ' + (data.page || page) + ' of ' + (data.pages || 1) }),
+            data.hasNext ? link(here({ status: status, task: task, page: page + 1 }), 'Older ›') : null)]);
+        later(load, 3000);
+      });
+    }
+    load();
+  }
+
   function farmPage(gen) {
     show(h('h1', { text: 'Farm' }), h('p', { className: 'muted', text: 'Loading…' }));
     function load() {
@@ -465,7 +525,7 @@
     var parts;
     try { parts = hash.split('/').slice(0, 8).map(decodeURIComponent); } catch (e) { parts = ['tasks']; }
     var page = parts[0] || 'tasks';
-    ['tasks', 'farm', 'login'].forEach(function (name) {
+    ['tasks', 'executions', 'farm', 'login'].forEach(function (name) {
       var item = document.getElementById('nav-' + name);
       if (item) { if (name === page) { item.setAttribute('aria-current', 'page'); } else { item.removeAttribute('aria-current'); } }
     });
@@ -474,6 +534,7 @@
     else if (page === 'job' && parts[2]) { jobPage(parts[1], parts[2], params, gen); }
     else if (page === 'execution' && parts[3]) { executionPage(parts[1], parts[2], parts[3], gen); }
     else if (page === 'farm') { farmPage(gen); }
+    else if (page === 'executions') { executionsPage(params, gen); }
     else if (page === 'login') { loginPage(); }
     else { tasksPage(params, gen); }
     // After a navigation inside the page the focus moves to the new content (as a page load
