@@ -110,7 +110,7 @@
   // Asks, then runs `path` with `method`; reports the outcome and calls `done` on success.
   function action(label, question, method, path, body, done) {
     return h('button', {
-      type: 'button', className: method === 'DELETE' || /stop|blacklist|delete/i.test(label) ? 'danger' : '', text: label,
+      type: 'button', className: /^(stop|blacklist|delete)/i.test(label) ? 'danger' : '', text: label,
       on: { click: function (event) {
         if (!window.confirm(question)) { return; }
         var button = event.currentTarget;
