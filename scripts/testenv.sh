@@ -29,6 +29,7 @@ need_packages() {
   command -v curl >/dev/null || missing+=(curl)
   command -v pkill >/dev/null || missing+=(procps)
   command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
   if [ "${FASTLANE_TEST_BACKENDS:-1}" != 0 ]; then

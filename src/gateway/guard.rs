@@ -20,21 +20,7 @@ pub(crate) fn admit<'a>(
     request: &Request<Incoming>,
 ) -> Result<Identity<'a>, Box<HttpResponse>> {
     let headers = request.headers();
-    if settings
-        .access
-        .site
-        .check_host(header(headers, HOST.as_str()))
-        .is_err()
-    {
-        return Err(Failure::new(
-            StatusCode::FORBIDDEN,
-            "check_host",
-            "The Host header names a host this node does not answer for; list it in \
-             ALLOWED_HOSTS or configure authentication.",
-        )
-        .into_response()
-        .into());
-    }
+    check_host(settings, request)?;
     // Browsers send preflights without credentials; they only learn the allowed methods.
     if request.method() == Method::OPTIONS {
         return Ok(Identity::PREFLIGHT);
@@ -59,6 +45,28 @@ pub(crate) fn admit<'a>(
         same_site(settings, headers).map_err(|refused| Box::new(refused.into_response()))?;
     }
     Ok(identity)
+}
+
+/// Refuses a request whose `Host` names a host the node does not answer for (403); every
+/// request goes through it, the console's assets included.
+pub(crate) fn check_host(
+    settings: &GatewaySettings,
+    request: &Request<Incoming>,
+) -> Result<(), Box<HttpResponse>> {
+    settings
+        .access
+        .site
+        .check_host(header(request.headers(), HOST.as_str()))
+        .map_err(|_| {
+            Failure::new(
+                StatusCode::FORBIDDEN,
+                "check_host",
+                "The Host header names a host this node does not answer for; list it in \
+                 ALLOWED_HOSTS or configure authentication.",
+            )
+            .into_response()
+            .into()
+        })
 }
 
 /// Refuses a request from another site (by `Origin` and `Sec-Fetch-Site`) unless its origin

@@ -28,6 +28,7 @@ mod routes;
 pub(crate) mod server;
 mod site;
 mod stream;
+mod ui;
 
 use bytes::Bytes;
 use fastlane_actors::messages::{ApiError, ApiMessage, API_NAME};
@@ -99,9 +100,18 @@ async fn serve(
     let cors = guard::CorsRequest::of(&request);
     let gzip = compress::accepts_gzip(request.headers());
     let method = request.method().clone();
-    let route = router::template(request.uri().path());
-    let (mut response, credential) = match guard::admit(&settings, &request) {
-        Err(denied) => (*denied, None),
+    let route = match request.uri().path() {
+        path if path == "/ui" || path.starts_with("/ui/") => "/ui",
+        path => router::template(path),
+    };
+    let admitted = match ui::asks(&settings, &request) {
+        // The console's assets and redirect hold no data: no credentials needed.
+        Some(ask) => Err(guard::check_host(&settings, &request)
+            .map_or_else(|denied| denied, |()| Box::new(ui::serve(ask, &request)))),
+        None => guard::admit(&settings, &request),
+    };
+    let (mut response, credential) = match admitted {
+        Err(answer) => (*answer, None),
         Ok(identity) => (
             router::route(&settings, request, peer, identity)
                 .await
