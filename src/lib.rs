@@ -146,6 +146,7 @@ pub async fn run(
             0 => None,
             seconds => Some(Duration::from_secs(seconds)),
         },
+        push_unfinished_periodically: backends.redis.is_some(),
         webhook_backoff_factor: config.float("WEBHOOKS_EXPONENTIAL_BACKOFF_FACTOR").max(1.0),
         deployment_id,
         container_lookup_limit: Duration::from_secs(

@@ -935,6 +935,35 @@ async fn pages_fit_a_phone() {
         "{next}"
     );
     browser.screenshot("phone-schedule").await;
+    // Pause and resume the schedule, each behind a confirmation; the node agrees.
+    browser.click_confirmed("main", "Pause schedule").await;
+    browser
+        .wait(
+            "the job shown paused",
+            Duration::from_secs(20),
+            "const dt = [...document.querySelectorAll('dt')].find(d => d.textContent === 'Paused'); \
+             return dt && dt.nextElementSibling.textContent.startsWith('yes, since') \
+                 && [...document.querySelectorAll('main button')].some(b => b.textContent === 'Resume schedule')",
+            json!([]),
+        )
+        .await;
+    let paused = node
+        .get_json(&format!("/tasks/{task}/jobs/{cron_job}/"))
+        .await;
+    assert_eq!(paused["job"]["schedule"]["paused"], true, "{paused}");
+    browser.click_confirmed("main", "Resume schedule").await;
+    browser
+        .wait(
+            "the job shown running its schedule again",
+            Duration::from_secs(20),
+            "return [...document.querySelectorAll('main button')].some(b => b.textContent === 'Pause schedule')",
+            json!([]),
+        )
+        .await;
+    let resumed = node
+        .get_json(&format!("/tasks/{task}/jobs/{cron_job}/"))
+        .await;
+    assert_eq!(resumed["job"]["schedule"]["paused"], false, "{resumed}");
     for (page, hash, ready) in [
         ("phone-tasks", "#/tasks".to_string(), "main table"),
         ("phone-job", format!("#/job/{task}/{job}"), "#status-filter"),

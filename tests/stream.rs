@@ -214,7 +214,10 @@ async fn the_stream_page_shows_the_lines_in_chromium() {
     // `--dump-dom` does not wait for WebSocket traffic: under load the page may be dumped before
     // the replay arrived. Each load is independent, so load it again until it reached `done`.
     let mut dom = String::new();
-    for _ in 0..5 {
+    for attempt in 0..10 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
         let profile = tempfile::tempdir().unwrap();
         let output = tokio::process::Command::new("chromium")
             .args([

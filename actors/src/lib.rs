@@ -121,6 +121,10 @@ pub struct Settings {
     /// that a message a shared queue lost (a Sentinel failover drops the last writes of the old
     /// primary) is recovered while the nodes run.
     pub queue_sweep_interval: Option<std::time::Duration>,
+    /// Whether the sweep pushes every unfinished execution again each interval (a shared
+    /// Redis may lose messages in a failover); the embedded queue loses nothing while the node
+    /// runs, so it is pushed once, at start, and only dead letters are swept after.
+    pub push_unfinished_periodically: bool,
     /// `DEPLOYMENT_ID`: the label value of this deployment's containers; only containers that
     /// carry it are taken over or reaped.
     pub deployment_id: String,

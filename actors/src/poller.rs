@@ -42,7 +42,7 @@ pub struct PollerState {
 /// How often the queue is looked at without being woken (delayed messages, expired leases).
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Messages leased per poll while the gate parks all it may (see `poll`).
-const LEASES_PAST_A_FULL_GATE: usize = 8;
+const LEASES_PAST_A_FULL_GATE: usize = 4;
 
 impl Actor for PollerActor {
     type Msg = PollerMessage;
@@ -110,14 +110,12 @@ impl PollerState {
             .settings
             .max_in_flight
             .saturating_sub(self.in_flight.len().saturating_sub(self.parked));
-        // With the gate full, what is leased beyond the running ones is most likely refused
-        // and given back: a few a tick still find work for free pools (no head-of-line
-        // blocking), at a cost that does not grow with the backlog.
-        let capacity = if self.parked >= MAX_PARKED {
-            capacity.min(LEASES_PAST_A_FULL_GATE)
-        } else {
-            capacity
-        };
+        // What the gate cannot park is most likely refused and given back: lease at most the
+        // room left at the gate, plus a few that may find work for free pools (no head-of-line
+        // blocking), so that a start costs the same whatever the backlog (leasing the whole
+        // allowance after each start made every start lease and give back ~256 messages).
+        let capacity =
+            capacity.min(MAX_PARKED.saturating_sub(self.parked) + LEASES_PAST_A_FULL_GATE);
         if capacity == 0 {
             return;
         }

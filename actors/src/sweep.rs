@@ -19,7 +19,9 @@ use fastlane_proto::{ExecutionStatus, Timestamp};
 use ractor::ActorProcessingErr;
 
 /// Ends dead-lettered executions now, then every `queue_sweep_interval` pushes unfinished
-/// executions again and ends newly dead-lettered ones; returns only when sweeping is off.
+/// executions again (with a queue that may lose messages: `push_unfinished_periodically`; each
+/// push costs a write per waiting execution) and ends newly dead-lettered ones; returns only
+/// when sweeping is off.
 pub(crate) async fn run(services: Services) {
     let mut dead_letters_seen = 0;
     loop {
@@ -30,6 +32,9 @@ pub(crate) async fn run(services: Services) {
             return;
         };
         tokio::time::sleep(interval).await;
+        if !services.settings.push_unfinished_periodically {
+            continue;
+        }
         match push_unfinished(&services, SWEEP_SETTLE_MS).await {
             Ok(pushed) => tracing::debug!(pushed, "swept unfinished executions"),
             Err(error) => tracing::warn!(%error, "sweep of unfinished executions"),

@@ -84,6 +84,7 @@ fn services(store: Arc<FakeStore>, webhooks: Arc<ScriptedWebhooks>) -> Services 
             reaper_grace: std::time::Duration::from_secs(60),
             max_stop_grace: std::time::Duration::from_secs(300),
             retention: Default::default(),
+            push_unfinished_periodically: true,
             farms: Vec::new(),
             hard_timeout_seconds: 3_600,
             job_details_output_max_bytes: 0,

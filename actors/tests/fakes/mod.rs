@@ -216,6 +216,7 @@ impl Harness {
             reaper_grace: Duration::from_secs(60),
             max_stop_grace: Duration::from_secs(300),
             retention: Default::default(),
+            push_unfinished_periodically: true,
         };
         let store = Arc::new(FakeStore::default());
         let queue = Arc::new(FakeQueue::default());

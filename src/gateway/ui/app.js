@@ -257,10 +257,11 @@
           function () { location.hash = '#/task/' + enc(task); }));
         var schedule = s ? [h('h2', { text: 'Schedule' }), fields([
           ['Cron', s.cron || '—'], ['Time zone', s.timezone || 'UTC'], ['Next firing', time(s.nextFireAt)],
-          typeof s.paused === 'boolean' ? ['Paused', yesNo(s.paused)] : null,
-          s.skipped !== undefined ? ['Skipped while paused', String(s.skipped)] : null,
+          typeof s.paused === 'boolean' ? ['Paused', s.paused ? h('span', null, 'yes, since ', time(s.pausedAt)) : 'no'] : null,
+          s.paused ? ['Due while paused (misfire decides at the resume)', String(s.skippedCount || 0)] : null,
           ['Misfire', s.misfire || '—'], ['Overlap', s.overlap || '—'], ['Missed firings', String(s.missedCount || 0)]
-        ]), Array.isArray(s.missed) && s.missed.length ? table(['Missed firing', 'Reason'], s.missed.map(function (m) { return [time(m.scheduledAt), String(m.reason)]; })) : null] : null;
+        ]), Array.isArray(s.skipped) && s.skipped.length ? table(['Due while paused', 'Reason'], s.skipped.map(function (m) { return [time(m.scheduledAt), String(m.reason)]; })) : null,
+        Array.isArray(s.missed) && s.missed.length ? table(['Missed firing', 'Reason'], s.missed.map(function (m) { return [time(m.scheduledAt), String(m.reason)]; })) : null] : null;
         show(crumbs(link('#/tasks', 'Tasks'), taskLink(task), job), h('h1', { text: 'Job ' + job }),
           h('div', { className: 'bar' }, buttons),
           fields([['Task', taskLink(task)], ['Image', j.image], ['Command', h('code', { text: j.command })], ['Scheduled', yesNo(j.scheduled)],
