@@ -31,6 +31,11 @@ struct Waiter {
     holder: String,
     pools: Vec<(String, u32)>,
     job: ActorRef<JobMessage>,
+    /// Whether the backend was asked for this waiter's slots yet. A new waiter is asked once
+    /// whatever the counts say: it may hold its slots already (its message's previous runner,
+    /// e.g. this node before a restart, held them, and the lease renewals keep them), and then
+    /// only the backend can tell; counting its own slots as taken would wait for them forever.
+    asked: bool,
 }
 
 pub struct GateActor;
@@ -80,6 +85,7 @@ impl Actor for GateActor {
                         holder: holder.clone(),
                         pools,
                         job,
+                        asked: false,
                     }),
                 }
                 state.grant(false).await;
@@ -151,10 +157,12 @@ impl GateState {
                     first_blocked = true;
                 }
             }
-            if blocked && !(announce && first_blocked) {
+            if blocked && waiter.asked && !(announce && first_blocked) {
                 index += 1;
                 continue;
             }
+            self.waiting[index].asked = true;
+            let waiter = &self.waiting[index];
             let lease = self.services.settings.lease_duration;
             match self
                 .services
