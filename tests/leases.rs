@@ -191,6 +191,82 @@ async fn a_paused_node_loses_its_job_to_another_node_which_finishes_it_once() {
     assert!(!first.log().contains("job actor failed"), "{}", first.log());
 }
 
+/// A node SIGKILLed while its executions hold every slot of the farm, started again at once
+/// (within the slot lease): the executions it leases again still hold their slots under their
+/// message ids (the lease renewals keep them), so the gate's counts say "full" — yet they must
+/// finish and let the later jobs run, on the embedded and the shared backends. (Running ones are
+/// re-attached; ones caught between placement and start go through the gate again, which now
+/// asks the backend for each new waiter instead of trusting the counts — that stall was seen in
+/// a chaos run, with executions left `pulling` on an engine killed under them.)
+#[tokio::test]
+async fn a_node_restarted_within_the_slot_lease_runs_what_held_its_slots() {
+    for shared in [false, true] {
+        let name = format!("relaunch{}", Uuid::new_v4().simple());
+        let farms =
+            json!([{"match": "", "hosts": [docker_hosts()[0]], "maxRunning": 2}]).to_string();
+        let mut vars = vec![
+            ("DOCKER_HOSTS", farms),
+            ("QUEUE_LEASE_SECONDS", "5".to_string()),
+        ];
+        if shared {
+            let mongo = env("FASTLANE_TEST_SECANTUS_URL");
+            let base = mongo
+                .rsplit_once('/')
+                .map_or(mongo.as_str(), |(base, _)| base)
+                .to_string();
+            vars.extend([
+                ("REDIS_URL", env("FASTLANE_TEST_REDIS_URL")),
+                ("REDIS_KEY_PREFIX", name.clone()),
+                ("MONGODB_URL", format!("{base}/{name}")),
+            ]);
+        }
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut node = Node::start(&vars).await;
+        let mut holding = Vec::new();
+        for _ in 0..2 {
+            holding.push(
+                node.post_job(
+                    "relaunch",
+                    json!({"image": image(), "command": "sh -c 'sleep 4; echo held'"}),
+                )
+                .await,
+            );
+        }
+        wait_until(Duration::from_secs(30), "both slots taken", || async {
+            let mut running = 0;
+            for posted in &holding {
+                let details = node
+                    .get_json(path_of(posted["executionUrl"].as_str().unwrap()))
+                    .await;
+                if details["execution"]["status"] == "running" {
+                    running += 1;
+                }
+            }
+            running == 2
+        })
+        .await;
+        node.kill();
+        node.start_again().await;
+        let later = node
+            .post_job(
+                "relaunch",
+                json!({"image": image(), "command": "echo later"}),
+            )
+            .await;
+        for posted in holding.iter().chain([&later]) {
+            let execution = node
+                .wait_finished(posted["executionUrl"].as_str().unwrap())
+                .await;
+            assert_eq!(
+                execution["status"],
+                "done",
+                "shared {shared}: {execution}\n{}",
+                node.log()
+            );
+        }
+    }
+}
+
 /// 300 jobs of one task with `maxConcurrent: 1` — more than the node leases at once (the
 /// farm's `maxRunning` plus 256) — then one job of another task: that job runs within
 /// seconds, not after the 300. The waiting ones are given back to the queue, bounded.
