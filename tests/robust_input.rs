@@ -212,7 +212,8 @@ fn run_until_exit(
 }
 
 /// A node whose actor system cannot start (reconciliation fails: the executions table lost its
-/// record column) exits non-zero within seconds, the reason on stderr.
+/// status column, which opening the database does not read) exits non-zero within seconds, the
+/// reason on stderr.
 #[tokio::test]
 async fn a_root_that_cannot_start_ends_the_process() {
     let mut node = Node::start(&[]).await;
@@ -220,13 +221,13 @@ async fn a_root_that_cannot_start_ends_the_process() {
     assert!(status.success());
     let connection = rusqlite::Connection::open(node.data_dir.join("fastlane.sqlite3")).unwrap();
     connection
-        .execute_batch("ALTER TABLE executions RENAME COLUMN record TO broken;")
+        .execute_batch("ALTER TABLE executions RENAME COLUMN status TO broken;")
         .unwrap();
     drop(connection);
     let (status, stderr) = run_until_exit(&node.data_dir, Duration::from_secs(20));
     assert!(!status.success(), "exited with {status}:\n{stderr}");
     assert!(
-        stderr.contains("could not start the actors") && stderr.contains("record"),
+        stderr.contains("could not start the actors") && stderr.contains("status"),
         "no reason on stderr:\n{stderr}"
     );
 }
