@@ -179,7 +179,9 @@ async fn a_stopped_job_is_not_retried() {
 }
 
 /// Records a pending firing on a stored job directly in the node's database, as a scheduler
-/// that crashed right after its conditional write of the job left it: no execution exists.
+/// that crashed right after its conditional write of the job left it: no execution exists. The
+/// store's write of the job also moves the job's entry in the `schedules` index to the pending
+/// run's grace (`Job::attention_at`), as done here: the scheduler reads that index.
 fn leave_pending_firing(data_dir: &std::path::Path, job_id: &str, execution_id: &str) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -195,6 +197,14 @@ fn leave_pending_firing(data_dir: &std::path::Path, job_id: &str, execution_id: 
         )
         .unwrap();
     assert_eq!(changed, 1);
+    let grace = 10_000_000;
+    let indexed = connection
+        .execute(
+            "UPDATE schedules SET next_fire_at = ?2 WHERE job_id = ?1",
+            rusqlite::params![job_id, now + grace],
+        )
+        .unwrap();
+    assert_eq!(indexed, 1);
 }
 
 /// A firing decided (recorded pending on its job) by a node that died before creating its
