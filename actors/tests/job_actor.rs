@@ -6,7 +6,7 @@
 
 mod fakes;
 
-use fakes::runtime::{FakeRuntime, Script, STOPPED_EXIT_CODE};
+use fakes::runtime::{FakeRuntime, Script, KILLED_EXIT_CODE, STOPPED_EXIT_CODE};
 use fakes::{enqueue, eventually, job, scenario, Harness, Notice};
 use fastlane_actors::lifecycle::stop_execution;
 use fastlane_actors::ports::RuntimeError;
@@ -490,6 +490,30 @@ fn failing() -> Script {
         exit_code: 1,
         stderr: b"boom\n".to_vec(),
         ..Script::default()
+    }
+}
+
+/// A container killed for memory fails saying so, in the engine's words when it reported
+/// `OOMKilled` and as the likely cause when it only saw a SIGKILL under the memory limit.
+#[tokio::test(start_paused = true)]
+async fn a_container_killed_for_memory_fails_saying_so() {
+    for reported in [true, false] {
+        let script = Script {
+            exit_code: KILLED_EXIT_CODE,
+            out_of_memory: Some(reported),
+            ..Script::default()
+        };
+        scenario(host_a(script), |harness| async move {
+            let execution = enqueue(&harness.store, &job(60, 0, None));
+            run_to_end(&harness, &execution).await;
+            let stored = harness.store.execution(execution.execution_id).unwrap();
+            assert_eq!(stored.status, Failed);
+            let error = stored_error(&harness, execution.execution_id);
+            assert!(error.contains("OOMKilled"), "{error}");
+            assert!(error.contains("resources.memoryMB"), "{error}");
+            assert_eq!(error.contains("most likely"), !reported, "{error}");
+        })
+        .await;
     }
 }
 

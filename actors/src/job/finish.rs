@@ -119,11 +119,17 @@ impl JobState {
         };
         // Killed by the kernel for going over its memory limit: a failure whatever the exit code
         // (the code is the kill's, 137), said in words.
-        let out_of_memory = exit.oom_killed && ending.is_none();
-        if out_of_memory {
+        let out_of_memory = (exit.oom_killed || exit.killed_under_memory_limit) && ending.is_none();
+        if out_of_memory && exit.oom_killed {
             error.extend_from_slice(
                 b"The container ran out of memory and was killed (OOMKilled): raise \
                   resources.memoryMB or make the job use less.\n",
+            );
+        } else if out_of_memory {
+            error.extend_from_slice(
+                b"The container was killed (SIGKILL, exit code 137) under its memory limit, not \
+                  by fastlane: most likely it ran out of memory (OOMKilled, although the engine \
+                  did not report it): raise resources.memoryMB or make the job use less.\n",
             );
         }
         if let Some(state_error) = exit.state_error {

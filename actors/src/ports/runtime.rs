@@ -97,6 +97,10 @@ pub struct ContainerExit {
     pub state_error: Option<String>,
     /// Docker's `State.OOMKilled`: the container was killed for going over its memory limit.
     pub oom_killed: bool,
+    /// Killed by SIGKILL (exit code 137) while under a memory limit, without the engine saying
+    /// `OOMKilled`: some engines (cgroup v2 hosts) do not always learn of the kernel's OOM kill,
+    /// so this is the likely cause, said as such.
+    pub killed_under_memory_limit: bool,
 }
 
 /// A container runtime failure, split by whose fault it is: only host faults count against a

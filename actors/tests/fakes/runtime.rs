@@ -46,6 +46,9 @@ pub struct Script {
     pub find_error: Option<RuntimeError>,
     /// How long `find` takes.
     pub find_delay: Duration,
+    /// The container is killed for memory: `Some(true)` the engine says `OOMKilled`,
+    /// `Some(false)` it only saw a SIGKILL under a memory limit.
+    pub out_of_memory: Option<bool>,
 }
 
 impl Default for Script {
@@ -63,6 +66,7 @@ impl Default for Script {
             start_fault_after_create: None,
             find_error: None,
             find_delay: Duration::ZERO,
+            out_of_memory: None,
         }
     }
 }
@@ -82,6 +86,7 @@ pub struct FakeContainer {
     pub labels: BTreeMap<String, String>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    out_of_memory: Option<bool>,
     exited: watch::Sender<bool>,
 }
 
@@ -237,6 +242,7 @@ fn new_container(
         labels: BTreeMap::new(),
         stdout: script.stdout.clone(),
         stderr: script.stderr.clone(),
+        out_of_memory: script.out_of_memory,
         exited: watch::channel(false).0,
     }
 }
@@ -394,7 +400,8 @@ impl ContainerRuntime for FakeRuntime {
             stdout_left_out: 0,
             stderr_left_out: 0,
             state_error: None,
-            oom_killed: false,
+            oom_killed: container.out_of_memory == Some(true),
+            killed_under_memory_limit: container.out_of_memory == Some(false),
         })
     }
 

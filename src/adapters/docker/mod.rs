@@ -211,6 +211,28 @@ impl DockerRuntime {
         }
     }
 
+    /// Whether the engine reports `OOMKilled` a little after the exit: it learns of the kernel's
+    /// OOM kill by an event of its own, which can come after the exit's. Asked a few times over
+    /// a second; an unanswered ask counts as not reported.
+    async fn oom_reported_late(&self, container_id: &str) -> bool {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let inspected = self
+                .bounded(
+                    self.call_timeout,
+                    self.docker.inspect_container(container_id, None),
+                )
+                .await;
+            let Ok(inspected) = inspected else {
+                return false;
+            };
+            if inspected.state.and_then(|state| state.oom_killed) == Some(true) {
+                return true;
+            }
+        }
+        false
+    }
+
     async fn image_present(&self, image: &ImageRef) -> Result<bool, RuntimeError> {
         match self
             .bounded(self.call_timeout, self.docker.inspect_image(&image.full()))
@@ -504,7 +526,15 @@ impl ContainerRuntime for DockerRuntime {
                 self.docker.inspect_container(container_id, None),
             )
             .await?;
-        let state = inspected.state.unwrap_or_default();
+        let mut state = inspected.state.unwrap_or_default();
+        let memory_limited = inspected
+            .host_config
+            .and_then(|host| host.memory)
+            .is_some_and(|bytes| bytes > 0);
+        let sigkilled = state.exit_code == Some(137);
+        if sigkilled && memory_limited && state.oom_killed != Some(true) {
+            state.oom_killed = Some(self.oom_reported_late(container_id).await);
+        }
         let options = LogsOptions {
             stdout: true,
             stderr: true,
@@ -536,6 +566,9 @@ impl ContainerRuntime for DockerRuntime {
             stderr_left_out,
             state_error: state.error.filter(|error| !error.is_empty()),
             oom_killed: state.oom_killed.unwrap_or(false),
+            killed_under_memory_limit: sigkilled
+                && memory_limited
+                && state.oom_killed != Some(true),
         })
     }
 
