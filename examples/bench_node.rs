@@ -20,6 +20,7 @@
 //! over 20 s while they run, per running execution.
 
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,18 +143,131 @@ async fn post_many(
     Ok((urls, seconds))
 }
 
-/// `(status, startedAt, finishedAt)` of an execution.
-async fn execution(
-    client: &reqwest::Client,
-    url: &str,
-) -> Result<(String, Option<i64>, Option<i64>), Error> {
+/// What the bench reads of an execution.
+struct Seen {
+    status: String,
+    container_id: Option<String>,
+    started: Option<i64>,
+    finished: Option<i64>,
+}
+
+async fn execution(client: &reqwest::Client, url: &str) -> Result<Seen, Error> {
     let details: Value = client.get(url).send().await?.json().await?;
     let execution = &details["execution"];
-    Ok((
-        execution["status"].as_str().unwrap_or("").to_string(),
-        execution["startedAt"].as_str().and_then(micros),
-        execution["finishedAt"].as_str().and_then(micros),
-    ))
+    let text = |field: &Value| field.as_str().map(str::to_string);
+    Ok(Seen {
+        status: text(&execution["status"]).unwrap_or_default(),
+        container_id: text(&execution["metadata"]["container_id"]),
+        started: execution["startedAt"].as_str().and_then(micros),
+        finished: execution["finishedAt"].as_str().and_then(micros),
+    })
+}
+
+/// What the engine saw of one container, in µs since the epoch: from its debug log (when a
+/// call arrived) and its events (when it was done).
+#[derive(Clone, Copy, Debug, Default)]
+struct EngineSeen {
+    create_call: Option<i64>,
+    created: Option<i64>,
+    start_call: Option<i64>,
+    started: Option<i64>,
+    died: Option<i64>,
+    /// The node's first inspect call after `died`: the engine's answer to its wait came.
+    exit_read: Option<i64>,
+}
+
+/// The engine's view of every container it saw from `since` (unix seconds) on, by container
+/// id, from `docker events` and from its debug log at `log_path` (`dockerd --debug`: one
+/// `Calling METHOD PATH` line per API call, with the daemon's clock).
+fn engine_seen(engine: &str, log_path: &str, since: i64) -> HashMap<String, EngineSeen> {
+    let events = std::process::Command::new("docker")
+        .args([
+            "-H",
+            &format!("tcp://{engine}"),
+            "events",
+            "--filter",
+            "type=container",
+        ])
+        .args([
+            "--since",
+            &since.to_string(),
+            "--until",
+            &(now_micros() / 1_000_000 + 1).to_string(),
+        ])
+        .args(["--format", "{{json .}}"])
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_default();
+    let mut seen: HashMap<String, EngineSeen> = HashMap::new();
+    let mut ids_by_name: HashMap<String, String> = HashMap::new();
+    for event in events
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    {
+        let (Some(id), Some(nanos)) = (event["Actor"]["ID"].as_str(), event["timeNano"].as_i64())
+        else {
+            continue;
+        };
+        let at = Some(nanos / 1000);
+        let entry = seen.entry(id.to_string()).or_default();
+        match event["Action"].as_str() {
+            Some("create") => {
+                entry.created = at;
+                if let Some(name) = event["Actor"]["Attributes"]["name"].as_str() {
+                    ids_by_name.insert(name.to_string(), id.to_string());
+                }
+            }
+            Some("start") => entry.started = at,
+            Some("die") => entry.died = at,
+            _ => {}
+        }
+    }
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    for line in log.lines() {
+        let Some((at, path)) = line
+            .strip_prefix("time=\"")
+            .and_then(|rest| rest.split_once('"'))
+            .and_then(|(at, rest)| Some((at, rest.split_once("msg=\"Calling ")?.1)))
+        else {
+            continue;
+        };
+        let Some(at) =
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|at| (at.unix_timestamp_nanos() / 1000) as i64)
+        else {
+            continue;
+        };
+        let Some(call) = path
+            .split_once("/containers/")
+            .map(|(_, call)| call.trim_end_matches('"'))
+        else {
+            continue;
+        };
+        let method = path.split(' ').next().unwrap_or("");
+        if method == "GET" && call.ends_with("/json") {
+            // The node's first read of a container after it died: the engine had answered its
+            // wait.
+            let id = call.trim_end_matches("/json");
+            if let Some(entry) = seen.get_mut(id) {
+                if entry.died.is_some_and(|died| died <= at) && entry.exit_read.is_none() {
+                    entry.exit_read = Some(at);
+                }
+            }
+        } else if method != "POST" {
+            continue;
+        } else if let Some(name) = call.strip_prefix("create?name=") {
+            let name = name.split('&').next().unwrap_or(name);
+            if let Some(entry) = ids_by_name.get(name).and_then(|id| seen.get_mut(id)) {
+                entry.create_call = Some(at);
+            }
+        } else if let Some(id) = call.strip_suffix("/start") {
+            if let Some(entry) = seen.get_mut(id) {
+                entry.start_call = Some(at);
+            }
+        }
+    }
+    seen
 }
 
 /// The index of the first execution not started yet (binary search: the queue is first in,
@@ -162,8 +276,7 @@ async fn first_waiting(client: &reqwest::Client, urls: &[String]) -> Result<usiz
     let (mut low, mut high) = (0, urls.len());
     while low < high {
         let middle = (low + high) / 2;
-        let (status, _, _) = execution(client, &urls[middle]).await?;
-        if status == "enqueued" {
+        if execution(client, &urls[middle]).await?.status == "enqueued" {
             high = middle;
         } else {
             low = middle + 1;
@@ -180,6 +293,7 @@ struct Window {
     finished: usize,
     seconds: f64,
     gaps_ms: Vec<f64>,
+    split: Split,
     cpu_seconds: f64,
     rss_mb: f64,
     hwm_mb: f64,
@@ -204,6 +318,105 @@ impl Window {
             self.rss_mb,
             self.hwm_mb,
         );
+        self.split.print();
+    }
+}
+
+/// Slot-to-start split between the node and the engine, one entry per start that took a
+/// freed slot. From the engine's clock: the container that freed the slot died; the engine
+/// answered the node's wait, and the node read the container (`exit → read`, counted as the
+/// engine's); the node read its output, stored the end, gave the slot to the next waiter,
+/// which placed its container (`read → create call`, the node's, with the few engine reads it
+/// makes); the engine created it (`create`); the node asked to start it (`created → start
+/// call`); the engine started it (`start`); the node stored `running` (`started → stored`).
+#[derive(Default)]
+struct Split {
+    exit_to_read: Vec<f64>,
+    read_to_create_call: Vec<f64>,
+    create: Vec<f64>,
+    created_to_start_call: Vec<f64>,
+    start: Vec<f64>,
+    started_to_stored: Vec<f64>,
+    node: Vec<f64>,
+    engine: Vec<f64>,
+}
+
+impl Split {
+    fn add(&mut self, engine: &HashMap<String, EngineSeen>, freed: &Seen, run: &Seen) {
+        let seen = |seen: &Seen| {
+            seen.container_id
+                .as_ref()
+                .and_then(|id| engine.get(id))
+                .copied()
+        };
+        let (Some(before), Some(this), Some(stored)) = (seen(freed), seen(run), run.started) else {
+            return;
+        };
+        let times = (
+            before.died,
+            before.exit_read,
+            this.create_call,
+            this.created,
+            this.start_call,
+            this.started,
+        );
+        let (
+            Some(died),
+            Some(read),
+            Some(create_call),
+            Some(created),
+            Some(start_call),
+            Some(started),
+        ) = times
+        else {
+            return;
+        };
+        let ms = |from: i64, to: i64| (to - from) as f64 / 1000.0;
+        let node = [
+            ms(read, create_call),
+            ms(created, start_call),
+            ms(started, stored),
+        ];
+        let engine_parts = [
+            ms(died, read),
+            ms(create_call, created),
+            ms(start_call, started),
+        ];
+        self.exit_to_read.push(engine_parts[0]);
+        self.read_to_create_call.push(node[0]);
+        self.create.push(engine_parts[1]);
+        self.created_to_start_call.push(node[1]);
+        self.start.push(engine_parts[2]);
+        self.started_to_stored.push(node[2]);
+        self.node.push(node.iter().sum());
+        self.engine.push(engine_parts.iter().sum());
+    }
+
+    fn print(&self) {
+        if self.node.is_empty() {
+            return;
+        }
+        let line = |name: &str, values: &[f64]| {
+            let mut sorted = values.to_vec();
+            sorted.sort_by(f64::total_cmp);
+            format!(
+                "{name} p50 {:.1} p99 {:.1} ms",
+                percentile(&sorted, 0.5),
+                percentile(&sorted, 0.99)
+            )
+        };
+        println!(
+            "    split (n={}): {}, {} | parts: {}, {}, {}, {}, {}, {}",
+            self.node.len(),
+            line("node", &self.node),
+            line("engine", &self.engine),
+            line("exit→read", &self.exit_to_read),
+            line("read→create call", &self.read_to_create_call),
+            line("create", &self.create),
+            line("created→start call", &self.created_to_start_call),
+            line("start", &self.start),
+            line("started→stored", &self.started_to_stored),
+        );
     }
 }
 
@@ -225,6 +438,7 @@ async fn window(
     urls: &tokio::sync::Mutex<Vec<String>>,
     seconds: u64,
     feed: Option<(&str, &Value, u64)>,
+    engine_log: Option<(&str, &str)>,
 ) -> Result<Window, Error> {
     let first = first_waiting(client, &urls.lock().await.clone()).await?;
     let waiting_at_start = (urls.lock().await.len() - first) as u64;
@@ -247,24 +461,32 @@ async fn window(
     let waiting_at_end = (urls.len() - last) as u64;
     // Every execution around the window, with margins for the posting order.
     let range = first.saturating_sub(64)..(last + 64).min(urls.len());
-    let mut starts = Vec::new();
-    let mut finishes = Vec::new();
+    let mut runs = Vec::new();
     for execution_url in &urls[range] {
-        let (_, started_at, finished_at) = execution(client, execution_url).await?;
-        starts.extend(started_at);
-        finishes.extend(finished_at);
+        runs.push(execution(client, execution_url).await?);
     }
-    starts.sort_unstable();
-    finishes.sort_unstable();
+    let mut by_start: Vec<&Seen> = runs.iter().filter(|run| run.started.is_some()).collect();
+    by_start.sort_by_key(|run| run.started);
+    let mut by_finish: Vec<&Seen> = runs.iter().filter(|run| run.finished.is_some()).collect();
+    by_finish.sort_by_key(|run| run.finished);
+    let starts: Vec<i64> = by_start.iter().filter_map(|run| run.started).collect();
+    let finishes: Vec<i64> = by_finish.iter().filter_map(|run| run.finished).collect();
+    let engine = engine_log.map(|(engine, log)| engine_seen(engine, log, from / 1_000_000 - 120));
     // At maxRunning 4 with jobs waiting, the i-th start (0-based) took the slot of the
     // (i-4)-th finish: 3 were running just before it.
     let mut gaps_ms = Vec::new();
-    for (index, start) in starts.iter().enumerate().skip(4 + 8) {
-        if *start < from || *start > to {
+    let mut split = Split::default();
+    for (index, run) in by_start.iter().enumerate().skip(4 + 8) {
+        let start = run.started.unwrap_or_default();
+        if start < from || start > to {
             continue;
         }
-        if let Some(freed) = finishes.get(index - 4) {
-            gaps_ms.push((start - freed).max(0) as f64 / 1000.0);
+        let Some(freed) = by_finish.get(index - 4) else {
+            continue;
+        };
+        gaps_ms.push((start - freed.finished.unwrap_or_default()).max(0) as f64 / 1000.0);
+        if let Some(engine) = &engine {
+            split.add(engine, freed, run);
         }
     }
     Ok(Window {
@@ -277,6 +499,7 @@ async fn window(
             .count(),
         seconds: (to - from) as f64 / 1e6,
         gaps_ms,
+        split,
         cpu_seconds: cpu,
         rss_mb,
         hwm_mb,
@@ -324,6 +547,11 @@ async fn drain(args: &[String]) -> Result<(), Error> {
         .pool_max_idle_per_host(128)
         .build()?;
     let body = json!({"image": image, "command": "true"});
+    // The engine's debug log, for the split of slot-to-start between node and engine.
+    let log_path = std::env::var("FASTLANE_BENCH_ENGINE_LOG")
+        .ok()
+        .filter(|path| !path.is_empty());
+    let engine_log = log_path.as_deref().map(|log| (engine.as_str(), log));
 
     let (small, _) = post_many(&client, url, "bench-drain-small", body.clone(), 104, 8).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -335,6 +563,7 @@ async fn drain(args: &[String]) -> Result<(), Error> {
         &small,
         seconds,
         Some(("bench-drain-small", &body, 100)),
+        engine_log,
     )
     .await?;
     at_100.print("~100 waiting");
@@ -353,7 +582,7 @@ async fn drain(args: &[String]) -> Result<(), Error> {
         memory(pid).0
     );
     let large = tokio::sync::Mutex::new(large);
-    let at_n = window(&client, url, pid, &large, seconds, None).await?;
+    let at_n = window(&client, url, pid, &large, seconds, None, engine_log).await?;
     at_n.print(&format!("~{count} waiting"));
     let docker = docker_runs(engine, image, seconds);
     println!("docker run --rm, 4 loops: {docker:.2} containers/s");
@@ -381,7 +610,7 @@ async fn concurrency(args: &[String]) -> Result<(), Error> {
     while !pending.is_empty() && Instant::now() < limit {
         let mut still = Vec::new();
         for execution_url in pending {
-            let (status, _, _) = execution(&client, &execution_url).await?;
+            let status = execution(&client, &execution_url).await?.status;
             match status.as_str() {
                 "running" => {}
                 "enqueued" | "pulling" => still.push(execution_url),

@@ -92,7 +92,7 @@ case $mode in
       # shellcheck disable=SC1090
       source "$FASTLANE_BENCH_ENV"
     else
-      FASTLANE_TEST_ENGINES=2 scripts/testenv.sh up "$state" >/dev/null
+      FASTLANE_TEST_DOCKERD_DEBUG=1 FASTLANE_TEST_ENGINES=2 scripts/testenv.sh up "$state" >/dev/null
       # shellcheck disable=SC1091
       source "$state/env"
     fi
@@ -125,7 +125,9 @@ case $mode in
           REDIS_URL=$FASTLANE_TEST_REDIS_URL MONGODB_URL="${FASTLANE_TEST_SECANTUS_URL%/*}/bench$RANDOM" \
             REDIS_KEY_PREFIX=bench$RANDOM start_node "$farm"
         fi
-        "target/$profile/examples/bench_node" drain "http://127.0.0.1:$port" "$node_pid" "$engine" \
+        # With an engine started with --debug, slot-to-start is split between node and engine.
+        FASTLANE_BENCH_ENGINE_LOG=${FASTLANE_TEST_ENGINE_LOG:-} \
+          "target/$profile/examples/bench_node" drain "http://127.0.0.1:$port" "$node_pid" "$engine" \
           "$FASTLANE_TEST_IMAGE" "$count" "$seconds"
         kill "$node_pid"; wait "$node_pid" 2>/dev/null || true; node_pid=
         remove_containers

@@ -93,7 +93,8 @@ start_engine() {
     port=$(free_port)
     echo "$port" > "$dir/port"
     # Each engine gets its own containerd socket dir through --exec-root.
-    nohup dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
+    # FASTLANE_TEST_DOCKERD_DEBUG=1: one log line per API call (the backlog benchmark's split).
+    nohup dockerd ${FASTLANE_TEST_DOCKERD_DEBUG:+--debug} --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
       -H "tcp://127.0.0.1:$port" --data-root "$dir/data" --exec-root "$dir/exec" \
       --pidfile "$dir/pid" >"$dir/dockerd.log" 2>&1 &
     for _ in $(seq 1 150); do
@@ -217,6 +218,7 @@ case $cmd in
     {
       echo "export FASTLANE_TEST_DOCKER_HOSTS=$(IFS=,; echo "${hosts[*]}")"
       echo "export FASTLANE_TEST_IMAGE=fastlane-test:1"
+      echo "export FASTLANE_TEST_ENGINE_LOG=$state/engine1/dockerd.log"
       echo "export FASTLANE_TEST_ROOTFS=$state/rootfs.tar"
       if [ "${FASTLANE_TEST_BACKENDS:-1}" != 0 ]; then start_backends; fi
     } > "$state/env"
