@@ -172,32 +172,50 @@ struct EngineSeen {
     start_call: Option<i64>,
     started: Option<i64>,
     died: Option<i64>,
-    /// The node's first inspect call after `died`: the engine's answer to its wait came.
+    /// The node's first inspect call after `started`: the engine's answer to its wait came.
     exit_read: Option<i64>,
 }
 
-/// The engine's view of every container it saw from `since` (unix seconds) on, by container
-/// id, from `docker events` and from its debug log at `log_path` (`dockerd --debug`: one
-/// `Calling METHOD PATH` line per API call, with the daemon's clock).
-fn engine_seen(engine: &str, log_path: &str, since: i64) -> HashMap<String, EngineSeen> {
-    let events = std::process::Command::new("docker")
-        .args([
-            "-H",
-            &format!("tcp://{engine}"),
-            "events",
-            "--filter",
-            "type=container",
-        ])
-        .args([
-            "--since",
-            &since.to_string(),
-            "--until",
-            &(now_micros() / 1_000_000 + 1).to_string(),
-        ])
-        .args(["--format", "{{json .}}"])
-        .output()
-        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
-        .unwrap_or_default();
+/// `docker events` of `engine`'s containers from `since` (unix seconds) on, recorded to a file
+/// while a window runs: the engine answers a `--since` query from its last 256 events only.
+struct EventsRecorder {
+    child: std::process::Child,
+    path: std::path::PathBuf,
+}
+
+impl EventsRecorder {
+    fn start(engine: &str, since: i64) -> Option<EventsRecorder> {
+        let path = std::env::temp_dir().join(format!(
+            "fastlane-bench-events-{}-{since}",
+            std::process::id()
+        ));
+        let file = std::fs::File::create(&path).ok()?;
+        let child = std::process::Command::new("docker")
+            .args(["-H", &format!("tcp://{engine}"), "events"])
+            .args(["--filter", "type=container", "--since", &since.to_string()])
+            .args(["--format", "{{json .}}"])
+            .stdout(file)
+            .spawn()
+            .ok()?;
+        Some(EventsRecorder { child, path })
+    }
+
+    /// Stops recording; the events, one JSON object per line.
+    fn finish(mut self) -> String {
+        // The last events of the window reach the file within a moment.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let events = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.path);
+        events
+    }
+}
+
+/// The engine's view of every container in `events` (from [`EventsRecorder`]), by container
+/// id, completed from its debug log at `log_path` (`dockerd --debug`: one `Calling METHOD
+/// PATH` line per API call, with the daemon's clock).
+fn engine_seen(events: &str, log_path: &str) -> HashMap<String, EngineSeen> {
     let mut seen: HashMap<String, EngineSeen> = HashMap::new();
     let mut ids_by_name: HashMap<String, String> = HashMap::new();
     for event in events
@@ -246,11 +264,12 @@ fn engine_seen(engine: &str, log_path: &str, since: i64) -> HashMap<String, Engi
         };
         let method = path.split(' ').next().unwrap_or("");
         if method == "GET" && call.ends_with("/json") {
-            // The node's first read of a container after it died: the engine had answered its
-            // wait.
+            // The node's first read of a container after it started: the engine had answered
+            // its wait (no one watches these containers, so nothing else reads them). The die
+            // event may be stamped a little after the wait's answer left.
             let id = call.trim_end_matches("/json");
             if let Some(entry) = seen.get_mut(id) {
-                if entry.died.is_some_and(|died| died <= at) && entry.exit_read.is_none() {
+                if entry.started.is_some_and(|started| started <= at) && entry.exit_read.is_none() {
                     entry.exit_read = Some(at);
                 }
             }
@@ -293,6 +312,7 @@ struct Window {
     finished: usize,
     seconds: f64,
     gaps_ms: Vec<f64>,
+    longest: Vec<(f64, f64)>,
     split: Split,
     cpu_seconds: f64,
     rss_mb: f64,
@@ -318,6 +338,12 @@ impl Window {
             self.rss_mb,
             self.hwm_mb,
         );
+        let longest: Vec<String> = self
+            .longest
+            .iter()
+            .map(|(gap, at)| format!("{gap:.0} ms at +{at:.1} s"))
+            .collect();
+        println!("    longest slot→start: {}", longest.join(", "));
         self.split.print();
     }
 }
@@ -400,9 +426,10 @@ impl Split {
             let mut sorted = values.to_vec();
             sorted.sort_by(f64::total_cmp);
             format!(
-                "{name} p50 {:.1} p99 {:.1} ms",
+                "{name} p50 {:.1} p99 {:.1} max {:.1} ms",
                 percentile(&sorted, 0.5),
-                percentile(&sorted, 0.99)
+                percentile(&sorted, 0.99),
+                percentile(&sorted, 1.0)
             )
         };
         println!(
@@ -443,6 +470,9 @@ async fn window(
     let first = first_waiting(client, &urls.lock().await.clone()).await?;
     let waiting_at_start = (urls.lock().await.len() - first) as u64;
     let (from, cpu_before) = (now_micros(), cpu_seconds(pid));
+    // From a minute before: the first starts took slots freed before the window.
+    let recorder =
+        engine_log.and_then(|(engine, _)| EventsRecorder::start(engine, from / 1_000_000 - 60));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < deadline {
         if let Some((task, body, level)) = feed {
@@ -471,10 +501,13 @@ async fn window(
     by_finish.sort_by_key(|run| run.finished);
     let starts: Vec<i64> = by_start.iter().filter_map(|run| run.started).collect();
     let finishes: Vec<i64> = by_finish.iter().filter_map(|run| run.finished).collect();
-    let engine = engine_log.map(|(engine, log)| engine_seen(engine, log, from / 1_000_000 - 120));
+    let engine = recorder
+        .map(|recorder| engine_seen(&recorder.finish(), engine_log.map_or("", |(_, log)| log)));
     // At maxRunning 4 with jobs waiting, the i-th start (0-based) took the slot of the
     // (i-4)-th finish: 3 were running just before it.
     let mut gaps_ms = Vec::new();
+    // The longest slot-to-start gaps, with when in the window they ended (s).
+    let mut longest: Vec<(f64, f64)> = Vec::new();
     let mut split = Split::default();
     for (index, run) in by_start.iter().enumerate().skip(4 + 8) {
         let start = run.started.unwrap_or_default();
@@ -484,7 +517,9 @@ async fn window(
         let Some(freed) = by_finish.get(index - 4) else {
             continue;
         };
-        gaps_ms.push((start - freed.finished.unwrap_or_default()).max(0) as f64 / 1000.0);
+        let gap_ms = (start - freed.finished.unwrap_or_default()).max(0) as f64 / 1000.0;
+        gaps_ms.push(gap_ms);
+        longest.push((gap_ms, (start - from) as f64 / 1e6));
         if let Some(engine) = &engine {
             split.add(engine, freed, run);
         }
@@ -499,6 +534,11 @@ async fn window(
             .count(),
         seconds: (to - from) as f64 / 1e6,
         gaps_ms,
+        longest: {
+            longest.sort_by(|a, b| b.0.total_cmp(&a.0));
+            longest.truncate(3);
+            longest
+        },
         split,
         cpu_seconds: cpu,
         rss_mb,
@@ -582,6 +622,9 @@ async fn drain(args: &[String]) -> Result<(), Error> {
         memory(pid).0
     );
     let large = tokio::sync::Mutex::new(large);
+    // The window measures the node with N waiting, not the node catching up after the flood
+    // of POSTs (starts made while posting wait behind it: see BENCHMARKS.md).
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let at_n = window(&client, url, pid, &large, seconds, None, engine_log).await?;
     at_n.print(&format!("~{count} waiting"));
     let docker = docker_runs(engine, image, seconds);

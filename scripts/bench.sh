@@ -12,7 +12,9 @@
 #                                         100000) on one engine at maxRunning 4, against ~100
 #                                         waiting and 4-way `docker run --rm`, over windows of
 #                                         SECONDS (default 60): embedded, then Redis + SecantusDB
-#                                         (FASTLANE_BENCH_BACKENDS="embedded redis")
+#                                         (FASTLANE_BENCH_BACKENDS="embedded redis"); with an
+#                                         engine run with --debug (FASTLANE_TEST_DOCKERD_DEBUG=1,
+#                                         the default here) slot-to-start is split node/engine
 #   scripts/bench.sh concurrency [N]      N (default 200) `sleep 900` jobs running at once on two
 #                                         engines: time until all run, RSS and CPU per execution
 #   scripts/bench.sh blocked [N] [SECONDS] N (default 5000) jobs behind a full pool (maxConcurrent 1):
@@ -36,8 +38,8 @@ trap cleanup EXIT
 
 start_node() { # $1 = DOCKER_HOSTS value; extra environment (REDIS_URL=…) before the call
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  DATA_DIR="${BENCH_DATA_DIR:-$state/data-$RANDOM}" RUST_LOG=warn DOCKER_HOSTS="$1" \
-    "target/${profile:-release}/fastlane-node" start -b 127.0.0.1 -p "$port" 2>"$state/node.log" &
+  DATA_DIR="${BENCH_DATA_DIR:-$state/data-$RANDOM}" RUST_LOG="${BENCH_RUST_LOG:-warn}" DOCKER_HOSTS="$1" \
+    "target/${profile:-release}/fastlane-node" start -b 127.0.0.1 -p "$port" 2>"${BENCH_NODE_LOG:-$state/node.log}" &
   node_pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthcheck" >/dev/null && break; sleep 0.1; done
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
