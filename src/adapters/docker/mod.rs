@@ -17,7 +17,8 @@ pub use prune::prune;
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig,
+    HostConfigLogConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
@@ -211,19 +212,22 @@ impl DockerRuntime {
         }
     }
 
+    /// Inspects a container (by id or name), within the call timeout.
+    async fn inspect(&self, container: &str) -> Result<ContainerInspectResponse, RuntimeError> {
+        self.bounded(
+            self.call_timeout,
+            self.docker.inspect_container(container, None),
+        )
+        .await
+    }
+
     /// Whether the engine reports `OOMKilled` a little after the exit: it learns of the kernel's
     /// OOM kill by an event of its own, which can come after the exit's. Asked a few times over
     /// a second; an unanswered ask counts as not reported.
     async fn oom_reported_late(&self, container_id: &str) -> bool {
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let inspected = self
-                .bounded(
-                    self.call_timeout,
-                    self.docker.inspect_container(container_id, None),
-                )
-                .await;
-            let Ok(inspected) = inspected else {
+            let Ok(inspected) = self.inspect(container_id).await else {
                 return false;
             };
             if inspected.state.and_then(|state| state.oom_killed) == Some(true) {
@@ -292,9 +296,7 @@ impl DockerRuntime {
     /// that another deployment or execution made is left alone: the job fails instead.
     async fn take_over(&self, spec: &ContainerSpec) -> Result<StartedContainer, RuntimeError> {
         let name = spec.name.as_str();
-        let existing = self
-            .bounded(self.call_timeout, self.docker.inspect_container(name, None))
-            .await?;
+        let existing = self.inspect(name).await?;
         let labels = existing
             .config
             .as_ref()
@@ -442,10 +444,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn find(&self, name: &str) -> Result<Option<FoundContainer>, RuntimeError> {
-        match self
-            .bounded(self.call_timeout, self.docker.inspect_container(name, None))
-            .await
-        {
+        match self.inspect(name).await {
             Ok(inspected) => Ok(Some(FoundContainer {
                 container_id: inspected.id.unwrap_or_else(|| name.to_string()),
                 name: inspected
@@ -520,21 +519,17 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn collect(&self, container_id: &str) -> Result<ContainerExit, RuntimeError> {
-        let inspected = self
-            .bounded(
-                self.call_timeout,
-                self.docker.inspect_container(container_id, None),
-            )
-            .await?;
-        let mut state = inspected.state.unwrap_or_default();
+        let inspected = self.inspect(container_id).await?;
+        let state = inspected.state.unwrap_or_default();
         let memory_limited = inspected
             .host_config
             .and_then(|host| host.memory)
             .is_some_and(|bytes| bytes > 0);
-        let sigkilled = state.exit_code == Some(137);
-        if sigkilled && memory_limited && state.oom_killed != Some(true) {
-            state.oom_killed = Some(self.oom_reported_late(container_id).await);
-        }
+        // A SIGKILL under a memory limit that the engine does not (yet) call an OOM kill.
+        let unreported =
+            state.exit_code == Some(137) && memory_limited && state.oom_killed != Some(true);
+        let oom_killed = state.oom_killed == Some(true)
+            || (unreported && self.oom_reported_late(container_id).await);
         let options = LogsOptions {
             stdout: true,
             stderr: true,
@@ -565,10 +560,8 @@ impl ContainerRuntime for DockerRuntime {
             stdout_left_out,
             stderr_left_out,
             state_error: state.error.filter(|error| !error.is_empty()),
-            oom_killed: state.oom_killed.unwrap_or(false),
-            killed_under_memory_limit: sigkilled
-                && memory_limited
-                && state.oom_killed != Some(true),
+            oom_killed,
+            killed_under_memory_limit: unreported && !oom_killed,
         })
     }
 
@@ -577,11 +570,7 @@ impl ContainerRuntime for DockerRuntime {
         container_id: &str,
     ) -> Result<tokio::sync::mpsc::Receiver<bytes::Bytes>, RuntimeError> {
         // Fails fast (and classified) when the container or the host is not there.
-        self.bounded(
-            self.call_timeout,
-            self.docker.inspect_container(container_id, None),
-        )
-        .await?;
+        self.inspect(container_id).await?;
         // From the last lines, not the container's start: a long chatty job's first watcher
         // would otherwise be sent its whole history at once and be closed as `slow`. The stored
         // output is read apart (`collect`), whole.
