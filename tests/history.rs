@@ -464,11 +464,16 @@ async fn retention_removes_old_executions_and_their_outputs_but_keeps_the_count(
             Duration::from_secs(60),
             "3 runs, of which 2 went",
             || async {
-                let (_, page) = get(&node, &format!("{}executions/", path_of(&job_url))).await;
+                // The job first, then the page: once the job shows its third run alone, the
+                // state is final (read the other way round, the page could predate the last
+                // retry's creation).
                 let details = node.get_json(path_of(&job_url)).await;
-                page["total"] == 1
+                let (_, page) = get(&node, &format!("{}executions/", path_of(&job_url))).await;
+                details["job"]["executionCount"] == 3
+                    && details["job"]["executions"].as_array().map(Vec::len) == Some(1)
+                    && details["job"]["executions"][0]["status"] == "failed"
+                    && page["total"] == 1
                     && page["items"][0]["status"] == "failed"
-                    && details["job"]["executionCount"] == 3
             },
         )
         .await;
