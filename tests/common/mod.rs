@@ -79,7 +79,8 @@ impl Node {
             env.push((key.to_string(), value.to_string()));
         }
         let mut node = Node {
-            port: free_port(),
+            // The node picks its own port (`-p 0`), so no other test can take it in between.
+            port: 0,
             data_dir,
             env,
             args: args.iter().map(|arg| arg.to_string()).collect(),
@@ -91,11 +92,14 @@ impl Node {
     }
 
     async fn spawn(&mut self) {
+        let log_path = self.data_dir.join("node.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.data_dir.join("node.log"))
+            .open(&log_path)
             .unwrap();
+        // What this start writes comes after what earlier starts wrote.
+        let offset = log.metadata().map(|meta| meta.len()).unwrap_or(0) as usize;
         let child = Command::new(env!("CARGO_BIN_EXE_fastlane-node"))
             .args(["start", "-b", "127.0.0.1", "-p", &self.port.to_string()])
             .args(&self.args)
@@ -106,6 +110,7 @@ impl Node {
             .spawn()
             .expect("start fastlane-node");
         self.child = Some(child);
+        self.port = self.listening_port(&log_path, offset).await;
         let url = self.url("/healthcheck");
         // A node with basic auth answers /healthcheck only to its login.
         let setting = |name: &str| {
@@ -127,6 +132,33 @@ impl Node {
             },
         )
         .await;
+    }
+
+    /// The port this start of the node listens on, from its "listening" log line: a node
+    /// that answers /healthcheck on the port could be another test's.
+    async fn listening_port(&mut self, log_path: &Path, offset: usize) -> u16 {
+        const LINE: &str = "listening: open http://127.0.0.1:";
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = std::fs::read(log_path).unwrap_or_default();
+            let this_start = String::from_utf8_lossy(log.get(offset..).unwrap_or_default());
+            if let Some(at) = this_start.find(LINE) {
+                let digits: String = this_start[at + LINE.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                return digits.parse().expect("a port in the listening line");
+            }
+            let child = self.child.as_mut().expect("node running");
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the node exited ({status}) before listening:\n{this_start}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the node to listen:\n{this_start}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
