@@ -66,6 +66,11 @@ pub async fn run(
     let deployment_id = shared_deployment_id(&config, &data_dir, &backends).await?;
     // Whatever the backends made in DATA_DIR (SQLite's -wal and -shm) is private too.
     data_dir::tighten_files(&data_dir)?;
+    // Bound before the settings: with `-p 0` the links in notifications name the port given.
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("could not listen on {bind}"))?;
+    let address = listener.local_addr()?;
 
     let hard_timeout = config.uint("HARD_EXECUTION_TIMEOUT_SECONDS");
     let call_timeout = Duration::from_secs(config.uint("DOCKER_CALL_TIMEOUT_SECONDS").max(1));
@@ -176,15 +181,14 @@ pub async fn run(
         },
         public_url: format!(
             "http://{}",
-            config.optional("SERVER_NAME").unwrap_or_else(|| format!(
-                "{}:{}",
-                if bind.ip().is_unspecified() {
-                    "localhost".to_string()
+            config.optional("SERVER_NAME").unwrap_or_else(|| {
+                if address.ip().is_unspecified() {
+                    format!("localhost:{}", address.port())
                 } else {
-                    bind.ip().to_string()
-                },
-                bind.port()
-            ))
+                    // `[::1]:8080` for an IPv6 address.
+                    address.to_string()
+                }
+            })
         ),
     };
     // Resolved once: the addresses webhooks may not reach (the farm's Docker hosts, Redis,
@@ -253,10 +257,6 @@ pub async fn run(
         idempotency_ttl: Duration::from_secs(config.uint("IDEMPOTENCY_KEY_TTL_SECONDS")),
         role,
     });
-    let listener = TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("could not listen on {bind}"))?;
-    let address = listener.local_addr()?;
     let open = if address.ip().is_unspecified() {
         format!("http://localhost:{}/", address.port())
     } else {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{docker_hosts, image, wait_until, Node};
+use common::{docker_hosts, image, listening_port, wait_until, Node};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::process::{Command, Stdio};
@@ -23,14 +23,6 @@ fn fastlane(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         .envs(env.iter().copied())
         .output()
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn farm() -> String {
@@ -95,17 +87,18 @@ async fn websocket_status(node: &Node, path: &str, headers: &[(&str, &str)]) -> 
 /// `ALLOW_ANONYMOUS=true` it starts, warns in its log and in `/status/`.
 #[tokio::test]
 async fn safe_start() {
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
+    let log_path = dir.path().join("node.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fastlane-node"))
-        .args(["start", "-p", &port.to_string()])
+        .args(["start", "-p", "0"])
         .env("DATA_DIR", dir.path())
         .env("DOCKER_HOSTS", farm())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
+    let port = listening_port(&log_path, 0, &mut child).await;
     let url = format!("http://127.0.0.1:{port}/healthcheck");
     wait_until(Duration::from_secs(20), "default node", || async {
         reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
@@ -128,11 +121,11 @@ async fn safe_start() {
         assert!(stderr.contains(hint), "{hint} missing: {stderr}");
     }
 
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
+    let log_path = dir.path().join("node.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fastlane-node"))
-        .args(["start", "-b", "0.0.0.0", "-p", &port.to_string()])
+        .args(["start", "-b", "0.0.0.0", "-p", "0"])
         .env("DATA_DIR", dir.path())
         .env("DOCKER_HOSTS", farm())
         .env("ALLOW_ANONYMOUS", "true")
@@ -140,6 +133,7 @@ async fn safe_start() {
         .stderr(log)
         .spawn()
         .unwrap();
+    let port = listening_port(&log_path, 0, &mut child).await;
     let url = format!("http://127.0.0.1:{port}/status/");
     wait_until(Duration::from_secs(20), "anonymous node", || async {
         reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)

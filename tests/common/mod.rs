@@ -134,31 +134,9 @@ impl Node {
         .await;
     }
 
-    /// The port this start of the node listens on, from its "listening" log line: a node
-    /// that answers /healthcheck on the port could be another test's.
+    /// The port this start of the node listens on (see [`listening_port`]).
     async fn listening_port(&mut self, log_path: &Path, offset: usize) -> u16 {
-        const LINE: &str = "listening: open http://127.0.0.1:";
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let log = std::fs::read(log_path).unwrap_or_default();
-            let this_start = String::from_utf8_lossy(log.get(offset..).unwrap_or_default());
-            if let Some(at) = this_start.find(LINE) {
-                let digits: String = this_start[at + LINE.len()..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                return digits.parse().expect("a port in the listening line");
-            }
-            let child = self.child.as_mut().expect("node running");
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the node exited ({status}) before listening:\n{this_start}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for the node to listen:\n{this_start}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        listening_port(log_path, offset, self.child.as_mut().expect("node running")).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -380,6 +358,34 @@ where
     while !condition().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The port a node started as `child` listens on, from the "listening" line it logs to
+/// `log_path` after `offset`: the tests start nodes with `-p 0`, as a port picked beforehand
+/// could be taken by another test's node meanwhile (whose /healthcheck would answer instead).
+pub async fn listening_port(log_path: &Path, offset: usize, child: &mut Child) -> u16 {
+    const LINE: &str = "listening: open http://";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read(log_path).unwrap_or_default();
+        let this_start = String::from_utf8_lossy(log.get(offset..).unwrap_or_default());
+        if let Some(at) = this_start.find(LINE) {
+            let authority: String = this_start[at + LINE.len()..]
+                .chars()
+                .take_while(|c| *c != '/')
+                .collect();
+            let port = authority.rsplit(':').next().unwrap_or_default();
+            return port.parse().expect("a port in the listening line");
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the node exited ({status}) before listening:\n{this_start}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the node to listen:\n{this_start}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
