@@ -225,6 +225,18 @@ impl MongoStore {
             // Removable now, whenever it finished: the caller chose it.
             let mut query = removable(Timestamp(i64::MAX));
             query.insert("_id", &id);
+            // The output goes first: a node stopped between the two deletes leaves a
+            // removable execution that the next round removes, never an output nothing
+            // refers to. (A finished execution stays removable: nothing writes it again.)
+            let still = bounded(
+                self.executions
+                    .find_one(query.clone())
+                    .projection(doc! {"_id": 1}),
+            );
+            if still.await?.is_none() {
+                continue;
+            }
+            bounded(self.outputs.delete_many(doc! {"execution_id": &id})).await?;
             let Some(gone) = bounded(
                 self.executions
                     .find_one_and_delete(query)
@@ -234,7 +246,6 @@ impl MongoStore {
             else {
                 continue;
             };
-            bounded(self.outputs.delete_many(doc! {"execution_id": &id})).await?;
             let job_id = gone.get_str("job_id").map_err(internal)?;
             bounded(
                 self.removed_executions()
