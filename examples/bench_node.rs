@@ -614,12 +614,33 @@ async fn drain(args: &[String]) -> Result<(), Error> {
     }
 
     let cpu_before = cpu_seconds(pid);
+    let posting_from = now_micros();
     let (large, posting) = post_many(&client, url, "bench-drain-large", body, count, 64).await?;
+    let posting_to = now_micros();
     println!(
         "posted {count} jobs in {posting:.1} s: {:.0} jobs/s (64 in flight), node CPU {:.0} µs/job, RSS {:.1} MB",
         count as f64 / posting,
         (cpu_seconds(pid) - cpu_before) * 1e6 / count as f64,
         memory(pid).0
+    );
+    // The jobs run while the flood of POSTs is stored: the first ones posted ran meanwhile.
+    let ran = first_waiting(&client, &large).await?;
+    let mut finishes = Vec::new();
+    for execution_url in &large[..(ran + 64).min(large.len())] {
+        let finished = execution(&client, execution_url).await?.finished;
+        finishes.extend(finished.filter(|at| (posting_from..=posting_to).contains(at)));
+    }
+    finishes.sort_unstable();
+    let longest = finishes
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default();
+    println!(
+        "while posting: {} finished in {posting:.1} s ({:.2} jobs/s), longest gap between two finishes {:.1} s",
+        finishes.len(),
+        finishes.len() as f64 / posting,
+        longest as f64 / 1e6
     );
     let large = tokio::sync::Mutex::new(large);
     // The window measures the node with N waiting, not the node catching up after the flood

@@ -1,7 +1,8 @@
 //! PollerActor: leases due messages from the queue while the node has capacity, and hands each
 //! to the RootActor to be run by a new JobActor. Started and restarted by the RootActor.
 //!
-//! In: `Poll` (a tick, a new message was pushed, or a slot freed), `Finished`, `Renew`.
+//! In: `Poll` (the tick), `Wake` (messages were pushed; coalesced), `Finished`, `Renew`,
+//! `Parked`.
 //! Out: `RootMessage::SpawnJob`; `JobMessage::LeaseLost` to a JobActor whose lease is gone.
 //!
 //! It holds the set of messages this node has in flight, renews their leases (every quarter of
@@ -12,10 +13,11 @@
 //! message) tells the JobActor, which stops working on it without touching its container.
 
 use crate::gate::MAX_PARKED;
-use crate::messages::{job_actor_name, JobMessage, PollerMessage, RootMessage};
+use crate::messages::{job_actor_name, JobMessage, PollerMessage, RootMessage, WAKE_PENDING};
 use crate::Services;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub struct PollerActor;
@@ -59,6 +61,8 @@ impl Actor for PollerActor {
         myself.send_interval(args.services.settings.lease_duration / 4, || {
             PollerMessage::Renew
         });
+        // A wake-up sent to a poller that died is not coming: the next one must be sent.
+        WAKE_PENDING.store(false, Ordering::Release);
         myself.cast(PollerMessage::Poll)?;
         Ok(PollerState {
             services: args.services,
@@ -77,12 +81,21 @@ impl Actor for PollerActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             PollerMessage::Poll => state.poll().await,
+            PollerMessage::Wake => {
+                // Pushes from now on send a new wake-up: this poll may miss them.
+                WAKE_PENDING.store(false, Ordering::Release);
+                // With the gate full, what a poll leases is most likely refused and given
+                // back: during a flood of POSTs that churn held up the starts. The tick
+                // (every 500 ms) leases then, a bounded number each time.
+                if state.parked < MAX_PARKED {
+                    state.poll().await;
+                }
+            }
             PollerMessage::Finished { message_id } => {
                 state.in_flight.remove(&message_id);
                 // With the gate full, a finished one is most likely one it refused: leasing at
                 // once would lease, refuse and give back the backlog in a tight loop (the
-                // node's CPU then grew with the queue). The tick (every 500 ms) leases then,
-                // a bounded number each time.
+                // node's CPU then grew with the queue). The tick leases then, as above.
                 if state.parked < MAX_PARKED {
                     state.poll().await;
                 }

@@ -28,6 +28,7 @@ pub use api::{
 };
 pub use host::{HostMessage, HostStatus, LogWatch};
 pub use job::{job_actor_name, JobMessage, LEFT_TO_ANOTHER_RUNNER};
+pub(crate) use node::WAKE_PENDING;
 pub use node::{
     request_slots, schedule_changed, slots_done, tell_notifier, tell_poller_parked, wake_poller,
     ChildKind, GateMessage, NotifierMessage, PollerMessage, RootMessage, SchedulerMessage,
