@@ -27,7 +27,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 
 /// Executions a node may hold leased beyond the farms' `maxRunning` (besides those parked at
 /// the gate, which the gate bounds and the poller does not count): those being read, placed,
@@ -40,6 +40,8 @@ const MIN_LEASE_SECONDS: u64 = 5;
 
 /// How long in-flight HTTP requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the kernel holds for the gateway to accept (tokio's own default).
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// Runs the node until `shutdown` completes, then stops taking requests, lets the ones in
 /// flight finish (bounded), stops the actors and returns. Containers keep running; the next
@@ -66,11 +68,18 @@ pub async fn run(
     let deployment_id = shared_deployment_id(&config, &data_dir, &backends).await?;
     // Whatever the backends made in DATA_DIR (SQLite's -wal and -shm) is private too.
     data_dir::tighten_files(&data_dir)?;
-    // Bound before the settings: with `-p 0` the links in notifications name the port given.
-    let listener = TcpListener::bind(bind)
-        .await
+    // Bound before the settings, so that with `-p 0` the links in notifications name the
+    // port given; it listens only once the node serves: until then a client is refused, not
+    // left waiting while the queue is reconciled.
+    let socket = match bind {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }?;
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(bind)
         .with_context(|| format!("could not listen on {bind}"))?;
-    let address = listener.local_addr()?;
+    let address = socket.local_addr()?;
 
     let hard_timeout = config.uint("HARD_EXECUTION_TIMEOUT_SECONDS");
     let call_timeout = Duration::from_secs(config.uint("DOCKER_CALL_TIMEOUT_SECONDS").max(1));
@@ -257,6 +266,9 @@ pub async fn run(
         idempotency_ttl: Duration::from_secs(config.uint("IDEMPOTENCY_KEY_TTL_SECONDS")),
         role,
     });
+    let listener = socket
+        .listen(LISTEN_BACKLOG)
+        .with_context(|| format!("could not listen on {bind}"))?;
     let open = if address.ip().is_unspecified() {
         format!("http://localhost:{}/", address.port())
     } else {

@@ -94,6 +94,8 @@ async fn safe_start() {
         .args(["start", "-p", "0"])
         .env("DATA_DIR", dir.path())
         .env("DOCKER_HOSTS", farm())
+        // Its "listening" line, which says the port, is logged at info.
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -128,6 +130,8 @@ async fn safe_start() {
         .args(["start", "-b", "0.0.0.0", "-p", "0"])
         .env("DATA_DIR", dir.path())
         .env("DOCKER_HOSTS", farm())
+        // Its "listening" line, which says the port, is logged at info.
+        .env("RUST_LOG", "info")
         .env("ALLOW_ANONYMOUS", "true")
         .stdout(Stdio::null())
         .stderr(log)

@@ -370,11 +370,13 @@ pub async fn listening_port(log_path: &Path, offset: usize, child: &mut Child) -
     loop {
         let log = std::fs::read(log_path).unwrap_or_default();
         let this_start = String::from_utf8_lossy(log.get(offset..).unwrap_or_default());
-        if let Some(at) = this_start.find(LINE) {
-            let authority: String = this_start[at + LINE.len()..]
-                .chars()
-                .take_while(|c| *c != '/')
-                .collect();
+        // Only a whole address counts: the line may be read while it is being written.
+        let address = this_start
+            .find(LINE)
+            .map(|at| &this_start[at + LINE.len()..])
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(authority, _)| authority);
+        if let Some(authority) = address {
             let port = authority.rsplit(':').next().unwrap_or_default();
             return port.parse().expect("a port in the listening line");
         }

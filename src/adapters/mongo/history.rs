@@ -227,7 +227,8 @@ impl MongoStore {
             query.insert("_id", &id);
             // The output goes first: a node stopped between the two deletes leaves a
             // removable execution that the next round removes, never an output nothing
-            // refers to. (A finished execution stays removable: nothing writes it again.)
+            // refers to. (A finished execution stays removable; what a racing rewrite of
+            // the same end adds meanwhile is removed after the execution, below.)
             let still = bounded(
                 self.executions
                     .find_one(query.clone())
@@ -246,6 +247,7 @@ impl MongoStore {
             else {
                 continue;
             };
+            bounded(self.outputs.delete_many(doc! {"execution_id": &id})).await?;
             let job_id = gone.get_str("job_id").map_err(internal)?;
             bounded(
                 self.removed_executions()
