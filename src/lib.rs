@@ -80,6 +80,12 @@ pub async fn run(
         .bind(bind)
         .with_context(|| format!("could not listen on {bind}"))?;
     let address = socket.local_addr()?;
+    // How a browser on this machine reaches the node (`[::1]:8080` for an IPv6 address).
+    let authority = if address.ip().is_unspecified() {
+        format!("localhost:{}", address.port())
+    } else {
+        address.to_string()
+    };
 
     let hard_timeout = config.uint("HARD_EXECUTION_TIMEOUT_SECONDS");
     let call_timeout = Duration::from_secs(config.uint("DOCKER_CALL_TIMEOUT_SECONDS").max(1));
@@ -190,14 +196,9 @@ pub async fn run(
         },
         public_url: format!(
             "http://{}",
-            config.optional("SERVER_NAME").unwrap_or_else(|| {
-                if address.ip().is_unspecified() {
-                    format!("localhost:{}", address.port())
-                } else {
-                    // `[::1]:8080` for an IPv6 address.
-                    address.to_string()
-                }
-            })
+            config
+                .optional("SERVER_NAME")
+                .unwrap_or_else(|| authority.clone())
         ),
     };
     // Resolved once: the addresses webhooks may not reach (the farm's Docker hosts, Redis,
@@ -269,11 +270,7 @@ pub async fn run(
     let listener = socket
         .listen(LISTEN_BACKLOG)
         .with_context(|| format!("could not listen on {bind}"))?;
-    let open = if address.ip().is_unspecified() {
-        format!("http://localhost:{}/", address.port())
-    } else {
-        format!("http://{address}/")
-    };
+    let open = format!("http://{authority}/");
     let (queue_backend, store_backend) = &backends.names;
     tracing::info!(
         %address,

@@ -109,8 +109,9 @@ impl Node {
             .stderr(log)
             .spawn()
             .expect("start fastlane-node");
-        self.child = Some(child);
-        self.port = self.listening_port(&log_path, offset).await;
+        // Held by the node before waiting, so that a failed wait still stops it.
+        let child = self.child.insert(child);
+        self.port = listening_port(&log_path, offset, child).await;
         let url = self.url("/healthcheck");
         // A node with basic auth answers /healthcheck only to its login.
         let setting = |name: &str| {
@@ -132,11 +133,6 @@ impl Node {
             },
         )
         .await;
-    }
-
-    /// The port this start of the node listens on (see [`listening_port`]).
-    async fn listening_port(&mut self, log_path: &Path, offset: usize) -> u16 {
-        listening_port(log_path, offset, self.child.as_mut().expect("node running")).await
     }
 
     pub fn url(&self, path: &str) -> String {
